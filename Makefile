@@ -1,0 +1,31 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-fast lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt "torch==2.13.0" "setuptools>=77" wheel
+	$(PIP) install --quiet -c constraints.txt --no-build-isolation -e ".[dev]"
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/lstmkit example all
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,26 @@
+"""lstmkit: LSTM-family recurrent networks for PyTorch, written gate by gate."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from .layers import GRU, LSTM, RNN, Recurrent, merge_directions
+
+try:
+    __version__ = version("lstmkit")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "Cell",
+    "GRUCell",
+    "LSTMCell",
+    "LayerNormLSTMCell",
+    "PeepholeLSTMCell",
+    "RNNCell",
+    "Recurrent",
+    "__version__",
+    "merge_directions",
+]

@@ -1,0 +1,423 @@
+"""Layers that drive cells over time: :class:`Recurrent` for any cell, and drop-ins for
+``torch.nn.LSTM``, ``torch.nn.GRU`` and ``torch.nn.RNN``.
+
+Parameters are registered under PyTorch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...),
+so ``state_dict`` and ``load_state_dict`` interchange with ``torch.nn`` modules. Each layer and
+direction has its own cell; the cells see the layer's parameters, they do not own copies.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
+from .engine import run_sequence
+from .validation import check_lengths, check_mask, check_tensor
+
+MERGE_MODES = ("concat", "sum", "mul", "ave")
+
+StateArg = Tensor | Sequence[Tensor] | None
+
+
+def merge_directions(forward: Tensor, backward: Tensor, merge_mode: str) -> Tensor:
+    """Combine the two directions' outputs: concat, sum, mul or ave (Keras' merge modes)."""
+    if merge_mode == "concat":
+        return torch.cat((forward, backward), dim=-1)
+    if merge_mode == "sum":
+        return forward + backward
+    if merge_mode == "mul":
+        return forward * backward
+    if merge_mode == "ave":
+        return (forward + backward) / 2
+    raise ValueError(f"unknown merge_mode {merge_mode!r}: expected one of {MERGE_MODES}")
+
+
+def _check_probability(name: str, value: float, upper_inclusive: bool) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not (0 <= value < 1 or (upper_inclusive and value == 1)):
+        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
+        raise ValueError(f"{name} must be a number in {bound}, got {value!r}")
+    return float(value)
+
+
+class Recurrent(nn.Module):
+    """A stack of recurrent layers over any :class:`~lstmkit.Cell`, with ``torch.nn.LSTM``'s options
+    and the extras it lacks.
+
+    Args:
+        cell: a :class:`Cell` subclass (or any callable ``(input_size, hidden_size, bias=...,
+            **cell_kwargs) -> Cell``); one is built per layer and direction.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional:
+            as in ``torch.nn.LSTM``.
+        merge_mode: how the last layer combines its two directions: ``"concat"`` (as torch),
+            ``"sum"``, ``"mul"`` or ``"ave"``. Inner layers always concatenate.
+        recurrent_dropout: variational dropout on ``h`` before the recurrent multiply, one mask
+            per sequence for all steps (Gal & Ghahramani 2016); training only.
+        zoneout: probability that a state unit keeps its previous value (Krueger et al. 2016).
+        cell_kwargs: passed to every cell (e.g. ``reset_after=False`` for :class:`GRUCell`).
+
+    ``forward(input, hx=None, *, lengths=None, mask=None, return_gates=False)`` returns
+    ``(output, h_n)`` for single-state cells and ``(output, (h_n, c_n, ...))`` otherwise, plus a
+    gate trace when ``return_gates=True``.
+
+        >>> import torch, lstmkit
+        >>> layer = lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, 4, 8, num_layers=2, batch_first=True)
+        >>> out, (h_n, c_n) = layer(torch.randn(3, 5, 4), lengths=[5, 2, 4])
+        >>> tuple(out.shape), tuple(h_n.shape)
+        ((3, 5, 8), (2, 3, 8))
+    """
+
+    def __init__(
+        self,
+        cell: Callable[..., Cell],
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        merge_mode: str = "concat",
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        **cell_kwargs: object,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        if merge_mode not in MERGE_MODES:
+            raise ValueError(f"unknown merge_mode {merge_mode!r}: expected one of {MERGE_MODES}")
+        self.dropout = _check_probability("dropout", dropout, upper_inclusive=True)
+        if self.dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout applies between layers, so it has no effect with num_layers=1 "
+                f"(got dropout={dropout}); see recurrent_dropout and zoneout",
+                stacklevel=2,
+            )
+        self.recurrent_dropout = _check_probability("recurrent_dropout", recurrent_dropout, upper_inclusive=False)
+        self.zoneout = _check_probability("zoneout", zoneout, upper_inclusive=False)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.bidirectional = bidirectional
+        self.merge_mode = merge_mode
+        self._cells: list[Cell] = []
+        self._bindings: list[tuple[nn.Module, str, str]] = []
+        layer_input = input_size
+        for layer in range(num_layers):
+            for direction in range(self.num_directions):
+                built = cell(layer_input, hidden_size, bias=bias, device=device, dtype=dtype, **cell_kwargs)
+                if not isinstance(built, Cell):
+                    raise TypeError(f"cell must build an lstmkit.Cell, got {type(built).__name__}")
+                self._adopt(built, "_l" + str(layer) + ("_reverse" if direction else ""))
+            layer_input = self._cells[-1].recurrent_size * self.num_directions
+
+    def _adopt(self, cell: Cell, suffix: str) -> None:
+        """Register the cell's parameters on this layer under PyTorch's flat names."""
+        if next(cell.buffers(), None) is not None:
+            raise TypeError(f"{type(cell).__name__} has buffers; cells of a layer may hold parameters only")
+        for path, parameter in cell.named_parameters():
+            owner_path, _, leaf = path.rpartition(".")
+            flat_name = path.replace(".", "_") + suffix
+            self.register_parameter(flat_name, parameter)
+            self._bindings.append((cell.get_submodule(owner_path), leaf, flat_name))
+        self._cells.append(cell)
+
+    def _bind(self) -> None:
+        """Point every cell at this layer's current parameters (they may have been replaced by
+        ``load_state_dict(assign=True)``, ``functional_call`` or a conversion)."""
+        for owner, leaf, flat_name in self._bindings:
+            owner._parameters[leaf] = self._parameters[flat_name]
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        size = self._cells[-1].recurrent_size
+        return size * 2 if self.bidirectional and self.merge_mode == "concat" else size
+
+    def cell(self, layer: int = 0, direction: int = 0) -> Cell:
+        """The cell of one layer and direction (0 forward, 1 reverse), bound to this layer's weights."""
+        self._bind()
+        return self._cells[layer * self.num_directions + direction]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters grouped per layer and direction, as ``torch.nn.LSTM.all_weights``."""
+        self._bind()
+        return [list(cell.parameters()) for cell in self._cells]
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against ``torch.nn.LSTM``."""
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: StateArg = None,
+        *,
+        lengths: Sequence[int] | Tensor | None = None,
+        mask: Tensor | None = None,
+        return_gates: bool = False,
+    ):
+        self._bind()
+        dtype = self._cells[0].weight_ih.dtype
+        packed = input if isinstance(input, PackedSequence) else None
+        if packed is not None:
+            if lengths is not None or mask is not None:
+                raise ValueError("a PackedSequence carries its own lengths; do not pass lengths= or mask=")
+            check_tensor("input", packed.data, dtype)
+            x, lengths = pad_packed_sequence(packed)
+            batched, batch_first = True, False
+        else:
+            x = check_tensor("input", input, dtype)
+            if x.dim() not in (2, 3):
+                raise ValueError(
+                    f"expected input of rank 3 {self._layout()} or rank 2 (seq_len, input_size) "
+                    f"for one unbatched sequence, got shape {tuple(x.shape)}"
+                )
+            batched, batch_first = x.dim() == 3, self.batch_first
+            x = (x.transpose(0, 1) if batch_first else x) if batched else x.unsqueeze(1)
+        steps, batch_size, features = x.shape
+        if features != self.input_size:
+            raise ValueError(f"expected input feature size {self.input_size}, got {features} (input shape {tuple(x.shape)})")
+        if batch_size == 0:
+            raise ValueError("empty batch: input has batch size 0")
+        if steps == 0:
+            raise ValueError("empty sequence: input has 0 time steps")
+        if lengths is not None and mask is not None:
+            raise ValueError("pass either lengths= (zero outputs past each length) or mask= (Keras masking), not both")
+        valid = None
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch_size, steps, x.device)
+            valid = torch.arange(steps, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)
+        if mask is not None:
+            valid = self._time_major_mask(mask, steps, batch_size, batched)
+        initial = self._initial_states(hx, batch_size, batched, x)
+
+        final_states: list[list[Tensor]] = [[] for _ in self._cells[0].state_names]
+        traces: dict[str, dict[str, Tensor]] = {}
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                cell = self._cells[index]
+                state = cell.initial_state(batch_size, x) if initial is None else tuple(s[index] for s in initial)
+                result = run_sequence(
+                    cell,
+                    layer_input,
+                    state,
+                    valid=valid,
+                    carry_output=mask is not None,
+                    reverse=direction == 1,
+                    recurrent_mask=self._recurrent_dropout_mask(batch_size, cell.recurrent_size, x),
+                    zoneout=self.zoneout,
+                    training=self.training,
+                    trace=return_gates,
+                )
+                outputs.append(result.output)
+                for collected, final in zip(final_states, result.state, strict=True):
+                    collected.append(final)
+                if result.trace is not None:
+                    name = f"l{layer}" + ("_reverse" if direction else "")
+                    traces[name] = {key: self._to_layout(value, batched, batch_first) for key, value in result.trace.items()}
+            last = layer == self.num_layers - 1
+            if len(outputs) == 1:
+                layer_input = outputs[0]
+            else:
+                layer_input = merge_directions(*outputs, self.merge_mode if last else "concat")
+            if not last and self.dropout and self.training:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+
+        states = tuple(torch.stack(collected) for collected in final_states)
+        if not batched:
+            states = tuple(s.squeeze(1) for s in states)
+        state: Tensor | State = states[0] if len(states) == 1 else states
+        if packed is not None:
+            output: Tensor | PackedSequence = _repack(layer_input, packed, lengths)
+        else:
+            output = self._to_layout(layer_input, batched, batch_first)
+        return (output, state, traces) if return_gates else (output, state)
+
+    def _layout(self) -> str:
+        return "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+
+    @staticmethod
+    def _to_layout(tensor: Tensor, batched: bool, batch_first: bool) -> Tensor:
+        if not batched:
+            return tensor.squeeze(1)
+        return tensor.transpose(0, 1) if batch_first else tensor
+
+    def _time_major_mask(self, mask: Tensor, steps: int, batch_size: int, batched: bool) -> Tensor:
+        if not batched:
+            return check_mask(mask, (steps,), "(seq_len,) for an unbatched input").unsqueeze(1)
+        if self.batch_first:
+            return check_mask(mask, (batch_size, steps), "(batch, seq_len), like the input without features").T
+        return check_mask(mask, (steps, batch_size), "(seq_len, batch), like the input without features")
+
+    def _initial_states(self, hx: StateArg, batch_size: int, batched: bool, like: Tensor) -> State | None:
+        if hx is None:
+            return None
+        cell = self._cells[0]
+        states = (hx,) if isinstance(hx, Tensor) else tuple(hx)
+        if len(states) != len(cell.state_names):
+            expected = "a tensor h_0" if len(cell.state_names) == 1 else f"a tuple {cell.state_names}"
+            raise ValueError(f"hx must be {expected} for {type(cell).__name__}, got {len(states)} tensor(s)")
+        layers = self.num_layers * self.num_directions
+        checked = []
+        for name, size, state in zip(cell.state_names, cell.state_sizes, states, strict=True):
+            state = check_tensor(f"initial state {name}_0", state, like.dtype)
+            expected = (layers, batch_size, size) if batched else (layers, size)
+            if tuple(state.shape) != expected:
+                raise ValueError(
+                    f"expected initial state {name}_0 of shape {expected} "
+                    f"(num_layers * num_directions, batch, {name} size), got {tuple(state.shape)}"
+                )
+            checked.append(state if batched else state.unsqueeze(1))
+        return tuple(checked)
+
+    def _recurrent_dropout_mask(self, batch_size: int, size: int, like: Tensor) -> Tensor | None:
+        if not (self.recurrent_dropout and self.training):
+            return None
+        keep = 1.0 - self.recurrent_dropout
+        return like.new_empty(batch_size, size).bernoulli_(keep) / keep
+
+    def extra_repr(self) -> str:
+        cell = self._cells[0]
+        text = f"{type(cell).__name__}, {self.input_size}, {self.hidden_size}"
+        return text + self._options_repr()
+
+    def _options_repr(self) -> str:
+        defaults = {
+            "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0,
+            "bidirectional": False, "merge_mode": "concat", "recurrent_dropout": 0.0, "zoneout": 0.0,
+        }
+        return "".join(
+            f", {name}={getattr(self, name)!r}" for name, default in defaults.items() if getattr(self, name) != default
+        )
+
+
+def _repack(output: Tensor, packed: PackedSequence, lengths: Tensor) -> PackedSequence:
+    """Pack a padded time-major output exactly as the input was packed (same batch order)."""
+    if packed.sorted_indices is not None:
+        output = output.index_select(1, packed.sorted_indices)
+        lengths = lengths.index_select(0, packed.sorted_indices.to(lengths.device))
+    data = pack_padded_sequence(output, lengths.cpu(), enforce_sorted=True).data
+    return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+
+
+class LSTM(Recurrent):
+    """Drop-in for ``torch.nn.LSTM``: same arguments, ``state_dict`` keys and outputs, plus
+    ``lengths=``, ``mask=``, ``merge_mode``, ``recurrent_dropout``, ``zoneout``, ``return_gates``.
+
+        >>> import torch, lstmkit
+        >>> lstm = lstmkit.LSTM(10, 20, num_layers=2, bidirectional=True)
+        >>> ref = torch.nn.LSTM(10, 20, num_layers=2, bidirectional=True)
+        >>> _ = ref.load_state_dict(lstm.state_dict())
+        >>> x = torch.randn(7, 3, 10)
+        >>> torch.allclose(lstm(x)[0], ref(x)[0], atol=1e-6)
+        True
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **extras: object,
+    ) -> None:
+        super().__init__(
+            LSTMCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, proj_size=proj_size, **extras,
+        )
+        self.proj_size = proj_size
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
+        return text + f", proj_size={self.proj_size}" if self.proj_size else text
+
+
+class GRU(Recurrent):
+    """Drop-in for ``torch.nn.GRU``; ``reset_after=False`` gives the original Cho et al. candidate.
+
+        >>> import torch, lstmkit
+        >>> out, h_n = lstmkit.GRU(4, 6, batch_first=True)(torch.randn(2, 5, 4))
+        >>> tuple(out.shape), tuple(h_n.shape)
+        ((2, 5, 6), (1, 2, 6))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **extras: object,
+    ) -> None:
+        super().__init__(
+            GRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, **extras,
+        )
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
+        return text if self._cells[0].reset_after else text + ", reset_after=False"
+
+
+class RNN(Recurrent):
+    """Drop-in for ``torch.nn.RNN`` (``nonlinearity`` is its fourth argument, as in torch).
+
+        >>> import torch, lstmkit
+        >>> out, h_n = lstmkit.RNN(4, 6, nonlinearity="relu")(torch.randn(5, 2, 4))
+        >>> tuple(out.shape)
+        (5, 2, 6)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **extras: object,
+    ) -> None:
+        super().__init__(
+            RNNCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            device, dtype, nonlinearity=nonlinearity, **extras,
+        )
+        self.nonlinearity = self._cells[0].nonlinearity
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
+        return text if self.nonlinearity == "tanh" else text + f", nonlinearity={self.nonlinearity!r}"
