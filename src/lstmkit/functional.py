@@ -39,9 +39,7 @@ def resolve_activation(activation: str | Activation | None) -> Activation:
         return activation
     if isinstance(activation, str) and activation in ACTIVATIONS:
         return ACTIVATIONS[activation]
-    raise ValueError(
-        f"unknown activation {activation!r}: expected one of {sorted(ACTIVATIONS)} or a callable"
-    )
+    raise ValueError(f"unknown activation {activation!r}: expected one of {sorted(ACTIVATIONS)} or a callable")
 
 
 def activation_name(activation: str | Activation | None) -> str:

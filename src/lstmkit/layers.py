@@ -192,7 +192,9 @@ class Recurrent(nn.Module):
             x = (x.transpose(0, 1) if batch_first else x) if batched else x.unsqueeze(1)
         steps, batch_size, features = x.shape
         if features != self.input_size:
-            raise ValueError(f"expected input feature size {self.input_size}, got {features} (input shape {tuple(x.shape)})")
+            raise ValueError(
+                f"expected input feature size {self.input_size}, got {features} (input shape {tuple(x.shape)})"
+            )
         if batch_size == 0:
             raise ValueError("empty batch: input has batch size 0")
         if steps == 0:
@@ -233,7 +235,9 @@ class Recurrent(nn.Module):
                     collected.append(final)
                 if result.trace is not None:
                     name = f"l{layer}" + ("_reverse" if direction else "")
-                    traces[name] = {key: self._to_layout(value, batched, batch_first) for key, value in result.trace.items()}
+                    traces[name] = {
+                        key: self._to_layout(value, batched, batch_first) for key, value in result.trace.items()
+                    }
             last = layer == self.num_layers - 1
             if len(outputs) == 1:
                 layer_input = outputs[0]
@@ -302,8 +306,14 @@ class Recurrent(nn.Module):
 
     def _options_repr(self) -> str:
         defaults = {
-            "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0,
-            "bidirectional": False, "merge_mode": "concat", "recurrent_dropout": 0.0, "zoneout": 0.0,
+            "num_layers": 1,
+            "bias": True,
+            "batch_first": False,
+            "dropout": 0.0,
+            "bidirectional": False,
+            "merge_mode": "concat",
+            "recurrent_dropout": 0.0,
+            "zoneout": 0.0,
         }
         return "".join(
             f", {name}={getattr(self, name)!r}" for name, default in defaults.items() if getattr(self, name) != default
@@ -347,8 +357,18 @@ class LSTM(Recurrent):
         **extras: object,
     ) -> None:
         super().__init__(
-            LSTMCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, proj_size=proj_size, **extras,
+            LSTMCell,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+            proj_size=proj_size,
+            **extras,
         )
         self.proj_size = proj_size
 
@@ -360,10 +380,10 @@ class LSTM(Recurrent):
 class GRU(Recurrent):
     """Drop-in for ``torch.nn.GRU``; ``reset_after=False`` gives the original Cho et al. candidate.
 
-        >>> import torch, lstmkit
-        >>> out, h_n = lstmkit.GRU(4, 6, batch_first=True)(torch.randn(2, 5, 4))
-        >>> tuple(out.shape), tuple(h_n.shape)
-        ((2, 5, 6), (1, 2, 6))
+    >>> import torch, lstmkit
+    >>> out, h_n = lstmkit.GRU(4, 6, batch_first=True)(torch.randn(2, 5, 4))
+    >>> tuple(out.shape), tuple(h_n.shape)
+    ((2, 5, 6), (1, 2, 6))
     """
 
     def __init__(
@@ -380,8 +400,17 @@ class GRU(Recurrent):
         **extras: object,
     ) -> None:
         super().__init__(
-            GRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, **extras,
+            GRUCell,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+            **extras,
         )
 
     def extra_repr(self) -> str:
@@ -392,10 +421,10 @@ class GRU(Recurrent):
 class RNN(Recurrent):
     """Drop-in for ``torch.nn.RNN`` (``nonlinearity`` is its fourth argument, as in torch).
 
-        >>> import torch, lstmkit
-        >>> out, h_n = lstmkit.RNN(4, 6, nonlinearity="relu")(torch.randn(5, 2, 4))
-        >>> tuple(out.shape)
-        (5, 2, 6)
+    >>> import torch, lstmkit
+    >>> out, h_n = lstmkit.RNN(4, 6, nonlinearity="relu")(torch.randn(5, 2, 4))
+    >>> tuple(out.shape)
+    (5, 2, 6)
     """
 
     def __init__(
@@ -413,8 +442,18 @@ class RNN(Recurrent):
         **extras: object,
     ) -> None:
         super().__init__(
-            RNNCell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype, nonlinearity=nonlinearity, **extras,
+            RNNCell,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+            nonlinearity=nonlinearity,
+            **extras,
         )
         self.nonlinearity = self._cells[0].nonlinearity
 

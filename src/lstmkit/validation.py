@@ -30,19 +30,26 @@ def check_cell_input(cell: Cell, input: Tensor, hx: Tensor | State | None) -> tu
     """Validate a one-step cell call; returns (batched, input as (B, I), state as (B, size) tensors)."""
     input = check_tensor("input", input, cell.weight_ih.dtype)
     if input.dim() not in (1, 2):
-        raise ValueError(f"cell input must be 1-D (input_size,) or 2-D (batch, input_size), got shape {tuple(input.shape)}")
+        raise ValueError(
+            f"cell input must be 1-D (input_size,) or 2-D (batch, input_size), got shape {tuple(input.shape)}"
+        )
     batched = input.dim() == 2
     if not batched:
         input = input.unsqueeze(0)
     if input.shape[-1] != cell.input_size:
-        raise ValueError(f"expected input feature size {cell.input_size}, got {input.shape[-1]} (shape {tuple(input.shape)})")
+        raise ValueError(
+            f"expected input feature size {cell.input_size}, got {input.shape[-1]} (shape {tuple(input.shape)})"
+        )
     if input.shape[0] == 0:
         raise ValueError("empty batch: input has batch size 0")
     if hx is None:
         return batched, input, cell.initial_state(input.shape[0], input)
     states = (hx,) if isinstance(hx, Tensor) else tuple(hx)
     if len(states) != len(cell.state_names):
-        raise ValueError(f"{type(cell).__name__} expects {len(cell.state_names)} state tensor(s) {cell.state_names}, got {len(states)}")
+        raise ValueError(
+            f"{type(cell).__name__} expects {len(cell.state_names)} state tensor(s) {cell.state_names}, "
+            f"got {len(states)}"
+        )
     checked = []
     for name, size, state in zip(cell.state_names, cell.state_sizes, states, strict=True):
         state = check_tensor(f"state {name}", state, cell.weight_ih.dtype)

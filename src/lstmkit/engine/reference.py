@@ -52,7 +52,7 @@ def run_sequence(
     outputs: list[Tensor] = [inputs.new_empty(0)] * steps
     records: list[tuple[Tensor, ...]] = [()] * steps
     previous_output = torch.zeros_like(state[0])
-    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
         new_state, gates = cell.step(projected[t], state, recurrent_mask)
         if zoneout:
             new_state = tuple(
@@ -72,7 +72,9 @@ def run_sequence(
     result = SequenceResult(torch.stack(outputs), state)
     if trace:
         names = (*cell.gate_names, *cell.state_names)
-        result.trace = {name: torch.stack(column) for name, column in zip(names, zip(*records, strict=True), strict=True)}
+        result.trace = {
+            name: torch.stack(column) for name, column in zip(names, zip(*records, strict=True), strict=True)
+        }
     return result
 
 
