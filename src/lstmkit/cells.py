@@ -82,6 +82,7 @@ class Cell(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        self.reset_parameters()  # subclasses that add parameters call it again once they exist
 
     @property
     def gate_count(self) -> int:
@@ -164,7 +165,6 @@ class RNNCell(Cell):
         super().__init__(input_size, hidden_size, bias, device, dtype)
         self.activation = resolve_activation(nonlinearity)
         self.nonlinearity = activation_name(nonlinearity)
-        self.reset_parameters()
 
     def pointwise(self, xg: Tensor, hg: Tensor, state: State) -> tuple[State, Gates]:
         h = self.activation(xg + hg)  # h_t = act(W x_t + U h_{t-1} + b)
@@ -205,11 +205,11 @@ class LSTMCell(Cell):
             raise ValueError(f"proj_size must be an int in [0, hidden_size={hidden_size}), got {proj_size!r}")
         self.proj_size = proj_size
         super().__init__(input_size, hidden_size, bias, device, dtype)
-        if proj_size:
-            self.weight_hr = nn.Parameter(torch.empty(proj_size, hidden_size, device=device, dtype=dtype))
         self.activation = resolve_activation(activation)
         self.gate_activation = resolve_activation(gate_activation)
-        self.reset_parameters()
+        if proj_size:
+            self.weight_hr = nn.Parameter(torch.empty(proj_size, hidden_size, device=device, dtype=dtype))
+            self.reset_parameters()
 
     @property
     def recurrent_size(self) -> int:
@@ -303,7 +303,6 @@ class GRUCell(Cell):
         self.reset_after = reset_after
         self.activation = resolve_activation(activation)
         self.gate_activation = resolve_activation(gate_activation)
-        self.reset_parameters()
 
     def pointwise(self, xg: Tensor, hg: Tensor, state: State) -> tuple[State, Gates]:
         (h_prev,) = state
