@@ -373,6 +373,8 @@ class LayerNormLSTMCell(Cell):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
+        if "ln_bias_c" not in self._parameters:  # called from Cell.__init__, before the LN parameters exist
+            return
         with torch.no_grad():
             for gain in (self.ln_weight_ih, self.ln_weight_hh, self.ln_weight_c):
                 gain.fill_(1.0)
