@@ -1,0 +1,130 @@
+"""Compile the native engine on first use with ``torch.utils.cpp_extension.load``, cached per user.
+
+The build directory is ``$LSTMKIT_EXTENSIONS_DIR`` or ``$TORCH_EXTENSIONS_DIR`` or
+``~/.cache/lstmkit/torch_extensions``, with a sub-directory per torch version, Python version and
+instruction set, so a cached build is never loaded into the wrong torch. ``cpp_extension.load``
+rebuilds when a source file or a flag changes and serialises concurrent builds with a lock file.
+
+Instruction set: with AVX2 and FMA in ``/proc/cpuinfo`` the code is compiled with
+``-mavx2 -mfma -DCPU_CAPABILITY_AVX2 -DCPU_CAPABILITY=AVX2``; without those defines
+``at::vec::Vectorized`` silently falls back to scalar loops (see DESIGN.md). Otherwise a generic
+``-O3`` build. If compilation fails (no compiler, no ninja, ...), :func:`load_extension` warns once
+and returns ``None``; set ``LSTMKIT_NATIVE=0`` to skip the native engine altogether.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = ("lstm.cpp",)
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_tried = False
+_error: str | None = None
+
+
+def cpu_flags() -> set[str]:
+    """The ``flags`` of the first CPU in ``/proc/cpuinfo`` (empty off Linux)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def instruction_set() -> str:
+    """``"avx2"`` when the CPU has AVX2 and FMA (and we are on x86-64), else ``"generic"``."""
+    return "avx2" if {"avx2", "fma"} <= cpu_flags() else "generic"
+
+
+def compile_flags(isa: str) -> list[str]:
+    flags = ["-O3"]
+    if isa == "avx2":
+        flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return flags
+
+
+def build_directory(isa: str) -> Path:
+    root = os.environ.get("LSTMKIT_EXTENSIONS_DIR") or os.environ.get("TORCH_EXTENSIONS_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "lstmkit" / "torch_extensions"
+    torch_version = torch.__version__.replace("+", "_")
+    return base / f"torch{torch_version}_py{sys.version_info.major}{sys.version_info.minor}_{isa}"
+
+
+def _ensure_ninja_on_path() -> None:
+    """cpp_extension runs ``ninja`` from PATH; pip's ``ninja`` lives next to the interpreter."""
+    if shutil.which("ninja"):
+        return
+    candidates = [Path(sys.executable).parent]
+    try:
+        import ninja  # type: ignore[import-not-found]
+
+        candidates.insert(0, Path(ninja.BIN_DIR))
+    except (ImportError, AttributeError):
+        pass
+    for directory in candidates:
+        if (directory / "ninja").exists():
+            os.environ["PATH"] = f"{directory}{os.pathsep}{os.environ.get('PATH', '')}"
+            return
+
+
+def _build(verbose: bool) -> ModuleType:
+    from torch.utils import cpp_extension
+
+    _ensure_ninja_on_path()
+    isa = instruction_set()
+    directory = build_directory(isa)
+    directory.mkdir(parents=True, exist_ok=True)
+    return cpp_extension.load(
+        name=f"lstmkit_native_{isa}",
+        sources=[str(CSRC / source) for source in SOURCES],
+        extra_cflags=compile_flags(isa),
+        build_directory=str(directory),
+        verbose=verbose,
+    )
+
+
+def load_extension(verbose: bool = False) -> ModuleType | None:
+    """The compiled extension module, building it on first call; ``None`` if it cannot be built.
+
+    The first failure emits one warning (with the compiler's message) and is remembered, so
+    callers can fall back to the reference engine without repeating the attempt.
+    """
+    global _module, _tried, _error
+    if _tried:
+        return _module
+    with _lock:
+        if _tried:
+            return _module
+        if os.environ.get("LSTMKIT_NATIVE", "1") == "0":
+            _error = "disabled by LSTMKIT_NATIVE=0"
+        else:
+            try:
+                _module = _build(verbose)
+            except Exception as error:  # compiler missing, ninja missing, build error, ...
+                _error = f"{type(error).__name__}: {error}"
+                warnings.warn(
+                    f"lstmkit: the native engine could not be built, falling back to the reference loop ({_error})",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        _tried = True
+    return _module
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`load_extension` returned ``None`` (after it was called), else ``None``."""
+    return _error
