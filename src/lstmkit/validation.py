@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,8 @@ def check_lengths(lengths: Sequence[int] | Tensor, batch_size: int, seq_len: int
         lengths = lengths.to(device=device, dtype=torch.int64)
     else:
         try:
-            lengths = torch.as_tensor(list(lengths), dtype=torch.int64, device=device)
+            # operator.index: ints (Python, NumPy, 0-d integer tensors) only; as_tensor alone truncates 2.5 to 2
+            lengths = torch.as_tensor([operator.index(n) for n in lengths], dtype=torch.int64, device=device)
         except (TypeError, ValueError, RuntimeError) as error:
             raise TypeError(f"lengths must be a sequence of ints or an integer tensor, got {lengths!r}") from error
     if lengths.dim() != 1 or lengths.shape[0] != batch_size:
