@@ -1,0 +1,704 @@
+"""Keras 3 recurrent layers as batch-first PyTorch modules: ``LSTM``, ``GRU``, ``SimpleRNN``, ``Bidirectional``.
+
+Arguments, initialisation, masking and outputs follow Keras; the parameters live in an lstmkit cell
+(``layer.cell.weight_ih`` ... in PyTorch layout and gate order) and are converted to Keras' layout
+only at the boundary (:meth:`get_weights` / :meth:`set_weights`). Keras is never imported.
+
+Shared arguments, as Keras' (keyword-only after ``units``): ``activation``, ``use_bias``,
+``kernel_initializer``, ``recurrent_initializer``, ``bias_initializer`` (a name of
+:data:`INITIALIZERS`, a number or a callable filling a tensor; drawn on Keras-layout shapes, so with
+Keras' fans), ``dropout`` (on the inputs, one mask per sequence, training only),
+``recurrent_dropout`` (on ``h`` before the recurrent multiply, one mask per sequence),
+``return_sequences``, ``return_state``, ``go_backwards`` (the output sequence stays reversed),
+``stateful`` (final states carried to the next call until :meth:`reset_states`) and
+``zero_output_for_mask``; plus ``input_size``, ``device`` and ``dtype``.
+
+``forward(inputs (B, T, I), initial_state=None, mask=None, training=None)``: ``mask`` ``(B, T)``
+marks real steps; masked steps keep the state and repeat the previous output (zeros before the
+first real step), as Keras. ``training=None`` follows ``module.training``.
+
+Like Keras, a layer built without ``input_size`` creates its parameters on the first call, so an
+optimizer must be created after that call (or pass ``input_size=`` to build at once).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cells import Cell, GRUCell, LSTMCell, RNNCell
+from ..engine import run_sequence
+from ..functional import ACTIVATIONS, Activation
+from ..layers import merge_directions
+from ..validation import check_mask, check_tensor
+
+Initializer = str | float | int | Callable[[Tensor], Any]
+StateArg = Tensor | Sequence[Tensor] | None
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+# Keras activations by name: lstmkit's registry plus a few Keras-only ones, with Keras' defaults.
+KERAS_ACTIVATIONS: dict[str, Activation] = {
+    **ACTIVATIONS,
+    "relu6": F.relu6,
+    "exponential": torch.exp,
+    "hard_silu": F.hardswish,
+    "hard_swish": F.hardswish,
+    "hard_tanh": F.hardtanh,
+    "log_sigmoid": F.logsigmoid,
+    "mish": F.mish,
+    "tanh_shrink": F.tanhshrink,
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.2),  # Keras' default negative_slope is 0.2
+}
+
+
+def resolve_keras_activation(activation: str | Activation | None) -> Activation:
+    """A Keras activation name (or ``None`` for linear) as a function; callables pass through."""
+    if activation is None:
+        return KERAS_ACTIVATIONS["linear"]
+    if callable(activation):
+        return activation
+    if isinstance(activation, str) and activation in KERAS_ACTIVATIONS:
+        return KERAS_ACTIVATIONS[activation]
+    raise ValueError(
+        f"unsupported activation {activation!r}: expected a callable or one of {sorted(KERAS_ACTIVATIONS)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Initializers, computed on Keras-layout shapes (kernel (I, G*H), recurrent kernel (H, G*H)).
+
+
+def _fans(shape: torch.Size) -> tuple[int, int]:
+    return (shape[0], shape[0]) if len(shape) == 1 else (shape[0], shape[1])
+
+
+def _variance_scaling(scale: float, mode: str, distribution: str) -> Callable[[Tensor], Tensor]:
+    def fill(tensor: Tensor) -> Tensor:
+        fan_in, fan_out = _fans(tensor.shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        variance = scale / max(1.0, fan)
+        if distribution == "uniform":
+            limit = math.sqrt(3.0 * variance)
+            return nn.init.uniform_(tensor, -limit, limit)
+        std = math.sqrt(variance) / 0.87962566103423978  # std of a unit normal truncated at +-2
+        return nn.init.trunc_normal_(tensor, 0.0, std, -2 * std, 2 * std)
+
+    return fill
+
+
+def _orthogonal(tensor: Tensor) -> Tensor:
+    """Orthonormal rows or columns (whichever are fewer), as Keras' Orthogonal(gain=1)."""
+    if tensor.dim() != 2:
+        raise ValueError(f"the orthogonal initializer needs a 2-D tensor, got shape {tuple(tensor.shape)}")
+    rows, cols = tensor.shape
+    sample = torch.randn(max(rows, cols), min(rows, cols), dtype=torch.float64)
+    q, r = torch.linalg.qr(sample)
+    q = q * torch.sign(torch.diagonal(r))  # make the decomposition unique, hence uniformly distributed
+    with torch.no_grad():
+        return tensor.copy_(q.T if rows < cols else q)
+
+
+INITIALIZERS: dict[str, Callable[[Tensor], Tensor]] = {
+    "glorot_uniform": _variance_scaling(1.0, "fan_avg", "uniform"),
+    "glorot_normal": _variance_scaling(1.0, "fan_avg", "truncated_normal"),
+    "he_uniform": _variance_scaling(2.0, "fan_in", "uniform"),
+    "he_normal": _variance_scaling(2.0, "fan_in", "truncated_normal"),
+    "lecun_uniform": _variance_scaling(1.0, "fan_in", "uniform"),
+    "lecun_normal": _variance_scaling(1.0, "fan_in", "truncated_normal"),
+    "orthogonal": _orthogonal,
+    "zeros": nn.init.zeros_,
+    "ones": nn.init.ones_,
+    "random_normal": lambda t: nn.init.normal_(t, 0.0, 0.05),
+    "random_uniform": lambda t: nn.init.uniform_(t, -0.05, 0.05),
+    "truncated_normal": lambda t: nn.init.trunc_normal_(t, 0.0, 0.05, -0.1, 0.1),
+}
+
+
+def _check_initializer(argument: str, value: Initializer) -> Initializer:
+    ok = callable(value) or (isinstance(value, str) and value in INITIALIZERS)
+    ok = ok or (isinstance(value, int | float) and not isinstance(value, bool))
+    if not ok:
+        raise ValueError(
+            f"{argument}={value!r} is not supported: expected a number, a callable filling a tensor "
+            f"or one of {sorted(INITIALIZERS)}"
+        )
+    return value
+
+
+def initialize(initializer: Initializer, shape: tuple[int, ...], **factory: Any) -> Tensor:
+    """A new tensor of ``shape`` (Keras layout) filled by ``initializer``: a name, a constant or a
+    callable that fills a tensor in place (e.g. ``torch.nn.init.xavier_uniform_``)."""
+    tensor = torch.empty(shape, **factory)
+    with torch.no_grad():
+        if isinstance(initializer, int | float) and not isinstance(initializer, bool):
+            return tensor.fill_(float(initializer))
+        fill = INITIALIZERS[initializer] if isinstance(initializer, str) else initializer
+        result = fill(tensor)
+    if isinstance(result, Tensor) and result is not tensor:
+        if tuple(result.shape) != shape:
+            raise ValueError(f"initializer {initializer!r} returned shape {tuple(result.shape)}, expected {shape}")
+        return result.to(**factory)
+    return tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout: Keras stores kernel (I, G*H) with gate blocks in its own order; torch (G*H, I).
+
+
+def _gate_order(cell: Cell) -> tuple[int, ...] | None:
+    """Keras block of each torch block; GRU is Keras (z, r, h) vs torch (r, z, n). Self-inverse."""
+    return (1, 0, 2) if isinstance(cell, GRUCell) else None
+
+
+def _reorder(tensor: Tensor, order: tuple[int, ...] | None, size: int) -> Tensor:
+    if order is None:
+        return tensor
+    blocks = tensor.split(size, dim=0)
+    return torch.cat([blocks[k] for k in order], dim=0)
+
+
+def check_convertible(cell: Cell) -> None:
+    """Only the cells Keras has a layer for convert: LSTMCell (no projection), GRUCell, RNNCell."""
+    if type(cell) not in (LSTMCell, GRUCell, RNNCell) or getattr(cell, "proj_size", 0):
+        raise TypeError(
+            f"no Keras layout for {type(cell).__name__}"
+            + (" with proj_size > 0" if getattr(cell, "proj_size", 0) else "")
+            + ": only LSTMCell, GRUCell and RNNCell convert"
+        )
+
+
+def cell_to_keras(cell: Cell) -> list[Tensor]:
+    """``[kernel, recurrent_kernel(, bias)]`` in Keras layout; torch's two biases are summed (exact,
+    they always enter the same sum) except for a reset-after GRU, whose Keras bias is ``(2, 3H)``."""
+    check_convertible(cell)
+    order, size = _gate_order(cell), cell.hidden_size
+    weights = [_reorder(cell.weight_ih, order, size).T, _reorder(cell.weight_hh, order, size).T]
+    if cell.bias_ih is not None or cell.bias_hh is not None:
+        zeros = cell.weight_ih.new_zeros(cell.weight_ih.shape[0])
+        b_ih = zeros if cell.bias_ih is None else cell.bias_ih
+        b_hh = zeros if cell.bias_hh is None else cell.bias_hh
+        if isinstance(cell, GRUCell) and cell.reset_after:
+            weights.append(torch.stack([_reorder(b_ih, order, size), _reorder(b_hh, order, size)]))
+        else:
+            weights.append(_reorder(b_ih + b_hh, order, size))
+    return [w.detach().clone() for w in weights]
+
+
+def _load_keras(cell: Cell, weights: Sequence[Tensor]) -> None:
+    """Copy shape-checked Keras-layout weights into the cell's parameters (their identity is kept)."""
+    order, size = _gate_order(cell), cell.hidden_size
+    kernel, recurrent, *bias = weights
+    with torch.no_grad():
+        cell.weight_ih.copy_(_reorder(kernel.T, order, size))
+        cell.weight_hh.copy_(_reorder(recurrent.T, order, size))
+        if bias and bias[0].dim() == 2:  # reset-after GRU: row 0 input bias, row 1 recurrent bias
+            cell.bias_ih.copy_(_reorder(bias[0][0], order, size))
+            cell.bias_hh.copy_(_reorder(bias[0][1], order, size))
+        elif bias:
+            cell.bias_ih.copy_(_reorder(bias[0], order, size))
+
+
+def check_weights(owner: str, names: Sequence[str], expected: Sequence[tuple], weights: Sequence[Any]) -> list:
+    """Weights as arrays; a ValueError listing expected vs got shapes per weight on any mismatch."""
+    arrays = [w.detach().cpu().numpy() if isinstance(w, Tensor) else np.asarray(w) for w in weights]
+    got = [tuple(a.shape) for a in arrays]
+    if len(got) != len(expected) or any(g != tuple(e) for g, e in zip(got, expected, strict=False)):
+        rows = [
+            f"  {names[i] if i < len(names) else f'weight {i}'}: expected "
+            f"{tuple(expected[i]) if i < len(expected) else 'nothing'}, got {got[i] if i < len(got) else 'nothing'}"
+            for i in range(max(len(got), len(expected)))
+        ]
+        raise ValueError(
+            f"{owner} expects {len(expected)} weights in Keras layout, got {len(got)}:\n" + "\n".join(rows)
+        )
+    return arrays
+
+
+def _check_rate(name: str, value: float) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers.
+
+
+class _KerasRNN(nn.Module):
+    """Shared machinery of the Keras-style layers; subclasses say which cell and gates."""
+
+    gates: ClassVar[int] = 1
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
+    cell: Cell | None
+
+    def __init__(self, units: int, *, device: Any = None, dtype: torch.dtype | None = None, **config: Any) -> None:
+        super().__init__()
+        if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
+            raise ValueError(f"units must be a positive int, got {units!r}")
+        for key in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
+            _check_initializer(key, config[key])
+        for key in ("activation", "recurrent_activation"):
+            if key in config:
+                resolve_keras_activation(config[key])
+        _check_rate("dropout", config["dropout"])
+        _check_rate("recurrent_dropout", config["recurrent_dropout"])
+        self._config_keys = ("units", *(key for key in config if key != "input_size"))
+        self.units = units
+        for key in self._config_keys[1:]:  # activation, use_bias, return_sequences, ... as attributes
+            setattr(self, key, config[key])
+        self._factory = {"device": device, "dtype": dtype}
+        self.cell = None
+        self._states: tuple[Tensor, ...] | None = None
+        if config["input_size"] is not None:
+            self.build(config["input_size"])
+
+    # -- construction ---------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments (Keras names), enough to build a fresh copy."""
+        return {**{key: getattr(self, key) for key in self._config_keys}, "input_size": self.input_size}
+
+    @property
+    def built(self) -> bool:
+        return self.cell is not None
+
+    @property
+    def input_size(self) -> int | None:
+        return None if self.cell is None else self.cell.input_size
+
+    def _make_cell(self, input_size: int, **factory: Any) -> Cell:
+        raise NotImplementedError
+
+    def _keeps_recurrent_bias(self) -> bool:
+        """Keras has one bias per gate (a second one only for reset-after GRU): drop torch's bias_hh."""
+        return False
+
+    def build(self, input_size: int, **factory: Any) -> None:
+        """Create the parameters for ``input_size`` features (called by the first forward if needed)."""
+        factory = {key: value if value is not None else factory.get(key) for key, value in self._factory.items()}
+        cell = self._make_cell(input_size, **factory)
+        if self.use_bias and not self._keeps_recurrent_bias():
+            cell.register_parameter("bias_hh", None)
+        self.cell = cell
+        self.reset_parameters()
+
+    def keras_weight_shapes(self, input_size: int | str | None = None) -> list[tuple]:
+        """Shapes of ``[kernel, recurrent_kernel(, bias)]`` as Keras stores them (``input_size``
+        defaults to the built one; a name stands in for it in messages when unknown)."""
+        input_size = input_size or self.input_size
+        columns = self.gates * self.units
+        shapes = [(input_size, columns), (self.units, columns)]
+        return shapes + [self._bias_shape()] if self.use_bias else shapes
+
+    def _bias_shape(self) -> tuple[int, ...]:
+        return (self.gates * self.units,)
+
+    def _initial_bias(self, **factory: Any) -> Tensor:
+        return initialize(self.bias_initializer, self._bias_shape(), **factory)
+
+    def reset_parameters(self) -> None:
+        """Re-draw the weights with the layer's initializers, on Keras-layout shapes (Keras' fans)."""
+        if self.cell is None:
+            return
+        factory = {"device": self.cell.weight_ih.device, "dtype": self.cell.weight_ih.dtype}
+        shapes = self.keras_weight_shapes()
+        weights = [initialize(self.kernel_initializer, shapes[0], **factory)]
+        weights.append(initialize(self.recurrent_initializer, shapes[1], **factory))
+        if self.use_bias:
+            weights.append(self._initial_bias(**factory))
+        _load_keras(self.cell, weights)
+
+    # -- weights in Keras layout ----------------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """``[kernel, recurrent_kernel(, bias)]`` as Keras' ``get_weights()`` returns them."""
+        return [] if self.cell is None else [w.cpu().numpy() for w in cell_to_keras(self.cell)]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Load Keras' ``get_weights()``; an unbuilt layer is built for the kernel's input size."""
+        if self.cell is None and weights and np.ndim(weights[0]) == 2:
+            self.build(int(np.shape(weights[0])[0]))
+        shapes = self.keras_weight_shapes(self.input_size or "input_size")
+        arrays = check_weights(self._describe(), ("kernel", "recurrent_kernel", "bias"), shapes, weights)
+        assert self.cell is not None  # the shapes matched, so the kernel gave the input size
+        like = self.cell.weight_ih
+        _load_keras(self.cell, [torch.as_tensor(a).to(like) for a in arrays])
+
+    # -- running --------------------------------------------------------------------------------
+    @property
+    def states(self) -> tuple[Tensor, ...] | None:
+        """The carried states of a stateful layer (``None`` before the first call)."""
+        return self._states
+
+    def reset_states(self) -> None:
+        """Zero the carried states of a stateful layer (Keras ``reset_states``)."""
+        if self._states is not None:
+            self._states = tuple(torch.zeros_like(s) for s in self._states)
+
+    def forward(
+        self,
+        inputs: Tensor,
+        initial_state: StateArg = None,
+        mask: Tensor | None = None,
+        training: bool | None = None,
+    ) -> Tensor | tuple[Tensor, ...]:
+        x = self._check_inputs(inputs)
+        cell = self.cell
+        training = self.training if training is None else training
+        batch, steps, _ = x.shape
+        state = self._initial_state(initial_state, batch, x)
+        valid = None
+        if mask is not None:
+            mask = torch.as_tensor(mask) if isinstance(mask, np.ndarray) else mask
+            valid = check_mask(mask, (batch, steps), "(batch, timesteps)").to(x.device).T
+        if training and self.dropout:  # one input mask per sequence, shared by all steps
+            x = x * _dropout_mask(x.new_empty(batch, 1, x.shape[-1]), self.dropout)
+        recurrent_mask = None
+        if training and self.recurrent_dropout:
+            recurrent_mask = _dropout_mask(x.new_empty(batch, self.units), self.recurrent_dropout)
+        x = x.transpose(0, 1)
+        if self.go_backwards:  # Keras walks the reversed sequence and keeps its outputs reversed
+            x = x.flip(0)
+            valid = None if valid is None else valid.flip(0)
+        result = run_sequence(
+            cell,
+            x,
+            state,
+            valid=valid,
+            carry_output=not self.zero_output_for_mask,
+            recurrent_mask=recurrent_mask,
+        )
+        if self.stateful:
+            self._states = tuple(s.detach() for s in result.state)
+        output = result.output.transpose(0, 1) if self.return_sequences else result.output[-1]
+        return (output, *result.state) if self.return_state else output
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__}(units={self.units})" + (
+            f" with input_size={self.input_size}" if self.built else ""
+        )
+
+    def _check_inputs(self, inputs: Tensor) -> Tensor:
+        x = check_tensor("inputs", inputs)
+        if x.dim() != 3:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of rank 3 (batch, timesteps, features), "
+                f"got rank {x.dim()} with shape {tuple(x.shape)}"
+            )
+        if self.cell is None:
+            self.build(x.shape[-1], device=x.device, dtype=x.dtype)
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{self._describe()} expects inputs (batch, timesteps, {self.input_size}), "
+                f"got {x.shape[-1]} features (shape {tuple(x.shape)})"
+            )
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"empty input: got shape {tuple(x.shape)}")
+        return check_tensor("inputs", x, self.cell.weight_ih.dtype)
+
+    def _initial_state(self, initial_state: StateArg, batch: int, like: Tensor) -> tuple[Tensor, ...]:
+        names = self.state_names
+        if initial_state is None:
+            if self.stateful and self._states is not None:
+                if self._states[0].shape[0] != batch:
+                    raise ValueError(
+                        f"stateful {type(self).__name__} carries states for batch size {self._states[0].shape[0]}, "
+                        f"got inputs with batch size {batch}: a stateful layer's batch size is fixed, as in Keras"
+                    )
+                return self._states
+            return self.cell.initial_state(batch, like)
+        states = (initial_state,) if isinstance(initial_state, Tensor) else tuple(initial_state)
+        if len(states) != len(names):
+            raise ValueError(
+                f"{type(self).__name__} expects {len(names)} initial state tensor(s) {names}, got {len(states)}"
+            )
+        for name, state in zip(names, states, strict=True):
+            check_tensor(f"initial state {name}", state, like.dtype)
+            if tuple(state.shape) != (batch, self.units):
+                raise ValueError(
+                    f"expected initial state {name} of shape {(batch, self.units)} (batch, units), "
+                    f"got {tuple(state.shape)}"
+                )
+        return states
+
+    def extra_repr(self) -> str:
+        text = f"units={self.units}" + (f", input_size={self.input_size}" if self.built else ", not built")
+        flags = ("return_sequences", "return_state", "go_backwards", "stateful")
+        return text + "".join(f", {flag}=True" for flag in flags if getattr(self, flag))
+
+
+def _keras_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A subclass ``__init__``'s ``locals()`` minus what the base class takes separately."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "__class__", "units", "device", "dtype")}
+
+
+def _dropout_mask(like: Tensor, rate: float) -> Tensor:
+    keep = 1.0 - rate
+    return like.bernoulli_(keep) / keep
+
+
+class LSTM(_KerasRNN):
+    """Keras ``LSTM``: ``recurrent_activation`` drives the gates, ``unit_forget_bias`` starts the
+    forget bias at one. Returns ``output`` or, with ``return_state``, ``(output, h, c)``.
+    (Shared arguments: see the module docstring.)
+
+        >>> import torch
+        >>> from lstmkit.keras import LSTM
+        >>> lstm = LSTM(8, return_sequences=True, return_state=True)
+        >>> out, h, c = lstm(torch.randn(2, 5, 3), mask=torch.tensor([[1, 1, 1, 0, 0], [1] * 5]).bool())
+        >>> tuple(out.shape), tuple(h.shape), [tuple(w.shape) for w in lstm.get_weights()]
+        ((2, 5, 8), (2, 8), [(3, 32), (8, 32), (32,)])
+    """
+
+    gates = 4
+    state_names = ("h", "c")
+
+    def __init__(
+        self,
+        units: int,
+        *,
+        activation: str | Activation | None = "tanh",
+        recurrent_activation: str | Activation | None = "sigmoid",
+        use_bias: bool = True,
+        kernel_initializer: Initializer = "glorot_uniform",
+        recurrent_initializer: Initializer = "orthogonal",
+        bias_initializer: Initializer = "zeros",
+        unit_forget_bias: bool = True,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        zero_output_for_mask: bool = False,
+        input_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(units, device=device, dtype=dtype, **_keras_arguments(locals()))
+
+    def _make_cell(self, input_size: int, **factory: Any) -> Cell:
+        return LSTMCell(
+            input_size,
+            self.units,
+            bias=self.use_bias,
+            activation=resolve_keras_activation(self.activation),
+            gate_activation=resolve_keras_activation(self.recurrent_activation),
+            **factory,
+        )
+
+    def _initial_bias(self, **factory: Any) -> Tensor:
+        if not self.unit_forget_bias:
+            return super()._initial_bias(**factory)
+        units, init = self.units, self.bias_initializer  # as Keras: forget block is ones, the rest drawn
+        parts = [initialize(init, (units,), **factory), torch.ones(units, **factory)]
+        return torch.cat(parts + [initialize(init, (2 * units,), **factory)])
+
+
+class GRU(_KerasRNN):
+    """Keras ``GRU``; ``reset_after=True`` (default) applies the reset gate after the recurrent
+    multiply and has two biases, Keras ``bias`` of shape ``(2, 3 * units)``. Returns ``output`` or,
+    with ``return_state``, ``(output, h)``.
+    (Shared arguments: see the module docstring.)
+
+        >>> import torch
+        >>> from lstmkit.keras import GRU
+        >>> gru = GRU(4, reset_after=False, input_size=3)
+        >>> tuple(gru(torch.randn(2, 5, 3)).shape), [tuple(w.shape) for w in gru.get_weights()]
+        ((2, 4), [(3, 12), (4, 12), (12,)])
+    """
+
+    gates = 3
+
+    def __init__(
+        self,
+        units: int,
+        *,
+        activation: str | Activation | None = "tanh",
+        recurrent_activation: str | Activation | None = "sigmoid",
+        use_bias: bool = True,
+        kernel_initializer: Initializer = "glorot_uniform",
+        recurrent_initializer: Initializer = "orthogonal",
+        bias_initializer: Initializer = "zeros",
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        reset_after: bool = True,
+        zero_output_for_mask: bool = False,
+        input_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(units, device=device, dtype=dtype, **_keras_arguments(locals()))
+
+    def _make_cell(self, input_size: int, **factory: Any) -> Cell:
+        return GRUCell(
+            input_size,
+            self.units,
+            bias=self.use_bias,
+            reset_after=self.reset_after,
+            activation=resolve_keras_activation(self.activation),
+            gate_activation=resolve_keras_activation(self.recurrent_activation),
+            **factory,
+        )
+
+    def _keeps_recurrent_bias(self) -> bool:
+        return self.reset_after
+
+    def _bias_shape(self) -> tuple[int, ...]:
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+
+
+class SimpleRNN(_KerasRNN):
+    """Keras ``SimpleRNN``: ``h_t = activation(x_t W + h_{t-1} U + b)``. Returns ``output`` or,
+    with ``return_state``, ``(output, h)``.
+    (Shared arguments: see the module docstring.)
+
+        >>> import torch
+        >>> from lstmkit.keras import SimpleRNN
+        >>> rnn = SimpleRNN(4, activation="relu", return_sequences=True, go_backwards=True)
+        >>> tuple(rnn(torch.randn(2, 5, 3)).shape)
+        (2, 5, 4)
+    """
+
+    def __init__(
+        self,
+        units: int,
+        *,
+        activation: str | Activation | None = "tanh",
+        use_bias: bool = True,
+        kernel_initializer: Initializer = "glorot_uniform",
+        recurrent_initializer: Initializer = "orthogonal",
+        bias_initializer: Initializer = "zeros",
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        zero_output_for_mask: bool = False,
+        input_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(units, device=device, dtype=dtype, **_keras_arguments(locals()))
+
+    def _make_cell(self, input_size: int, **factory: Any) -> Cell:
+        activation = resolve_keras_activation(self.activation)
+        return RNNCell(input_size, self.units, bias=self.use_bias, nonlinearity=activation, **factory)
+
+
+class Bidirectional(nn.Module):
+    """Keras ``Bidirectional``: a forward copy of ``layer`` and a backward one (``go_backwards``),
+    both freshly initialised as in Keras, or the given ``backward_layer``.
+
+    ``merge_mode``: ``"concat"``, ``"sum"``, ``"mul"``, ``"ave"`` or ``None`` (a tuple of both outputs).
+    With ``return_sequences`` the backward outputs are re-reversed and masked steps output zeros.
+    ``initial_state``: the forward layer's states, then the backward layer's. With ``return_state``:
+    ``(output, fwd_h, fwd_c, bwd_h, bwd_c)`` (LSTM) or ``(output, fwd_h, bwd_h)``; with
+    ``merge_mode=None`` the two outputs come first.
+
+        >>> import torch
+        >>> from lstmkit.keras import LSTM, Bidirectional
+        >>> bi = Bidirectional(LSTM(4, return_sequences=True), merge_mode="sum")
+        >>> tuple(bi(torch.randn(2, 5, 3)).shape), len(bi.get_weights())
+        ((2, 5, 4), 6)
+    """
+
+    def __init__(
+        self, layer: _KerasRNN, merge_mode: str | None = "concat", backward_layer: _KerasRNN | None = None
+    ) -> None:
+        super().__init__()
+        for name, value in (("layer", layer), ("backward_layer", backward_layer)):
+            if value is not None and not isinstance(value, _KerasRNN):
+                raise TypeError(f"{name} must be an lstmkit.keras LSTM, GRU or SimpleRNN, got {type(value).__name__}")
+        if merge_mode not in MERGE_MODES:
+            raise ValueError(f"unknown merge_mode {merge_mode!r}: expected one of {MERGE_MODES}")
+        self.merge_mode = merge_mode
+        self.forward_layer = type(layer)(**layer.get_config(), **layer._factory)
+        if backward_layer is None:
+            backward_layer = type(layer)(**{**layer.get_config(), "go_backwards": True}, **layer._factory)
+        self.backward_layer = backward_layer
+        if self.forward_layer.go_backwards == backward_layer.go_backwards:
+            raise ValueError(
+                "the forward and backward layers need different go_backwards, got "
+                f"{self.forward_layer.go_backwards} for both"
+            )
+        for attribute in ("stateful", "return_sequences", "return_state"):
+            forward, backward = getattr(self.forward_layer, attribute), getattr(backward_layer, attribute)
+            if forward != backward:
+                raise ValueError(f"forward and backward layers differ in {attribute}: {forward} vs {backward}")
+        for sub in (self.forward_layer, backward_layer):  # as Keras: zeros at masked steps of sequences
+            sub.zero_output_for_mask = sub.return_sequences
+        self.return_sequences = layer.return_sequences
+        self.return_state = layer.return_state
+        self.stateful = layer.stateful
+
+    def forward(
+        self,
+        inputs: Tensor,
+        initial_state: Sequence[Tensor] | None = None,
+        mask: Tensor | None = None,
+        training: bool | None = None,
+    ) -> Tensor | tuple[Tensor, ...]:
+        training = self.training if training is None else training
+        forward_state = backward_state = None
+        if initial_state is not None:
+            states = [initial_state] if isinstance(initial_state, Tensor) else list(initial_state)
+            expected = 2 * len(self.forward_layer.state_names)
+            if len(states) != expected:
+                raise ValueError(
+                    f"Bidirectional({type(self.forward_layer).__name__}) expects {expected} initial states "
+                    f"(forward then backward), got {len(states)}"
+                )
+            forward_state, backward_state = states[: expected // 2], states[expected // 2 :]
+        y = self.forward_layer(inputs, forward_state, mask, training)
+        y_rev = self.backward_layer(inputs, backward_state, mask, training)
+        states = ()
+        if self.return_state:
+            states = (*y[1:], *y_rev[1:])
+            y, y_rev = y[0], y_rev[0]
+        if self.return_sequences:
+            y_rev = y_rev.flip(1)
+        if self.merge_mode is None:
+            return (y, y_rev, *states)
+        output = merge_directions(y, y_rev, self.merge_mode)
+        return (output, *states) if self.return_state else output
+
+    def reset_states(self) -> None:
+        """Zero the carried states of both directions (stateful layers only)."""
+        if not self.stateful:
+            raise AttributeError("reset_states() needs a stateful layer")
+        self.forward_layer.reset_states()
+        self.backward_layer.reset_states()
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Forward layer's weights, then the backward layer's, as Keras' ``get_weights()``."""
+        return self.forward_layer.get_weights() + self.backward_layer.get_weights()
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Load Keras ``Bidirectional.get_weights()`` (forward weights, then backward)."""
+        weights = list(weights)
+        layers = (self.forward_layer, self.backward_layer)
+        for layer in layers:
+            if not layer.built and weights and np.ndim(weights[0]) == 2:
+                layer.build(int(np.shape(weights[0])[0]))
+        shapes = [layer.keras_weight_shapes(layer.input_size or "input_size") for layer in layers]
+        names = [
+            f"{side}_{name}"
+            for side, s in zip(("forward", "backward"), shapes, strict=True)
+            for name in ("kernel", "recurrent_kernel", "bias")[: len(s)]
+        ]
+        check_weights(f"Bidirectional({layers[0]._describe()})", names, shapes[0] + shapes[1], weights)
+        self.forward_layer.set_weights(weights[: len(shapes[0])])
+        self.backward_layer.set_weights(weights[len(shapes[0]) :])
+
+    def extra_repr(self) -> str:
+        return f"merge_mode={self.merge_mode!r}"
