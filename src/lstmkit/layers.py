@@ -223,7 +223,7 @@ class Recurrent(nn.Module):
                     layer_input,
                     state,
                     valid=valid,
-                    carry_output=mask is not None,
+                    carry_output=mask is not None and not self.bidirectional,
                     reverse=direction == 1,
                     recurrent_mask=self._recurrent_dropout_mask(batch_size, cell.recurrent_size, x),
                     zoneout=self.zoneout,

@@ -15,7 +15,8 @@
 """
 
 from .convert import from_keras, to_keras_weights
-from .layers import GRU, INITIALIZERS, KERAS_ACTIVATIONS, LSTM, Bidirectional, SimpleRNN, initialize
+from .initializers import INITIALIZERS, KERAS_ACTIVATIONS, initialize
+from .layers import GRU, LSTM, Bidirectional, SimpleRNN
 
 __all__ = [
     "GRU",

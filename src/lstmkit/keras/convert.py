@@ -19,16 +19,9 @@ from torch import nn
 
 from ..cells import Cell
 from ..layers import Recurrent
-from .layers import (
-    GRU,
-    INITIALIZERS,
-    KERAS_ACTIVATIONS,
-    LSTM,
-    Bidirectional,
-    SimpleRNN,
-    _KerasRNN,
-    cell_to_keras,
-)
+from .initializers import INITIALIZERS, KERAS_ACTIVATIONS
+from .layers import GRU, LSTM, Bidirectional, SimpleRNN, _KerasRNN
+from .layout import cell_to_keras
 
 LAYERS: dict[str, type[_KerasRNN]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
 SUPPORTED = (*LAYERS, "Bidirectional")

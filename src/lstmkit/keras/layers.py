@@ -23,211 +23,29 @@ optimizer must be created after that call (or pass ``input_size=`` to build at o
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..cells import Cell, GRUCell, LSTMCell, RNNCell
 from ..engine import run_sequence
-from ..functional import ACTIVATIONS, Activation
+from ..functional import Activation
 from ..layers import merge_directions
 from ..validation import check_mask, check_tensor
+from .initializers import Initializer, check_initializer, initialize, resolve_keras_activation
+from .layout import cell_to_keras, check_weights, load_keras
 
-Initializer = str | float | int | Callable[[Tensor], Any]
 StateArg = Tensor | Sequence[Tensor] | None
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
-
-# Keras activations by name: lstmkit's registry plus a few Keras-only ones, with Keras' defaults.
-KERAS_ACTIVATIONS: dict[str, Activation] = {
-    **ACTIVATIONS,
-    "relu6": F.relu6,
-    "exponential": torch.exp,
-    "hard_silu": F.hardswish,
-    "hard_swish": F.hardswish,
-    "hard_tanh": F.hardtanh,
-    "log_sigmoid": F.logsigmoid,
-    "mish": F.mish,
-    "tanh_shrink": F.tanhshrink,
-    "leaky_relu": lambda x: F.leaky_relu(x, 0.2),  # Keras' default negative_slope is 0.2
-}
-
-
-def resolve_keras_activation(activation: str | Activation | None) -> Activation:
-    """A Keras activation name (or ``None`` for linear) as a function; callables pass through."""
-    if activation is None:
-        return KERAS_ACTIVATIONS["linear"]
-    if callable(activation):
-        return activation
-    if isinstance(activation, str) and activation in KERAS_ACTIVATIONS:
-        return KERAS_ACTIVATIONS[activation]
-    raise ValueError(
-        f"unsupported activation {activation!r}: expected a callable or one of {sorted(KERAS_ACTIVATIONS)}"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Initializers, computed on Keras-layout shapes (kernel (I, G*H), recurrent kernel (H, G*H)).
-
-
-def _fans(shape: torch.Size) -> tuple[int, int]:
-    return (shape[0], shape[0]) if len(shape) == 1 else (shape[0], shape[1])
-
-
-def _variance_scaling(scale: float, mode: str, distribution: str) -> Callable[[Tensor], Tensor]:
-    def fill(tensor: Tensor) -> Tensor:
-        fan_in, fan_out = _fans(tensor.shape)
-        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-        variance = scale / max(1.0, fan)
-        if distribution == "uniform":
-            limit = math.sqrt(3.0 * variance)
-            return nn.init.uniform_(tensor, -limit, limit)
-        std = math.sqrt(variance) / 0.87962566103423978  # std of a unit normal truncated at +-2
-        return nn.init.trunc_normal_(tensor, 0.0, std, -2 * std, 2 * std)
-
-    return fill
-
-
-def _orthogonal(tensor: Tensor) -> Tensor:
-    """Orthonormal rows or columns (whichever are fewer), as Keras' Orthogonal(gain=1)."""
-    if tensor.dim() != 2:
-        raise ValueError(f"the orthogonal initializer needs a 2-D tensor, got shape {tuple(tensor.shape)}")
-    rows, cols = tensor.shape
-    sample = torch.randn(max(rows, cols), min(rows, cols), dtype=torch.float64)
-    q, r = torch.linalg.qr(sample)
-    q = q * torch.sign(torch.diagonal(r))  # make the decomposition unique, hence uniformly distributed
-    with torch.no_grad():
-        return tensor.copy_(q.T if rows < cols else q)
-
-
-INITIALIZERS: dict[str, Callable[[Tensor], Tensor]] = {
-    "glorot_uniform": _variance_scaling(1.0, "fan_avg", "uniform"),
-    "glorot_normal": _variance_scaling(1.0, "fan_avg", "truncated_normal"),
-    "he_uniform": _variance_scaling(2.0, "fan_in", "uniform"),
-    "he_normal": _variance_scaling(2.0, "fan_in", "truncated_normal"),
-    "lecun_uniform": _variance_scaling(1.0, "fan_in", "uniform"),
-    "lecun_normal": _variance_scaling(1.0, "fan_in", "truncated_normal"),
-    "orthogonal": _orthogonal,
-    "zeros": nn.init.zeros_,
-    "ones": nn.init.ones_,
-    "random_normal": lambda t: nn.init.normal_(t, 0.0, 0.05),
-    "random_uniform": lambda t: nn.init.uniform_(t, -0.05, 0.05),
-    "truncated_normal": lambda t: nn.init.trunc_normal_(t, 0.0, 0.05, -0.1, 0.1),
-}
-
-
-def _check_initializer(argument: str, value: Initializer) -> Initializer:
-    ok = callable(value) or (isinstance(value, str) and value in INITIALIZERS)
-    ok = ok or (isinstance(value, int | float) and not isinstance(value, bool))
-    if not ok:
-        raise ValueError(
-            f"{argument}={value!r} is not supported: expected a number, a callable filling a tensor "
-            f"or one of {sorted(INITIALIZERS)}"
-        )
-    return value
-
-
-def initialize(initializer: Initializer, shape: tuple[int, ...], **factory: Any) -> Tensor:
-    """A new tensor of ``shape`` (Keras layout) filled by ``initializer``: a name, a constant or a
-    callable that fills a tensor in place (e.g. ``torch.nn.init.xavier_uniform_``)."""
-    tensor = torch.empty(shape, **factory)
-    with torch.no_grad():
-        if isinstance(initializer, int | float) and not isinstance(initializer, bool):
-            return tensor.fill_(float(initializer))
-        fill = INITIALIZERS[initializer] if isinstance(initializer, str) else initializer
-        result = fill(tensor)
-    if isinstance(result, Tensor) and result is not tensor:
-        if tuple(result.shape) != shape:
-            raise ValueError(f"initializer {initializer!r} returned shape {tuple(result.shape)}, expected {shape}")
-        return result.to(**factory)
-    return tensor
-
-
-# ---------------------------------------------------------------------------------------------
-# Layout: Keras stores kernel (I, G*H) with gate blocks in its own order; torch (G*H, I).
-
-
-def _gate_order(cell: Cell) -> tuple[int, ...] | None:
-    """Keras block of each torch block; GRU is Keras (z, r, h) vs torch (r, z, n). Self-inverse."""
-    return (1, 0, 2) if isinstance(cell, GRUCell) else None
-
-
-def _reorder(tensor: Tensor, order: tuple[int, ...] | None, size: int) -> Tensor:
-    if order is None:
-        return tensor
-    blocks = tensor.split(size, dim=0)
-    return torch.cat([blocks[k] for k in order], dim=0)
-
-
-def check_convertible(cell: Cell) -> None:
-    """Only the cells Keras has a layer for convert: LSTMCell (no projection), GRUCell, RNNCell."""
-    if type(cell) not in (LSTMCell, GRUCell, RNNCell) or getattr(cell, "proj_size", 0):
-        raise TypeError(
-            f"no Keras layout for {type(cell).__name__}"
-            + (" with proj_size > 0" if getattr(cell, "proj_size", 0) else "")
-            + ": only LSTMCell, GRUCell and RNNCell convert"
-        )
-
-
-def cell_to_keras(cell: Cell) -> list[Tensor]:
-    """``[kernel, recurrent_kernel(, bias)]`` in Keras layout; torch's two biases are summed (exact,
-    they always enter the same sum) except for a reset-after GRU, whose Keras bias is ``(2, 3H)``."""
-    check_convertible(cell)
-    order, size = _gate_order(cell), cell.hidden_size
-    weights = [_reorder(cell.weight_ih, order, size).T, _reorder(cell.weight_hh, order, size).T]
-    if cell.bias_ih is not None or cell.bias_hh is not None:
-        zeros = cell.weight_ih.new_zeros(cell.weight_ih.shape[0])
-        b_ih = zeros if cell.bias_ih is None else cell.bias_ih
-        b_hh = zeros if cell.bias_hh is None else cell.bias_hh
-        if isinstance(cell, GRUCell) and cell.reset_after:
-            weights.append(torch.stack([_reorder(b_ih, order, size), _reorder(b_hh, order, size)]))
-        else:
-            weights.append(_reorder(b_ih + b_hh, order, size))
-    return [w.detach().clone() for w in weights]
-
-
-def _load_keras(cell: Cell, weights: Sequence[Tensor]) -> None:
-    """Copy shape-checked Keras-layout weights into the cell's parameters (their identity is kept)."""
-    order, size = _gate_order(cell), cell.hidden_size
-    kernel, recurrent, *bias = weights
-    with torch.no_grad():
-        cell.weight_ih.copy_(_reorder(kernel.T, order, size))
-        cell.weight_hh.copy_(_reorder(recurrent.T, order, size))
-        if bias and bias[0].dim() == 2:  # reset-after GRU: row 0 input bias, row 1 recurrent bias
-            cell.bias_ih.copy_(_reorder(bias[0][0], order, size))
-            cell.bias_hh.copy_(_reorder(bias[0][1], order, size))
-        elif bias:
-            cell.bias_ih.copy_(_reorder(bias[0], order, size))
-
-
-def check_weights(owner: str, names: Sequence[str], expected: Sequence[tuple], weights: Sequence[Any]) -> list:
-    """Weights as arrays; a ValueError listing expected vs got shapes per weight on any mismatch."""
-    arrays = [w.detach().cpu().numpy() if isinstance(w, Tensor) else np.asarray(w) for w in weights]
-    got = [tuple(a.shape) for a in arrays]
-    if len(got) != len(expected) or any(g != tuple(e) for g, e in zip(got, expected, strict=False)):
-        rows = [
-            f"  {names[i] if i < len(names) else f'weight {i}'}: expected "
-            f"{tuple(expected[i]) if i < len(expected) else 'nothing'}, got {got[i] if i < len(got) else 'nothing'}"
-            for i in range(max(len(got), len(expected)))
-        ]
-        raise ValueError(
-            f"{owner} expects {len(expected)} weights in Keras layout, got {len(got)}:\n" + "\n".join(rows)
-        )
-    return arrays
 
 
 def _check_rate(name: str, value: float) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
     return float(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Layers.
 
 
 class _KerasRNN(nn.Module):
@@ -242,7 +60,7 @@ class _KerasRNN(nn.Module):
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(f"units must be a positive int, got {units!r}")
         for key in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
-            _check_initializer(key, config[key])
+            check_initializer(key, config[key])
         for key in ("activation", "recurrent_activation"):
             if key in config:
                 resolve_keras_activation(config[key])
@@ -311,7 +129,7 @@ class _KerasRNN(nn.Module):
         weights.append(initialize(self.recurrent_initializer, shapes[1], **factory))
         if self.use_bias:
             weights.append(self._initial_bias(**factory))
-        _load_keras(self.cell, weights)
+        load_keras(self.cell, weights)
 
     # -- weights in Keras layout ----------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
@@ -326,7 +144,7 @@ class _KerasRNN(nn.Module):
         arrays = check_weights(self._describe(), ("kernel", "recurrent_kernel", "bias"), shapes, weights)
         assert self.cell is not None  # the shapes matched, so the kernel gave the input size
         like = self.cell.weight_ih
-        _load_keras(self.cell, [torch.as_tensor(a).to(like) for a in arrays])
+        load_keras(self.cell, [torch.as_tensor(a).to(like) for a in arrays])
 
     # -- running --------------------------------------------------------------------------------
     @property
