@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +26,8 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = ("lstm.cpp",)
+SOURCES = ("bindings.cpp", "lstm.cpp", "gru.cpp")  # + common.h (ninja tracks header dependencies)
+STALE_LOCK_SECONDS = 600  # a build killed half-way leaves its lock file; cpp_extension would wait forever
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -88,6 +90,9 @@ def _build(verbose: bool) -> ModuleType:
     isa = instruction_set()
     directory = build_directory(isa)
     directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+        lock.unlink(missing_ok=True)
     return cpp_extension.load(
         name=f"lstmkit_native_{isa}",
         sources=[str(CSRC / source) for source in SOURCES],

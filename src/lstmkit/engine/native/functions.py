@@ -2,12 +2,13 @@
 
 Two levels:
 
-* :func:`lstm_sequence` -- stateless, tensors in, tensors out, strict: every tensor must be a
-  contiguous CPU tensor of the input's dtype (float32 or float64) and the right shape, else the
-  C++ code raises ``TypeError``/``ValueError``.
-* :func:`run_lstm_cell` -- mirrors :func:`lstmkit.engine.reference.run_sequence` for an
-  :class:`lstmkit.LSTMCell` (same arguments, same :class:`SequenceResult`, same random draws for
-  zoneout), for the cells :func:`supports` accepts. It makes its inputs contiguous.
+* :func:`lstm_sequence`, :func:`gru_sequence` -- stateless, tensors in, tensors out, strict: every
+  tensor must be a contiguous CPU tensor of the input's dtype (float32 or float64) and the right
+  shape, else the C++ code raises ``TypeError``/``ValueError``.
+* :func:`run_cell` -- mirrors :func:`lstmkit.engine.reference.run_sequence` for an
+  :class:`lstmkit.LSTMCell` or :class:`lstmkit.GRUCell` (same arguments, same
+  :class:`SequenceResult`, same random draws for zoneout), for the cells :func:`supports` accepts.
+  It makes its inputs contiguous.
 
 Both need the compiled extension: :func:`is_available` says whether it could be built.
 """
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from ...cells import LSTMCell, State
+from ...cells import GRUCell, LSTMCell, State
 from ..reference import SequenceResult, _zoneout_masks
 from .build import load_extension, unavailable_reason
 
@@ -142,11 +143,103 @@ def lstm_sequence(
     return output, (h_n, c_n)
 
 
+class GRUSequenceFunction(torch.autograd.Function):
+    """A whole GRU sequence (``reset_after=True``, PyTorch's form) as one autograd node.
+
+    Differentiable inputs: ``x, weight_ih, weight_hh, bias_ih, bias_hh, h0``; outputs ``(output, h_n)``.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx,
+        x: Tensor,
+        weight_ih: Tensor,
+        weight_hh: Tensor,
+        bias_ih: Tensor | None,
+        bias_hh: Tensor | None,
+        h0: Tensor,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zoneout_h: Tensor | None,
+        zoneout_rate: float,
+        reverse: bool,
+        carry_output: bool,
+    ) -> tuple[Tensor, Tensor]:
+        needs_grad = any(ctx.needs_input_grad[:6])
+        output, h_n, gates, hn, hs, h_rec = _extension().gru_forward(
+            x, weight_ih, weight_hh, bias_ih, bias_hh, h0, valid, recurrent_mask,
+            zoneout_h, zoneout_rate, reverse, carry_output, needs_grad,
+        )  # fmt: skip
+        if needs_grad:
+            ctx.save_for_backward(x, weight_ih, weight_hh, gates, hn, hs, h_rec, valid, recurrent_mask, zoneout_h)
+            ctx.options = (zoneout_rate, reverse, carry_output)
+        return output, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_output: Tensor, grad_h_n: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight_ih, weight_hh, gates, hn, hs, h_rec, valid, recurrent_mask, zoneout_h = ctx.saved_tensors
+        zoneout_rate, reverse, carry_output = ctx.options
+        need = ctx.needs_input_grad
+        dx, dw_ih, dw_hh, db_ih, db_hh, dh0 = _extension().gru_backward(
+            grad_output, grad_h_n, x, weight_ih, weight_hh, gates, hn, hs,
+            h_rec if recurrent_mask is not None else None, valid, recurrent_mask, zoneout_h,
+            zoneout_rate, reverse, carry_output, need[0], need[1] or need[2], need[3] or need[4],
+        )  # fmt: skip
+        return (
+            dx,
+            dw_ih if need[1] else None,
+            dw_hh if need[2] else None,
+            db_ih if need[3] else None,
+            db_hh if need[4] else None,
+            dh0,
+            *([None] * 6),
+        )
+
+
+def gru_sequence(
+    input: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    h0: Tensor,
+    *,
+    valid: Tensor | None = None,
+    reverse: bool = False,
+    carry_output: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
+    zoneout_rate: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """Run one GRU layer direction (``reset_after=True``: ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``,
+    gates ``r, z, n``) over ``input`` ``(T, B, I)`` natively; returns ``(output, h_n)``.
+
+    Shapes ``weight_ih (3H, I)``, ``weight_hh (3H, H)``, biases ``(3H,)`` or both ``None``, ``h0 (B, H)``;
+    the options are those of :func:`lstm_sequence` (one zoneout mask, for ``h``).
+    """
+    if zoneout_mask is not None and zoneout_mask.dtype == torch.bool:
+        zoneout_mask = zoneout_mask.to(input.dtype)
+    output, h_n = GRUSequenceFunction.apply(
+        input, weight_ih, weight_hh, bias_ih, bias_hh, h0, valid, recurrent_mask,
+        zoneout_mask, float(zoneout_rate), bool(reverse), bool(carry_output),
+    )  # fmt: skip
+    return output, h_n
+
+
 def supports(cell: object, inputs: Tensor | None = None, *, trace: bool = False) -> bool:
-    """Whether :func:`run_lstm_cell` can run ``cell``: a plain :class:`LSTMCell` (not a subclass)
-    with tanh/sigmoid activations, no projection, float32/float64 on the CPU, no gate tracing.
-    Does not build the extension; check :func:`is_available` too."""
-    if type(cell) is not LSTMCell or trace or cell.proj_size:
+    """Whether :func:`run_cell` can run ``cell``: a plain :class:`LSTMCell` (no projection) or
+    :class:`GRUCell` (``reset_after=True``) -- not subclasses -- with tanh/sigmoid activations,
+    float32/float64 on the CPU, no gate tracing. Does not build the extension (see :func:`is_available`)."""
+    if trace:
+        return False
+    if type(cell) is LSTMCell:
+        if cell.proj_size:
+            return False
+    elif type(cell) is GRUCell:
+        if not cell.reset_after:
+            return False
+    else:
         return False
     if cell.activation is not torch.tanh or cell.gate_activation is not torch.sigmoid:
         return False
@@ -156,8 +249,8 @@ def supports(cell: object, inputs: Tensor | None = None, *, trace: bool = False)
     return inputs is None or (inputs.device.type == "cpu" and inputs.dtype == weight.dtype)
 
 
-def run_lstm_cell(
-    cell: LSTMCell,
+def run_cell(
+    cell: LSTMCell | GRUCell,
     inputs: Tensor,
     state: State,
     *,
@@ -168,29 +261,34 @@ def run_lstm_cell(
     zoneout: float = 0.0,
     training: bool = False,
 ) -> SequenceResult:
-    """:func:`lstmkit.engine.reference.run_sequence` for a supported :class:`LSTMCell`, natively.
+    """:func:`lstmkit.engine.reference.run_sequence` natively, for a cell :func:`supports` accepts.
 
     Same arguments (except ``trace``) and result; zoneout masks are drawn exactly as the reference
     draws them, so under the same seed both engines compute the same thing.
     """
     if not supports(cell, inputs):
         raise ValueError(f"the native engine does not support {cell!r} with {inputs.dtype} input on {inputs.device}")
-    h0, c0 = state
     masks = _zoneout_masks(state, inputs.shape[0], zoneout, training)
+    common = {
+        "valid": None if valid is None else valid.to(torch.bool).contiguous(),
+        "reverse": reverse,
+        "carry_output": carry_output,
+        "recurrent_mask": None if recurrent_mask is None else recurrent_mask.contiguous(),
+        "zoneout_rate": zoneout,
+    }
+    weights = [
+        None if w is None else w.contiguous() for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    ]
+    if isinstance(cell, GRUCell):
+        (h0,) = state
+        output, h_n = gru_sequence(inputs.contiguous(), *weights, h0.contiguous(), zoneout_mask=masks[0], **common)
+        return SequenceResult(output, (h_n,))
+    h0, c0 = state
     zoneout_masks = None if masks[0] is None else (masks[0], masks[1])
     output, (h_n, c_n) = lstm_sequence(
-        inputs.contiguous(),
-        cell.weight_ih.contiguous(),
-        cell.weight_hh.contiguous(),
-        None if cell.bias_ih is None else cell.bias_ih.contiguous(),
-        None if cell.bias_hh is None else cell.bias_hh.contiguous(),
-        h0.contiguous(),
-        c0.contiguous(),
-        valid=None if valid is None else valid.to(torch.bool).contiguous(),
-        reverse=reverse,
-        carry_output=carry_output,
-        recurrent_mask=None if recurrent_mask is None else recurrent_mask.contiguous(),
-        zoneout_masks=zoneout_masks,
-        zoneout_rate=zoneout,
+        inputs.contiguous(), *weights, h0.contiguous(), c0.contiguous(), zoneout_masks=zoneout_masks, **common
     )
     return SequenceResult(output, (h_n, c_n))
+
+
+run_lstm_cell = run_cell  # the name the first prototype used

@@ -23,63 +23,10 @@
 // State histories use a (T+1)-slot buffer so that "the state entering step t" is always a
 // contiguous time-ordered slice: forward reads slot t and writes t+1; reverse reads t+1, writes t.
 
-#include <torch/extension.h>
+#include "common.h"
 
-#include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
-
-#include <algorithm>
-#include <optional>
-#include <vector>
-
+namespace lstmkit {
 namespace {
-
-using at::vec::Vectorized;
-
-#ifndef LSTMKIT_GRAIN
-#define LSTMKIT_GRAIN 16384
-#endif
-
-// e^x. float: an inlined polynomial (at::vec's exp_u20, a few ulp) instead of an out-of-line
-// Sleef call; double: Sleef's exp (1 ulp).
-inline Vectorized<float> fast_exp(const Vectorized<float>& x) {
-#ifdef LSTMKIT_SLEEF
-  return x.exp();
-#else
-  return x.exp_u20();
-#endif
-}
-inline Vectorized<double> fast_exp(const Vectorized<double>& x) { return x.exp(); }
-
-template <typename T>
-inline Vectorized<T> sigmoid(const Vectorized<T>& x) {
-  const Vectorized<T> one(T(1));
-  return one / (one + fast_exp(x.neg()));  // σ(x) = 1 / (1 + e^{-x})
-}
-
-template <typename T>
-inline Vectorized<T> tanh(const Vectorized<T>& x) {
-#ifdef LSTMKIT_SLEEF
-  return x.tanh();
-#else
-  const Vectorized<T> two(T(2));
-  return two * sigmoid(two * x) - Vectorized<T>(T(1));  // tanh(x) = 2 σ(2x) - 1
-#endif
-}
-
-// Rows per parallel chunk: only split the batch when each chunk has enough work (gate values)
-// to pay for waking a second thread.
-inline int64_t grain_rows(int64_t hidden) { return std::max<int64_t>(1, LSTMKIT_GRAIN / (4 * hidden)); }
-
-// Zoneout coefficient for one step: a per-element 0/1 "keep the old value" mask, a constant rate,
-// or nothing.
-template <typename T>
-struct Zoneout {
-  const T* h = nullptr;  // (B, H) mask row block for this step, or nullptr
-  const T* c = nullptr;
-  T rate = T(0);         // used when the masks are absent
-  bool active() const { return h != nullptr || rate != T(0); }
-};
 
 // ---------------------------------------------------------------------------------------------
 // Forward pointwise pass of one step.
@@ -105,7 +52,7 @@ template <typename T>
 void forward_pointwise(const ForwardStep<T>& p, int64_t batch, int64_t hidden) {
   using Vec = Vectorized<T>;
   const int64_t H = hidden;
-  at::parallel_for(0, batch, grain_rows(H), [&](int64_t b_begin, int64_t b_end) {
+  at::parallel_for(0, batch, grain_rows(4 * H), [&](int64_t b_begin, int64_t b_end) {
     const Vec one(T(1));
     const Vec zero(T(0));
     for (int64_t b = b_begin; b < b_end; ++b) {
@@ -189,7 +136,7 @@ template <typename T>
 void backward_pointwise(const BackwardStep<T>& p, int64_t batch, int64_t hidden) {
   using Vec = Vectorized<T>;
   const int64_t H = hidden;
-  at::parallel_for(0, batch, grain_rows(H), [&](int64_t b_begin, int64_t b_end) {
+  at::parallel_for(0, batch, grain_rows(4 * H), [&](int64_t b_begin, int64_t b_end) {
     const Vec one(T(1));
     const Vec zero(T(0));
     for (int64_t b = b_begin; b < b_end; ++b) {
@@ -279,65 +226,17 @@ void backward_pointwise(const BackwardStep<T>& p, int64_t batch, int64_t hidden)
   });
 }
 
-// ---------------------------------------------------------------------------------------------
-// Argument checks: every problem is a Python exception (TypeError / ValueError), never a crash.
-// ---------------------------------------------------------------------------------------------
-void check_same(const at::Tensor& t, const char* name, const at::Tensor& like, at::IntArrayRef shape) {
-  TORCH_CHECK_VALUE(t.defined(), name, " is undefined");
-  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor, got device ", t.device());
-  TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type(),
-                   " (the input's), got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
-  TORCH_CHECK_VALUE(t.is_contiguous(), name, " must be contiguous (call .contiguous())");
-}
-
-void check_valid(const std::optional<at::Tensor>& valid, int64_t T, int64_t B) {
-  if (!valid) return;
-  TORCH_CHECK_VALUE(valid->device().is_cpu(), "valid must be a CPU tensor");
-  TORCH_CHECK_TYPE(valid->scalar_type() == at::kBool, "valid must be a bool tensor, got ", valid->scalar_type());
-  TORCH_CHECK_VALUE(valid->sizes() == at::IntArrayRef({T, B}), "valid must have shape (T, B) = (", T, ", ", B,
-                    "), got ", valid->sizes());
-  TORCH_CHECK_VALUE(valid->is_contiguous(), "valid must be contiguous");
-}
-
-struct Shapes {
-  int64_t T, B, I, H;
-};
-
-Shapes check_lstm_args(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                       const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
-                       const std::optional<at::Tensor>& valid, const std::optional<at::Tensor>& rmask,
-                       const std::optional<at::Tensor>& zoneout_h, const std::optional<at::Tensor>& zoneout_c) {
-  TORCH_CHECK_VALUE(x.defined() && x.dim() == 3, "input must be a 3-D (T, B, I) tensor, got ",
-                    x.defined() ? x.dim() : 0, " dimensions");
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-                   "input must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(w_hh.defined() && w_hh.dim() == 2 && w_hh.size(0) % 4 == 0 && w_hh.size(0) == 4 * w_hh.size(1),
-                    "weight_hh must have shape (4H, H), got ", w_hh.sizes());
-  const Shapes s{x.size(0), x.size(1), x.size(2), w_hh.size(1)};
-  check_same(x, "input", x, {s.T, s.B, s.I});
-  check_same(w_ih, "weight_ih", x, {4 * s.H, s.I});
-  check_same(w_hh, "weight_hh", x, {4 * s.H, s.H});
-  TORCH_CHECK_VALUE(b_ih.has_value() == b_hh.has_value(), "give both bias_ih and bias_hh or neither");
-  if (b_ih) check_same(*b_ih, "bias_ih", x, {4 * s.H});
-  if (b_hh) check_same(*b_hh, "bias_hh", x, {4 * s.H});
-  check_valid(valid, s.T, s.B);
-  if (rmask) check_same(*rmask, "recurrent_mask", x, {s.B, s.H});
+Shapes check_lstm_args(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih,
+                       const OptTensor& b_hh, const OptTensor& valid, const OptTensor& rmask,
+                       const OptTensor& zoneout_h, const OptTensor& zoneout_c) {
+  const Shapes s = check_args(4, x, w_ih, w_hh, b_ih, b_hh, valid, rmask);
   TORCH_CHECK_VALUE(zoneout_h.has_value() == zoneout_c.has_value(), "give both zoneout masks or neither");
   if (zoneout_h) check_same(*zoneout_h, "zoneout_h", x, {s.T, s.B, s.H});
   if (zoneout_c) check_same(*zoneout_c, "zoneout_c", x, {s.T, s.B, s.H});
   return s;
 }
 
-template <typename T>
-const T* data_or_null(const std::optional<at::Tensor>& t) {
-  return t ? t->data_ptr<T>() : nullptr;
-}
-
-// Time index of the k-th processed step, and the history slots it reads and writes.
-inline int64_t time_of(int64_t k, int64_t T, bool reverse) { return reverse ? T - 1 - k : k; }
-inline int64_t slot_in(int64_t t, bool reverse) { return reverse ? t + 1 : t; }
-inline int64_t slot_out(int64_t t, bool reverse) { return reverse ? t : t + 1; }
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Forward
@@ -346,18 +245,18 @@ inline int64_t slot_out(int64_t t, bool reverse) { return reverse ? t : t + 1; }
 // gates holds the activated i, f, g, o when store_gates; hs/cs the state histories; h_rec the masked
 // recurrent GEMM inputs (only with a recurrent mask). The last four are what backward needs.
 std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+                                     const OptTensor& b_ih, const OptTensor& b_hh,
                                      const at::Tensor& h0, const at::Tensor& c0,
-                                     const std::optional<at::Tensor>& valid, const std::optional<at::Tensor>& rmask,
-                                     const std::optional<at::Tensor>& zoneout_h,
-                                     const std::optional<at::Tensor>& zoneout_c, double zoneout_rate, bool reverse,
+                                     const OptTensor& valid, const OptTensor& rmask,
+                                     const OptTensor& zoneout_h,
+                                     const OptTensor& zoneout_c, double zoneout_rate, bool reverse,
                                      bool carry_output, bool store_gates) {
   const Shapes s = check_lstm_args(x, w_ih, w_hh, b_ih, b_hh, valid, rmask, zoneout_h, zoneout_c);
   const int64_t T = s.T, B = s.B, I = s.I, H = s.H;
   check_same(h0, "h0", x, {B, H});
   check_same(c0, "c0", x, {B, H});
   TORCH_CHECK_VALUE(zoneout_rate >= 0.0 && zoneout_rate < 1.0, "zoneout_rate must lie in [0, 1), got ", zoneout_rate);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;  // no autograd graph when called directly with tensors that require grad
 
   // Input projection for all steps at once, with both biases folded in: (T*B, 4H).
   const at::Tensor x2d = x.view({T * B, I});
@@ -430,11 +329,11 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& w_ih
 std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn,
                                       const at::Tensor& grad_cn, const at::Tensor& x, const at::Tensor& w_ih,
                                       const at::Tensor& w_hh, const at::Tensor& gates, const at::Tensor& hs,
-                                      const at::Tensor& cs, const std::optional<at::Tensor>& h_rec,
-                                      const std::optional<at::Tensor>& valid,
-                                      const std::optional<at::Tensor>& rmask,
-                                      const std::optional<at::Tensor>& zoneout_h,
-                                      const std::optional<at::Tensor>& zoneout_c, double zoneout_rate, bool reverse,
+                                      const at::Tensor& cs, const OptTensor& h_rec,
+                                      const OptTensor& valid,
+                                      const OptTensor& rmask,
+                                      const OptTensor& zoneout_h,
+                                      const OptTensor& zoneout_c, double zoneout_rate, bool reverse,
                                       bool carry_output, bool need_dx, bool need_weights, bool need_bias) {
   const Shapes s = check_lstm_args(x, w_ih, w_hh, std::nullopt, std::nullopt, valid, rmask, zoneout_h, zoneout_c);
   const int64_t T = s.T, B = s.B, I = s.I, H = s.H;
@@ -445,7 +344,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_output, const at::T
     TORCH_CHECK_VALUE(h_rec.has_value(), "h_rec is required with a recurrent mask");
     check_same(*h_rec, "h_rec", x, {T, B, H});
   }
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;  // no autograd graph when called directly with tensors that require grad
   const at::Tensor g_out = grad_output.contiguous();
   check_same(g_out, "grad_output", x, {T, B, H});
   at::Tensor dh = grad_hn.contiguous().clone();  // running dL/dh of the state (direct part)
@@ -506,22 +405,4 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_output, const at::T
   return {dx, dw_ih, dw_hh, db, dh, dc};
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "lstmkit native engine: fused CPU time loops for LSTM (forward and backward)";
-  m.def("lstm_forward", &lstm_forward, "LSTM sequence forward", py::arg("x"), py::arg("weight_ih"),
-        py::arg("weight_hh"), py::arg("bias_ih"), py::arg("bias_hh"), py::arg("h0"), py::arg("c0"), py::arg("valid"),
-        py::arg("recurrent_mask"), py::arg("zoneout_h"), py::arg("zoneout_c"), py::arg("zoneout_rate"),
-        py::arg("reverse"), py::arg("carry_output"), py::arg("store_gates"));
-  m.def("lstm_backward", &lstm_backward, "LSTM sequence backward", py::arg("grad_output"), py::arg("grad_h_n"),
-        py::arg("grad_c_n"), py::arg("x"), py::arg("weight_ih"), py::arg("weight_hh"), py::arg("gates"),
-        py::arg("hs"), py::arg("cs"), py::arg("h_rec"), py::arg("valid"), py::arg("recurrent_mask"),
-        py::arg("zoneout_h"), py::arg("zoneout_c"), py::arg("zoneout_rate"), py::arg("reverse"),
-        py::arg("carry_output"), py::arg("need_dx"), py::arg("need_weights"), py::arg("need_bias"));
-#if defined(CPU_CAPABILITY_AVX2)
-  m.attr("cpu_capability") = "AVX2";  // at::vec::Vectorized compiled to AVX2 intrinsics
-#else
-  m.attr("cpu_capability") = "DEFAULT";  // Vectorized falls back to plain loops over arrays
-#endif
-}
+}  // namespace lstmkit
