@@ -73,6 +73,15 @@ def test_matches_reference(kind: str, dtype: torch.dtype, reverse: bool, valid: 
     assert_same(expected, actual, dtype)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_batch_split_across_threads(kind: str) -> None:
+    """Enough rows for the pointwise pass to be split between threads (at::parallel_for)."""
+    cell = make_cell(kind, 8, 32, torch.float64)
+    valid = make_valid("holes", 4, 96)
+    expected, actual = run_both(cell, 4, 96, valid=valid, carry_output=True, reverse=True)
+    assert_same(expected, actual, torch.float64)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

@@ -8,8 +8,10 @@ rebuilds when a source file or a flag changes and serialises concurrent builds w
 Instruction set: with AVX2 and FMA in ``/proc/cpuinfo`` the code is compiled with
 ``-mavx2 -mfma -DCPU_CAPABILITY_AVX2 -DCPU_CAPABILITY=AVX2``; without those defines
 ``at::vec::Vectorized`` silently falls back to scalar loops (see DESIGN.md). Otherwise a generic
-``-O3`` build. If compilation fails (no compiler, no ninja, ...), :func:`load_extension` warns once
-and returns ``None``; set ``LSTMKIT_NATIVE=0`` to skip the native engine altogether.
+``-O3`` build. Both with ``-fopenmp`` so that ``at::parallel_for`` really uses torch's threads
+(retried without it if that build fails). If compilation fails (no compiler, no ninja, ...),
+:func:`load_extension` warns once and returns ``None``; set ``LSTMKIT_NATIVE=0`` to skip the
+native engine altogether.
 """
 
 from __future__ import annotations
@@ -52,10 +54,12 @@ def instruction_set() -> str:
     return "avx2" if {"avx2", "fma"} <= cpu_flags() else "generic"
 
 
-def compile_flags(isa: str) -> list[str]:
+def compile_flags(isa: str, openmp: bool = True) -> list[str]:
     flags = ["-O3"]
     if isa == "avx2":
         flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    if openmp:  # at::parallel_for is inline OpenMP code: without -fopenmp it runs on one thread
+        flags.append("-fopenmp")
     return flags
 
 
@@ -93,13 +97,27 @@ def _build(verbose: bool) -> ModuleType:
     lock = directory / "lock"
     if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
         lock.unlink(missing_ok=True)
-    return cpp_extension.load(
-        name=f"lstmkit_native_{isa}",
-        sources=[str(CSRC / source) for source in SOURCES],
-        extra_cflags=compile_flags(isa),
-        build_directory=str(directory),
-        verbose=verbose,
-    )
+    sources = [str(CSRC / source) for source in SOURCES]
+    try:
+        # libgomp is the one torch already loaded (same soname), so there is one OpenMP runtime.
+        flags = compile_flags(isa, openmp=True)
+        return cpp_extension.load(
+            name=f"lstmkit_native_{isa}",
+            sources=sources,
+            extra_cflags=flags,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(directory),
+            verbose=verbose,
+        )
+    except (RuntimeError, OSError, ImportError):
+        # e.g. a compiler without OpenMP: build single-threaded pointwise passes instead
+        return cpp_extension.load(
+            name=f"lstmkit_native_{isa}_noomp",
+            sources=sources,
+            extra_cflags=compile_flags(isa, openmp=False),
+            build_directory=str(directory),
+            verbose=verbose,
+        )
 
 
 def load_extension(verbose: bool = False) -> ModuleType | None:
