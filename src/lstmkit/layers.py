@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
-from .engine import run_sequence
+from .engine import resolve_engine, run_sequence
 from .validation import check_lengths, check_mask, check_tensor
 
 MERGE_MODES = ("concat", "sum", "mul", "ave")
@@ -60,6 +60,8 @@ class Recurrent(nn.Module):
         recurrent_dropout: variational dropout on ``h`` before the recurrent multiply, one mask
             per sequence for all steps (Gal & Ghahramani 2016); training only.
         zoneout: probability that a state unit keeps its previous value (Krueger et al. 2016).
+        engine: ``"auto"``, ``"native"`` or ``"reference"`` (see :mod:`lstmkit.engine`); ``None``
+            follows ``$LSTMKIT_ENGINE``, else ``"auto"``.
         cell_kwargs: passed to every cell (e.g. ``reset_after=False`` for :class:`GRUCell`).
 
     ``forward(input, hx=None, *, lengths=None, mask=None, return_gates=False)`` returns
@@ -89,9 +91,11 @@ class Recurrent(nn.Module):
         merge_mode: str = "concat",
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
+        engine: str | None = None,
         **cell_kwargs: object,
     ) -> None:
         super().__init__()
+        self.engine = None if engine is None else resolve_engine(engine)
         if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
         if merge_mode not in MERGE_MODES:
@@ -222,6 +226,7 @@ class Recurrent(nn.Module):
                     cell,
                     layer_input,
                     state,
+                    engine=self.engine,
                     valid=valid,
                     carry_output=mask is not None and not self.bidirectional,
                     reverse=direction == 1,

@@ -276,9 +276,11 @@ def run_cell(
         "recurrent_mask": None if recurrent_mask is None else recurrent_mask.contiguous(),
         "zoneout_rate": zoneout,
     }
-    weights = [
-        None if w is None else w.contiguous() for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-    ]
+    bias_ih, bias_hh = cell.bias_ih, cell.bias_hh
+    if (bias_ih is None) != (bias_hh is None):  # one bias per gate (Keras layers): the other is zero
+        bias_ih = torch.zeros_like(bias_hh) if bias_ih is None else bias_ih
+        bias_hh = torch.zeros_like(bias_ih) if bias_hh is None else bias_hh
+    weights = [None if w is None else w.contiguous() for w in (cell.weight_ih, cell.weight_hh, bias_ih, bias_hh)]
     if isinstance(cell, GRUCell):
         (h0,) = state
         output, h_n = gru_sequence(inputs.contiguous(), *weights, h0.contiguous(), zoneout_mask=masks[0], **common)
