@@ -20,12 +20,16 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+	LSTMKIT_ENGINE=reference $(BIN)/python -m pytest -q tests/test_layers.py tests/test_cells.py tests/test_keras.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests examples benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

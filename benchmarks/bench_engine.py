@@ -153,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--target-ms", type=float, default=40.0, help="duration of one timing of nn.LSTM")
-    parser.add_argument("--output", type=Path, default=HERE / "results_engine_prototype.md")
+    parser.add_argument("--output", type=Path, default=HERE / "results_engine.md")
     args = parser.parse_args()
 
     torch.set_num_threads(2)

@@ -34,7 +34,9 @@ class CIFGCell(lstmkit.Cell):
 def main() -> None:
     torch.manual_seed(0)
     # A stacked, bidirectional layer over the new cell, with lengths and recurrent dropout:
-    layer = lstmkit.Recurrent(CIFGCell, 8, 16, num_layers=2, bidirectional=True, batch_first=True, recurrent_dropout=0.1)
+    layer = lstmkit.Recurrent(
+        CIFGCell, 8, 16, num_layers=2, bidirectional=True, batch_first=True, recurrent_dropout=0.1
+    )
     x = torch.randn(4, 10, 8)
     lengths = [10, 3, 7, 1]
     out, (h_n, c_n), trace = layer(x, lengths=lengths, return_gates=True)

@@ -243,8 +243,7 @@ def test_lengths_match_torch_packed(kind, num_layers, bidirectional, batch_first
     shape = (batch, steps, I) if batch_first else (steps, batch, I)
     x = torch.randn(shape, dtype=torch.float64)
     hx = tuple(
-        torch.randn(num_layers * (2 if bidirectional else 1), batch, s, dtype=torch.float64)
-        for s in state_sizes(kind)
+        torch.randn(num_layers * (2 if bidirectional else 1), batch, s, dtype=torch.float64) for s in state_sizes(kind)
     )
     xk, xr = leaf(x), leaf(x)
     hk, hr = tuple(leaf(s) for s in hx), tuple(leaf(s) for s in hx)

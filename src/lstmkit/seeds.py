@@ -149,7 +149,9 @@ def print_hihello(console: Console | None = None, epochs: int = 50) -> list[HiHe
     runs = [hihello(activation, epochs=epochs) for activation in ("softmax", "sigmoid", "relu")]
     softmax = runs[0]
     for epoch in range(0, epochs, max(1, epochs // 10)):
-        console.print(f"epoch {epoch + 1:3d}  loss {softmax.losses[epoch]:.4f}  prediction {softmax.predictions[epoch]!r}")
+        console.print(
+            f"epoch {epoch + 1:3d}  loss {softmax.losses[epoch]:.4f}  prediction {softmax.predictions[epoch]!r}"
+        )
     console.print(f"epoch {epochs:3d}  loss {softmax.losses[-1]:.4f}  prediction {softmax.predictions[-1]!r}")
     table = Table(title="Output layer compared (same LSTM, same data, categorical cross-entropy)")
     for column in ("output", "loss at epoch 1", f"loss at epoch {epochs}", "final prediction", "learned?"):
