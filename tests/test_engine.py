@@ -17,7 +17,9 @@ def test_resolve_engine_prefers_argument_then_environment(monkeypatch) -> None:
 
 
 def test_unknown_engine_is_rejected(monkeypatch) -> None:
-    with pytest.raises(ValueError, match=r"unknown engine 'fast': expected one of \('auto', 'native', 'reference'\)"):
+    with pytest.raises(
+        ValueError, match=r"unknown engine 'fast': expected one of \('auto', 'native', 'torch', 'reference'\)"
+    ):
         lstmkit.LSTM(3, 4, engine="fast")
     monkeypatch.setenv(engine.ENGINE_VARIABLE, "gpu")
     with pytest.raises(ValueError, match="unknown LSTMKIT_ENGINE 'gpu'"):
@@ -71,3 +73,50 @@ def test_engines_agree_on_a_training_step(kind) -> None:
         grads[name] = {n: p.grad for n, p in model.named_parameters()}
     for n in grads["native"]:
         torch.testing.assert_close(grads["native"][n], grads["reference"][n], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_torch_engine_matches_torch_nn(kind, with_lengths) -> None:
+    options = dict(num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    kit = getattr(lstmkit, kind)(3, 5, engine="torch", **options)
+    ref = getattr(torch.nn, kind)(3, 5, **options)
+    ref.load_state_dict(kit.state_dict())
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+    states = (torch.randn(4, 4, 5, dtype=torch.float64),) * (2 if kind == "LSTM" else 1)
+    hx = states if kind == "LSTM" else states[0]
+    lengths = [6, 2, 5, 1] if with_lengths else None
+    out, h = kit(x, hx, lengths=lengths)
+    if with_lengths:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        want, want_h = ref(packed, hx)
+        want, _ = torch.nn.utils.rnn.pad_packed_sequence(want, batch_first=True, total_length=6)
+    else:
+        want, want_h = ref(x, hx)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(h, want_h)
+
+
+def test_torch_engine_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="engine='torch' cannot be used: torch's fused kernels do not support zoneout"):
+        lstmkit.LSTM(3, 4, zoneout=0.1, engine="torch")(torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="engine='torch' cannot be used: torch has no fused kernel for Peephole"):
+        lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, 3, 4, engine="torch")(torch.randn(5, 2, 3))
+
+
+def test_auto_sends_lstm_inference_to_torch_and_training_elsewhere(monkeypatch) -> None:
+    if not native.is_available():
+        pytest.skip("native engine not built here")
+    from lstmkit.engine import fused_torch
+
+    calls = []
+    original = fused_torch.run_layers
+    monkeypatch.setattr(fused_torch, "run_layers", lambda *a, **k: calls.append("torch") or original(*a, **k))
+    lstm = lstmkit.LSTM(3, 4, engine="auto")
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        lstm(x)
+        lstm(x, mask=torch.ones(5, 2, dtype=torch.bool))  # masks: not torch's
+    lstm(x)  # needs gradients: native
+    lstmkit.GRU(3, 4, engine="auto")(x)  # GRU: native is faster than torch's
+    assert calls == ["torch"]

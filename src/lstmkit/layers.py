@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
-from .engine import resolve_engine, run_sequence
+from .engine import fused_torch, resolve_engine, run_sequence, use_torch_kernels
 from .validation import check_lengths, check_mask, check_tensor
 
 MERGE_MODES = ("concat", "sum", "mul", "ave")
@@ -213,6 +213,30 @@ class Recurrent(nn.Module):
             valid = self._time_major_mask(mask, steps, batch_size, batched)
         initial = self._initial_states(hx, batch_size, batched, x)
 
+        if use_torch_kernels(self, mask is not None, return_gates, lengths, initial, x):
+            output, states = fused_torch.run_layers(self, x, initial, lengths)
+            traces: dict[str, dict[str, Tensor]] = {}
+        else:
+            output, states, traces = self._run_cells(x, initial, valid, mask is not None, return_gates)
+            traces = {
+                name: {key: self._to_layout(value, batched, batch_first) for key, value in trace.items()}
+                for name, trace in traces.items()
+            }
+        if not batched:
+            states = tuple(s.squeeze(1) for s in states)
+        state: Tensor | State = states[0] if len(states) == 1 else states
+        if packed is not None:
+            return_output: Tensor | PackedSequence = _repack(output, packed, lengths)
+        else:
+            return_output = self._to_layout(output, batched, batch_first)
+        return (return_output, state, traces) if return_gates else (return_output, state)
+
+    def _run_cells(
+        self, x: Tensor, initial: State | None, valid: Tensor | None, masked: bool, trace: bool
+    ) -> tuple[Tensor, State, dict[str, dict[str, Tensor]]]:
+        """Drive each layer's cells over time-major ``x``; returns the output, the final states
+        ``(L*D, B, size)`` and the gate traces (time-major)."""
+        batch_size = x.shape[1]
         final_states: list[list[Tensor]] = [[] for _ in self._cells[0].state_names]
         traces: dict[str, dict[str, Tensor]] = {}
         layer_input = x
@@ -228,21 +252,18 @@ class Recurrent(nn.Module):
                     state,
                     engine=self.engine,
                     valid=valid,
-                    carry_output=mask is not None and not self.bidirectional,
+                    carry_output=masked and not self.bidirectional,
                     reverse=direction == 1,
                     recurrent_mask=self._recurrent_dropout_mask(batch_size, cell.recurrent_size, x),
                     zoneout=self.zoneout,
                     training=self.training,
-                    trace=return_gates,
+                    trace=trace,
                 )
                 outputs.append(result.output)
                 for collected, final in zip(final_states, result.state, strict=True):
                     collected.append(final)
                 if result.trace is not None:
-                    name = f"l{layer}" + ("_reverse" if direction else "")
-                    traces[name] = {
-                        key: self._to_layout(value, batched, batch_first) for key, value in result.trace.items()
-                    }
+                    traces[f"l{layer}" + ("_reverse" if direction else "")] = result.trace
             last = layer == self.num_layers - 1
             if len(outputs) == 1:
                 layer_input = outputs[0]
@@ -250,16 +271,7 @@ class Recurrent(nn.Module):
                 layer_input = merge_directions(*outputs, self.merge_mode if last else "concat")
             if not last and self.dropout and self.training:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-
-        states = tuple(torch.stack(collected) for collected in final_states)
-        if not batched:
-            states = tuple(s.squeeze(1) for s in states)
-        state: Tensor | State = states[0] if len(states) == 1 else states
-        if packed is not None:
-            output: Tensor | PackedSequence = _repack(layer_input, packed, lengths)
-        else:
-            output = self._to_layout(layer_input, batched, batch_first)
-        return (output, state, traces) if return_gates else (output, state)
+        return layer_input, tuple(torch.stack(collected) for collected in final_states), traces
 
     def _layout(self) -> str:
         return "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"

@@ -4,7 +4,11 @@
   and every option, and is the oracle the other backends are tested against.
 * ``"native"``: the compiled C++ loops of :mod:`lstmkit.engine.native` (forward and backward in
   C++, weight gradients as single matrix multiplies) for the built-in cells it supports.
-* ``"auto"`` (default): native where it supports the cell and could be built, else reference.
+* ``"torch"``: PyTorch's own fused kernels (``torch._VF``; oneDNN for LSTM) for whole stacks of
+  plain LSTM/GRU/RNN cells without lstmkit's extras (:mod:`lstmkit.engine.fused_torch`).
+* ``"auto"`` (default): for plain stacks, torch's kernels for LSTM inference and for RNN cells
+  (oneDNN's forward is at the GEMM floor), native for LSTM training and for GRU (faster than
+  torch's); for the rest native where it supports the cell and could be built, else reference.
 
 The choice comes from the ``engine=`` argument of a layer, else the ``LSTMKIT_ENGINE``
 environment variable, else ``"auto"``.
@@ -13,16 +17,21 @@ environment variable, else ``"auto"``.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
 from ..cells import Cell, State
-from . import native
+from . import fused_torch, native
 from .native.build import unavailable_reason
 from .reference import SequenceResult
 from .reference import run_sequence as run_reference
 
-ENGINES = ("auto", "native", "reference")
+if TYPE_CHECKING:
+    from ..layers import Recurrent
+
+ENGINES = ("auto", "native", "torch", "reference")
 ENGINE_VARIABLE = "LSTMKIT_ENGINE"
 
 
@@ -33,6 +42,28 @@ def resolve_engine(engine: str | None = None) -> str:
     if engine not in ENGINES:
         raise ValueError(f"unknown {source} {engine!r}: expected one of {ENGINES}")
     return engine
+
+
+def use_torch_kernels(
+    layer: Recurrent, masked: bool, traced: bool, lengths: Tensor | None, initial: State | None, x: Tensor
+) -> bool:
+    """Whether ``layer`` runs this call on torch's fused kernels (see the module docstring)."""
+    choice = resolve_engine(layer.engine)
+    if choice not in ("torch", "auto"):
+        return False
+    reason = fused_torch.why_not(layer, masked=masked, traced=traced, lengths=lengths)
+    if choice == "torch":
+        if reason:
+            raise ValueError(f"engine='torch' cannot be used: {reason}; use engine='auto' or 'reference'")
+        return True
+    if reason:
+        return False
+    kernel = fused_torch.kernel_name(layer)
+    if kernel.startswith("rnn") or not native.is_available():
+        return True
+    tensors = [x, *layer.parameters(), *(initial or ())]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return kernel == "lstm" and not needs_grad
 
 
 def run_sequence(
@@ -60,7 +91,7 @@ def run_sequence(
         training=training,
     )
     choice = resolve_engine(engine)
-    if choice != "reference":
+    if choice in ("auto", "native"):
         if native.supports(cell, inputs, trace=trace) and native.is_available():
             return native.run_cell(cell, inputs, state, **options)
         if choice == "native":
@@ -72,4 +103,4 @@ def run_sequence(
     return run_reference(cell, inputs, state, trace=trace, **options)
 
 
-__all__ = ["ENGINES", "ENGINE_VARIABLE", "SequenceResult", "resolve_engine", "run_sequence"]
+__all__ = ["ENGINES", "ENGINE_VARIABLE", "SequenceResult", "resolve_engine", "run_sequence", "use_torch_kernels"]

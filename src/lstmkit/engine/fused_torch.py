@@ -1,0 +1,76 @@
+"""PyTorch's own fused kernels (``torch._VF.lstm/gru/rnn_*``; oneDNN for LSTM on the CPU) for whole
+stacks of plain cells that need none of lstmkit's extras.
+
+oneDNN's LSTM forward runs close to the per-step GEMM floor, so ``engine="auto"`` sends plain
+inference here; training goes to the native engine, whose backward is faster.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..cells import GRUCell, LSTMCell, RNNCell
+
+if TYPE_CHECKING:
+    from ..layers import Recurrent
+
+
+def kernel_name(layer: Recurrent) -> str | None:
+    """The ``torch._VF`` kernel that computes ``layer``'s cells exactly, or ``None``."""
+    cell = layer.cell(0, 0)
+    kind = type(cell)
+    if kind is RNNCell and cell.nonlinearity in ("tanh", "relu"):
+        return f"rnn_{cell.nonlinearity}"
+    plain = getattr(cell, "activation", None) is torch.tanh and getattr(cell, "gate_activation", None) is torch.sigmoid
+    if kind is LSTMCell and plain:
+        return "lstm"
+    if kind is GRUCell and plain and cell.reset_after:
+        return "gru"
+    return None
+
+
+def why_not(layer: Recurrent, *, masked: bool, traced: bool, lengths: Tensor | None) -> str | None:
+    """Why the fused torch kernel cannot run this call (``None`` when it can)."""
+    if kernel_name(layer) is None:
+        return f"torch has no fused kernel for {layer.cell(0, 0)!r}"
+    reasons = {
+        "masks": masked,
+        "gate tracing": traced,
+        "zoneout": layer.zoneout > 0,
+        "recurrent dropout": layer.recurrent_dropout > 0 and layer.training,
+        f"merge_mode={layer.merge_mode!r}": layer.bidirectional and layer.merge_mode != "concat",
+        "zero lengths": lengths is not None and bool((lengths == 0).any()),
+    }
+    found = [name for name, present in reasons.items() if present]
+    return f"torch's fused kernels do not support {', '.join(found)}" if found else None
+
+
+def run_layers(
+    layer: Recurrent, x: Tensor, initial: tuple[Tensor, ...] | None, lengths: Tensor | None
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """All layers and directions of ``layer`` over time-major ``x`` in one fused call; returns the
+    output ``(T, B, D*H)`` (zero past each length) and the final states ``(L*D, B, size)``."""
+    kernel = getattr(torch._VF, kernel_name(layer))
+    cells = [layer.cell(k, d) for k in range(layer.num_layers) for d in range(layer.num_directions)]
+    weights = [p for cell in cells for p in cell.parameters()]  # w_ih, w_hh, b_ih, b_hh(, w_hr): torch's order
+    batch = x.shape[1]
+    if initial is None:
+        initial = tuple(x.new_zeros(len(cells), batch, size) for size in cells[0].state_sizes)
+    options = (layer.bias, layer.num_layers, layer.dropout, layer.training, layer.bidirectional)
+    if lengths is None:
+        result = kernel(x, _hx(initial), weights, *options, False)
+        return result[0], tuple(result[1:])
+    packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+    initial = tuple(s.index_select(1, packed.sorted_indices) for s in initial)
+    result = kernel(packed.data, packed.batch_sizes, _hx(initial), weights, *options)
+    output = PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+    output, _ = pad_packed_sequence(output, total_length=x.shape[0])
+    return output, tuple(s.index_select(1, packed.unsorted_indices) for s in result[1:])
+
+
+def _hx(states: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+    return states if len(states) > 1 else states[0]
