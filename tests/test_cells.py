@@ -18,6 +18,16 @@ I, H, B = 4, 5, 3
 TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-6}}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_intra_op_thread():
+    """The tensors here are tiny: intra-op threads only add contention on a shared 2-core machine
+    (OpenMP spin-waits made layer-norm gradchecks ~50x slower while another process ran)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize(module: nn.Module, scale: float = 0.7) -> nn.Module:
     """Give every parameter (gains, peepholes and biases included) a non-trivial random value."""
     with torch.no_grad():

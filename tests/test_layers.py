@@ -23,6 +23,17 @@ T, B, I, H = 4, 3, 3, 4
 TOL = {torch.float64: {"rtol": 1e-9, "atol": 1e-11}, torch.float32: {"rtol": 1e-4, "atol": 2e-5}}
 NP_TOL = {"rtol": 1e-10, "atol": 1e-12}
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_intra_op_thread():
+    """The tensors here are tiny: intra-op threads only add contention on a shared 2-core machine
+    (OpenMP spin-waits made layer-norm gradchecks ~50x slower while another process ran)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 KINDS = {
     "lstm": (lstmkit.LSTM, nn.LSTM, {}),
     "gru": (lstmkit.GRU, nn.GRU, {}),
@@ -419,7 +430,8 @@ MASK = np.array(
 @pytest.mark.parametrize("name", sorted(MASK_CELLS))
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (1, True), (2, True)])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_mask_matches_numpy_keras_semantics(name, num_layers, bidirectional, batch_first) -> None:
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_mask_matches_numpy_keras_semantics(name, num_layers, bidirectional, batch_first, with_hx) -> None:
     steps, batch = MASK.shape
     model = randomize(
         MASK_CELLS[name][0](
@@ -428,10 +440,15 @@ def test_mask_matches_numpy_keras_semantics(name, num_layers, bidirectional, bat
     )
     x = torch.randn(steps, batch, I, dtype=torch.float64)
     mask = torch.from_numpy(MASK)
-    out, states = model(x.transpose(0, 1) if batch_first else x, mask=mask.T if batch_first else mask)
+    sizes, directions = MASK_CELLS[name][3], 2 if bidirectional else 1
+    # a non-zero initial state: outputs before the first valid step are still zero (not h_0)
+    hx = tuple(torch.randn(num_layers * directions, batch, s, dtype=torch.float64) for s in sizes) if with_hx else None
+    hx_in = None if hx is None else (hx if len(hx) > 1 else hx[0])
+    out, states = model(x.transpose(0, 1) if batch_first else x, hx_in, mask=mask.T if batch_first else mask)
     out = out.transpose(0, 1) if batch_first else out
+    hx_np = None if hx is None else [s.numpy() for s in hx]
     # Keras: one direction repeats the previous output at masked steps; Bidirectional outputs zeros there
-    want, finals, _ = numpy_run(model, name, x.numpy(), valid=MASK, carry_output=not bidirectional)
+    want, finals, _ = numpy_run(model, name, x.numpy(), hx=hx_np, valid=MASK, carry_output=not bidirectional)
     assert_np(out, want)
     for k, s in enumerate(as_tuple(states)):
         assert_np(s, np.stack([f[k] for f in finals]))
@@ -648,7 +665,7 @@ def test_zoneout_eval_is_expectation(name, with_lengths) -> None:
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_zoneout_training_keeps_old_or_takes_new(name) -> None:
-    rate, steps, batch = 0.5, 6, 8
+    rate, steps, batch = 0.2, 6, 16
     model = randomize(MASK_CELLS[name][0](bidirectional=True, zoneout=rate, dtype=torch.float64)).train()
     _, step, opts, sizes = MASK_CELLS[name]
     x = torch.randn(steps, batch, I, dtype=torch.float64)
@@ -672,7 +689,7 @@ def test_zoneout_training_keeps_old_or_takes_new(name) -> None:
         for k, s in enumerate(as_tuple(states)):
             np.testing.assert_array_equal(oracles.to_numpy(s[direction]), old[k])
     total = kept + fresh
-    assert 0.3 < kept / total < 0.7  # about `rate` of the units kept their old value
+    assert 0.1 < kept / total < 0.3  # about `rate` of the units kept their old value (not 1 - rate)
     # the output is the zoned-out h
     np.testing.assert_array_equal(oracles.to_numpy(out[..., :H]), oracles.to_numpy(trace["l0"]["h"]))
 
