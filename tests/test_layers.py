@@ -864,3 +864,14 @@ def test_random_shapes_match_torch_packed(
     assert torch.equal(out_pk.batch_sizes, out_p.batch_sizes)
     for a, b in zip(as_tuple(st_pk), as_tuple(st_r), strict=True):
         torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
+def test_trace_of_packed_input_follows_batch_first() -> None:
+    model = lstmkit.LSTM(I, H, batch_first=True, dtype=torch.float64)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    lengths = [T, 2, 3][:B] + [1] * max(0, B - 3)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    _, _, packed_trace = model(packed, return_gates=True)
+    _, _, padded_trace = model(x, lengths=lengths, return_gates=True)
+    assert packed_trace["l0"]["i"].shape == (B, T, H)
+    torch.testing.assert_close(packed_trace["l0"]["c"], padded_trace["l0"]["c"])

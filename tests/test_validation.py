@@ -346,3 +346,8 @@ def test_cell_dtype_and_type(cell) -> None:
 def test_cell_empty_batch(cell) -> None:
     with pytest.raises(ValueError, match="empty batch: input has batch size 0"):
         cell(torch.randn(0, I))
+
+
+def test_bool_proj_size_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"proj_size must be an int in \[0, hidden_size=6\), got True"):
+        lstmkit.LSTM(I, H, proj_size=True)

@@ -201,7 +201,7 @@ class LSTMCell(Cell):
         activation: str | Activation = "tanh",
         gate_activation: str | Activation = "sigmoid",
     ) -> None:
-        if not isinstance(proj_size, int) or proj_size < 0 or proj_size >= hidden_size:
+        if not isinstance(proj_size, int) or isinstance(proj_size, bool) or not 0 <= proj_size < hidden_size:
             raise ValueError(f"proj_size must be an int in [0, hidden_size={hidden_size}), got {proj_size!r}")
         self.proj_size = proj_size
         super().__init__(input_size, hidden_size, bias, device, dtype)

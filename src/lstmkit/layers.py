@@ -219,7 +219,7 @@ class Recurrent(nn.Module):
         else:
             output, states, traces = self._run_cells(x, initial, valid, mask is not None, return_gates)
             traces = {
-                name: {key: self._to_layout(value, batched, batch_first) for key, value in trace.items()}
+                name: {key: self._to_layout(value, batched, self.batch_first) for key, value in trace.items()}
                 for name, trace in traces.items()
             }
         if not batched:
