@@ -159,10 +159,16 @@ class Recurrent(nn.Module):
         return self._cells[layer * self.num_directions + direction]
 
     @property
+    def cells(self) -> list[Cell]:
+        """Every layer's cells, direction fastest (``l0``, ``l0_reverse``, ``l1``, ...), bound to this
+        layer's weights."""
+        self._bind()
+        return list(self._cells)
+
+    @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         """Parameters grouped per layer and direction, as ``torch.nn.LSTM.all_weights``."""
-        self._bind()
-        return [list(cell.parameters()) for cell in self._cells]
+        return [list(cell.parameters()) for cell in self.cells]
 
     def flatten_parameters(self) -> None:
         """No-op, for code written against ``torch.nn.LSTM``."""

@@ -55,7 +55,7 @@ def run_layers(
     """All layers and directions of ``layer`` over time-major ``x`` in one fused call; returns the
     output ``(T, B, D*H)`` (zero past each length) and the final states ``(L*D, B, size)``."""
     kernel = getattr(torch._VF, kernel_name(layer))
-    cells = [layer.cell(k, d) for k in range(layer.num_layers) for d in range(layer.num_directions)]
+    cells = layer.cells
     weights = [p for cell in cells for p in cell.parameters()]  # w_ih, w_hh, b_ih, b_hh(, w_hr): torch's order
     batch = x.shape[1]
     if initial is None:
