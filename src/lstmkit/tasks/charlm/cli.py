@@ -1,0 +1,112 @@
+"""``lstmkit charlm train|evaluate|generate``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+
+from ...training.distributed import launch
+from ..options import Checkpoint, Epochs, MaxSteps, Nproc, OutDir, Overrides, Quiet, Resume, Seed, console, user_errors
+from .model import CharLM, generate
+from .task import PRESETS, CharLMData, configure, evaluate_split, read_task_data, train
+
+app = typer.Typer(help="Character-level language model (default corpus: Shakespeare's plays).", no_args_is_help=True)
+
+Prompt = Annotated[str, typer.Option(help="Text the generated passage continues.")]
+Length = Annotated[int, typer.Option(min=0, max=100_000, help="Characters to generate.")]
+Temperature = Annotated[float, typer.Option(min=0.01, max=10.0, help="Sampling temperature (lower: safer).")]
+TopK = Annotated[int | None, typer.Option("--top-k", min=1, help="Sample among the k likeliest characters only.")]
+
+
+def _train_worker(data: CharLMData, model_fields: dict[str, Any], config: Any, out: Path, resume: bool) -> None:
+    train(data, model_fields, config, out, resume)
+
+
+def _stream(model: CharLM, prompt: str, length: int, temperature: float, top_k: int | None, seed: int) -> None:
+    unknown = model.vocabulary.unknown_in(prompt)
+    if unknown:
+        console.print(f"[yellow]note:[/] the prompt's characters {unknown!r} were never seen in training; "
+                      "the model reads them as unknown", highlight=False)  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    typer.echo(prompt, nl=False)
+    for character in generate(model, prompt, length, temperature=temperature, top_k=top_k, generator=generator):
+        typer.echo(character, nl=False)
+    typer.echo()
+
+
+@app.command("train")
+def train_command(
+    preset: Annotated[str, typer.Option(help=f"Corpus size and budget: {', '.join(PRESETS)}.")] = "full",
+    corpus: Annotated[str | None, typer.Option(help="A UTF-8 text file instead of Shakespeare.")] = None,
+    cell: Annotated[str | None, typer.Option(help="rnn, gru, lstm, peephole or layernorm.")] = None,
+    out: OutDir = Path("runs/charlm"),
+    overrides: Overrides = None,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    seed: Seed = None,
+    resume: Resume = False,
+    nproc: Nproc = 1,
+    quiet: Quiet = False,
+    sample: Annotated[int, typer.Option(min=0, help="Characters to generate after training.")] = 500,
+) -> None:
+    """Train a character model, report bits per character on held-out text, and write a passage."""
+    with user_errors():
+        extra = [f"corpus={corpus}"] * (corpus is not None) + [f"cell={cell}"] * (cell is not None)
+        data, model_fields, config = configure(
+            preset, [*(overrides or []), *extra], epochs=epochs, max_steps=max_steps, seed=seed,
+            progress=False if quiet else None,
+        )  # fmt: skip
+        console.print(f"[bold]charlm[/] preset {preset}: {model_fields['cell']} {model_fields['num_layers']}x"
+                      f"{model_fields['hidden_size']}, {config.max_steps or config.epochs} "
+                      f"{'steps' if config.max_steps else 'epochs'} of batch {config.batch_size} -> {out}")  # fmt: skip
+        if nproc > 1:
+            launch(_train_worker, nproc, data, model_fields, config, out, resume)
+            model = CharLM.from_pretrained(out)
+            figures = {}
+        else:
+            model, result, figures = train(data, model_fields, config, out, resume)
+            console.print(f"stopped after {result.steps} steps ({result.stopped}, {result.seconds:.0f} s)")
+        if figures:
+            console.print(f"validation: [bold]{figures['val_bpc']:.3f} bits per character[/] "
+                          f"(unigram baseline {figures['unigram_bpc']:.3f})")  # fmt: skip
+        console.print(f"model, checkpoint, metrics.jsonl and curves.png in {out}")
+        if sample:
+            console.rule("a generated passage")
+            characters = model.vocabulary.characters
+            _stream(model, "\n" if "\n" in characters else characters[0], sample, 0.8, None, config.seed)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint: Checkpoint = Path("runs/charlm"),
+    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
+    corpus: Annotated[str | None, typer.Option(help="Evaluate on this text file instead.")] = None,
+) -> None:
+    """Bits per character of a trained model on a split of its corpus (or of another text)."""
+    with user_errors():
+        model = CharLM.from_pretrained(checkpoint)
+        data = read_task_data(checkpoint)
+        if corpus is not None:
+            data = dataclasses.replace(data, corpus=corpus)
+        figures = evaluate_split(model, data, split)
+        console.print(f"{split}: [bold]{figures[f'{split}_bpc']:.3f} bits per character[/] over "
+                      f"{int(figures['characters']):,} characters (unigram baseline {figures['unigram_bpc']:.3f}; "
+                      f"{int(figures['unknown_characters'])} unknown characters)")  # fmt: skip
+
+
+@app.command("generate")
+def generate_command(
+    checkpoint: Checkpoint = Path("runs/charlm"),
+    prompt: Prompt = "ROMEO:\n",
+    length: Length = 500,
+    temperature: Temperature = 0.8,
+    top_k: TopK = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Stream text from a trained model, continuing a prompt."""
+    with user_errors():
+        _stream(CharLM.from_pretrained(checkpoint), prompt, length, temperature, top_k, seed)

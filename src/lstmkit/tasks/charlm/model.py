@@ -1,0 +1,124 @@
+"""The character language model: embedding -> recurrent stack -> linear, and text generation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..common import CELL_KINDS, TaskModel, recurrent_layer
+from .data import Vocabulary
+
+
+@dataclass
+class CharLMConfig:
+    """The model's shape. ``characters`` is the vocabulary (id 0, the unknown character, is implicit)."""
+
+    characters: str
+    cell: str = "lstm"
+    embedding_size: int = 64
+    hidden_size: int = 256
+    num_layers: int = 1
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELL_KINDS:
+            raise ValueError(f"unknown cell {self.cell!r}: expected one of {sorted(CELL_KINDS)}")
+        if min(self.embedding_size, self.hidden_size, self.num_layers) < 1:
+            raise ValueError("embedding_size, hidden_size and num_layers must be positive")
+        if not self.characters:
+            raise ValueError("the vocabulary (characters) is empty")
+
+
+class CharLM(TaskModel):
+    """Predicts the next character: ``logits, state = model(ids, state)`` for ``ids`` of shape
+    ``(batch, steps)``.
+
+        >>> model = CharLM(CharLMConfig("abc", hidden_size=8, embedding_size=4))
+        >>> logits, state = model(torch.tensor([[1, 2, 3]]))
+        >>> tuple(logits.shape)
+        (1, 3, 4)
+    """
+
+    task = "charlm"
+    config_class = CharLMConfig
+
+    def __init__(self, config: CharLMConfig) -> None:
+        super().__init__(config)
+        self.vocabulary = Vocabulary(config.characters)
+        vocab_size = len(self.vocabulary)
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
+        self.rnn = recurrent_layer(
+            config.cell, config.embedding_size, config.hidden_size, config.num_layers, dropout=config.dropout
+        )
+        self.head = nn.Linear(config.hidden_size, vocab_size)
+
+    def forward(self, ids: Tensor, state: object = None) -> tuple[Tensor, object]:
+        output, state = self.rnn(self.embedding(ids), state)
+        return self.head(output), state
+
+
+def cross_entropy_sum(model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
+    """Summed next-character cross-entropy (nats) of windows ``(B, L + 1)`` and the number of
+    predictions: the training loss of the task."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits, _ = model(inputs)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"), targets.numel()
+
+
+@torch.no_grad()
+def bits_per_character(model: CharLM, ids: Tensor, window: int = 256, batch_size: int = 64) -> float:
+    """Cross-entropy in bits per character of the text ``ids``, read as consecutive windows of
+    ``window`` predictions (the state restarts at each window)."""
+    if ids.numel() < 2:
+        raise ValueError(f"need at least 2 characters to measure bits per character, got {ids.numel()}")
+    model.eval()
+    full = (ids.numel() - 1) // window
+    batches = list(ids[: full * window + 1].unfold(0, window + 1, window).split(batch_size)) if full else []
+    if (ids.numel() - 1) % window:
+        batches.append(ids[full * window :][None])
+    total, count = 0.0, 0
+    for batch in batches:
+        loss, items = cross_entropy_sum(model, batch)
+        total, count = total + float(loss), count + items
+    return total / count / math.log(2)
+
+
+@torch.no_grad()
+def generate(
+    model: CharLM,
+    prompt: str,
+    length: int,
+    *,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[str]:
+    """Stream ``length`` characters continuing ``prompt``: sample from the softmax of the logits
+    divided by ``temperature``, among the ``top_k`` likeliest when given. The unknown character is
+    never produced; characters of the prompt outside the vocabulary are read as unknown."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    model.eval()
+    vocabulary = model.vocabulary
+    ids = vocabulary.encode(prompt or "\n")
+    logits, state = model(ids[None])
+    last = logits[0, -1]
+    for _ in range(length):
+        scores = last / temperature
+        scores[0] = -math.inf
+        if top_k is not None and top_k < scores.numel():
+            threshold = scores.topk(top_k).values[-1]
+            scores = scores.masked_fill(scores < threshold, -math.inf)
+        next_id = int(torch.multinomial(F.softmax(scores, dim=-1), 1, generator=generator))
+        yield vocabulary.decode([next_id])
+        logits, state = model(torch.tensor([[next_id]]), state)
+        last = logits[0, -1]

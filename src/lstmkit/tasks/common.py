@@ -1,0 +1,103 @@
+"""What every task shares: the recurrent cell kinds by name, the base class of task models (with
+Hugging Face style ``save_pretrained``/``from_pretrained``), and the parsing of the training options
+that every ``lstmkit <task> train`` command accepts."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from torch import nn
+
+from ..cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from ..layers import Recurrent
+from ..training import TrainConfig, apply_overrides, config_from_dict, load_pretrained, save_pretrained
+
+CELL_KINDS: dict[str, type[Cell]] = {
+    "rnn": RNNCell,
+    "gru": GRUCell,
+    "lstm": LSTMCell,
+    "peephole": PeepholeLSTMCell,
+    "layernorm": LayerNormLSTMCell,
+}
+
+
+def recurrent_layer(
+    kind: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    dropout: float = 0.0,
+    bidirectional: bool = False,
+) -> Recurrent:
+    """A batch-first :class:`~lstmkit.Recurrent` stack of the cell named ``kind`` (see :data:`CELL_KINDS`).
+
+    >>> recurrent_layer("gru", 4, 8).cell().__class__.__name__
+    'GRUCell'
+    """
+    if kind not in CELL_KINDS:
+        raise ValueError(f"unknown cell {kind!r}: expected one of {sorted(CELL_KINDS)}")
+    return Recurrent(
+        CELL_KINDS[kind],
+        input_size,
+        hidden_size,
+        num_layers,
+        batch_first=True,
+        dropout=dropout if num_layers > 1 else 0.0,
+        bidirectional=bidirectional,
+    )
+
+
+class TaskModel(nn.Module):
+    """Base of the task models: holds a config dataclass and saves/loads itself as a folder with
+    ``config.json`` and ``model.safetensors``.
+
+    Subclasses set ``task`` (the task's name) and ``config_class`` and take the config as their
+    only constructor argument.
+    """
+
+    task: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory``."""
+        return save_pretrained(directory, self, task=self.task, config=self.config_dict())
+
+    @classmethod
+    def from_config_dict(cls, values: dict[str, Any]) -> Self:
+        return cls(config_from_dict(cls.config_class, values, f"{cls.task} config"))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Self:
+        """The model saved in ``directory`` (by training or :meth:`save_pretrained`), in eval mode."""
+        return load_pretrained(directory, cls.task, cls.from_config_dict)  # type: ignore[return-value]
+
+
+def split_overrides(overrides: Sequence[str], *configs: Any) -> list[Any]:
+    """Apply ``key=value`` overrides to whichever of ``configs`` has the field ``key``; an unknown
+    key is an error that lists the known ones."""
+    buckets: list[list[str]] = [[] for _ in configs]
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        owners = [i for i, c in enumerate(configs) if key in {f.name for f in dataclasses.fields(c)}]
+        if not owners:
+            known = sorted({f.name for c in configs for f in dataclasses.fields(c)})
+            raise ValueError(f"--set {override!r}: unknown setting {key!r}; known settings: {', '.join(known)}")
+        buckets[owners[0]].append(override)
+    return [apply_overrides(config, bucket) for config, bucket in zip(configs, buckets, strict=True)]
+
+
+def train_config(defaults: TrainConfig, **options: Any) -> TrainConfig:
+    """``defaults`` with the command line's explicit options (those not ``None``) applied."""
+    given = {name: value for name, value in options.items() if value is not None}
+    return config_from_dict(TrainConfig, dataclasses.asdict(defaults) | given, "training options")

@@ -1,0 +1,41 @@
+"""Command-line options that every ``lstmkit <task> train`` command shares, and the way errors
+reach the user: one red line that says what was expected and what came, exit code 2."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for checkpoints, metrics, curves and the model.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override any data, model or training setting: --set hidden_size=128 (repeat)."),
+]
+Epochs = Annotated[int | None, typer.Option(min=1, help="Training epochs (default: the preset's).")]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps.")]
+Seed = Annotated[int | None, typer.Option(help="Random seed (default: the preset's).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.safetensors.")]
+Nproc = Annotated[int, typer.Option("--nproc", min=1, max=64, help="Data-parallel processes (gloo, CPU).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Checkpoint = Annotated[
+    Path, typer.Option("--checkpoint", "-c", help="A trained model folder (config.json + model.safetensors).")
+]
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's input errors into one clear line on stderr and exit code 2."""
+    try:
+        yield
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None

@@ -1,0 +1,366 @@
+"""The training loop shared by every task.
+
+A task gives the :class:`Trainer` its model, its training examples, a ``collate`` that turns a list
+of examples into a batch, a ``loss`` that returns ``(sum of per-item losses, number of items)`` for a
+batch, and optionally an ``evaluate`` that returns held-out metrics. The trainer does the rest:
+optimiser and learning-rate schedule, gradient clipping, bucketed batches, early stopping, a rich
+progress bar, metrics in ``metrics.jsonl``, atomic checkpoints and ``--resume``, curves as a PNG,
+NaN/inf detection, and data-parallel training across processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from . import checkpoint as ckpt
+from .batching import batch_indices, epoch_generator
+from .config import TrainConfig
+from .distributed import all_reduce_sum, rank_and_world
+from .plots import plot_curves
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.jsonl"
+CURVES_NAME = "curves.png"
+# Fields that may change when a run resumes: the budget and the display; anything else would make
+# the resumed run a different run.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "max_seconds", "patience", "progress", "log_every", "checkpoint_every"}
+
+LossFunction = Callable[[nn.Module, Any], tuple[Tensor, float]]
+EvaluateFunction = Callable[[nn.Module], Mapping[str, float]]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite (``on_nonfinite="stop"``)."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (and with it every lstmkit random draw) for a repeatable run."""
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps, where it stopped and why, the best held-out metric."""
+
+    steps: int
+    epochs_completed: int
+    stopped: str
+    best_metric: float | None
+    best_step: int | None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    out_dir: str | None = None
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate at ``step``: linear warm-up, then constant, cosine or linear decay to
+    ``lr * min_lr_ratio`` at ``total_steps``.
+
+        >>> config = TrainConfig(lr=1.0, schedule="cosine", warmup_steps=10, min_lr_ratio=0.0)
+        >>> [round(learning_rate(config, s, 110), 3) for s in (0, 9, 10, 60, 110)]
+        [0.1, 1.0, 1.0, 0.5, 0.0]
+    """
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if config.schedule == "cosine" else 1 - progress
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * shape)
+
+
+class Trainer:
+    """Trains ``model`` on ``train_set`` (see the module docstring for the contract).
+
+    Args:
+        model: the module to train (wrapped in ``DistributedDataParallel`` when distributed).
+        config: a :class:`TrainConfig`.
+        train_set: a sequence of examples; ``collate(list_of_examples)`` makes a batch.
+        loss: ``loss(model, batch) -> (sum of item losses, number of items)``.
+        evaluate: ``evaluate(model) -> {"name": value}``, run in eval mode without gradients.
+        metric, mode: the key of ``evaluate``'s result that early stopping and the best model
+            follow, and whether lower (``"min"``) or higher (``"max"``) is better.
+        lengths: per-example lengths; batches are then bucketed by length.
+        out_dir: where checkpoints, ``metrics.jsonl``, curves and the best model go (``None``: nothing
+            is written).
+        task, model_config: recorded in checkpoints and ``config.json``.
+
+        >>> import torch
+        >>> data = [(torch.randn(3), torch.tensor(1.0)) for _ in range(64)]
+        >>> model = torch.nn.Linear(3, 1)
+        >>> def loss(model, batch):
+        ...     x, y = batch
+        ...     return ((model(x).squeeze(1) - y) ** 2).sum(), len(y)
+        >>> collate = lambda items: (torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
+        >>> result = Trainer(model, TrainConfig(epochs=2, progress=False), train_set=data, collate=collate,
+        ...                  loss=loss).fit()
+        >>> result.steps, result.stopped
+        (4, 'completed')
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        train_set: Sequence[Any],
+        collate: Callable[[list[Any]], Any],
+        loss: LossFunction,
+        evaluate: EvaluateFunction | None = None,
+        metric: str = "val_loss",
+        mode: str = "min",
+        lengths: Sequence[int] | None = None,
+        out_dir: str | Path | None = None,
+        task: str = "model",
+        model_config: Mapping[str, Any] | None = None,
+        console: Console | None = None,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if len(train_set) == 0:
+            raise ValueError("the training set is empty: nothing to train on")
+        self.model, self.config, self.train_set = model, config, train_set
+        self.collate, self.loss_function, self.evaluate_function = collate, loss, evaluate
+        self.metric, self.mode, self.lengths = metric, mode, lengths
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.task, self.model_config = task, dict(model_config or {})
+        self.rank, self.world = rank_and_world()
+        self.console = console or Console(stderr=True)
+        self.step = self.epoch = self.next_batch = self.bad_evaluations = 0
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.elapsed = 0.0
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer_class(self.parameters, lr=config.lr, weight_decay=config.weight_decay)
+        self.network: nn.Module = DistributedDataParallel(model) if self.world > 1 else model
+
+    # -- files -----------------------------------------------------------------------------------
+    @property
+    def writes(self) -> bool:
+        return self.out_dir is not None and self.rank == 0
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.writes:
+            with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as file:  # type: ignore[operator]
+                file.write(json.dumps(record) + "\n")
+
+    def _trainer_state(self) -> dict[str, Any]:
+        names = ("step", "epoch", "next_batch", "bad_evaluations", "best_metric", "best_step", "elapsed")
+        return {name: getattr(self, name) for name in names} | {"last_metrics": self.last_metrics}
+
+    def save_checkpoint(self) -> None:
+        """Write the complete training state to ``out_dir/checkpoint.safetensors`` (atomically)."""
+        if self.writes:
+            ckpt.save_checkpoint(
+                self.out_dir / CHECKPOINT_NAME,  # type: ignore[operator]
+                self.model,
+                self.optimizer,
+                task=self.task,
+                model_config=self.model_config,
+                train_config=dataclasses.asdict(self.config),
+                trainer_state=self._trainer_state(),
+            )
+
+    def _save_model(self) -> None:
+        if self.writes:
+            ckpt.save_pretrained(self.out_dir, self.model, task=self.task, config=self.model_config)  # type: ignore[arg-type]
+
+    def _resume(self) -> None:
+        path = self.out_dir / CHECKPOINT_NAME if self.out_dir else None
+        if path is None or not path.exists():
+            raise ckpt.CheckpointError(f"cannot resume: no {CHECKPOINT_NAME} in {self.out_dir}")
+        saved = ckpt.read_checkpoint(path, task=self.task)
+        ours = dataclasses.asdict(self.config)
+        changed = {k for k in ours if k not in RESUMABLE_CHANGES and saved["train_config"].get(k) != ours[k]}
+        if changed:
+            details = ", ".join(f"{k}: {saved['train_config'].get(k)!r} -> {ours[k]!r}" for k in sorted(changed))
+            raise ValueError(f"cannot resume {path}: the run was started with other settings ({details})")
+        ckpt.restore_checkpoint(saved, self.model, self.optimizer)
+        for name, value in saved["trainer_state"].items():
+            setattr(self, name, value)
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop the metric records written after the checkpoint (a crash happened after it)."""
+        path = self.out_dir / METRICS_NAME if self.writes else None  # type: ignore[operator]
+        if path is None or not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+        ckpt.atomic_write(path, "".join(line + "\n" for line in kept).encode())
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _batches(self, epoch: int) -> list[list[int]]:
+        batches = batch_indices(
+            len(self.train_set), self.config.batch_size, epoch_generator(self.config.seed, epoch), self.lengths
+        )
+        return [batch for batch in batches if len(batch) >= self.world]
+
+    def _nonfinite(self, what: str, value: float) -> bool:
+        """Whether to skip this step; raises when the policy is to stop."""
+        flagged = all_reduce_sum(0.0 if math.isfinite(value) else 1.0) > 0
+        if flagged and self.config.on_nonfinite == "stop":
+            where = f"the last good checkpoint is {self.out_dir / CHECKPOINT_NAME}" if self.out_dir else "no checkpoint"
+            raise TrainingDiverged(
+                f"{what} is {value} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped and {where}; "
+                "lower the learning rate, keep gradient clipping on, or set on_nonfinite='skip'"
+            )
+        return flagged
+
+    def _train_step(self, indices: list[int], total_steps: int) -> tuple[float, float] | None:
+        """One optimiser step on the batch ``indices``; returns ``(summed loss, items)`` over all
+        processes, or ``None`` when the step was skipped as non-finite."""
+        lr = learning_rate(self.config, self.step, total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.collate([self.train_set[i] for i in indices[self.rank :: self.world]])
+        self.network.train()
+        loss_sum, count = self.loss_function(self.network, batch)
+        global_count = all_reduce_sum(float(count))
+        global_loss = all_reduce_sum(float(loss_sum.detach()))
+        if global_count <= 0:
+            raise ValueError("a training batch has no items to learn from (loss count 0)")
+        if self._nonfinite("the training loss", global_loss):
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_sum * (self.world / global_count)).backward()
+        if self.config.clip_grad_norm is not None:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, self.config.clip_grad_norm))
+            if self._nonfinite("the gradient norm", norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+        self.optimizer.step()
+        return global_loss, global_count
+
+    def _evaluate(self) -> bool:
+        """Run ``evaluate``; record it; save the model when it improved. Returns whether to stop."""
+        if self.evaluate_function is None:
+            return False
+        self.model.eval()
+        with torch.no_grad():
+            metrics = {name: float(value) for name, value in self.evaluate_function(self.model).items()}
+        if self.metric not in metrics:
+            raise KeyError(f"evaluate returned {sorted(metrics)}, which lacks the tracked metric {self.metric!r}")
+        self.last_metrics = metrics | {"step": self.step}
+        self._log({"step": self.step, "epoch": self.epoch, "split": "val", **metrics})
+        value = metrics[self.metric]
+        best = self.best_metric
+        better = best is None or (value < best if self.mode == "min" else value > best)
+        if better and math.isfinite(value):
+            self.best_metric, self.best_step, self.bad_evaluations = value, self.step, 0
+            self._save_model()
+        else:
+            self.bad_evaluations += 1
+        return self.config.patience is not None and self.bad_evaluations >= self.config.patience
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until the budget is spent or early stopping triggers; returns a :class:`TrainResult`."""
+        if self.writes:
+            self.out_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        if resume:
+            self._resume()
+        else:
+            seed_everything(self.config.seed)
+            if self.writes:
+                (self.out_dir / METRICS_NAME).unlink(missing_ok=True)  # type: ignore[operator]
+        per_epoch = len(self._batches(0))
+        if per_epoch == 0:
+            raise ValueError(f"no batch of at least {self.world} examples: the training set is too small")
+        total_steps = self.config.epochs * per_epoch
+        if self.config.max_steps is not None:
+            total_steps = min(total_steps, self.config.max_steps)
+        stopped = self._loop(total_steps)
+        if stopped in ("max_steps", "max_seconds") and self.last_metrics.get("step") != self.step:
+            self._evaluate()
+            self.save_checkpoint()
+        if self.evaluate_function is None or self.best_step is None:
+            self._save_model()
+        if self.writes:
+            plot_curves(self.out_dir / METRICS_NAME, self.out_dir / CURVES_NAME, title=self.task)  # type: ignore[operator]
+        return TrainResult(
+            steps=self.step,
+            epochs_completed=self.epoch,
+            stopped=stopped,
+            best_metric=self.best_metric,
+            best_step=self.best_step,
+            last_metrics=self.last_metrics,
+            seconds=self.elapsed,
+            out_dir=str(self.out_dir) if self.out_dir else None,
+        )
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[metric]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not (self.config.progress and self.rank == 0),
+        )
+
+    def _loop(self, total_steps: int) -> str:
+        config = self.config
+        started = time.perf_counter() - self.elapsed
+        window_loss = window_items = 0.0
+        window_start = time.perf_counter()
+        with self._progress() as progress:
+            bar = progress.add_task("training", total=total_steps, completed=self.step, loss="-", metric="", rate="")
+            while self.epoch < config.epochs:
+                batches = self._batches(self.epoch)
+                while self.next_batch < len(batches):
+                    if self.step >= total_steps:
+                        return "max_steps"
+                    if config.max_seconds is not None and time.perf_counter() - started >= config.max_seconds:
+                        return "max_seconds"
+                    outcome = self._train_step(batches[self.next_batch], total_steps)
+                    self.next_batch += 1
+                    self.step += 1
+                    self.elapsed = time.perf_counter() - started
+                    if outcome is not None:
+                        window_loss, window_items = window_loss + outcome[0], window_items + outcome[1]
+                    if self.step % config.log_every == 0 and window_items:
+                        rate = window_items / max(1e-9, time.perf_counter() - window_start)
+                        loss = window_loss / window_items
+                        self._log({"step": self.step, "epoch": self.epoch, "split": "train", "loss": loss,
+                                   "lr": self.optimizer.param_groups[0]["lr"], "items_per_second": rate})  # fmt: skip
+                        progress.update(bar, loss=f"{loss:.4f}", rate=f"{rate:,.0f} items/s")
+                        window_loss = window_items = 0.0
+                        window_start = time.perf_counter()
+                    progress.update(bar, completed=self.step, description=f"epoch {self.epoch + 1}/{config.epochs}")
+                    if config.eval_every is not None and self.step % config.eval_every == 0:
+                        stop = self._evaluate()
+                        progress.update(bar, metric=self._metric_text())
+                        if stop:
+                            self.save_checkpoint()
+                            return "early_stopping"
+                    if config.checkpoint_every is not None and self.step % config.checkpoint_every == 0:
+                        self.save_checkpoint()
+                self.epoch, self.next_batch = self.epoch + 1, 0
+                stop = config.eval_every is None and self._evaluate()
+                progress.update(bar, metric=self._metric_text())
+                self.save_checkpoint()
+                if stop:
+                    return "early_stopping"
+        return "completed"
+
+    def _metric_text(self) -> str:
+        value = self.last_metrics.get(self.metric)
+        return "" if value is None else f"{self.metric} {value:.4f}"
