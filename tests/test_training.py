@@ -1,0 +1,309 @@
+"""The Trainer: schedule, batching, resume bit for bit, checkpoints that never corrupt, NaN policy,
+early stopping, files, and data-parallel training equal to one process."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import lstmkit
+from lstmkit.training import (
+    CheckpointError,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    apply_overrides,
+    batch_indices,
+    config_from_dict,
+    learning_rate,
+    pad_sequences,
+    read_checkpoint,
+)
+from lstmkit.training import checkpoint as ckpt
+from lstmkit.training.batching import epoch_generator
+from lstmkit.training.distributed import launch
+
+
+class SequenceRegressor(nn.Module):
+    """An lstmkit LSTM with dropout between layers and a linear read-out of the last valid step."""
+
+    def __init__(self, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.rnn = lstmkit.LSTM(2, 8, num_layers=2, batch_first=True, dropout=dropout)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        output, _ = self.rnn(x, lengths=lengths)
+        last = output[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)]
+        return self.head(last).squeeze(-1)
+
+
+def make_data(count: int = 48, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    data = []
+    for _ in range(count):
+        length = int(torch.randint(2, 9, (1,), generator=generator))
+        x = torch.randn(length, 2, generator=generator)
+        data.append((x, x[:, 0].sum()))
+    return data
+
+
+def collate(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, lengths = pad_sequences([x for x, _ in items])
+    return x, lengths, torch.stack([y for _, y in items])
+
+
+def squared_error(model: nn.Module, batch: tuple) -> tuple[torch.Tensor, int]:
+    x, lengths, y = batch
+    return ((model(x, lengths) - y) ** 2).sum(), len(y)
+
+
+def make_trainer(out_dir: Path | None, config: TrainConfig, data=None, loss=squared_error, **kwargs) -> Trainer:
+    torch.manual_seed(0)
+    data = data or make_data()
+    model = SequenceRegressor(kwargs.pop("dropout", 0.3))
+    val = make_data(16, seed=2)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        total, count = squared_error(model, collate(val))
+        return {"val_loss": float(total) / count}
+
+    return Trainer(model, config, train_set=data, collate=collate, loss=loss, evaluate=evaluate,
+                   lengths=[len(x) for x, _ in data], out_dir=out_dir, task="regressor", **kwargs)  # fmt: skip
+
+
+def quiet(**overrides) -> TrainConfig:
+    return TrainConfig(**({"progress": False, "batch_size": 8, "log_every": 2, "lr": 1e-2} | overrides))
+
+
+def test_learning_rate_matches_hand_computation() -> None:
+    config = TrainConfig(lr=0.5, schedule="linear", warmup_steps=4, min_lr_ratio=0.2)
+    assert learning_rate(config, 0, 20) == pytest.approx(0.5 / 4)
+    assert learning_rate(config, 3, 20) == pytest.approx(0.5)
+    assert learning_rate(config, 12, 20) == pytest.approx(0.5 * (0.2 + 0.8 * 0.5))
+    cosine = TrainConfig(lr=1.0, schedule="cosine", min_lr_ratio=0.0)
+    assert learning_rate(cosine, 25, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_batches_cover_every_example_once_and_bucket_by_length() -> None:
+    lengths = [int(v) for v in torch.randint(1, 50, (103,))]
+    batches = batch_indices(103, 10, epoch_generator(3, 1), lengths, pool_batches=10)
+    assert sorted(i for b in batches for i in b) == list(range(103))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    shuffled = batch_indices(103, 10, epoch_generator(3, 1))
+    unbucketed = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in shuffled) / len(shuffled)
+    assert spread < unbucketed / 2
+    assert batches == batch_indices(103, 10, epoch_generator(3, 1), lengths, pool_batches=10)
+    assert batches != batch_indices(103, 10, epoch_generator(3, 2), lengths, pool_batches=10)
+
+
+def test_pad_sequences_pads_and_keeps_lengths() -> None:
+    padded, lengths = pad_sequences([torch.ones(3, 2), torch.ones(0, 2), torch.ones(1, 2)], padding_value=-1)
+    assert lengths.tolist() == [3, 0, 1]
+    assert padded.shape == (3, 3, 2)
+    assert (padded[1] == -1).all() and (padded[2, 1:] == -1).all() and (padded[0] == 1).all()
+    with pytest.raises(ValueError, match="empty batch"):
+        pad_sequences([])
+
+
+def test_training_lowers_the_validation_loss(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, quiet(epochs=6))
+    with torch.no_grad():
+        before = trainer.evaluate_function(trainer.model.eval())["val_loss"]
+    result = trainer.fit()
+    assert result.stopped == "completed" and result.steps == 6 * 6
+    assert result.best_metric < before / 2
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "val"}
+    assert len([r for r in records if r["split"] == "val"]) == 6
+    image = __import__("matplotlib.pyplot").pyplot.imread(tmp_path / "curves.png")
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    loaded = read_checkpoint(tmp_path / "checkpoint.safetensors", task="regressor")
+    assert loaded["trainer_state"]["step"] == 36
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crashing_loss(at_call: int):
+    calls = {"n": 0}
+
+    def loss(model: nn.Module, batch: tuple) -> tuple[torch.Tensor, int]:
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise Crash("simulated crash")
+        return squared_error(model, batch)
+
+    return loss
+
+
+@pytest.mark.parametrize("crash_at", [5, 13])
+def test_resume_after_a_crash_reaches_the_same_weights_bit_for_bit(tmp_path: Path, crash_at: int) -> None:
+    config = quiet(epochs=3, checkpoint_every=4, schedule="cosine")
+    reference = make_trainer(tmp_path / "a", config)
+    reference.fit()
+    crashed = make_trainer(tmp_path / "b", config, loss=crashing_loss(crash_at))
+    with pytest.raises(Crash):
+        crashed.fit()
+    resumed = make_trainer(tmp_path / "b", config)
+    resumed.fit(resume=True)
+    for (name, want), got in zip(
+        reference.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(want, got), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps), "records written after the checkpoint must be dropped on resume"
+
+
+def test_resume_refuses_changed_settings_and_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint.safetensors"):
+        make_trainer(tmp_path, quiet(epochs=1)).fit(resume=True)
+    make_trainer(tmp_path, quiet(epochs=1)).fit()
+    with pytest.raises(ValueError, match=r"lr: 0.01 -> 0.02"):
+        make_trainer(tmp_path, quiet(epochs=2, lr=0.02)).fit(resume=True)
+
+
+def test_a_crash_while_writing_leaves_the_old_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = make_trainer(tmp_path, quiet(epochs=1))
+    trainer.fit()
+    path = tmp_path / "checkpoint.safetensors"
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    trainer.step += 1
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_broken_checkpoints_give_errors_that_name_the_problem(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, quiet(epochs=1))
+    trainer.fit()
+    good = (tmp_path / "checkpoint.safetensors").read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_checkpoint(truncated)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"this is not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        read_checkpoint(garbage)
+    with pytest.raises(CheckpointError, match="no such file"):
+        read_checkpoint(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="task 'regressor', expected 'charlm'"):
+        read_checkpoint(tmp_path / "checkpoint.safetensors", task="charlm")
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(1)}, plain)
+    with pytest.raises(CheckpointError, match="format None"):
+        read_checkpoint(plain)
+    saved = read_checkpoint(tmp_path / "checkpoint.safetensors")
+    saved["model"].pop("head.bias")
+    saved["model"]["head.weight"] = torch.zeros(3, 3)
+    saved["model"]["stray"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=r"missing tensors \['head.bias'\].*unexpected tensors \['stray'\].*"
+                       r"head.weight has shape \(3, 3\), the model expects \(1, 8\)"):  # fmt: skip
+        ckpt.restore_checkpoint(saved, trainer.model, trainer.optimizer)
+
+
+def test_pretrained_folder_round_trip_and_bad_configs(tmp_path: Path) -> None:
+    model = SequenceRegressor()
+    ckpt.save_pretrained(tmp_path, model, task="regressor", config={"dropout": 0.3})
+    loaded = ckpt.load_pretrained(tmp_path, "regressor", lambda config: SequenceRegressor(**config))
+    for want, got in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(want, got)
+    assert not loaded.training
+    with pytest.raises(CheckpointError, match="a model of task 'regressor', expected 'charlm'"):
+        ckpt.read_pretrained_config(tmp_path, "charlm")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        ckpt.read_pretrained_config(tmp_path, "regressor")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        ckpt.read_pretrained_config(tmp_path / "nowhere", "regressor")
+
+
+def nan_after(step: int):
+    calls = {"n": 0}
+
+    def loss(model: nn.Module, batch: tuple) -> tuple[torch.Tensor, int]:
+        calls["n"] += 1
+        total, count = squared_error(model, batch)
+        return (total * float("nan") if calls["n"] > step else total), count
+
+    return loss
+
+
+def test_nonfinite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, quiet(epochs=3), loss=nan_after(8))
+    with pytest.raises(TrainingDiverged, match=r"the training loss is nan at step 9 \(epoch 2\).*last good checkpoint"):
+        trainer.fit()
+    saved = read_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert saved["trainer_state"]["step"] == 6
+    assert all(torch.isfinite(t).all() for t in saved["model"].values())
+
+
+def test_nonfinite_loss_can_be_skipped(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, quiet(epochs=2, on_nonfinite="skip"), loss=nan_after(3))
+    result = trainer.fit()
+    assert result.steps == 12
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_early_stopping_after_patience(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, quiet(epochs=50, patience=2, lr=0.5, clip_grad_norm=None))
+    scores = iter([3.0, 2.0, 2.5, 2.4, 1.0])
+    trainer.evaluate_function = lambda model: {"val_loss": next(scores)}
+    result = trainer.fit()
+    assert result.stopped == "early_stopping"
+    assert result.steps == 4 * 6 and result.best_metric == 2.0 and result.best_step == 12
+
+
+def test_config_overrides_are_typed_and_checked() -> None:
+    config = apply_overrides(TrainConfig(), ["lr=0.5", "max_steps=none", "progress=false", "patience=3"])
+    assert (config.lr, config.max_steps, config.progress, config.patience) == (0.5, None, False, 3)
+    with pytest.raises(ValueError, match="unknown TrainConfig fields \\['learning_rate'\\]"):
+        apply_overrides(TrainConfig(), ["learning_rate=1"])
+    with pytest.raises(ValueError, match="batch_size: expected an integer, got 'ten'"):
+        apply_overrides(TrainConfig(), ["batch_size=ten"])
+    with pytest.raises(ValueError, match="expected key=value"):
+        apply_overrides(TrainConfig(), ["lr"])
+    with pytest.raises(ValueError, match="unknown optimizer 'sgdx'"):
+        config_from_dict(TrainConfig, {"optimizer": "sgdx"})
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        TrainConfig(batch_size=0)
+
+
+def test_empty_training_set_is_refused() -> None:
+    with pytest.raises(ValueError, match="training set is empty"):
+        Trainer(nn.Linear(1, 1), quiet(), train_set=[], collate=list, loss=squared_error)
+
+
+def distributed_run(out_dir: str, batch_size: int, world: int) -> None:
+    trainer = make_trainer(Path(out_dir), quiet(epochs=2, batch_size=batch_size, schedule="cosine"), dropout=0.0)
+    assert trainer.world == world and isinstance(trainer.network, torch.nn.parallel.DistributedDataParallel) == (
+        world > 1
+    )
+    trainer.fit()
+
+
+def test_two_processes_reach_the_weights_of_one(tmp_path: Path) -> None:
+    launch(distributed_run, 1, str(tmp_path / "one"), 8, 1)
+    launch(distributed_run, 2, str(tmp_path / "two"), 8, 2)
+    one = ckpt.read_checkpoint(tmp_path / "one" / "checkpoint.safetensors")["model"]
+    two = ckpt.read_checkpoint(tmp_path / "two" / "checkpoint.safetensors")["model"]
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+    moved = any(not torch.equal(one[name], SequenceRegressor(0.0).state_dict()[name]) for name in one)
+    assert moved
