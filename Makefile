@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/lstmkit example all
+	$(BIN)/lstmkit charlm train --out runs/charlm
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -32,4 +32,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache runs

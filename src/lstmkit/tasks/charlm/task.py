@@ -63,17 +63,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "full": Preset(
         CharLMData(preset="full", seq_len=100),
-        {"hidden_size": 384, "embedding_size": 64},
-        TrainConfig(
-            epochs=1,
-            max_steps=1100,
-            batch_size=32,
-            lr=3e-3,
-            schedule="cosine",
-            warmup_steps=50,
-            eval_every=275,
-            log_every=10,
-        ),  # fmt: skip
+        {"hidden_size": 512, "embedding_size": 64},
+        TrainConfig(epochs=1, max_steps=1500, max_seconds=420, batch_size=64, lr=3e-3, schedule="cosine",
+                    warmup_steps=50, eval_every=300, log_every=10),  # fmt: skip
     ),
 }
 

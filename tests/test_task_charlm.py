@@ -1,0 +1,187 @@
+"""The character language model: corpus, vocabulary, metrics against hand computations, training
+that beats the unigram baseline on unseen plays, generation, and the command line."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from lstmkit.cli import app
+from lstmkit.tasks.charlm.data import (
+    TEST_PLAYS,
+    VALIDATION_PLAYS,
+    CorpusError,
+    Vocabulary,
+    markdown_play_to_text,
+    read_text_file,
+    shakespeare_corpus,
+    shakespeare_plays,
+    unigram_bits_per_character,
+)
+from lstmkit.tasks.charlm.model import CharLM, CharLMConfig, bits_per_character, generate
+from lstmkit.tasks.charlm.task import configure, train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def plays() -> dict[str, str]:
+    return shakespeare_plays()
+
+
+def test_markdown_becomes_speaker_blocks_without_stage_directions() -> None:
+    markdown = (
+        "# Hamlet\n\n## ACT I\n\n### SCENE I. Elsinore.\n\n_Enter BERNARDO and\nFRANCISCO_\n\n"
+        "**BERNARDO**  \nWho's there?\n\n**FRANCISCO**  \nNay, answer me: stand,  \n"
+        "and unfold yourself. __\\[Aside]_\n\n*Exeunt.*\n"
+    )
+    assert markdown_play_to_text(markdown) == (
+        "BERNARDO:\nWho's there?\n\nFRANCISCO:\nNay, answer me: stand,\nand unfold yourself.\n"
+    )
+
+
+def test_the_corpus_has_38_plays_split_by_play(plays: dict[str, str]) -> None:
+    assert len(plays) == 38
+    corpus = shakespeare_corpus("full")
+    assert len(corpus.train) > 4_000_000
+    assert "To be, or not to be" in corpus.test and "To be, or not to be" not in corpus.train
+    for name in (*VALIDATION_PLAYS, *TEST_PLAYS):
+        assert plays[name][:2000] not in corpus.train
+    assert not set("*_#\\") & set(corpus.train)
+    assert "HAMLET:\n" in corpus.test
+
+
+def test_vocabulary_round_trip_and_unknown_characters() -> None:
+    vocabulary = Vocabulary.from_text("to be or not")
+    text = "not to be"
+    assert vocabulary.decode(vocabulary.encode(text)) == text
+    assert vocabulary.encode("bz").tolist()[1] == 0
+    assert vocabulary.unknown_in("bzq!") == "!qz"
+    assert len(vocabulary) == len(set("to be or not")) + 1
+
+
+def test_unigram_baseline_matches_a_numpy_computation() -> None:
+    train_text, text = "aaab bc", "abca"
+    vocabulary = Vocabulary.from_text(train_text)
+    counts = np.ones(len(vocabulary))
+    for character in train_text:
+        counts[vocabulary.index[character]] += 1
+    probabilities = counts / counts.sum()
+    expected = -np.mean([np.log2(probabilities[vocabulary.index.get(c, 0)]) for c in text])
+    assert unigram_bits_per_character(train_text, text, vocabulary) == pytest.approx(expected)
+
+
+def test_bits_per_character_matches_a_window_by_window_computation() -> None:
+    torch.manual_seed(0)
+    model = CharLM(CharLMConfig("abcdefgh", hidden_size=12, embedding_size=5)).eval()
+    ids = torch.randint(1, 9, (103,))
+    window, total = 10, 0.0
+    with torch.no_grad():
+        for start in range(0, 102, window):
+            chunk = ids[start : min(start + window + 1, 103)]
+            logits, _ = model(chunk[None, :-1])
+            total += F.cross_entropy(logits[0], chunk[1:], reduction="sum").item()
+    assert bits_per_character(model, ids, window=window, batch_size=3) == pytest.approx(total / 102 / math.log(2))
+    with pytest.raises(ValueError, match="at least 2 characters"):
+        bits_per_character(model, ids[:1])
+
+
+def test_a_short_run_beats_the_unigram_baseline_on_unseen_plays(tmp_path: Path) -> None:
+    data, model_fields, config = configure(
+        "full",
+        ["hidden_size=96", "embedding_size=16", "seq_len=48", "eval_chars=20000", "lr=0.01"],
+        max_steps=150, progress=False,
+    )  # fmt: skip
+    config.eval_every, config.batch_size, config.warmup_steps = 75, 32, 5
+    model, result, figures = train(data, model_fields, config, tmp_path)
+    assert result.steps == 150
+    assert figures["val_bpc"] < figures["unigram_bpc"] - 0.3, figures
+    assert (tmp_path / "curves.png").exists() and (tmp_path / "model.safetensors").exists()
+
+
+def test_generation_is_seeded_never_unknown_and_greedy_at_top_k_1() -> None:
+    torch.manual_seed(0)
+    model = CharLM(CharLMConfig("abcdef", hidden_size=16, embedding_size=4)).eval()
+    first = "".join(generate(model, "abc", 40, generator=torch.Generator().manual_seed(3)))
+    again = "".join(generate(model, "abc", 40, generator=torch.Generator().manual_seed(3)))
+    assert first == again and len(first) == 40 and set(first) <= set("abcdef")
+    greedy = "".join(generate(model, "ab?", 10, top_k=1))
+    ids, expected = model.vocabulary.encode("ab?"), []
+    with torch.no_grad():
+        for _ in range(10):
+            logits, _ = model(ids[None])
+            scores = logits[0, -1].clone()
+            scores[0] = -math.inf
+            expected.append(int(scores.argmax()))
+            ids = torch.cat([ids, torch.tensor(expected[-1:])])
+    assert greedy == model.vocabulary.decode(expected)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        next(generate(model, "a", 1, temperature=0))
+
+
+def test_text_files_are_checked(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    with pytest.raises(CorpusError, match="empty.txt: the file is empty"):
+        read_text_file(empty)
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(b"\x00\x01\x02abc")
+    with pytest.raises(CorpusError, match="binary file"):
+        read_text_file(binary)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("line one\nline two\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match=r"latin.txt, line 3: not valid UTF-8"):
+        read_text_file(latin)
+    with pytest.raises(CorpusError, match="no such file"):
+        read_text_file(tmp_path / "missing.txt")
+
+
+def test_command_line_train_generate_evaluate(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["charlm", "train", "--preset", "sentence", "--out", str(out), "--quiet",
+                                 "--max-steps", "40", "--sample", "30"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "bits per character" in result.output and "a generated passage" in result.output
+    result = runner.invoke(app, ["charlm", "generate", "--checkpoint", str(out), "--prompt", "To be", "--length", "25"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("To be") and len(result.output.strip()) >= 25
+    result = runner.invoke(app, ["charlm", "evaluate", "--checkpoint", str(out), "--split", "test"])
+    assert result.exit_code == 0 and "test:" in result.output, result.output
+
+
+def test_command_line_trains_on_a_user_text_file(tmp_path: Path) -> None:
+    text = tmp_path / "song.txt"
+    text.write_text("la la la, sing a song of sixpence, a pocket full of rye.\n" * 20)
+    result = runner.invoke(app, ["charlm", "train", "--preset", "sentence", "--corpus", str(text), "--quiet",
+                                 "--out", str(tmp_path / "run"), "--max-steps", "20", "--sample", "0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["train", "--preset", "huge"], "unknown preset 'huge'"),
+        (["train", "--set", "hiden_size=3"], "unknown setting 'hiden_size'"),
+        (["train", "--set", "hidden_size=big"], "hidden_size: expected an integer, got 'big'"),
+        (["train", "--cell", "transformer"], "unknown cell 'transformer'"),
+        (["train", "--corpus", "/nonexistent/file.txt"], "no such file"),
+        (["generate", "--checkpoint", "/nonexistent"], "no config.json"),
+        (["evaluate", "--split", "dev", "--checkpoint", "/nonexistent"], "no config.json"),
+    ],
+)
+def test_command_line_errors_are_clear(arguments: list[str], message: str) -> None:
+    result = runner.invoke(app, ["charlm", *arguments])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split()), result.output
+
+
+def test_generate_refuses_a_checkpoint_of_another_task(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"format": "lstmkit-pretrained/1", "task": "pairs", "config": {}}')
+    result = runner.invoke(app, ["charlm", "generate", "--checkpoint", str(tmp_path)])
+    assert result.exit_code == 2 and "task 'pairs', expected 'charlm'" in result.output
