@@ -4,6 +4,7 @@ reach the user: one red line that says what was expected and what came, exit cod
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +29,11 @@ Checkpoint = Annotated[
 
 console = Console()
 error_console = Console(stderr=True)
+
+
+def is_main_process() -> bool:
+    """False in the processes of a ``torchrun`` launch other than rank 0 (they stay silent)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 @contextlib.contextmanager

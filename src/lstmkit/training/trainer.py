@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint as ckpt
 from .batching import batch_indices, epoch_generator
 from .config import TrainConfig
-from .distributed import all_reduce_sum, rank_and_world
+from .distributed import all_reduce_sum, init_from_environment, rank_and_world
 from .plots import plot_curves
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -137,6 +137,7 @@ class Trainer:
         self.metric, self.mode, self.lengths = metric, mode, lengths
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.task, self.model_config = task, dict(model_config or {})
+        init_from_environment()
         self.rank, self.world = rank_and_world()
         self.console = console or Console(stderr=True)
         self.step = self.epoch = self.next_batch = self.bad_evaluations = 0

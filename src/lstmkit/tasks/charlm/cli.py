@@ -10,7 +10,20 @@ import torch
 import typer
 
 from ...training.distributed import launch
-from ..options import Checkpoint, Epochs, MaxSteps, Nproc, OutDir, Overrides, Quiet, Resume, Seed, console, user_errors
+from ..options import (
+    Checkpoint,
+    Epochs,
+    MaxSteps,
+    Nproc,
+    OutDir,
+    Overrides,
+    Quiet,
+    Resume,
+    Seed,
+    console,
+    is_main_process,
+    user_errors,
+)
 from .model import CharLM, generate
 from .task import PRESETS, CharLMData, configure, evaluate_split, read_task_data, train
 
@@ -60,6 +73,9 @@ def train_command(
             preset, [*(overrides or []), *extra], epochs=epochs, max_steps=max_steps, seed=seed,
             progress=False if quiet else None,
         )  # fmt: skip
+        if not is_main_process():
+            train(data, model_fields, config, out, resume)
+            return
         console.print(f"[bold]charlm[/] preset {preset}: {model_fields['cell']} {model_fields['num_layers']}x"
                       f"{model_fields['hidden_size']}, {config.max_steps or config.epochs} "
                       f"{'steps' if config.max_steps else 'epochs'} of batch {config.batch_size} -> {out}")  # fmt: skip
