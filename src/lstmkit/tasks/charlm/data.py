@@ -141,7 +141,7 @@ class Vocabulary:
 
         >>> vocab = Vocabulary.from_text("hello")
         >>> vocab.encode("hole!").tolist(), vocab.decode([1, 4, 3])
-        ([1, 4, 3, 2, 0], 'hol')
+        ([2, 4, 3, 1, 0], 'eol')
     """
 
     def __init__(self, characters: str) -> None:
