@@ -185,3 +185,14 @@ def test_generate_refuses_a_checkpoint_of_another_task(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"format": "lstmkit-pretrained/1", "task": "pairs", "config": {}}')
     result = runner.invoke(app, ["charlm", "generate", "--checkpoint", str(tmp_path)])
     assert result.exit_code == 2 and "task 'pairs', expected 'charlm'" in result.output
+
+
+def test_command_line_trains_in_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    result = runner.invoke(app, ["charlm", "train", "--preset", "sentence", "--out", str(out), "--quiet",
+                                 "--max-steps", "10", "--nproc", "2", "--sample", "0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = CharLM.from_pretrained(out)
+    assert model.config.hidden_size == 64
+    steps = [line for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert len(steps) == 1, "only rank 0 writes the metrics"
