@@ -6,11 +6,13 @@ import typer
 
 from . import __version__
 from .tasks.charlm.cli import app as charlm_app
+from .tasks.classify.cli import app as classify_app
 
 app = typer.Typer(help="lstmkit: LSTM-family recurrent networks, written gate by gate.", no_args_is_help=True)
 example_app = typer.Typer(help="Run the seed examples.", no_args_is_help=True)
 app.add_typer(example_app, name="example")
 app.add_typer(charlm_app, name="charlm")
+app.add_typer(classify_app, name="classify")
 
 
 def _print_version(value: bool) -> None:

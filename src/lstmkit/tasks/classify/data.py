@@ -1,0 +1,256 @@
+"""Labelled variable-length sequences: the UEA JapaneseVowels set from the PyPI package ``sktime``,
+or a CSV in long format (one row per time step), checked row by row, with a stratified split.
+
+The CSV format: a header, then one row per step of each sequence::
+
+    sequence_id,step,label,c1,c2
+    a,0,yes,0.5,1.25
+    a,1,yes,0.25,1.0
+    b,0,no,2.0,-1.5
+
+``sequence_id`` names the sequence, ``step`` (an integer) orders its rows (rows of one sequence may
+be anywhere in the file; steps need not be contiguous but must be distinct), ``label`` is its class
+(the same on all its rows; optional when only predicting), and every other column is a feature
+(finite numbers). Blank lines are ignored; anything else that does not fit is an error naming the
+file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+ID, STEP, LABEL = "sequence_id", "step", "label"
+
+
+class SequenceDataError(ValueError):
+    """A data set that cannot be used; the message names the file, the line and the problem."""
+
+
+@dataclass
+class SequenceSet:
+    """Sequences of shape ``(steps, features)`` (float32), their names and their labels (``None``
+    when unlabelled), the feature names and where they came from."""
+
+    ids: list[str]
+    sequences: list[Tensor]
+    labels: list[str] | None
+    features: list[str]
+    source: str
+
+    def __post_init__(self) -> None:
+        if not self.sequences:
+            raise SequenceDataError(f"{self.source}: no sequences")
+        if len(self.ids) != len(self.sequences) or (self.labels is not None and len(self.labels) != len(self.ids)):
+            raise SequenceDataError(f"{self.source}: ids, sequences and labels differ in number")
+        for name, sequence in zip(self.ids, self.sequences, strict=True):
+            if sequence.dim() != 2 or sequence.shape[1] != len(self.features):
+                raise SequenceDataError(f"{self.source}: sequence {name!r} has shape {tuple(sequence.shape)}; "
+                                        f"expected (steps, {len(self.features)})")  # fmt: skip
+            if sequence.shape[0] == 0:
+                raise SequenceDataError(f"{self.source}: sequence {name!r} has no steps")
+            if not bool(torch.isfinite(sequence).all()):
+                raise SequenceDataError(f"{self.source}: sequence {name!r} holds NaN or infinite values")
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def subset(self, indices: Sequence[int], source: str | None = None) -> SequenceSet:
+        """The sequences at ``indices``, in that order."""
+        labels = None if self.labels is None else [self.labels[i] for i in indices]
+        return SequenceSet([self.ids[i] for i in indices], [self.sequences[i] for i in indices], labels,
+                           self.features, source or self.source)  # fmt: skip
+
+
+def sort_classes(labels: Sequence[str]) -> list[str]:
+    """The distinct labels, numbers in numeric order first, then the rest alphabetically.
+
+    >>> sort_classes(["10", "9", "b", "a", "9"])
+    ['9', '10', 'a', 'b']
+    """
+
+    def key(label: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(label), label)
+        except ValueError:
+            return (1, 0.0, label)
+
+    return sorted(set(labels), key=key)
+
+
+def japanese_vowels(split: str) -> SequenceSet:
+    """The UEA JapaneseVowels ``"train"`` (270) or ``"test"`` (370) split: nine speakers saying /ae/,
+    12 LPC cepstrum coefficients per frame, 7 to 29 frames; labels ``"1"`` to ``"9"``."""
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown JapaneseVowels split {split!r}: expected 'train' or 'test'")
+    try:
+        from sktime.datasets import load_japanese_vowels
+    except ModuleNotFoundError:
+        raise SequenceDataError(
+            "the JapaneseVowels data needs the PyPI package 'sktime': pip install 'lstmkit[data]'"
+        ) from None
+    frames, labels = load_japanese_vowels(split=split, return_type="df-list")  # keeps each utterance's length
+    features = [str(name) for name in frames[0].columns]
+    sequences = [torch.tensor(frame.to_numpy(), dtype=torch.float32) for frame in frames]
+    ids = [f"{split}-{i}" for i in range(len(frames))]
+    return SequenceSet(ids, sequences, [str(label) for label in labels], features, f"JapaneseVowels {split}")
+
+
+def _number(text: str, where: str, column: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SequenceDataError(f"{where}, column {column!r}: expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise SequenceDataError(f"{where}, column {column!r}: expected a finite number, got {text!r}")
+    return value
+
+
+def _header(path: Path, header: list[str], features: Sequence[str] | None, labelled: bool | None) -> list[str]:
+    """Check the header; returns the feature columns in the order the sequences will hold them."""
+    names = [name.strip() for name in header]
+    duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicated:
+        raise SequenceDataError(f"{path}, line 1: duplicated columns {duplicated}")
+    required = [ID, STEP] + [LABEL] * bool(labelled)
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise SequenceDataError(f"{path}, line 1: missing column(s) {missing}; expected {ID}, {STEP}"
+                                f"{', ' + LABEL if labelled else ''} and feature columns, got {names}")  # fmt: skip
+    found = [name for name in names if name not in (ID, STEP, LABEL)]
+    if features is None:
+        if not found:
+            raise SequenceDataError(f"{path}, line 1: no feature columns; expected columns besides {ID}, {STEP}, "
+                                    f"{LABEL}, got {names}")  # fmt: skip
+        return found
+    absent, unexpected = [f for f in features if f not in found], [f for f in found if f not in features]
+    if absent or unexpected:
+        raise SequenceDataError(f"{path}, line 1: the feature columns must be the model's {list(features)}; "
+                                f"missing {absent}, unexpected {unexpected}")  # fmt: skip
+    return list(features)
+
+
+def read_sequence_csv(
+    path: str | Path,
+    *,
+    labelled: bool | None = True,
+    features: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+) -> SequenceSet:
+    """Read a long-format CSV (see the module docstring). ``labelled``: the ``label`` column is
+    required (``True``), optional (``None``) or ignored (``False``); ``features``: the feature
+    columns that must be present (in any order), else every non-key column; ``classes``: the allowed
+    labels. Every problem is a :class:`SequenceDataError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SequenceDataError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SequenceDataError(f"{path}: not valid UTF-8 ({error.reason}); expected a CSV text file") from None
+    if not text.strip():
+        raise SequenceDataError(f"{path}: the file is empty; expected a header ({ID},{STEP},{LABEL},...) and rows")
+    reader = csv.reader(text.splitlines())
+    header = next(reader)
+    columns = [name.strip() for name in header]
+    has_label = LABEL in columns and labelled is not False
+    names = _header(path, header, features, labelled)
+    where_feature = [columns.index(name) for name in names]
+    id_column, step_column = columns.index(ID), columns.index(STEP)
+    label_column = columns.index(LABEL) if has_label else None
+    rows: dict[str, list[tuple[int, int, list[float]]]] = {}
+    labels: dict[str, tuple[str, int]] = {}
+    for fields in reader:
+        line = reader.line_num
+        if not any(field.strip() for field in fields):
+            continue
+        where = f"{path}, line {line}"
+        if len(fields) != len(header):
+            raise SequenceDataError(f"{where}: {len(fields)} fields, expected {len(header)} (the header's columns)")
+        name, step_text = fields[id_column].strip(), fields[step_column].strip()
+        if not name:
+            raise SequenceDataError(f"{where}: empty {ID}")
+        try:
+            step = int(step_text)
+        except ValueError:
+            raise SequenceDataError(f"{where}, column {STEP!r}: expected an integer, got {step_text!r}") from None
+        values = [_number(fields[i].strip(), where, columns[i]) for i in where_feature]
+        if label_column is not None:
+            label = fields[label_column].strip()
+            if not label:
+                raise SequenceDataError(f"{where}: empty {LABEL} for sequence {name!r}")
+            if classes is not None and label not in classes:
+                raise SequenceDataError(f"{where}: label {label!r} is not one of the classes {list(classes)}")
+            first = labels.setdefault(name, (label, line))
+            if first[0] != label:
+                raise SequenceDataError(f"{where}: sequence {name!r} has label {label!r}, but line {first[1]} "
+                                        f"gave it {first[0]!r}; a sequence has one label")  # fmt: skip
+        rows.setdefault(name, []).append((step, line, values))
+    if not rows:
+        raise SequenceDataError(f"{path}: a header but no rows; expected one row per time step")
+    sequences = []
+    for name, steps in rows.items():
+        steps.sort()
+        for (step, line, _), (next_step, next_line, _) in zip(steps, steps[1:], strict=False):
+            if step == next_step:
+                raise SequenceDataError(f"{path}, line {max(line, next_line)}: sequence {name!r} repeats step "
+                                        f"{step} (first on line {min(line, next_line)})")  # fmt: skip
+        sequences.append(torch.tensor([values for _, _, values in steps], dtype=torch.float32))
+    ids = list(rows)
+    return SequenceSet(ids, sequences, [labels[n][0] for n in ids] if has_label else None, names, str(path))
+
+
+def write_sequence_csv(data: SequenceSet, path: str | Path) -> Path:
+    """Write ``data`` in the long CSV format :func:`read_sequence_csv` reads (steps from 0)."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow([ID, STEP, *([LABEL] if data.labels is not None else []), *data.features])
+        for index, (name, sequence) in enumerate(zip(data.ids, data.sequences, strict=True)):
+            label = [] if data.labels is None else [data.labels[index]]
+            for step, values in enumerate(sequence.tolist()):
+                writer.writerow([name, step, *label, *(f"{v:.9g}" for v in values)])
+    return path
+
+
+def stratified_split(labels: Sequence[str], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices ``(kept, held_out)``: ``fraction`` of each class held out (rounded, at least one of
+    every class with two or more members), chosen at random with ``seed``; both in index order.
+
+    >>> kept, held_out = stratified_split(["a"] * 8 + ["b"] * 4, 0.25)
+    >>> len(kept), len(held_out)
+    (9, 3)
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must lie strictly between 0 and 1, got {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    held_out: list[int] = []
+    for label in sort_classes(labels):
+        members = [i for i, other in enumerate(labels) if other == label]
+        count = min(len(members) - 1, max(1, round(fraction * len(members))))
+        order = torch.randperm(len(members), generator=generator).tolist()
+        held_out += [members[i] for i in order[:count]]
+    if not held_out:
+        raise ValueError(f"cannot hold out a validation set from {len(labels)} sequences (one per class at most)")
+    chosen = set(held_out)
+    return [i for i in range(len(labels)) if i not in chosen], sorted(held_out)
+
+
+def feature_statistics(sequences: Sequence[Tensor]) -> tuple[list[float], list[float]]:
+    """Per-feature mean and standard deviation over every step of ``sequences`` (a constant
+    feature gets standard deviation 1, so standardising leaves it at 0).
+
+    >>> feature_statistics([torch.tensor([[1.0, 5.0], [3.0, 5.0]]), torch.tensor([[2.0, 5.0]])])
+    ([2.0, 5.0], [0.816496..., 1.0])
+    """
+    steps = torch.cat(list(sequences)).double()
+    mean, std = steps.mean(0), steps.std(0, correction=0)
+    std = torch.where(std > 1e-12 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
+    return mean.tolist(), std.tolist()

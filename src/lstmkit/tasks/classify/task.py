@@ -1,0 +1,263 @@
+"""The sequence classification task: data splits, presets, training, evaluation and the confusion
+matrix plot.
+
+The default data is UEA JapaneseVowels with its official split: the 270 training utterances lose a
+stratified 20% to validation (which picks the best model), and the 370 test utterances are only
+read for the final figures. A user's CSV trains the same way; its test figures need a second CSV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...training import TrainConfig, Trainer, TrainResult, config_from_dict
+from ...training.checkpoint import atomic_write
+from ...training.plots import plt
+from ..common import split_overrides, train_config
+from .data import SequenceSet, feature_statistics, japanese_vowels, read_sequence_csv, sort_classes, stratified_split
+from .model import (
+    ClassifyConfig,
+    SequenceClassifier,
+    accuracy,
+    collate,
+    confusion_matrix,
+    cross_entropy_sum,
+    per_class_accuracy,
+    predict_logits,
+)
+
+TASK_FILE = "task.json"
+CONFUSION_FILE = "confusion.png"
+JAPANESE_VOWELS = "japanese_vowels"
+SPLITS = ("train", "validation", "test")
+DATA_FIELDS = ("classes", "features", "mean", "std")  # set from the training data, not by presets
+
+
+@dataclass
+class ClassifyData:
+    """Where the sequences come from: ``dataset`` is ``"japanese_vowels"`` or a long-format CSV
+    (see :mod:`~lstmkit.tasks.classify.data`); ``test`` a CSV of test sequences for a CSV dataset;
+    ``validation_fraction`` of every class of the training data is held out (drawn with
+    ``split_seed``) to pick the best model."""
+
+    dataset: str = JAPANESE_VOWELS
+    test: str | None = None
+    validation_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must lie strictly between 0 and 1, got {self.validation_fraction}")
+        if self.dataset == JAPANESE_VOWELS and self.test is not None:
+            raise ValueError("test= is for a CSV dataset; JapaneseVowels brings its own test split")
+
+
+@dataclass
+class Splits:
+    """The training, validation and (when there is one) test sequences, and the classes."""
+
+    train: SequenceSet
+    validation: SequenceSet
+    test: SequenceSet | None
+    classes: list[str]
+
+
+def load_splits(data: ClassifyData) -> Splits:
+    """The data's three parts; the validation part is a stratified draw from the training data."""
+    if data.dataset == JAPANESE_VOWELS:
+        full, test = japanese_vowels("train"), japanese_vowels("test")
+    else:
+        full = read_sequence_csv(data.dataset)
+        classes = sort_classes(full.labels or [])
+        if len(classes) < 2:
+            raise ValueError(f"{data.dataset}: every sequence has label {classes[0]!r}; need two classes or more")
+        test = None if data.test is None else read_sequence_csv(data.test, features=full.features, classes=classes)
+    assert full.labels is not None
+    kept, held_out = stratified_split(full.labels, data.validation_fraction, data.split_seed)
+    validation = full.subset(held_out, f"{full.source} (validation part)")
+    return Splits(full.subset(kept, f"{full.source} (training part)"), validation, test, sort_classes(full.labels))
+
+
+@dataclass
+class Preset:
+    data: ClassifyData
+    model: dict[str, Any]
+    train: TrainConfig
+
+
+PRESETS: dict[str, Preset] = {
+    "default": Preset(
+        ClassifyData(),
+        {"hidden_size": 64, "bidirectional": True},
+        TrainConfig(epochs=40, batch_size=16, lr=5e-3, schedule="cosine", warmup_steps=20, log_every=14),
+    ),
+    "tiny": Preset(
+        ClassifyData(),
+        {"hidden_size": 16},
+        TrainConfig(epochs=8, batch_size=16, lr=1e-2, log_every=5),
+    ),
+}
+
+
+def configure(
+    preset: str, overrides: list[str] | tuple[str, ...] = (), **train_options: Any
+) -> tuple[ClassifyData, dict[str, Any], TrainConfig]:
+    """The settings of a run: the preset's, then ``--set key=value`` overrides (data, model or
+    training fields), then explicit training options (``epochs=...``; ``None`` ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
+    chosen = PRESETS[preset]
+    template = ClassifyConfig(["a", "b"], ["x"], [0.0], [1.0], **chosen.model)
+    for name in DATA_FIELDS:
+        if any(override.partition("=")[0].strip() == name for override in overrides):
+            raise ValueError(f"--set {name}=...: the {name} come from the training data and cannot be set")
+    data, model, train = split_overrides(overrides, chosen.data, template, chosen.train)
+    model_fields = {k: v for k, v in dataclasses.asdict(model).items() if k not in DATA_FIELDS}
+    return data, model_fields, train_config(train, **train_options)
+
+
+@dataclass
+class Evaluation:
+    """A model's figures on one set of labelled sequences."""
+
+    classes: list[str]
+    matrix: Tensor
+    loss: float
+
+    @property
+    def accuracy(self) -> float:
+        return accuracy(self.matrix)
+
+    @property
+    def per_class(self) -> list[float]:
+        return per_class_accuracy(self.matrix)
+
+    @property
+    def best_constant(self) -> float:
+        """The accuracy of always predicting this set's most frequent class: the trivial baseline."""
+        return float(self.matrix.sum(1).max() / self.matrix.sum())
+
+
+def evaluate_set(model: SequenceClassifier, data: SequenceSet) -> Evaluation:
+    """Accuracy, confusion matrix and mean cross-entropy of ``model`` on the labelled ``data``."""
+    classes = model.config.classes
+    if data.labels is None:
+        raise ValueError(f"{data.source}: no labels; evaluation needs a 'label' column")
+    unknown = sorted(set(data.labels) - set(classes))
+    if unknown:
+        raise ValueError(f"{data.source}: labels {unknown} are not among the model's classes {classes}")
+    targets = torch.tensor([classes.index(label) for label in data.labels])
+    logits = predict_logits(model, data.sequences)
+    matrix = confusion_matrix(targets, logits.argmax(1), len(classes))
+    return Evaluation(classes, matrix, float(F.cross_entropy(logits, targets)))
+
+
+def plot_confusion_matrix(evaluation: Evaluation, path: str | Path, title: str) -> Path:
+    """Draw the confusion matrix (counts in the cells, true class down, predicted across) as a PNG."""
+    matrix, classes = evaluation.matrix, evaluation.classes
+    size = 2.5 + 0.45 * len(classes)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    image = axis.imshow(matrix.numpy(), cmap="Blues")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="sequences")
+    axis.set_xticks(range(len(classes)), classes, rotation=45 if max(map(len, classes)) > 3 else 0)
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    axis.set_title(f"{title}\naccuracy {evaluation.accuracy:.1%} of {int(matrix.sum())}", fontsize=10)
+    threshold = float(matrix.max()) / 2
+    for row in range(len(classes)):
+        for column in range(len(classes)):
+            count = int(matrix[row, column])
+            axis.text(column, row, str(count), ha="center", va="center", fontsize=8,
+                      color="white" if count > threshold else "black")  # fmt: skip
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return atomic_write(path, buffer.getvalue())
+
+
+def train(
+    data: ClassifyData,
+    model_fields: dict[str, Any],
+    config: TrainConfig,
+    out_dir: str | Path | None,
+    resume: bool = False,
+) -> tuple[SequenceClassifier, TrainResult, dict[str, Evaluation]]:
+    """Train a classifier; returns it (the weights of the best validation loss when validated), the
+    run's result and its :func:`final_evaluations`."""
+    splits = load_splits(data)
+    mean, std = feature_statistics(splits.train.sequences)
+    torch.manual_seed(config.seed)
+    model_config = ClassifyConfig(splits.classes, splits.train.features, mean, std, **model_fields)
+    model = SequenceClassifier(model_config)
+    assert splits.train.labels is not None
+    examples = [(s, splits.classes.index(label)) for s, label in zip(splits.train.sequences, splits.train.labels,
+                                                                       strict=True)]  # fmt: skip
+    if out_dir is not None:
+        document = {"data": dataclasses.asdict(data), "source": splits.train.source}
+        atomic_write(Path(out_dir) / TASK_FILE, json.dumps(document, indent=2).encode())
+
+    def evaluate(model: SequenceClassifier) -> dict[str, float]:
+        evaluation = evaluate_set(model, splits.validation)
+        return {"val_loss": evaluation.loss, "val_accuracy": evaluation.accuracy}
+
+    trainer = Trainer(
+        model,
+        config,
+        train_set=examples,
+        collate=collate,
+        loss=cross_entropy_sum,
+        evaluate=evaluate,
+        metric="val_loss",
+        lengths=[len(sequence) for sequence, _ in examples],
+        out_dir=out_dir,
+        task=SequenceClassifier.task,
+        model_config=model.config_dict(),
+    )
+    result = trainer.fit(resume=resume)
+    if out_dir is not None and result.best_step is not None and trainer.rank == 0:
+        model = SequenceClassifier.from_pretrained(out_dir)
+    return model, result, final_evaluations(model, splits, out_dir if trainer.rank == 0 else None)
+
+
+def final_evaluations(model: SequenceClassifier, splits: Splits, out_dir: str | Path | None) -> dict[str, Evaluation]:
+    """The model's evaluations on the validation and (when there is one) test part; with an
+    ``out_dir``, the test (else validation) confusion matrix is drawn into ``confusion.png`` there."""
+    evaluations = {"validation": evaluate_set(model, splits.validation)}
+    if splits.test is not None:
+        evaluations["test"] = evaluate_set(model, splits.test)
+    if out_dir is not None:
+        split = "test" if splits.test is not None else "validation"
+        plot_confusion_matrix(evaluations[split], Path(out_dir) / CONFUSION_FILE, getattr(splits, split).source)
+    return evaluations
+
+
+def read_task_data(directory: str | Path) -> ClassifyData:
+    """The data settings a run recorded in ``task.json`` (the defaults when it has none)."""
+    path = Path(directory) / TASK_FILE
+    if not path.is_file():
+        return ClassifyData()
+    try:
+        return config_from_dict(ClassifyData, json.loads(path.read_text())["data"], str(path))
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a valid task file ({error})") from None
+
+
+def split_set(data: ClassifyData, split: str) -> SequenceSet:
+    """One part (``"train"``, ``"validation"`` or ``"test"``) of the data, split as in training."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+    chosen = getattr(load_splits(data), split)
+    if chosen is None:
+        raise ValueError(f"{data.dataset} has no test part: train with --test FILE, or evaluate with --data FILE")
+    return chosen
