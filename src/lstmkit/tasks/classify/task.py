@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from ...training import TrainConfig, Trainer, TrainResult, config_from_dict
@@ -103,7 +104,7 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         ClassifyData(),
         {"hidden_size": 16},
-        TrainConfig(epochs=8, batch_size=16, lr=1e-2, log_every=5),
+        TrainConfig(epochs=4, batch_size=16, lr=1e-2, log_every=5),
     ),
 }
 
@@ -161,8 +162,9 @@ def evaluate_set(model: SequenceClassifier, data: SequenceSet) -> Evaluation:
     return Evaluation(classes, matrix, float(F.cross_entropy(logits, targets)))
 
 
-def plot_confusion_matrix(evaluation: Evaluation, path: str | Path, title: str) -> Path:
-    """Draw the confusion matrix (counts in the cells, true class down, predicted across) as a PNG."""
+def confusion_figure(evaluation: Evaluation, title: str) -> Figure:
+    """The confusion matrix as a matplotlib figure: true class down, predicted class across, the
+    count in every cell, the accuracy in the title."""
     matrix, classes = evaluation.matrix, evaluation.classes
     size = 2.5 + 0.45 * len(classes)
     figure, axis = plt.subplots(figsize=(size + 1, size))
@@ -180,6 +182,12 @@ def plot_confusion_matrix(evaluation: Evaluation, path: str | Path, title: str) 
             axis.text(column, row, str(count), ha="center", va="center", fontsize=8,
                       color="white" if count > threshold else "black")  # fmt: skip
     figure.tight_layout()
+    return figure
+
+
+def plot_confusion_matrix(evaluation: Evaluation, path: str | Path, title: str) -> Path:
+    """Write :func:`confusion_figure` to the PNG ``path`` (atomically)."""
+    figure = confusion_figure(evaluation, title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
