@@ -18,7 +18,7 @@ def test_resolve_engine_prefers_argument_then_environment(monkeypatch) -> None:
 
 def test_unknown_engine_is_rejected(monkeypatch) -> None:
     with pytest.raises(
-        ValueError, match=r"unknown engine 'fast': expected one of \('auto', 'native', 'torch', 'reference'\)"
+        ValueError, match=r"unknown engine 'fast': expected one of \('auto', 'native', 'torch', 'fused', 'reference'\)"
     ):
         lstmkit.LSTM(3, 4, engine="fast")
     monkeypatch.setenv(engine.ENGINE_VARIABLE, "gpu")

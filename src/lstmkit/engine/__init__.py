@@ -4,11 +4,17 @@
   and every option, and is the oracle the other backends are tested against.
 * ``"native"``: the compiled C++ loops of :mod:`lstmkit.engine.native` (forward and backward in
   C++, weight gradients as single matrix multiplies) for the built-in cells it supports.
+* ``"fused"``: any cell whose maths is in ``pointwise`` (user cells, peepholes, projections, ...)
+  as one autograd node: hoisted input projection, one ``addmm`` and the pointwise step per step
+  without an autograd graph, a reverse loop of per-step vector-Jacobian products and the weight
+  gradients as single matrix multiplies; the steps optionally compiled with TorchInductor
+  (:mod:`lstmkit.engine.python_fused`, ``$LSTMKIT_COMPILE``).
 * ``"torch"``: PyTorch's own fused kernels (``torch._VF``; oneDNN for LSTM) for whole stacks of
   plain LSTM/GRU/RNN cells without lstmkit's extras (:mod:`lstmkit.engine.fused_torch`).
 * ``"auto"`` (default): for plain stacks, torch's kernels for LSTM inference and for RNN cells
   (oneDNN's forward is at the GEMM floor), native for LSTM training and for GRU (faster than
-  torch's); for the rest native where it supports the cell and could be built, else reference.
+  torch's); for the rest native where it supports the cell and could be built, else fused where it
+  supports the call (not gate tracing, not cells that override ``step``/``project_*``), else reference.
 
 The choice comes from the ``engine=`` argument of a layer, else the ``LSTMKIT_ENGINE``
 environment variable, else ``"auto"``.
@@ -23,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..cells import Cell, State
-from . import fused_torch, native
+from . import fused_torch, native, python_fused
 from .native.build import unavailable_reason
 from .reference import SequenceResult
 from .reference import run_sequence as run_reference
@@ -31,7 +37,7 @@ from .reference import run_sequence as run_reference
 if TYPE_CHECKING:
     from ..layers import Recurrent
 
-ENGINES = ("auto", "native", "torch", "reference")
+ENGINES = ("auto", "native", "torch", "fused", "reference")
 ENGINE_VARIABLE = "LSTMKIT_ENGINE"
 
 
@@ -100,6 +106,12 @@ def run_sequence(
                 + (" with gate tracing" if trace else "")
             )
             raise ValueError(f"engine='native' cannot be used: {reason}; use engine='auto' or 'reference'")
+    if choice in ("auto", "fused"):
+        reason = python_fused.why_not(cell, inputs, trace=trace)
+        if reason is None:
+            return python_fused.run_cell(cell, inputs, state, **options)
+        if choice == "fused":
+            raise ValueError(f"engine='fused' cannot be used: {reason}; use engine='auto' or 'reference'")
     return run_reference(cell, inputs, state, trace=trace, **options)
 
 

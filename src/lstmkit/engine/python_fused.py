@@ -1,0 +1,746 @@
+"""A fused time loop for any cell whose maths is in :meth:`Cell.pointwise` -- user cells included.
+
+The whole sequence (one layer, one direction) is one :class:`torch.autograd.Function`,
+:class:`FusedSequenceFunction`:
+
+* forward: the input projection is one matrix multiply over all ``T*B`` rows; each step one
+  ``addmm`` (the recurrent multiply) and the cell's own ``pointwise``, zoneout and masking, run
+  without building an autograd graph. Kept for backward: the projections ``xg``, every step's ``hg``
+  and the state entering it.
+* backward: one reverse loop. Per step the vector-Jacobian product of the step after the multiply
+  (pointwise, zoneout, masking) is taken by recomputing it under autograd from the saved tensors,
+  and the recurrent multiply is propagated by one matrix multiply. The weight gradients are single
+  matrix multiplies over all steps at the end (``dW_hh = dHG^T H`` over the stacked ``T*B`` rows,
+  ``dW_ih`` likewise, bias gradients as sums), as cuDNN and haste do. Parameters that ``pointwise``
+  uses itself (peephole weights, a projection, ...) get their gradients from the per-step products,
+  summed over steps.
+
+**Compiled steps.** The per-step work in Python is a dozen small tensor operations each way, which
+is what a small batch spends its time on. With compilation on, the forward step (recurrent ``addmm``
++ pointwise + zoneout + masking) and the backward step (its vector-Jacobian product via
+:func:`torch.func.vjp`, the recurrent multiply's input gradient, the parameter-gradient sums) are
+each traced once with :func:`torch.fx.experimental.proxy_tensor.make_fx` and compiled by
+TorchInductor into one call, cached per cell, batch size, dtype and option set (and on disk by
+Inductor). ``$LSTMKIT_COMPILE`` (or :func:`set_compile`) chooses: ``0`` never, ``1`` at first use,
+``auto`` (default) from the :data:`COMPILE_AFTER`-th call with the same cell and shape in a process,
+so that one-off calls never pay the compile. A cell that cannot be traced (data-dependent Python
+control flow) or compiled (no C++ compiler) falls back to the eager steps with one warning.
+
+:func:`supports` says which calls this engine runs: a cell whose ``step``, ``project_input`` and
+``project_hidden`` are :class:`Cell`'s own (its maths all in ``pointwise``; also
+``GRUCell(reset_after=True)``), input of the cell's floating dtype (float32/float64) and device,
+no gate tracing. ``pointwise`` may use the cell's parameters and buffers, and may draw random
+numbers (the backward replays each step's generator state; such a cell is never compiled). A tensor
+requiring gradients that ``pointwise`` captures from elsewhere gets no gradient from this engine.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from ..cells import Cell, GRUCell, State
+from .reference import SequenceResult, _zoneout_masks
+
+COMPILE_VARIABLE = "LSTMKIT_COMPILE"
+COMPILE_AFTER = 3  # under "auto": compile on this call of the same cell, shape and options
+_FLOATS = (torch.float32, torch.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# what the engine runs
+
+
+def why_not(cell: object, inputs: Tensor | None = None, *, trace: bool = False) -> str | None:
+    """Why :func:`run_cell` cannot run this call (``None`` when it can)."""
+    if not isinstance(cell, Cell):
+        return f"{type(cell).__name__} is not an lstmkit.Cell"
+    if trace:
+        return "gate tracing runs on the reference loop"
+    if torch.compiler.is_compiling():
+        return "under torch.compile the reference loop is traced instead"
+    kind = type(cell)
+    for method in ("step", "project_input", "project_hidden"):
+        if method == "step" and kind.step is GRUCell.step and cell.reset_after:
+            continue  # GRUCell.step is Cell.step when the reset gate acts after the multiply
+        if getattr(kind, method) is not getattr(Cell, method):
+            return f"{kind.__name__} overrides Cell.{method}, so its maths is not all in pointwise"
+    weight = cell.weight_ih
+    if weight.dtype not in _FLOATS:
+        return f"its weights are {weight.dtype}, not float32/float64"
+    if inputs is not None and (inputs.dtype != weight.dtype or inputs.device != weight.device):
+        return f"the input is {inputs.dtype} on {inputs.device}, the cell {weight.dtype} on {weight.device}"
+    return None
+
+
+def supports(cell: object, inputs: Tensor | None = None, *, trace: bool = False) -> bool:
+    """Whether :func:`run_cell` can run ``cell`` on ``inputs`` (see :func:`why_not`)."""
+    return why_not(cell, inputs, trace=trace) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# compile setting
+
+
+_compile_setting: str | None = None
+
+
+def set_compile(mode: bool | str | None) -> None:
+    """Compile the per-step maths: ``True``/``"1"`` at first use, ``False``/``"0"`` never,
+    ``"auto"`` from the :data:`COMPILE_AFTER`-th call; ``None`` follows ``$LSTMKIT_COMPILE``
+    (unset: ``"auto"``)."""
+    global _compile_setting
+    _compile_setting = None if mode is None else _parse_mode(mode, "set_compile")
+
+
+def compile_mode() -> str:
+    """``"0"``, ``"1"`` or ``"auto"``: the current compile setting (see :func:`set_compile`)."""
+    if _compile_setting is not None:
+        return _compile_setting
+    return _parse_mode(os.environ.get(COMPILE_VARIABLE) or "auto", COMPILE_VARIABLE)
+
+
+def _parse_mode(mode: bool | str, source: str) -> str:
+    if isinstance(mode, bool):
+        return "1" if mode else "0"
+    text = str(mode).strip().lower()
+    for value, spellings in (
+        ("1", ("1", "true", "on", "yes")),
+        ("0", ("0", "false", "off", "no")),
+        ("auto", ("auto",)),
+    ):
+        if text in spellings:
+            return value
+    raise ValueError(f"{source} must be 0, 1 or auto, got {mode!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# one step
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What shapes the step's maths, besides the cell (part of the compiled-step cache key)."""
+
+    carry_output: bool  # (with valid) a masked step repeats the previous output
+    rate: float  # zoneout rate
+    zoneout_train: bool  # masks drawn (training) or the expectation (evaluation)
+    masked: bool  # valid given
+    recurrent_mask: bool
+    bias_hh: bool
+    states: int
+
+
+def _after_pointwise(
+    options: _Options,
+    state: State,
+    new_state: Sequence[Tensor],
+    keep: Sequence[Tensor] | None,
+    valid: Tensor | None,
+    previous_output: Tensor | None,
+) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    """Zoneout and masking as the reference loop applies them: the state carried on and, with
+    ``valid``, the output (without, the output is the new ``state[0]``)."""
+    rate = options.rate
+    if rate:
+        if keep is None:  # evaluation: the expectation of the random update
+            new_state = [rate * old + (1 - rate) * new for old, new in zip(state, new_state, strict=True)]
+        else:
+            new_state = [torch.where(k, old, new) for k, old, new in zip(keep, state, new_state, strict=True)]
+    if valid is None:
+        return tuple(new_state), None
+    where = valid.unsqueeze(-1)
+    h = new_state[0]
+    output = torch.where(where, h, previous_output if options.carry_output else torch.zeros_like(h))
+    return tuple(torch.where(where, new, old) for new, old in zip(new_state, state, strict=True)), output
+
+
+class _Pointwise(nn.Module):
+    """``cell.pointwise`` as a module's forward, for :func:`torch.func.functional_call`."""
+
+    def __init__(self, cell: Cell) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, xg: Tensor, hg: Tensor, state: State) -> tuple[Tensor, ...]:
+        return tuple(self.cell.pointwise(xg, hg, state)[0])
+
+
+@dataclass
+class _Bound:
+    """The per-call constants of the step functions."""
+
+    cell: Cell
+    weight_hh: Tensor
+    bias_hh: Tensor | None
+    mask: Tensor | None
+    names: tuple[str, ...]  # parameters and buffers of the cell, in this order in ``tensors``
+    tensors: tuple[Tensor, ...]
+    wanted: tuple[int, ...]  # indices into ``tensors`` whose gradients backward computes
+
+
+class _EagerSteps:
+    """The step functions run op by op (no compilation)."""
+
+    def __init__(self, cell: Cell, options: _Options) -> None:
+        self.cell, self.options = cell, options
+
+    def forward(self, bound: _Bound, xg, state, keep, valid, previous, hg_out):
+        h = state[0] if bound.mask is None else state[0] * bound.mask
+        if bound.bias_hh is None:
+            hg = torch.mm(h, bound.weight_hh.t(), out=hg_out)
+        else:
+            hg = torch.addmm(bound.bias_hh, h, bound.weight_hh.t(), out=hg_out)
+        new_state, _ = self.cell.pointwise(xg, hg, state)
+        new_state, output = _after_pointwise(self.options, state, new_state, keep, valid, previous)
+        return hg, new_state, output
+
+    def backward(self, bound: _Bound, xg, hg, state, keep, valid, grad_state, grad_out, sums):
+        options = self.options
+        carry = options.carry_output and options.masked
+        with torch.enable_grad():
+            xg = xg.detach().requires_grad_()
+            hg = hg.detach().requires_grad_()
+            state = tuple(s.detach().requires_grad_() for s in state)
+            previous = torch.zeros_like(grad_out).requires_grad_() if carry else None
+            new_state, _ = self.cell.pointwise(xg, hg, state)
+            new_state, output = _after_pointwise(options, state, new_state, keep, valid, previous)
+            if output is None:
+                outs, grads = list(new_state), list(grad_state)
+                grads[0] = grads[0] + grad_out
+            else:
+                outs, grads = [*new_state, output], [*grad_state, grad_out]
+            inputs = [xg, hg, *state, *([previous] if carry else []), *(bound.tensors[k] for k in bound.wanted)]
+            used = [k for k, o in enumerate(outs) if o.requires_grad]
+            found = _vjp([outs[k] for k in used], inputs, [grads[k] for k in used])
+        count = options.states
+        head = 2 + count + carry  # the step's tensor inputs: gradients materialised (zero if unused)
+        d_xg, d_hg, *d_state = (
+            torch.zeros_like(i) if g is None else g for g, i in zip(found[:head], inputs, strict=False)
+        )
+        d_previous = d_state.pop() if carry else None
+        d_h = torch.mm(d_hg, bound.weight_hh)
+        d_state[0] = d_state[0] + (d_h if bound.mask is None else d_h * bound.mask)
+        sums = [s if g is None else g if s is None else s + g for s, g in zip(sums, found[head:], strict=True)]
+        return d_xg, d_hg, d_state, d_previous, sums
+
+
+def _vjp(outputs: list[Tensor], inputs: list[Tensor], grads: list[Tensor]) -> tuple[Tensor | None, ...]:
+    """``torch.autograd.grad(outputs, inputs, grads, allow_unused=True)`` without its Python-side
+    argument checks (about 20 us a call, as much as the small step's backward itself); the
+    gradients here have the outputs' shapes by construction."""
+    if _engine_run_backward is None:
+        return torch.autograd.grad(outputs, inputs, grads, allow_unused=True)
+    return _engine_run_backward(tuple(outputs), tuple(grads), False, False, tuple(inputs), True, accumulate_grad=False)
+
+
+try:
+    from torch.autograd.graph import _engine_run_backward
+except ImportError:  # pragma: no cover - older or newer torch: the public function
+    _engine_run_backward = None
+
+
+class _CompiledSteps:
+    """The same step functions traced with ``make_fx`` and compiled by TorchInductor: one call
+    each per step, with flat tensor arguments whose layout the options fix. Each is traced from
+    the first real call's arguments; the backward once per set of parameters that need gradients."""
+
+    def __init__(self, options: _Options) -> None:
+        self.options = options
+        self.carry = options.carry_output and options.masked
+        self._forward: Callable | None = None
+        self._backward: dict[tuple[int, ...], Callable] = {}
+
+    # what the traced functions compute -----------------------------------------------------
+
+    def _pointwise(self, names, module, xg, hg, state, tensors):
+        prefixed = {f"cell.{n}": t for n, t in zip(names, tensors, strict=True)}
+        return torch.func.functional_call(module, prefixed, (xg, hg, tuple(state)), strict=True)
+
+    def _forward_function(self, bound: _Bound) -> Callable:
+        options, names, module = self.options, bound.names, _Pointwise(bound.cell)
+
+        def forward(*flat):
+            xg, state, keep, valid, previous, w_hh, b_hh, mask, tensors = self._unpack_forward(flat, len(names))
+            h = state[0] if mask is None else state[0] * mask
+            hg = torch.mm(h, w_hh.t()) if b_hh is None else torch.addmm(b_hh, h, w_hh.t())
+            new_state = self._pointwise(names, module, xg, hg, state, tensors)
+            new_state, output = _after_pointwise(options, state, new_state, keep, valid, previous)
+            return (hg, *new_state, *([] if output is None else [output]))
+
+        return forward
+
+    def _backward_function(self, bound: _Bound) -> Callable:
+        options, names, wanted, module = self.options, bound.names, bound.wanted, _Pointwise(bound.cell)
+        carry = self.carry
+
+        def backward(*flat):
+            xg, hg, state, keep, valid, grad_state, grad_out, w_hh, mask, tensors, sums = self._unpack_backward(
+                flat, len(names), len(wanted)
+            )
+
+            def step(xg, hg, state, previous, chosen):
+                fixed = list(tensors)
+                for k, t in zip(wanted, chosen, strict=True):
+                    fixed[k] = t
+                new_state = self._pointwise(names, module, xg, hg, state, fixed)
+                new_state, output = _after_pointwise(options, state, new_state, keep, valid, (*previous, None)[0])
+                return (*new_state, *([] if output is None else [output]))
+
+            previous = (torch.zeros_like(grad_out),) if carry else ()
+            chosen = tuple(tensors[k] for k in wanted)
+            _, pull = torch.func.vjp(step, xg, hg, tuple(state), previous, chosen)
+            grads = list(grad_state)
+            if valid is None:
+                grads[0] = grads[0] + grad_out
+            else:
+                grads.append(grad_out)
+            d_xg, d_hg, d_state, d_previous, d_chosen = pull(tuple(grads))
+            d_state = list(d_state)
+            d_h = torch.mm(d_hg, w_hh)
+            d_state[0] = d_state[0] + (d_h if mask is None else d_h * mask)
+            new_sums = [s + g for s, g in zip(sums, d_chosen, strict=True)]
+            return (d_xg, d_hg, *d_state, *d_previous, *new_sums)
+
+        return backward
+
+    # flat argument layouts ----------------------------------------------------------------
+
+    def _unpack_forward(self, flat: Sequence[Tensor], tensor_count: int) -> tuple:
+        options, count = self.options, self.options.states
+        items = iter(flat)
+        xg = next(items)
+        state = [next(items) for _ in range(count)]
+        keep = [next(items) for _ in range(count)] if options.zoneout_train else None
+        valid = next(items) if options.masked else None
+        previous = next(items) if self.carry else None
+        w_hh = next(items)
+        b_hh = next(items) if options.bias_hh else None
+        mask = next(items) if options.recurrent_mask else None
+        tensors = [next(items) for _ in range(tensor_count)]
+        return xg, state, keep, valid, previous, w_hh, b_hh, mask, tensors
+
+    def _unpack_backward(self, flat: Sequence[Tensor], tensor_count: int, sum_count: int) -> tuple:
+        options, count = self.options, self.options.states
+        items = iter(flat)
+        xg, hg = next(items), next(items)
+        state = [next(items) for _ in range(count)]
+        keep = [next(items) for _ in range(count)] if options.zoneout_train else None
+        valid = next(items) if options.masked else None
+        grad_state = [next(items) for _ in range(count)]
+        grad_out = next(items)
+        w_hh = next(items)
+        mask = next(items) if options.recurrent_mask else None
+        tensors = [next(items) for _ in range(tensor_count)]
+        sums = [next(items) for _ in range(sum_count)]
+        return xg, hg, state, keep, valid, grad_state, grad_out, w_hh, mask, tensors, sums
+
+    @staticmethod
+    def _compile(function: Callable, args: list[Tensor]) -> Callable:
+        from torch._inductor import compile as inductor_compile
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        with warnings.catch_warnings(), torch.no_grad():  # Inductor's imports warn about torch.jit.script_method
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return inductor_compile(make_fx(function)(*args), args)
+
+    # the step interface -------------------------------------------------------------------
+
+    def forward(self, bound: _Bound, xg, state, keep, valid, previous, hg_out):
+        args = [xg, *state, *(keep or ()), *([] if valid is None else [valid])]
+        args += [previous] if self.carry else []
+        args += [bound.weight_hh, *([] if bound.bias_hh is None else [bound.bias_hh])]
+        args += [*([] if bound.mask is None else [bound.mask]), *bound.tensors]
+        if self._forward is None:
+            self._forward = self._compile(self._forward_function(bound), args)
+        result = self._forward(*args)
+        count = self.options.states
+        state = tuple(r.contiguous() for r in result[1 : 1 + count])  # the next call expects the traced strides
+        return result[0], state, result[1 + count] if valid is not None else None
+
+    def backward(self, bound: _Bound, xg, hg, state, keep, valid, grad_state, grad_out, sums):
+        compiled = self._backward.get(bound.wanted)
+        if compiled is None:
+            # which parameters the step really uses: the eager product leaves the others None
+            probe = _EagerSteps(bound.cell, self.options).backward(
+                bound, xg, hg, state, keep, valid, grad_state, grad_out, [None] * len(bound.wanted)
+            )
+            used = tuple(k for k, g in zip(bound.wanted, probe[4], strict=True) if g is not None)
+            full = bound.wanted
+            bound.wanted = used
+            try:
+                args = self._backward_args(bound, xg, hg, state, keep, valid, grad_state, grad_out, [None] * len(used))
+                function = self._compile(self._backward_function(bound), args)
+            finally:
+                bound.wanted = full
+            compiled = self._backward[full] = (function, used)
+        function, used = compiled
+        position = {k: n for n, k in enumerate(bound.wanted)}
+        chosen = [sums[position[k]] for k in used]
+        full, bound.wanted = bound.wanted, used
+        try:
+            result = function(*self._backward_args(bound, xg, hg, state, keep, valid, grad_state, grad_out, chosen))
+        finally:
+            bound.wanted = full
+        count, carry = self.options.states, self.carry
+        d_state = [r.contiguous() for r in result[2 : 2 + count]]
+        d_previous = result[2 + count] if carry else None
+        new_sums = list(sums)
+        for k, g in zip(used, result[2 + count + carry :], strict=True):
+            new_sums[position[k]] = g
+        return result[0], result[1], d_state, d_previous, new_sums
+
+    def _backward_args(self, bound: _Bound, xg, hg, state, keep, valid, grad_state, grad_out, sums) -> list[Tensor]:
+        sums = [torch.zeros_like(bound.tensors[k]) if s is None else s for s, k in zip(sums, bound.wanted, strict=True)]
+        args = [xg, hg, *state, *(keep or ()), *([] if valid is None else [valid]), *grad_state, grad_out]
+        return args + [bound.weight_hh, *([] if bound.mask is None else [bound.mask]), *bound.tensors, *sums]
+
+
+class _Steps:
+    """Compiled steps when available, else (and after any failure) the eager ones."""
+
+    def __init__(self, eager: _EagerSteps, entry: _CacheEntry | None) -> None:
+        self.eager, self.entry = eager, entry
+
+    def _run(self, method: str, *args):
+        entry = self.entry
+        if entry is not None and entry.steps is not None:
+            try:
+                return getattr(entry.steps, method)(*args)
+            except Exception as error:  # tracing (data-dependent control flow) or the C++ build failed
+                entry.steps, entry.failed = None, True
+                _warn_once(self.eager.cell, error)
+        return getattr(self.eager, method)(*args)
+
+    def forward(self, *args):
+        return self._run("forward", *args)
+
+    def backward(self, *args):
+        return self._run("backward", *args)
+
+
+@dataclass
+class _CacheEntry:
+    calls: int = 0
+    steps: _CompiledSteps | None = None
+    failed: bool = False
+
+
+_compiled: OrderedDict[tuple, _CacheEntry] = OrderedDict()  # least recently used first
+_CACHE_SIZE = 64
+_warned: set[str] = set()
+
+
+def _warn_once(cell: Cell, error: Exception) -> None:
+    name = type(cell).__name__
+    if name not in _warned:
+        _warned.add(name)
+        warnings.warn(
+            f"lstmkit: could not compile the steps of {name} ({type(error).__name__}: {error}); "
+            f"running them uncompiled (set {COMPILE_VARIABLE}=0 to skip trying)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def _fingerprint(cell: Cell) -> tuple:
+    """The plain attributes (activations, eps, flags, ...) of the cell and its submodules, which a
+    traced step bakes in, and the shapes of its tensors: with the options, what makes two cells'
+    steps the same compiled code (parameters and buffers are arguments of that code)."""
+    items: list = [type(cell)]
+    for prefix, module in cell.named_modules():
+        items.append((prefix, type(module)))
+        for name, value in sorted(vars(module).items()):
+            if name.startswith("_"):
+                continue
+            try:
+                hash(value)
+                items.append((name, id(value) if isinstance(value, Tensor) else value))
+            except TypeError:
+                items.append((name, id(value)))
+    items += [(n, tuple(t.shape)) for n, t in (*cell.named_parameters(), *cell.named_buffers())]
+    return tuple(items)
+
+
+def _steps_for(cell: Cell, options: _Options, names: tuple[str, ...], x: Tensor, random: bool) -> _Steps:
+    """The step functions for one call: compiled ones when the setting asks for it and they could be made."""
+    eager = _EagerSteps(cell, options)
+    mode = compile_mode()
+    if mode == "0" or random or torch.compiler.is_compiling() or x.device.type != "cpu":
+        return _Steps(eager, None)
+    key = (options, names, x.shape[1], x.dtype, _fingerprint(cell))
+    entry = _compiled.pop(key, None) or _CacheEntry()
+    _compiled[key] = entry
+    while len(_compiled) > _CACHE_SIZE:
+        _compiled.popitem(last=False)
+    entry.calls += 1
+    if entry.steps is None and not entry.failed and (mode == "1" or entry.calls >= COMPILE_AFTER):
+        entry.steps = _CompiledSteps(options)
+    return _Steps(eager, entry)
+
+
+# ----------------------------------------------------------------------------------------------
+# the autograd Function
+
+
+@dataclass
+class _Spec:
+    """Everything of a call that is not a differentiable tensor."""
+
+    cell: Cell
+    options: _Options
+    reverse: bool
+    names: tuple[str, ...]  # the cell's parameters then buffers, in this order after the states
+    parameters: int  # how many of ``names`` are parameters
+    valid: Tensor | None
+    recurrent_mask: Tensor | None
+    keep: list[Tensor] | None  # zoneout masks (T, B, size) per state, training only
+    grad_enabled: bool  # autograd on at the call
+    rng: list[Tensor] | None = field(default=None)  # generator state before each step (random pointwise)
+
+
+class FusedSequenceFunction(torch.autograd.Function):
+    """A whole sequence of any :class:`Cell` (one layer, one direction) as one autograd node.
+
+    ``apply(spec, x, weight_ih, weight_hh, bias_ih, bias_hh, *state, *parameters)`` returns
+    ``(output, *final_state)``; ``parameters`` are all the cell's parameters in
+    ``named_parameters`` order (the four matrix-multiply ones again, for a pointwise that uses
+    them itself; autograd adds the two parts). Masks are constants.
+
+    First derivatives only: the backward is ``once_differentiable`` (a double backward raises);
+    use ``engine="reference"`` for gradient penalties and the like.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx,
+        spec: _Spec,
+        x: Tensor,
+        weight_ih: Tensor,
+        weight_hh: Tensor,
+        bias_ih: Tensor | None,
+        bias_hh: Tensor | None,
+        *rest: Tensor,
+    ) -> tuple[Tensor, ...]:
+        cell, options = spec.cell, spec.options
+        count = options.states
+        initial = tuple(rest[:count])
+        needs_grad = spec.grad_enabled and any(ctx.needs_input_grad[1:])  # (needs_input_grad ignores no_grad)
+        steps, batch, _ = x.shape
+        rows = steps * batch
+        flat = x.reshape(rows, -1)
+        xg = torch.mm(flat, weight_ih.t()) if bias_ih is None else torch.addmm(bias_ih, flat, weight_ih.t())
+        xg = xg.view(steps, batch, -1)
+        buffers = [b for _, b in cell.named_buffers()]
+        bound = _Bound(cell, weight_hh, bias_hh, spec.recurrent_mask, spec.names, (*rest[count:], *buffers), ())
+        order = range(steps - 1, -1, -1) if spec.reverse else range(steps)
+        # the first step runs eagerly: it checks what pointwise returns and whether it draws random numbers
+        t = order[0]
+        keep = None if spec.keep is None else [m[t] for m in spec.keep]
+        valid = None if spec.valid is None else spec.valid[t]
+        previous = torch.zeros_like(initial[0]) if options.carry_output and options.masked else None
+        hg_all = x.new_empty(steps, batch, weight_hh.shape[0])
+        before = torch.get_rng_state()
+        hg, state, output = _EagerSteps(cell, options).forward(bound, xg[t], initial, keep, valid, previous, hg_all[0])
+        random = not torch.equal(before, torch.get_rng_state())
+        _check_step(cell, state, initial)
+        state = tuple(part.contiguous() for part in state)
+        if random and needs_grad:
+            spec.rng = [before]
+        states: list[State] = [initial, state]
+        outputs: list[Tensor] = [x] * steps
+        outputs[t] = state[0] if output is None else output
+        hgs: list[Tensor] = []
+        fresh: list[int] = []
+        impl = _steps_for(cell, options, spec.names, x, random)
+        previous = output
+        for s in range(1, steps):
+            t = order[s]
+            keep = None if spec.keep is None else [m[t] for m in spec.keep]
+            valid = None if spec.valid is None else spec.valid[t]
+            if spec.rng is not None:
+                spec.rng.append(torch.get_rng_state())
+            hg, state, output = impl.forward(bound, xg[t], state, keep, valid, previous, hg_all[s])
+            outputs[t] = state[0] if output is None else output
+            previous = output
+            if hg._base is not hg_all:  # a compiled step returns a fresh tensor, an eager one writes hg_all
+                fresh.append(s)
+                hgs.append(hg)
+            states.append(state)
+        if hgs:
+            hg_all.index_copy_(0, torch.tensor(fresh, device=x.device), torch.stack(hgs))
+        output = torch.stack(outputs)
+        if needs_grad:
+            stacked = [torch.stack(column[:-1]) for column in zip(*states, strict=True)]
+            ctx.save_for_backward(x, weight_ih, weight_hh, xg, hg_all, *stacked)
+            ctx.spec, ctx.bound, ctx.impl = spec, bound, impl
+        return (output, *(s if s is not r else s.clone() for s, r in zip(state, initial, strict=True)))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_output: Tensor | None, *grad_final: Tensor | None) -> tuple[Tensor | None, ...]:
+        spec: _Spec = ctx.spec
+        bound: _Bound = ctx.bound
+        options = spec.options
+        x, weight_ih, weight_hh, xg, hg_all, *stacked = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        steps, batch = x.shape[:2]
+        first = 6 + options.states  # where the parameters start among the inputs of apply
+        bound.wanted = tuple(k for k in range(spec.parameters) if need[first + k])
+        impl: _Steps = ctx.impl
+        grad_state = [
+            torch.zeros_like(s[0]) if g is None else g.contiguous() for g, s in zip(grad_final, stacked, strict=True)
+        ]
+        if grad_output is None:
+            grad_output = x.new_zeros(steps, batch, stacked[0].shape[-1])
+        grad_output = grad_output.contiguous()
+        sums: list[Tensor | None] = [None] * len(bound.wanted)
+        d_previous = None
+        dxg: list[Tensor] = [xg] * steps
+        dhg: list[Tensor] = [xg] * steps
+        order = range(steps - 1, -1, -1) if spec.reverse else range(steps)
+        for s in range(steps - 1, -1, -1):
+            t = order[s]
+            grad_out = grad_output[t] if d_previous is None else grad_output[t] + d_previous
+            keep = None if spec.keep is None else [m[t] for m in spec.keep]
+            valid = None if spec.valid is None else spec.valid[t]
+            state = [column[s] for column in stacked]
+            if spec.rng is not None:
+                with torch.random.fork_rng(devices=[]):
+                    torch.set_rng_state(spec.rng[s])
+                    result = impl.backward(bound, xg[t], hg_all[s], state, keep, valid, grad_state, grad_out, sums)
+            else:
+                result = impl.backward(bound, xg[t], hg_all[s], state, keep, valid, grad_state, grad_out, sums)
+            dxg[t], dhg[s], grad_state, d_previous, sums = result
+        dxg_all = torch.stack(dxg).view(steps * batch, -1)
+        dhg_all = torch.stack(dhg).view(steps * batch, -1)
+        h_in = stacked[0] if bound.mask is None else stacked[0] * bound.mask
+        grad_x = torch.mm(dxg_all, weight_ih).view_as(x) if need[1] else None
+        grad_w_ih = torch.mm(dxg_all.t(), x.reshape(steps * batch, -1)) if need[2] else None
+        grad_w_hh = torch.mm(dhg_all.t(), h_in.reshape(steps * batch, -1)) if need[3] else None
+        grad_b_ih = dxg_all.sum(0) if need[4] else None
+        grad_b_hh = dhg_all.sum(0) if need[5] else None
+        grad_state = [g if need[6 + k] else None for k, g in enumerate(grad_state)]
+        grad_parameters: list[Tensor | None] = [None] * spec.parameters
+        for k, g in zip(bound.wanted, sums, strict=True):
+            grad_parameters[k] = g
+        return (None, grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, *grad_state, *grad_parameters)
+
+
+def _check_step(cell: Cell, new: State, old: Sequence[Tensor]) -> None:
+    if len(new) != len(old) or any(n.shape != o.shape for n, o in zip(new, old, strict=False)):
+        raise ValueError(
+            f"{type(cell).__name__}.pointwise returned states of shapes {[tuple(n.shape) for n in new]}, "
+            f"expected {[tuple(o.shape) for o in old]} (state_names {type(cell).state_names})"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# entry point
+
+
+def run_cell(
+    cell: Cell,
+    inputs: Tensor,
+    state: State,
+    *,
+    valid: Tensor | None = None,
+    carry_output: bool = False,
+    reverse: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout: float = 0.0,
+    training: bool = False,
+) -> SequenceResult:
+    """:func:`lstmkit.engine.reference.run_sequence` as one fused autograd node, for a call
+    :func:`supports` accepts. Same arguments (except ``trace``) and result; zoneout masks are drawn
+    exactly as the reference draws them."""
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a tensor (T, B, input_size), got {type(inputs).__name__}")
+    reason = why_not(cell, inputs)
+    if reason:
+        raise ValueError(f"the fused engine cannot run {cell!r}: {reason}")
+    state = _check_arguments(cell, inputs, state, valid, recurrent_mask, zoneout)
+    keep = _zoneout_masks(state, inputs.shape[0], zoneout, training)
+    options = _Options(
+        carry_output=bool(carry_output) and valid is not None,
+        rate=float(zoneout),
+        zoneout_train=keep[0] is not None,
+        masked=valid is not None,
+        recurrent_mask=recurrent_mask is not None,
+        bias_hh=cell.bias_hh is not None,
+        states=len(state),
+    )
+    parameters = list(cell.named_parameters())
+    spec = _Spec(
+        cell=cell,
+        options=options,
+        reverse=bool(reverse),
+        names=tuple(name for name, _ in parameters) + tuple(name for name, _ in cell.named_buffers()),
+        parameters=len(parameters),
+        valid=None if valid is None else valid.to(torch.bool).contiguous(),
+        recurrent_mask=None if recurrent_mask is None else recurrent_mask.contiguous(),
+        keep=None if keep[0] is None else list(keep),
+        grad_enabled=torch.is_grad_enabled(),
+    )
+    output, *final = FusedSequenceFunction.apply(
+        spec, inputs, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, *state, *(p for _, p in parameters)
+    )
+    return SequenceResult(output, tuple(final))
+
+
+def _check_arguments(
+    cell: Cell,
+    inputs: Tensor,
+    state: Sequence[Tensor],
+    valid: Tensor | None,
+    recurrent_mask: Tensor | None,
+    zoneout: float,
+) -> State:
+    if inputs.dim() != 3 or inputs.shape[2] != cell.input_size:
+        raise ValueError(f"expected inputs of shape (T, B, {cell.input_size}) for {cell!r}, got {tuple(inputs.shape)}")
+    steps, batch, _ = inputs.shape
+    if steps == 0 or batch == 0:
+        raise ValueError(f"inputs must have at least one step and one sequence, got shape {tuple(inputs.shape)}")
+    state = tuple(state) if isinstance(state, (tuple, list)) else (state,)
+    names = type(cell).state_names
+    if len(state) != len(names):
+        raise ValueError(f"{type(cell).__name__} has states {names}, got {len(state)} state tensor(s)")
+    for name, size, s in zip(names, cell.state_sizes, state, strict=True):
+        if not isinstance(s, Tensor):
+            raise TypeError(f"state {name} must be a tensor, got {type(s).__name__}")
+        if tuple(s.shape) != (batch, size) or s.dtype != inputs.dtype or s.device != inputs.device:
+            raise ValueError(
+                f"expected state {name} of shape {(batch, size)}, {inputs.dtype} on {inputs.device}; "
+                f"got {tuple(s.shape)}, {s.dtype} on {s.device}"
+            )
+    if valid is not None and (not isinstance(valid, Tensor) or tuple(valid.shape) != (steps, batch)):
+        got = tuple(valid.shape) if isinstance(valid, Tensor) else type(valid).__name__
+        raise ValueError(f"valid must be a (T, B) = {(steps, batch)} tensor, got {got}")
+    if recurrent_mask is not None:
+        if not isinstance(recurrent_mask, Tensor) or tuple(recurrent_mask.shape) != (batch, cell.recurrent_size):
+            got = tuple(recurrent_mask.shape) if isinstance(recurrent_mask, Tensor) else type(recurrent_mask).__name__
+            raise ValueError(f"recurrent_mask must be a {(batch, cell.recurrent_size)} tensor, got {got}")
+        if recurrent_mask.requires_grad:
+            raise ValueError("recurrent_mask must be a constant (requires_grad=False) on the fused engine")
+    if not 0.0 <= float(zoneout) < 1.0:
+        raise ValueError(f"zoneout must lie in [0, 1), got {zoneout!r}")
+    return state
+
+
+__all__ = [
+    "COMPILE_AFTER",
+    "COMPILE_VARIABLE",
+    "FusedSequenceFunction",
+    "compile_mode",
+    "run_cell",
+    "set_compile",
+    "supports",
+    "why_not",
+]

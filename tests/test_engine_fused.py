@@ -1,0 +1,451 @@
+"""The fused engine for any cell (``lstmkit.engine.python_fused``) against its oracle, the reference loop.
+
+User cells (a CIFG LSTM as in ``examples/custom_cell.py``, one with peephole weights, one with a
+LayerNorm submodule, one drawing dropout inside ``pointwise``) and the built-in cells the engine
+runs, under every option of ``run_sequence``: outputs, final states and every gradient must agree
+(float64 to ~1e-10, float32 to 1e-5). Also gradcheck, determinism, dispatch, errors, and the
+compiled steps (one small test; all the others run uncompiled to stay fast).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lstmkit
+from lstmkit import engine
+from lstmkit.engine import python_fused
+from lstmkit.engine.reference import run_sequence
+
+TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
+
+
+class CIFGCell(lstmkit.Cell):
+    """LSTM with a coupled input-forget gate (examples/custom_cell.py)."""
+
+    gate_names = ("i", "g", "o")
+    state_names = ("h", "c")
+
+    def pointwise(self, xg, hg, state):
+        h, c = state
+        i, g, o = (xg + hg).chunk(3, dim=-1)
+        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+        c = (1 - i) * c + i * g
+        return (o * torch.tanh(c), c), (i, g, o)
+
+
+class PeepholeCIFGCell(CIFGCell):
+    """CIFG whose input gate sees the previous cell state: an extra parameter used by pointwise only."""
+
+    def __init__(self, input_size, hidden_size, **kwargs):
+        super().__init__(input_size, hidden_size, **kwargs)
+        self.weight_ci = nn.Parameter(torch.empty(hidden_size, dtype=self.weight_ih.dtype))
+        self.reset_parameters()
+
+    def pointwise(self, xg, hg, state):
+        h, c = state
+        i, g, o = (xg + hg).chunk(3, dim=-1)
+        i = torch.sigmoid(i + self.weight_ci * c)
+        g, o = torch.tanh(g), torch.sigmoid(o)
+        c = (1 - i) * c + i * g
+        return (o * torch.tanh(c), c), (i, g, o)
+
+
+class NormCell(lstmkit.Cell):
+    """A GRU-like cell whose xg and hg are used apart, with an nn.LayerNorm submodule on the candidate."""
+
+    gate_names = ("z", "n")
+
+    def __init__(self, input_size, hidden_size, **kwargs):
+        super().__init__(input_size, hidden_size, **kwargs)
+        self.norm = nn.LayerNorm(hidden_size, dtype=self.weight_ih.dtype)
+        with torch.no_grad():
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.uniform_(-0.5, 0.5)
+
+    def pointwise(self, xg, hg, state):
+        (h,) = state
+        x_z, x_n = xg.chunk(2, dim=-1)
+        h_z, h_n = hg.chunk(2, dim=-1)
+        z = torch.sigmoid(x_z + h_z)
+        n = torch.tanh(self.norm(x_n + h_n * z))
+        return ((1 - z) * n + z * h,), (z, n)
+
+
+class DropoutCIFGCell(CIFGCell):
+    """Draws random numbers inside pointwise: the backward must replay the same draws."""
+
+    def pointwise(self, xg, hg, state):
+        h, c = state
+        i, g, o = (xg + hg).chunk(3, dim=-1)
+        i, o = torch.sigmoid(i), torch.sigmoid(o)
+        g = F.dropout(torch.tanh(g), 0.3, training=self.training)
+        c = (1 - i) * c + i * g
+        return (o * torch.tanh(c), c), (i, g, o)
+
+
+CELLS = {
+    "cifg": lambda dtype: CIFGCell(3, 5, dtype=dtype),
+    "peephole_cifg": lambda dtype: PeepholeCIFGCell(3, 5, dtype=dtype),
+    "norm": lambda dtype: NormCell(3, 5, dtype=dtype),
+    "lstm": lambda dtype: lstmkit.LSTMCell(3, 5, dtype=dtype),
+    "lstm_proj": lambda dtype: lstmkit.LSTMCell(3, 6, proj_size=4, dtype=dtype),
+    "peephole": lambda dtype: lstmkit.PeepholeLSTMCell(3, 5, dtype=dtype),
+    "gru": lambda dtype: lstmkit.GRUCell(3, 5, dtype=dtype),
+    "rnn_relu": lambda dtype: lstmkit.RNNCell(3, 5, nonlinearity="relu", dtype=dtype),
+}
+USER_CELLS = ["cifg", "peephole_cifg", "norm"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_intra_op_thread():
+    """The tensors here are tiny: intra-op threads only add contention on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _uncompiled():
+    """Eager steps unless a test asks for compilation (compiling costs seconds per shape)."""
+    python_fused.set_compile(False)
+    yield
+    python_fused.set_compile(None)
+
+
+def make_valid(kind: str, steps: int, batch: int) -> torch.Tensor | None:
+    if kind == "none":
+        return None
+    if kind == "lengths":  # padded batch, one sequence of length 0
+        lengths = torch.tensor([steps, 1, 0, steps - 2, 3][:batch])
+        return torch.arange(steps)[:, None] < lengths[None, :]
+    return torch.rand(steps, batch) > 0.35  # arbitrary holes (Keras-style masks)
+
+
+def run_both(cell: lstmkit.Cell, steps: int = 6, batch: int = 4, seed: int = 1, **options) -> tuple[dict, dict]:
+    """Reference and fused engines from identical inputs and generator state: output, final
+    states, and the gradients of the input, the initial states and every parameter."""
+    dtype = cell.weight_ih.dtype
+    x = torch.randn(steps, batch, cell.input_size, dtype=dtype, requires_grad=True)
+    state = tuple(torch.randn(batch, size, dtype=dtype, requires_grad=True) for size in cell.state_sizes)
+    weights = torch.randn(cell.recurrent_size, dtype=dtype)  # every output unit matters differently
+    results = []
+    for run in (run_sequence, python_fused.run_cell):
+        torch.manual_seed(seed)  # zoneout (and a random pointwise) draw from the global generator
+        result = run(cell, x, state, **options)
+        loss = (result.output * weights).sum() + (result.state[0] ** 2).sum() + result.state[-1].sin().sum()
+        names = ["input", *(f"{n}0" for n in cell.state_names), *(n for n, _ in cell.named_parameters())]
+        grads = torch.autograd.grad(loss, [x, *state, *cell.parameters()])
+        values = {"output": result.output}
+        values |= {f"{name}_n": value for name, value in zip(cell.state_names, result.state, strict=True)}
+        values |= {f"grad {name}": grad for name, grad in zip(names, grads, strict=True)}
+        results.append(values)
+    return results[0], results[1]
+
+
+def assert_same(expected: dict, actual: dict, dtype: torch.dtype = torch.float64) -> None:
+    assert expected.keys() == actual.keys()
+    for name, want in expected.items():
+        torch.testing.assert_close(actual[name], want, **TOLERANCE[dtype], msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("valid", ["none", "lengths", "holes"])
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_matches_reference(kind: str, valid: str, reverse: bool) -> None:
+    cell = CELLS[kind](torch.float64)
+    expected, actual = run_both(cell, valid=make_valid(valid, 6, 4), reverse=reverse)
+    assert_same(expected, actual)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("kind", USER_CELLS + ["lstm_proj"])
+def test_carry_output(kind: str, reverse: bool) -> None:
+    """Keras masks: a masked step repeats the previous output."""
+    cell = CELLS[kind](torch.float64)
+    expected, actual = run_both(cell, 8, 4, valid=make_valid("holes", 8, 4), carry_output=True, reverse=reverse)
+    assert_same(expected, actual)
+
+
+@pytest.mark.parametrize("valid", ["none", "holes"])
+@pytest.mark.parametrize("kind", USER_CELLS + ["lstm_proj"])
+def test_recurrent_mask(kind: str, valid: str) -> None:
+    cell = CELLS[kind](torch.float64)
+    mask = (torch.rand(4, cell.recurrent_size) > 0.4).double() / 0.6
+    expected, actual = run_both(cell, valid=make_valid(valid, 6, 4), recurrent_mask=mask, reverse=True)
+    assert_same(expected, actual)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("kind", USER_CELLS + ["gru"])
+def test_zoneout(kind: str, training: bool) -> None:
+    """Training: the same masks as the reference (same draws from the same seed); evaluation: the expectation."""
+    cell = CELLS[kind](torch.float64)
+    expected, actual = run_both(cell, valid=make_valid("lengths", 6, 4), zoneout=0.2, training=training)
+    assert_same(expected, actual)
+
+
+@pytest.mark.parametrize("kind", USER_CELLS)
+def test_everything_at_once_in_float32(kind: str) -> None:
+    cell = CELLS[kind](torch.float32)
+    mask = (torch.rand(5, cell.recurrent_size) > 0.5).float() * 2
+    valid = make_valid("holes", 7, 5)
+    options = dict(valid=valid, carry_output=True, reverse=True, recurrent_mask=mask, zoneout=0.2, training=True)
+    expected, actual = run_both(cell, 7, 5, **options)
+    assert_same(expected, actual, torch.float32)
+
+
+def test_random_pointwise_replays_its_draws() -> None:
+    cell = DropoutCIFGCell(3, 5, dtype=torch.float64)
+    expected, actual = run_both(cell, valid=make_valid("holes", 6, 4), zoneout=0.2, training=True)
+    assert_same(expected, actual)
+    with torch.random.fork_rng():  # and a forward-only call draws the same numbers as the reference
+        torch.manual_seed(3)
+        x, state = torch.randn(6, 2, 3, dtype=torch.float64), cell.initial_state(2, torch.zeros(1, dtype=torch.float64))
+        with torch.no_grad():
+            torch.manual_seed(4)
+            want = run_sequence(cell, x, state).output
+            torch.manual_seed(4)
+            got = python_fused.run_cell(cell, x, state).output
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_no_bias_and_only_some_gradients() -> None:
+    """No biases; gradients only for the input and one parameter (the rest are constants)."""
+    cell = PeepholeCIFGCell(3, 5, bias=False, dtype=torch.float64)
+    for name, parameter in cell.named_parameters():
+        parameter.requires_grad_(name == "weight_ci")
+    x = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
+    state = cell.initial_state(4, x)
+    grads = []
+    for run in (run_sequence, python_fused.run_cell):
+        result = run(cell, x, state, valid=make_valid("lengths", 6, 4))
+        grads.append(torch.autograd.grad(result.output.sum() + result.state[1].sum(), [x, cell.weight_ci]))
+    for got, want in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, want, **TOLERANCE[torch.float64])
+
+
+def test_gradient_of_unused_outputs() -> None:
+    """Only the final cell state feeds the loss: no gradient arrives for the outputs or h_n."""
+    cell = CIFGCell(3, 5, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    state = cell.initial_state(2, x)
+    grads = [
+        torch.autograd.grad(run(cell, x, state).state[1].sum(), x) for run in (run_sequence, python_fused.run_cell)
+    ]
+    torch.testing.assert_close(grads[1], grads[0], **TOLERANCE[torch.float64])
+
+
+@pytest.mark.parametrize("kind", ["cifg", "peephole_cifg", "norm"])
+def test_gradcheck(kind: str) -> None:
+    cell = CELLS[kind](torch.float64)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    state = tuple(torch.randn(2, size, dtype=torch.float64, requires_grad=True) for size in cell.state_sizes)
+    valid = make_valid("holes", 4, 2)
+    mask = torch.tensor([[1.0, 0.0, 2.0, 1.0, 1.0], [0.0, 2.0, 1.0, 1.0, 2.0]], dtype=torch.float64)
+
+    def run(x, *tensors):
+        result = python_fused.run_cell(
+            cell, x, tensors[: len(state)], valid=valid, carry_output=True, reverse=True, recurrent_mask=mask
+        )
+        return (result.output, *result.state)
+
+    assert torch.autograd.gradcheck(run, (x, *state, *cell.parameters()))
+
+
+def test_deterministic() -> None:
+    cell = PeepholeCIFGCell(3, 5)
+    x = torch.randn(9, 4, 3, requires_grad=True)
+    valid = make_valid("holes", 9, 4)
+    runs = []
+    for _ in range(2):
+        result = python_fused.run_cell(cell, x, cell.initial_state(4, x), valid=valid)
+        grads = torch.autograd.grad(result.output.square().sum(), [x, *cell.parameters()])
+        runs.append([result.output, *result.state, *grads])
+    for first, second in zip(*runs, strict=True):
+        assert torch.equal(first, second)
+
+
+def test_double_backward_is_refused() -> None:
+    cell = CIFGCell(3, 4, dtype=torch.float64)
+    x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    result = python_fused.run_cell(cell, x, cell.initial_state(2, x))
+    (grad,) = torch.autograd.grad(result.output.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="(once_differentiable|does not require grad)"):
+        torch.autograd.grad(grad.sum(), cell.weight_hh)
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum"])
+@pytest.mark.parametrize("inputs", ["lengths", "mask"])
+def test_bidirectional_stack_through_recurrent(inputs: str, merge_mode: str) -> None:
+    """A whole two-layer bidirectional layer: fused vs reference, outputs, states, all gradients."""
+    options = dict(num_layers=2, bidirectional=True, batch_first=True, merge_mode=merge_mode, dtype=torch.float64)
+    models = {
+        name: lstmkit.Recurrent(PeepholeCIFGCell, 3, 5, engine=name, **options) for name in ("fused", "reference")
+    }
+    models["reference"].load_state_dict(models["fused"].state_dict())
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+    hx = tuple(torch.randn(4, 4, 5, dtype=torch.float64) for _ in range(2))
+    extra = {"lengths": [6, 2, 5, 1]} if inputs == "lengths" else {"mask": torch.rand(4, 6) > 0.3}
+    results = {}
+    for name, model in models.items():
+        out, (h_n, c_n) = model(x, hx, **extra)
+        (out.sin().sum() + h_n.square().sum() + c_n.sum()).backward()
+        results[name] = {"output": out, "h_n": h_n, "c_n": c_n} | {n: p.grad for n, p in model.named_parameters()}
+    assert_same(results["reference"], results["fused"])
+
+
+def test_recurrent_training_options_match_reference() -> None:
+    """Recurrent dropout and zoneout in training mode draw the same masks under both engines."""
+    options = dict(num_layers=2, recurrent_dropout=0.3, zoneout=0.1, dtype=torch.float64)
+    fused = lstmkit.Recurrent(CIFGCell, 3, 5, engine="fused", **options)
+    reference = lstmkit.Recurrent(CIFGCell, 3, 5, engine="reference", **options)
+    reference.load_state_dict(fused.state_dict())
+    x = torch.randn(7, 3, 3, dtype=torch.float64)
+    results = []
+    for model in (fused, reference):
+        torch.manual_seed(5)
+        out, (h_n, c_n) = model(x)
+        (out.square().sum() + c_n.sum()).backward()
+        results.append({"output": out, "h_n": h_n} | {n: p.grad for n, p in model.named_parameters()})
+    assert_same(results[1], results[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# dispatch
+
+
+def test_auto_runs_user_cells_on_the_fused_engine(monkeypatch) -> None:
+    calls = []
+    original = python_fused.run_cell
+    monkeypatch.setattr(
+        python_fused, "run_cell", lambda *a, **k: calls.append(type(a[0]).__name__) or original(*a, **k)
+    )
+    x = torch.randn(5, 2, 3)
+    lstmkit.Recurrent(CIFGCell, 3, 4, engine="auto")(x)
+    lstmkit.Recurrent(CIFGCell, 3, 4, engine="auto")(x, return_gates=True)  # tracing: the reference loop
+    lstmkit.Recurrent(CIFGCell, 3, 4, engine="reference")(x)
+    lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 3, 4, engine="auto")(x)  # overrides project_*: not fused
+    lstmkit.GRU(3, 4, reset_after=False, engine="auto")(x)  # overrides step: not fused
+    assert calls == ["CIFGCell"]
+
+
+def test_engine_fused_is_an_engine_name(monkeypatch) -> None:
+    assert "fused" in engine.ENGINES
+    monkeypatch.setenv(engine.ENGINE_VARIABLE, "fused")
+    model = lstmkit.Recurrent(CIFGCell, 3, 4)
+    assert model(torch.randn(5, 2, 3))[0].shape == (5, 2, 4)
+
+
+def test_fused_forced_on_an_unsupported_call_says_why() -> None:
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(
+        ValueError, match="engine='fused' cannot be used: LayerNormLSTMCell overrides Cell.project_input"
+    ):
+        lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 3, 4, engine="fused")(x)
+    with pytest.raises(ValueError, match="engine='fused' cannot be used: GRUCell overrides Cell.step"):
+        lstmkit.GRU(3, 4, reset_after=False, engine="fused")(x)
+    with pytest.raises(ValueError, match="engine='fused' cannot be used: gate tracing runs on the reference loop"):
+        lstmkit.Recurrent(CIFGCell, 3, 4, engine="fused")(x, return_gates=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_arguments_raise_clear_errors() -> None:
+    cell = CIFGCell(3, 4)
+    x = torch.randn(5, 2, 3)
+    state = cell.initial_state(2, x)
+    with pytest.raises(ValueError, match=r"expected inputs of shape \(T, B, 3\) for CIFGCell\(3, 4\), got \(5, 2, 7\)"):
+        python_fused.run_cell(cell, torch.randn(5, 2, 7), state)
+    with pytest.raises(ValueError, match=r"CIFGCell has states \('h', 'c'\), got 1 state tensor"):
+        python_fused.run_cell(cell, x, state[:1])
+    with pytest.raises(ValueError, match=r"expected state c of shape \(2, 4\), torch.float32 on cpu; got \(3, 4\)"):
+        python_fused.run_cell(cell, x, (state[0], torch.zeros(3, 4)))
+    with pytest.raises(ValueError, match=r"valid must be a \(T, B\) = \(5, 2\) tensor, got \(2, 5\)"):
+        python_fused.run_cell(cell, x, state, valid=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"recurrent_mask must be a \(2, 4\) tensor, got \(2, 3\)"):
+        python_fused.run_cell(cell, x, state, recurrent_mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"zoneout must lie in \[0, 1\), got 1.5"):
+        python_fused.run_cell(cell, x, state, zoneout=1.5)
+    with pytest.raises(ValueError, match="the fused engine cannot run CIFGCell.*the input is torch.float64"):
+        python_fused.run_cell(cell, x.double(), state)
+    with pytest.raises(TypeError, match="inputs must be a tensor"):
+        python_fused.run_cell(cell, x.tolist(), state)
+    with pytest.raises(ValueError, match=r"LSTMKIT_COMPILE must be 0, 1 or auto, got 'sometimes'"):
+        python_fused._parse_mode("sometimes", "LSTMKIT_COMPILE")
+
+
+def test_a_pointwise_returning_wrong_shapes_is_named() -> None:
+    class Broken(CIFGCell):
+        def pointwise(self, xg, hg, state):
+            (h, c), gates = super().pointwise(xg, hg, state)
+            return (h, c[:, :2]), gates
+
+    cell = Broken(3, 4)
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match=r"Broken.pointwise returned states of shapes \[\(2, 4\), \(2, 2\)\]"):
+        python_fused.run_cell(cell, x, cell.initial_state(2, x))
+
+
+# ----------------------------------------------------------------------------------------------
+# compiled steps
+
+
+def test_compiled_steps_match_reference_and_are_cached() -> None:
+    """One small shape, compiled at first use (a few seconds): same numbers as the reference loop,
+    and a second call with a new cell of the same kind and shape reuses the compiled code."""
+    python_fused.set_compile(True)
+    python_fused._compiled.clear()
+    cell = PeepholeCIFGCell(3, 5, dtype=torch.float64)
+    options = dict(valid=make_valid("holes", 6, 4), carry_output=True, reverse=True, zoneout=0.2, training=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed compile warns: fail instead
+        expected, actual = run_both(cell, **options)
+        assert_same(expected, actual)
+        assert len(python_fused._compiled) == 1
+        (entry,) = python_fused._compiled.values()
+        assert entry.steps is not None and entry.steps._forward is not None and len(entry.steps._backward) == 1
+        compiled = entry.steps
+        other = PeepholeCIFGCell(3, 5, dtype=torch.float64)
+        expected, actual = run_both(other, seed=2, **options)
+        assert_same(expected, actual)
+    assert len(python_fused._compiled) == 1 and entry.steps is compiled
+
+
+def test_auto_compiles_from_the_third_call(monkeypatch) -> None:
+    """Under "auto" one-off calls stay eager; compilation (stubbed out here) starts at COMPILE_AFTER."""
+    python_fused.set_compile("auto")
+    python_fused._compiled.clear()
+    made = []
+    monkeypatch.setattr(python_fused, "_CompiledSteps", lambda options: made.append(options) or None)
+    cell = CIFGCell(3, 4)
+    x = torch.randn(4, 2, 3)
+    for _ in range(python_fused.COMPILE_AFTER - 1):
+        python_fused.run_cell(cell, x, cell.initial_state(2, x))
+    assert made == []
+    python_fused.run_cell(cell, x, cell.initial_state(2, x))
+    assert len(made) == 1
+
+
+def test_untraceable_cell_falls_back_with_one_warning() -> None:
+    """Data-dependent Python control flow cannot be traced: eager steps, the right numbers, one warning."""
+
+    class Branchy(CIFGCell):
+        def pointwise(self, xg, hg, state):
+            if bool((xg > 0).any()):
+                xg = xg * 0.5
+            return super().pointwise(xg, hg, state)
+
+    python_fused.set_compile(True)
+    python_fused._warned.discard("Branchy")
+    cell = Branchy(3, 4, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="could not compile the steps of Branchy"):
+        expected, actual = run_both(cell)
+    assert_same(expected, actual)
