@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
+from .interop.cli import app as export_app
 from .tasks.charlm.cli import app as charlm_app
 from .tasks.classify.cli import app as classify_app
 
@@ -13,6 +14,7 @@ example_app = typer.Typer(help="Run the seed examples.", no_args_is_help=True)
 app.add_typer(example_app, name="example")
 app.add_typer(charlm_app, name="charlm")
 app.add_typer(classify_app, name="classify")
+app.add_typer(export_app, name="export")
 
 
 def _print_version(value: bool) -> None:

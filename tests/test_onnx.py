@@ -1,0 +1,311 @@
+"""ONNX export: the exported graphs run in onnxruntime (an independent implementation of ONNX's
+LSTM/GRU/RNN operators) on other batch sizes and sequence lengths than the example, and agree with
+lstmkit to 1e-5; what cannot export fails with an error naming the part and the way out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import lstmkit
+from lstmkit.cli import app
+from lstmkit.interop.onnx import ExportError, export_onnx, export_pretrained, onnxruntime_session, traceable_engine
+from lstmkit.keras import GRU as KerasGRU
+from lstmkit.keras import LSTM as KerasLSTM
+from lstmkit.keras import Bidirectional, SimpleRNN
+from lstmkit.tasks.charlm.model import CharLM, CharLMConfig
+from lstmkit.tasks.classify.model import ClassifyConfig, SequenceClassifier
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+runner = CliRunner()
+SIZES = [(1, 1), (2, 7), (5, 3), (3, 12)]  # (batch, sequence): none of them the example's (4, 5)
+
+
+def flat(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    return [t for item in value for t in flat(item)]
+
+
+def run_onnx(path: Path, feed: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    session = onnxruntime_session(path)
+    return session.run(None, {name: tensor.numpy() for name, tensor in feed.items()})
+
+
+def assert_close(got: list[np.ndarray], want: list[torch.Tensor]) -> None:
+    assert len(got) == len(want)
+    for array, tensor in zip(got, want, strict=True):
+        assert array.shape == tuple(tensor.shape)
+        np.testing.assert_allclose(array, tensor.detach().numpy(), rtol=0, atol=1e-5)
+
+
+LAYERS = {
+    "lstm": lambda: lstmkit.LSTM(4, 6),
+    "lstm-2-bi-batch-first": lambda: lstmkit.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True),
+    "gru-2-bi": lambda: lstmkit.GRU(4, 6, num_layers=2, bidirectional=True),
+    "gru-batch-first-no-bias": lambda: lstmkit.GRU(4, 6, bias=False, batch_first=True),
+    "rnn-tanh-bi": lambda: lstmkit.RNN(4, 6, bidirectional=True, batch_first=True),
+    "rnn-relu-3": lambda: lstmkit.RNN(4, 6, num_layers=3, nonlinearity="relu"),
+    "recurrent-lstm-cell": lambda: lstmkit.Recurrent(lstmkit.LSTMCell, 4, 6, num_layers=2, batch_first=True),
+}
+
+
+def layout(layer: lstmkit.Recurrent, batch: int, steps: int) -> torch.Tensor:
+    x = torch.randn(batch, steps, 4)
+    return x if layer.batch_first else x.transpose(0, 1).contiguous()
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_layers_export_with_dynamic_batch_and_sequence(kind: str, tmp_path: Path) -> None:
+    layer = LAYERS[kind]().eval()
+    path = tmp_path / "layer.onnx"
+    exported = export_onnx(layer, layout(layer, 4, 5), path)
+    states = layer.cell().state_names
+    assert exported.output_names == ["output", *(f"{s}_n" for s in states)]
+    assert exported.dynamic_sequence and exported.max_difference < 1e-5
+    for batch, steps in SIZES:
+        x = layout(layer, batch, steps)
+        assert_close(run_onnx(path, {"input": x}), flat(layer(x)))
+
+
+@pytest.mark.parametrize("make", [lstmkit.LSTM, lstmkit.GRU], ids=["lstm", "gru"])
+def test_lengths_and_initial_states_export(make, tmp_path: Path) -> None:
+    layer = make(4, 6, num_layers=2, bidirectional=True, batch_first=True).eval()
+    names = [f"{state}_0" for state in layer.cell().state_names]
+    initial = tuple(torch.randn(4, 4, 6) for _ in names)
+    path = tmp_path / "layer.onnx"
+    lengths = torch.tensor([5, 2, 4, 1])
+    exported = export_onnx(layer, (torch.randn(4, 5, 4), initial), path, example_kwargs={"lengths": lengths})
+    assert exported.input_names == ["input", *names, "lengths"]
+    assert exported.dynamic_axes["h_0"] == {1: "batch"} and exported.dynamic_axes["lengths"] == {0: "batch"}
+    cases = [([3, 7, 1], 7), ([2, 2], 6), ([9, 0, 4, 9, 1], 9), ([0, 1], 3), ([1], 1)]  # zero lengths, all short
+    for lengths, steps in cases:
+        batch = len(lengths)
+        x, lengths = torch.randn(batch, steps, 4), torch.tensor(lengths)
+        states = [torch.randn(4, batch, 6) for _ in names]
+        want = flat(layer(x, states if len(states) > 1 else states[0], lengths=lengths))
+        feed = {"input": x, "lengths": lengths} | dict(zip(names, states, strict=True))
+        assert_close(run_onnx(path, feed), want)
+        assert (want[0][lengths == 0] == 0).all()  # zero outputs and the initial state at length 0
+        assert torch.equal(want[1][:, lengths == 0], states[0][:, lengths == 0])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Bidirectional(KerasLSTM(6, return_sequences=True, input_size=4), merge_mode="sum"),
+        lambda: Bidirectional(KerasGRU(6, return_state=True, input_size=4)),
+        lambda: KerasGRU(6, return_sequences=True, return_state=True, go_backwards=True, input_size=4),
+        lambda: SimpleRNN(6, activation="relu", return_sequences=True, use_bias=False, input_size=4),
+        lambda: KerasLSTM(6, return_state=True, input_size=4),
+    ],
+    ids=["bi-lstm-sum", "bi-gru-states", "gru-backwards", "simplernn-relu", "lstm-state"],
+)
+def test_keras_semantics_layers_export_with_dynamic_sequence(make, tmp_path: Path) -> None:
+    layer = make().eval()
+    for weight in layer.parameters():  # Keras' zero biases would hide a bias mistake
+        nn.init.uniform_(weight, -0.5, 0.5)
+    path = tmp_path / "keras.onnx"
+    export_onnx(layer, torch.randn(4, 5, 4), path)
+    for batch, steps in SIZES:
+        x = torch.randn(batch, steps, 4)
+        assert_close(run_onnx(path, {"inputs": x}), flat(layer(x)))
+
+
+UNROLLED = {
+    "peephole": (lambda: lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, 4, 6, batch_first=True), "PeepholeLSTMCell"),
+    "layernorm": (lambda: lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 4, 6, batch_first=True), "LayerNormLSTMCell"),
+    "projection": (lambda: lstmkit.LSTM(4, 6, proj_size=3, batch_first=True), "proj_size > 0"),
+    "gru-reset-before": (lambda: lstmkit.GRU(4, 6, batch_first=True, reset_after=False), "reset_after=False"),
+    "zoneout": (lambda: lstmkit.LSTM(4, 6, batch_first=True, zoneout=0.2), "zoneout"),
+    "merge-sum": (lambda: lstmkit.LSTM(4, 6, batch_first=True, bidirectional=True, merge_mode="sum"), "merge_mode"),
+    "keras-hard-sigmoid": (
+        lambda: KerasLSTM(6, recurrent_activation="hard_sigmoid", return_sequences=True, input_size=4),
+        "non-default activations",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", UNROLLED)
+def test_other_cells_need_a_static_sequence_and_then_export(kind: str, tmp_path: Path) -> None:
+    make, reason = UNROLLED[kind]
+    layer = make().eval()
+    path = tmp_path / "unrolled.onnx"
+    with pytest.raises(ExportError, match=rf"dynamic sequence length: .*{reason}.*dynamic_sequence=False"):
+        export_onnx(layer, torch.randn(4, 5, 4), path)
+    if kind == "layernorm":  # cells.py normalises over c.shape[-1:], which the exporter cannot make constant
+        with pytest.raises(
+            ExportError,
+            match=r"exporter cannot export Recurrent: the operation at .*cells.py:\d+.* fails: it is not constant",
+        ):
+            export_onnx(layer, torch.randn(4, 5, 4), path, dynamic_sequence=False)
+        return
+    exported = export_onnx(layer, torch.randn(4, 5, 4), path, dynamic_sequence=False)
+    assert exported.engine == "reference" and "sequence" not in exported.dynamic_axes[exported.input_names[0]].values()
+    for batch in (1, 3, 6):
+        x = torch.randn(batch, 5, 4)
+        assert_close(run_onnx(path, {exported.input_names[0]: x}), flat(layer(x)))
+    with pytest.raises(Exception, match="(?i)dimension|shape"):  # onnxruntime refuses another length
+        run_onnx(path, {exported.input_names[0]: torch.randn(2, 6, 4)})
+
+
+class PythonLoop(nn.Module):
+    """Sums a linear map over the steps in a Python loop: tracing unrolls it for the example's length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.linear(x[:, 0])
+        for t in range(1, x.shape[1]):
+            total = total + self.linear(x[:, t])
+        return total
+
+
+def test_verification_catches_a_graph_that_only_works_at_the_example_length(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="sequence 8.*dynamic_sequence=False"):
+        export_onnx(PythonLoop(), torch.randn(2, 5, 4), tmp_path / "loop.onnx")
+    exported = export_onnx(PythonLoop(), torch.randn(2, 5, 4), tmp_path / "loop.onnx", dynamic_sequence=False)
+    assert exported.verified == [(2, None), (3, None), (1, None)]
+
+
+def test_what_never_exports_fails_clearly(tmp_path: Path) -> None:
+    layer = lstmkit.LSTM(4, 6, batch_first=True)
+    x = torch.randn(2, 5, 4)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, [5, 3], batch_first=True)
+    with pytest.raises(ExportError, match="PackedSequence does not export"):
+        export_onnx(layer, packed, tmp_path / "a.onnx")
+    with pytest.raises(ExportError, match=r"lengths below 1 \(\[5, 0\]\)"):
+        export_onnx(layer, x, tmp_path / "a.onnx", example_kwargs={"lengths": torch.tensor([5, 0])})
+    with pytest.raises(ExportError, match="returns a dict.*gate traces"):
+        export_onnx(Traced(layer), x, tmp_path / "a.onnx", dynamic_sequence=False)
+    keras = KerasLSTM(6, return_sequences=True, input_size=4)
+    with pytest.raises(ExportError, match="called with a mask.*dynamic_sequence=False"):
+        export_onnx(keras, x, tmp_path / "a.onnx", example_kwargs={"mask": torch.ones(2, 5, dtype=torch.bool)})
+    with pytest.raises(ExportError, match="stateful layers"):
+        export_onnx(KerasLSTM(6, stateful=True, input_size=4), x, tmp_path / "a.onnx")
+    with pytest.raises(ExportError, match=r"takes 2 positional arguments \['input', 'hx'\], got 3"):
+        export_onnx(layer, (x, None, x), tmp_path / "a.onnx")
+    with pytest.raises(ExportError, match="disagree on the batch size"):
+        export_onnx(layer, x, tmp_path / "a.onnx", example_kwargs={"lengths": torch.tensor([5, 3, 1])})
+
+
+class Traced(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor):
+        return self.layer(x, return_gates=True)
+
+
+def test_traceable_engine_restores_everything() -> None:
+    model = nn.Sequential(lstmkit.LSTM(3, 4, engine="native"), nn.Dropout(0.5))
+    keras = KerasGRU(4, input_size=3)
+    model.append(keras)
+    model.train()
+    with traceable_engine(model, "torch"):
+        assert model[0].engine == "torch" and not model.training and not model[1].training
+        assert "forward" in vars(keras)
+    assert model[0].engine == "native" and model.training and model[1].training and "forward" not in vars(keras)
+    with pytest.raises(ValueError, match="'torch' or 'reference'"), traceable_engine(model, "native"):
+        pass
+
+
+def charlm_folder(tmp_path: Path, cell: str = "lstm", num_layers: int = 2) -> Path:
+    torch.manual_seed(1)
+    model = CharLM(CharLMConfig("abcdefgh \n", cell=cell, hidden_size=16, embedding_size=5, num_layers=num_layers))
+    folder = tmp_path / f"charlm-{cell}"
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_charlm_exports_from_the_command_line_and_matches(tmp_path: Path) -> None:
+    folder = charlm_folder(tmp_path)
+    out = tmp_path / "charlm.onnx"
+    result = runner.invoke(app, ["export", "onnx", str(folder), str(out)])
+    assert result.exit_code == 0, result.output
+    assert "inputs:  ids {0: batch, 1: sequence}" in result.output
+    assert "outputs: output {0: batch, 1: sequence}, h_n {1: batch}, c_n {1: batch}" in result.output
+    assert "onnxruntime agrees with the model" in result.output
+    model = CharLM.from_pretrained(folder)
+    for batch, steps in SIZES:
+        ids = torch.randint(0, 11, (batch, steps))
+        assert_close(run_onnx(out, {"ids": ids}), flat(model(ids)))
+
+
+def test_charlm_with_state_generates_step_by_step_like_lstmkit(tmp_path: Path) -> None:
+    folder = charlm_folder(tmp_path, cell="gru", num_layers=1)
+    out = tmp_path / "charlm.onnx"
+    exported = export_pretrained(folder, out, with_state=True)
+    assert exported.input_names == ["ids", "h_0"] and exported.output_names == ["output", "h_n"]
+    model = CharLM.from_pretrained(folder)
+    ids = torch.randint(1, 11, (3, 6))
+    logits, state = model(ids)
+    onnx_logits, onnx_state = run_onnx(out, {"ids": ids, "h_0": torch.zeros(1, 3, 16)})
+    assert_close([onnx_logits, onnx_state], [logits, state])
+    for _ in range(4):  # feed each step's state back, as generation does
+        next_ids = logits[:, -1:].argmax(-1)
+        logits, state = model(next_ids, state)
+        onnx_logits, onnx_state = run_onnx(out, {"ids": next_ids, "h_0": torch.from_numpy(onnx_state)})
+        assert_close([onnx_logits, onnx_state], [logits, state])
+
+
+def test_classifier_exports_with_lengths(tmp_path: Path) -> None:
+    config = ClassifyConfig(["a", "b", "c"], ["x", "y"], [0.5, -1.0], [2.0, 0.5], hidden_size=8, bidirectional=True,
+                            pooling="mean")  # fmt: skip
+    folder = tmp_path / "classify"
+    SequenceClassifier(config).save_pretrained(folder)
+    out = tmp_path / "classify.onnx"
+    exported = export_pretrained(folder, out)
+    assert exported.input_names == ["x", "lengths"]
+    model = SequenceClassifier.from_pretrained(folder)
+    for lengths in ([4, 1, 3], [2], [6, 6, 5, 1, 2]):
+        x, lengths = torch.randn(len(lengths), max(lengths), 2), torch.tensor(lengths)
+        assert_close(run_onnx(out, {"x": x, "lengths": lengths}), [model(x, lengths)])
+
+
+def test_command_line_errors_are_one_clear_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", "onnx", str(tmp_path / "nowhere"), str(tmp_path / "a.onnx")])
+    assert result.exit_code == 2 and "no config.json" in result.output
+    folder = charlm_folder(tmp_path, cell="peephole", num_layers=1)
+    result = runner.invoke(app, ["export", "onnx", str(folder), str(tmp_path / "a.onnx")])
+    assert result.exit_code == 2
+    assert "PeepholeLSTMCell" in result.output and "dynamic_sequence=False" in result.output
+    out = tmp_path / "static.onnx"
+    result = runner.invoke(app, ["export", "onnx", str(folder), str(out), "--static-sequence", "--steps", "6"])
+    assert result.exit_code == 0, result.output
+    assert "ids {0: batch}" in result.output
+    model = CharLM.from_pretrained(folder)
+    ids = torch.randint(0, 11, (5, 6))
+    assert_close(run_onnx(out, {"ids": ids}), flat(model(ids)))
+
+
+def test_lstmkit_imports_and_says_what_to_install_without_onnx() -> None:
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("onnx", "onnxruntime"):
+            raise ImportError(name)
+sys.meta_path.insert(0, Block())
+import torch, lstmkit, lstmkit.cli
+from lstmkit.interop.onnx import export_onnx
+try:
+    export_onnx(lstmkit.LSTM(2, 3), torch.randn(4, 1, 2), "never.onnx")
+except ImportError as error:
+    print(error)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'lstmkit[onnx]'" in result.stdout
