@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.nn.utils import parametrize
+from torch.overrides import TorchFunctionMode
 
 from ..cells import Cell, GRUCell, State
 from .reference import SequenceResult, _zoneout_masks
@@ -64,8 +66,8 @@ def why_not(cell: object, inputs: Tensor | None = None, *, trace: bool = False) 
         return f"{type(cell).__name__} is not an lstmkit.Cell"
     if trace:
         return "gate tracing runs on the reference loop"
-    if torch.compiler.is_compiling():
-        return "under torch.compile the reference loop is traced instead"
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return "under torch.compile, torch.export or torch.jit tracing the reference loop is traced instead"
     kind = type(cell)
     for method in ("step", "project_input", "project_hidden"):
         if method == "step" and kind.step is GRUCell.step and cell.reset_after:
@@ -184,6 +186,7 @@ class _Bound:
     names: tuple[str, ...]  # parameters and buffers of the cell, in this order in ``tensors``
     tensors: tuple[Tensor, ...]
     wanted: tuple[int, ...]  # indices into ``tensors`` whose gradients backward computes
+    used: tuple[int, ...] = ()  # indices into ``tensors`` that pointwise reads (found at the first step)
 
 
 class _EagerSteps:
@@ -249,8 +252,9 @@ except ImportError:  # pragma: no cover - older or newer torch: the public funct
 
 class _CompiledSteps:
     """The same step functions traced with ``make_fx`` and compiled by TorchInductor: one call
-    each per step, with flat tensor arguments whose layout the options fix. Each is traced from
-    the first real call's arguments; the backward once per set of parameters that need gradients."""
+    each per step, with flat tensor arguments whose layout the options fix. Their tensors are the
+    cell's parameters and buffers that ``pointwise`` uses (``bound.used``). Each function is traced
+    from the first real call's arguments; the backward once per set of parameters needing gradients."""
 
     def __init__(self, options: _Options) -> None:
         self.options = options
@@ -260,42 +264,45 @@ class _CompiledSteps:
 
     # what the traced functions compute -----------------------------------------------------
 
-    def _pointwise(self, names, module, xg, hg, state, tensors):
+    @staticmethod
+    def _pointwise(module, names, xg, hg, state, tensors):
         prefixed = {f"cell.{n}": t for n, t in zip(names, tensors, strict=True)}
-        return torch.func.functional_call(module, prefixed, (xg, hg, tuple(state)), strict=True)
+        return torch.func.functional_call(module, prefixed, (xg, hg, tuple(state)), strict=False)
 
     def _forward_function(self, bound: _Bound) -> Callable:
-        options, names, module = self.options, bound.names, _Pointwise(bound.cell)
+        options, module = self.options, _Pointwise(bound.cell)
+        names = [bound.names[k] for k in bound.used]
 
         def forward(*flat):
             xg, state, keep, valid, previous, w_hh, b_hh, mask, tensors = self._unpack_forward(flat, len(names))
             h = state[0] if mask is None else state[0] * mask
             hg = torch.mm(h, w_hh.t()) if b_hh is None else torch.addmm(b_hh, h, w_hh.t())
-            new_state = self._pointwise(names, module, xg, hg, state, tensors)
+            new_state = self._pointwise(module, names, xg, hg, state, tensors)
             new_state, output = _after_pointwise(options, state, new_state, keep, valid, previous)
             return (hg, *new_state, *([] if output is None else [output]))
 
         return forward
 
-    def _backward_function(self, bound: _Bound) -> Callable:
-        options, names, wanted, module = self.options, bound.names, bound.wanted, _Pointwise(bound.cell)
-        carry = self.carry
+    def _backward_function(self, bound: _Bound, differentiated: tuple[int, ...]) -> Callable:
+        """``differentiated``: positions in ``bound.used`` of the tensors whose gradients are summed."""
+        options, module, carry = self.options, _Pointwise(bound.cell), self.carry
+        names = [bound.names[k] for k in bound.used]
 
         def backward(*flat):
             xg, hg, state, keep, valid, grad_state, grad_out, w_hh, mask, tensors, sums = self._unpack_backward(
-                flat, len(names), len(wanted)
+                flat, len(names), len(differentiated)
             )
 
             def step(xg, hg, state, previous, chosen):
-                fixed = list(tensors)
-                for k, t in zip(wanted, chosen, strict=True):
-                    fixed[k] = t
-                new_state = self._pointwise(names, module, xg, hg, state, fixed)
+                mixed = list(tensors)
+                for k, t in zip(differentiated, chosen, strict=True):
+                    mixed[k] = t
+                new_state = self._pointwise(module, names, xg, hg, state, mixed)
                 new_state, output = _after_pointwise(options, state, new_state, keep, valid, (*previous, None)[0])
                 return (*new_state, *([] if output is None else [output]))
 
             previous = (torch.zeros_like(grad_out),) if carry else ()
-            chosen = tuple(tensors[k] for k in wanted)
+            chosen = tuple(tensors[k] for k in differentiated)
             _, pull = torch.func.vjp(step, xg, hg, tuple(state), previous, chosen)
             grads = list(grad_state)
             if valid is None:
@@ -357,7 +364,7 @@ class _CompiledSteps:
         args = [xg, *state, *(keep or ()), *([] if valid is None else [valid])]
         args += [previous] if self.carry else []
         args += [bound.weight_hh, *([] if bound.bias_hh is None else [bound.bias_hh])]
-        args += [*([] if bound.mask is None else [bound.mask]), *bound.tensors]
+        args += [*([] if bound.mask is None else [bound.mask]), *(bound.tensors[k] for k in bound.used)]
         if self._forward is None:
             self._forward = self._compile(self._forward_function(bound), args)
         result = self._forward(*args)
@@ -366,41 +373,26 @@ class _CompiledSteps:
         return result[0], state, result[1 + count] if valid is not None else None
 
     def backward(self, bound: _Bound, xg, hg, state, keep, valid, grad_state, grad_out, sums):
-        compiled = self._backward.get(bound.wanted)
+        # ``sums`` follows ``bound.wanted``; a parameter pointwise never touches gets no gradient
+        summed = [n for n, k in enumerate(bound.wanted) if k in bound.used]
+        differentiated = tuple(bound.used.index(bound.wanted[n]) for n in summed)
+        args = [xg, hg, *state, *(keep or ()), *([] if valid is None else [valid]), *grad_state, grad_out]
+        args += [bound.weight_hh, *([] if bound.mask is None else [bound.mask])]
+        args += [bound.tensors[k] for k in bound.used]
+        args += [torch.zeros_like(bound.tensors[bound.wanted[n]]) if sums[n] is None else sums[n] for n in summed]
+        compiled = self._backward.get(differentiated)
         if compiled is None:
-            # which parameters the step really uses: the eager product leaves the others None
-            probe = _EagerSteps(bound.cell, self.options).backward(
-                bound, xg, hg, state, keep, valid, grad_state, grad_out, [None] * len(bound.wanted)
+            compiled = self._backward[differentiated] = self._compile(
+                self._backward_function(bound, differentiated), args
             )
-            used = tuple(k for k, g in zip(bound.wanted, probe[4], strict=True) if g is not None)
-            full = bound.wanted
-            bound.wanted = used
-            try:
-                args = self._backward_args(bound, xg, hg, state, keep, valid, grad_state, grad_out, [None] * len(used))
-                function = self._compile(self._backward_function(bound), args)
-            finally:
-                bound.wanted = full
-            compiled = self._backward[full] = (function, used)
-        function, used = compiled
-        position = {k: n for n, k in enumerate(bound.wanted)}
-        chosen = [sums[position[k]] for k in used]
-        full, bound.wanted = bound.wanted, used
-        try:
-            result = function(*self._backward_args(bound, xg, hg, state, keep, valid, grad_state, grad_out, chosen))
-        finally:
-            bound.wanted = full
+        result = compiled(*args)
         count, carry = self.options.states, self.carry
         d_state = [r.contiguous() for r in result[2 : 2 + count]]
         d_previous = result[2 + count] if carry else None
         new_sums = list(sums)
-        for k, g in zip(used, result[2 + count + carry :], strict=True):
-            new_sums[position[k]] = g
+        for n, g in zip(summed, result[2 + count + carry :], strict=True):
+            new_sums[n] = g
         return result[0], result[1], d_state, d_previous, new_sums
-
-    def _backward_args(self, bound: _Bound, xg, hg, state, keep, valid, grad_state, grad_out, sums) -> list[Tensor]:
-        sums = [torch.zeros_like(bound.tensors[k]) if s is None else s for s, k in zip(sums, bound.wanted, strict=True)]
-        args = [xg, hg, *state, *(keep or ()), *([] if valid is None else [valid]), *grad_state, grad_out]
-        return args + [bound.weight_hh, *([] if bound.mask is None else [bound.mask]), *bound.tensors, *sums]
 
 
 class _Steps:
@@ -452,8 +444,9 @@ def _warn_once(cell: Cell, error: Exception) -> None:
 
 def _fingerprint(cell: Cell) -> tuple:
     """The plain attributes (activations, eps, flags, ...) of the cell and its submodules, which a
-    traced step bakes in, and the shapes of its tensors: with the options, what makes two cells'
-    steps the same compiled code (parameters and buffers are arguments of that code)."""
+    traced step bakes in: with the options and the shapes, what makes two cells' steps the same
+    compiled code (parameters and buffers are arguments of that code; another tensor the cell holds
+    is a constant of it, so it counts by identity)."""
     items: list = [type(cell)]
     for prefix, module in cell.named_modules():
         items.append((prefix, type(module)))
@@ -465,17 +458,17 @@ def _fingerprint(cell: Cell) -> tuple:
                 items.append((name, id(value) if isinstance(value, Tensor) else value))
             except TypeError:
                 items.append((name, id(value)))
-    items += [(n, tuple(t.shape)) for n, t in (*cell.named_parameters(), *cell.named_buffers())]
     return tuple(items)
 
 
-def _steps_for(cell: Cell, options: _Options, names: tuple[str, ...], x: Tensor, random: bool) -> _Steps:
+def _steps_for(cell: Cell, options: _Options, bound: _Bound, x: Tensor, random: bool) -> _Steps:
     """The step functions for one call: compiled ones when the setting asks for it and they could be made."""
     eager = _EagerSteps(cell, options)
     mode = compile_mode()
-    if mode == "0" or random or torch.compiler.is_compiling() or x.device.type != "cpu":
+    if mode == "0" or random or x.device.type != "cpu" or _parametrized(cell):
         return _Steps(eager, None)
-    key = (options, names, x.shape[1], x.dtype, _fingerprint(cell))
+    used = tuple((bound.names[k], tuple(bound.tensors[k].shape)) for k in bound.used)
+    key = (options, used, tuple(bound.weight_hh.shape), cell.state_sizes, x.shape[1], x.dtype, _fingerprint(cell))
     entry = _compiled.pop(key, None) or _CacheEntry()
     _compiled[key] = entry
     while len(_compiled) > _CACHE_SIZE:
@@ -484,6 +477,31 @@ def _steps_for(cell: Cell, options: _Options, names: tuple[str, ...], x: Tensor,
     if entry.steps is None and not entry.failed and (mode == "1" or entry.calls >= COMPILE_AFTER):
         entry.steps = _CompiledSteps(options)
     return _Steps(eager, entry)
+
+
+def _parametrized(cell: Cell) -> bool:
+    """A parametrised tensor (``torch.nn.utils.parametrize``) is computed on access: a trace would
+    bake in its value, so such cells run uncompiled."""
+    return any(parametrize.is_parametrized(module) for module in cell.modules())
+
+
+class _Reads(TorchFunctionMode):
+    """Records every tensor an operation receives: which parameters and buffers ``pointwise`` reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[int] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        stack = [*args, *kwargs.values()]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, Tensor):
+                self.seen.add(id(item))
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+        return func(*args, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -548,7 +566,11 @@ class FusedSequenceFunction(torch.autograd.Function):
         previous = torch.zeros_like(initial[0]) if options.carry_output and options.masked else None
         hg_all = x.new_empty(steps, batch, weight_hh.shape[0])
         before = torch.get_rng_state()
-        hg, state, output = _EagerSteps(cell, options).forward(bound, xg[t], initial, keep, valid, previous, hg_all[0])
+        with _Reads() as reads:
+            hg, state, output = _EagerSteps(cell, options).forward(
+                bound, xg[t], initial, keep, valid, previous, hg_all[0]
+            )
+        bound.used = tuple(k for k, tensor in enumerate(bound.tensors) if id(tensor) in reads.seen)
         random = not torch.equal(before, torch.get_rng_state())
         _check_step(cell, state, initial)
         state = tuple(part.contiguous() for part in state)
@@ -559,7 +581,7 @@ class FusedSequenceFunction(torch.autograd.Function):
         outputs[t] = state[0] if output is None else output
         hgs: list[Tensor] = []
         fresh: list[int] = []
-        impl = _steps_for(cell, options, spec.names, x, random)
+        impl = _steps_for(cell, options, bound, x, random)
         previous = output
         for s in range(1, steps):
             t = order[s]
