@@ -5,4 +5,4 @@ Importing this package needs neither ``onnx``/``onnxruntime`` nor ``h5py``: each
 what it needs when a function needs it, and says which extra to install when it is missing.
 """
 
-__all__ = ["onnx"]
+__all__ = ["keras_files", "onnx"]
