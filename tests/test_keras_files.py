@@ -272,3 +272,32 @@ def test_malformed_files_give_clear_errors(tmp_path: Path) -> None:
         Sequential(torch.nn.GRU(3, 4))
     assert isinstance(load_keras_file(keras_file), KerasModel)  # the good file still loads
     load_keras_weights(lstmkit_hihello("softmax"), weights_file)
+
+
+def test_a_keras_file_exports_to_onnx_and_onnxruntime_gives_keras_outputs(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from lstmkit.interop.onnx import ExportError, export_onnx, onnxruntime_session
+
+    model = embedding_bilstm_lstm(mask_zero=False)
+    randomize(model, seed=9)
+    keras_file, _ = saved(model, tmp_path)
+    exported = export_onnx(load_keras_file(keras_file), np_ids(2, 6), tmp_path / "model.onnx")
+    assert exported.dynamic_axes["input_0"] == {0: "batch", 1: "sequence"}
+    session = onnxruntime_session(tmp_path / "model.onnx")
+    for batch, steps in ((1, 1), (3, 11)):
+        ids = np_ids(batch, steps).numpy()
+        np.testing.assert_allclose(session.run(None, {"input_0": ids})[0], keras_output(model, ids), atol=1e-5)
+    masked = siamese()
+    masked_file, _ = saved(masked, tmp_path, "siamese")
+    loaded = load_keras_file(masked_file)
+    with pytest.raises(ExportError, match="called with a mask.*dynamic_sequence=False"):
+        export_onnx(loaded, (np_ids(2, 6), np_ids(2, 4)), tmp_path / "siamese.onnx")
+    exported = export_onnx(loaded, (np_ids(2, 6), np_ids(2, 4)), tmp_path / "siamese.onnx", dynamic_sequence=False)
+    left, right = np_ids(5, 6).numpy(), np_ids(5, 4).numpy()
+    left[0, 3:] = 0
+    got = onnxruntime_session(tmp_path / "siamese.onnx").run(None, {"input_0": left, "input_1": right})[0]
+    np.testing.assert_allclose(got, keras_output(masked, left, right), atol=1e-5)
+
+
+def np_ids(batch: int, steps: int) -> torch.Tensor:
+    return torch.randint(1, 30, (batch, steps), dtype=torch.int32)

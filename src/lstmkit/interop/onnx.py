@@ -394,6 +394,11 @@ def _slots(
             )
         for item, new_name in zip(flat, input_names, strict=True):
             item.name = new_name
+    lengths = {item.tensor.shape[axis] for item in flat for axis, label in item.axes.items() if label == SEQUENCE}
+    if len(lengths) > 1:  # inputs of their own lengths (a siamese model's two texts): one axis each
+        for item in flat:
+            item.axes = {axis: f"{item.name}_{SEQUENCE}" if label == SEQUENCE else label
+                         for axis, label in item.axes.items()}  # fmt: skip
     for item in flat:
         if dynamic_axes is not None and item.name in dynamic_axes:
             item.axes = {int(axis): str(label) for axis, label in dynamic_axes[item.name].items()}
@@ -427,6 +432,10 @@ def _output_names(module: nn.Module, paths: list[str]) -> list[str]:
 # -- sizes and probes ------------------------------------------------------------------------------
 
 
+def _is_sequence(label: str) -> bool:
+    return label == SEQUENCE or label.endswith(f"_{SEQUENCE}")
+
+
 def _sizes(slots: list[_Slot]) -> dict[str, int]:
     """The example's batch size and sequence length, from the inputs' dynamic axes."""
     found: dict[str, set[int]] = {}
@@ -450,10 +459,11 @@ def _resized(slots: list[_Slot], sizes: Mapping[str, int]) -> list[Tensor]:
             if label in sizes:
                 index = torch.arange(sizes[label], device=tensor.device) % tensor.shape[axis]
                 tensor = tensor.index_select(axis, index)
-        if "length" in item.name and not tensor.is_floating_point() and SEQUENCE in sizes:
-            tensor = tensor.clamp(1, sizes[SEQUENCE])
+        steps = [size for label, size in sizes.items() if _is_sequence(label)]
+        if "length" in item.name and not tensor.is_floating_point() and steps:
+            tensor = tensor.clamp(1, min(steps))
             if tensor.numel():
-                tensor[0] = sizes[SEQUENCE]  # one full-length sequence, as padded batches have
+                tensor[0] = min(steps)  # one full-length sequence, as padded batches have
         tensors.append(tensor)
     return tensors
 
@@ -532,7 +542,7 @@ def export_onnx(
     slots = _slots(module, example_input, example_kwargs, input_names, dynamic_axes)
     if not dynamic_sequence:
         for item in (i for slot in slots for i in slot.inputs):
-            item.axes = {axis: label for axis, label in item.axes.items() if label != SEQUENCE}
+            item.axes = {axis: label for axis, label in item.axes.items() if not _is_sequence(label)}
     for item in (i for slot in slots for i in slot.inputs):
         if "length" in item.name and not item.tensor.is_floating_point() and bool((item.tensor < 1).any()):
             raise ExportError(
@@ -604,9 +614,12 @@ def _probe_sizes(sizes: Mapping[str, int], dynamic_sequence: bool) -> list[dict[
     if BATCH in sizes:
         probes.append({**sizes, BATCH: sizes[BATCH] + 1})
         probes.append({**sizes, BATCH: 1})
-    if dynamic_sequence and SEQUENCE in sizes:
-        probes.append({**sizes, SEQUENCE: sizes[SEQUENCE] + 3})
-        probes.append({**sizes, BATCH: sizes.get(BATCH, 1) + 2, SEQUENCE: 1} if BATCH in sizes else {SEQUENCE: 1})
+    sequences = [label for label in sizes if _is_sequence(label)] if dynamic_sequence else []
+    for label in sequences:
+        probes.append({**sizes, label: sizes[label] + 3})
+    if sequences:
+        shortest = {**sizes, **dict.fromkeys(sequences, 1)}
+        probes.append({**shortest, BATCH: sizes[BATCH] + 2} if BATCH in sizes else shortest)
     return probes
 
 
@@ -659,7 +672,8 @@ def _verify(
                         "you will run"
                     )
                 worst = max(worst, difference)
-            result.verified.append((probe.get(BATCH, 0), probe.get(SEQUENCE)))
+            steps = [size for label, size in probe.items() if _is_sequence(label)]
+            result.verified.append((probe.get(BATCH, 0), max(steps) if steps else None))
     finally:
         for sub, training in was_training:
             sub.training = training
