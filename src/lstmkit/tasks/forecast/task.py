@@ -1,0 +1,325 @@
+"""The forecasting task: the three parts of a series, presets, training, evaluation against the
+naive and seasonal-naive baselines, the forecast plot, and the forecast beyond the end.
+
+A series is cut by time: the held-out tail (``test_fraction`` of the steps) is the test part, the
+``validation_fraction`` before it picks the best model, the rest trains; the standardisation is
+fitted on the training part only. The figures of a part are averaged over every forecast origin
+whose whole horizon lies in the part (its inputs may reach back into the parts before it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ...training import TrainConfig, Trainer, TrainResult, config_from_dict
+from ...training.checkpoint import atomic_write
+from ...training.plots import plt
+from ..common import split_overrides, train_config
+from .data import CO2, Series, SeriesDataError, load_series
+from .model import (
+    ForecastConfig,
+    Forecaster,
+    forecast,
+    forecast_metrics,
+    input_windows,
+    mse_sum,
+    naive_forecast,
+    naive_scale,
+    seasonal_naive_forecast,
+    target_windows,
+)
+
+TASK_FILE = "task.json"
+FORECAST_FILE = "forecast.png"
+PARTS = ("train", "validation", "test")
+FORECASTERS = ("model", "naive", "seasonal naive")
+DATA_FIELDS = ("columns", "mean", "std")  # set from the data, not by presets
+
+
+@dataclass
+class ForecastData:
+    """Where the series comes from: ``series`` is ``"co2"``, ``"sunspots"`` or a CSV path (then
+    ``columns``, target first, and an optional ``time_column``); ``season`` in steps for the
+    seasonal-naive baseline (``None``: the series' own, 52 weeks for CO2, 11 years for sunspots, 1
+    for a CSV); the last ``test_fraction`` of the steps is held out, and the ``validation_fraction``
+    before it."""
+
+    series: str = CO2
+    columns: list[str] = field(default_factory=list)
+    time_column: str | None = None
+    season: int | None = None
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        fractions = (self.validation_fraction, self.test_fraction)
+        if min(fractions) <= 0 or sum(fractions) >= 1:
+            raise ValueError(f"validation_fraction and test_fraction must be positive with a sum below 1, got "
+                             f"{self.validation_fraction} and {self.test_fraction}")  # fmt: skip
+        if self.season is not None and self.season < 1:
+            raise ValueError(f"season must be at least 1 step, got {self.season}")
+
+
+def load_data(data: ForecastData, columns: list[str] | None = None) -> Series:
+    """The series of ``data`` (with ``columns`` instead of ``data.columns`` when given) and its season."""
+    series = load_series(data.series, data.columns if columns is None else columns, data.time_column)
+    return dataclasses.replace(series, season=data.season) if data.season is not None else series
+
+
+@dataclass
+class Parts:
+    """A series cut by time: training ``[0, train_end)``, validation ``[train_end, validation_end)``,
+    test ``[validation_end, len(series))``."""
+
+    series: Series
+    train_end: int
+    validation_end: int
+
+    def bounds(self, part: str) -> tuple[int, int]:
+        if part not in PARTS:
+            raise ValueError(f"unknown part {part!r}: expected one of {', '.join(PARTS)}")
+        edges = (0, self.train_end, self.validation_end, len(self.series))
+        return edges[PARTS.index(part)], edges[PARTS.index(part) + 1]
+
+    def origins(self, part: str, window: int, horizon: int) -> np.ndarray:
+        """The forecast origins whose ``horizon`` steps all lie in ``part``, with a full ``window`` before."""
+        start, stop = self.bounds(part)
+        return np.arange(max(start - 1, window - 1), stop - horizon)
+
+
+def split_series(series: Series, data: ForecastData, window: int, horizon: int) -> Parts:
+    """Cut ``series`` into its parts, or say why it is too short for ``window`` and ``horizon``."""
+    steps = len(series)
+    test, validation = round(steps * data.test_fraction), round(steps * data.validation_fraction)
+    train = steps - test - validation
+    problems = []
+    if train < window + horizon or train <= series.season:
+        need = max(window + horizon, series.season + 1)
+        problems.append(f"the training part has {train} steps, needs at least {need} (window {window} + horizon "
+                        f"{horizon}, and more than a season of {series.season})")  # fmt: skip
+    for name, size in (("validation", validation), ("test", test)):
+        if size < horizon:
+            problems.append(f"the {name} part ({name}_fraction of {steps}) has {size} steps, needs at least the "
+                            f"horizon, {horizon}")  # fmt: skip
+    if problems:
+        raise SeriesDataError(f"{series.source}: {steps} steps are too short: {'; '.join(problems)}; give a longer "
+                              "series or a smaller window or horizon")  # fmt: skip
+    return Parts(series, train, train + validation)
+
+
+@dataclass
+class Preset:
+    data: ForecastData
+    model: dict[str, Any]
+    train: TrainConfig
+
+
+PRESETS: dict[str, Preset] = {
+    "co2": Preset(
+        ForecastData(),
+        {"window": 104, "horizon": 52, "hidden_size": 64},
+        TrainConfig(epochs=30, batch_size=64, lr=5e-3, schedule="cosine", warmup_steps=20, log_every=10),
+    ),
+    "sunspots": Preset(
+        ForecastData(series="sunspots"),
+        {"window": 40, "horizon": 11, "hidden_size": 16, "cell": "gru"},
+        TrainConfig(epochs=100, batch_size=32, lr=5e-3, schedule="cosine", log_every=7),
+    ),
+    "tiny": Preset(
+        ForecastData(),
+        {"window": 52, "horizon": 13, "hidden_size": 32},
+        TrainConfig(epochs=8, batch_size=64, lr=1e-2, schedule="cosine", log_every=7),
+    ),
+}
+
+
+def configure(
+    preset: str, overrides: list[str] | tuple[str, ...] = (), **train_options: Any
+) -> tuple[ForecastData, dict[str, Any], TrainConfig]:
+    """The settings of a run: the preset's, then ``--set key=value`` overrides (data, model or
+    training fields), then explicit training options (``epochs=...``; ``None`` ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
+    chosen = PRESETS[preset]
+    for name in DATA_FIELDS[1:]:
+        if any(override.partition("=")[0].strip() == name for override in overrides):
+            raise ValueError(f"--set {name}=...: the {name} come from the training data and cannot be set")
+    template = ForecastConfig(["y"], [0.0], [1.0], **chosen.model)
+    data, model, train = split_overrides(overrides, chosen.data, template, chosen.train)
+    model_fields = {k: v for k, v in dataclasses.asdict(model).items() if k not in DATA_FIELDS}
+    return data, model_fields, train_config(train, **train_options)
+
+
+def standardisation(parts: Parts) -> tuple[list[float], list[float]]:
+    """Per-column mean and standard deviation of the training part."""
+    train = parts.series.values[: parts.train_end]
+    mean, std = train.mean(0), train.std(0)
+    constant = [name for name, s in zip(parts.series.columns, std, strict=True) if not s > 0]
+    if constant:
+        raise SeriesDataError(f"{parts.series.source}: the column(s) {constant} are constant on the training part; "
+                              "nothing to learn from them")  # fmt: skip
+    return mean.tolist(), std.tolist()
+
+
+@dataclass
+class Evaluation:
+    """The figures of the model and of the baselines on one part: ``metrics[forecaster][name]``
+    (``mae``, ``rmse`` in the data's units; ``mase``, ``mase_seasonal``), over ``origins`` forecasts
+    of ``horizon`` steps."""
+
+    part: str
+    metrics: dict[str, dict[str, float]]
+    origins: int
+    horizon: int
+    season: int
+
+
+def evaluate_part(model: Forecaster, parts: Parts, part: str) -> Evaluation:
+    """The model's and the baselines' figures on ``part``; MASE is scaled by the in-sample naive and
+    seasonal-naive errors of the training part."""
+    series, (window, horizon) = parts.series, (model.config.window, model.config.horizon)
+    origins = parts.origins(part, window, horizon)
+    origins = origins[origins >= series.season - 1]  # the seasonal-naive forecast needs a season of history
+    if len(origins) == 0:
+        raise ValueError(f"{series.source}: the {part} part has no forecast origin for window {window} and horizon "
+                         f"{horizon}")  # fmt: skip
+    history = series.target[: parts.train_end]
+    scales = naive_scale(history), naive_scale(history, series.season)
+    truth = target_windows(series.target, origins, horizon)
+    predictions = {
+        "model": forecast(model, series.values, origins),
+        "naive": naive_forecast(series.target, origins, horizon),
+        "seasonal naive": seasonal_naive_forecast(series.target, origins, horizon, series.season),
+    }
+    metrics = {name: forecast_metrics(truth, predicted, *scales) for name, predicted in predictions.items()}
+    return Evaluation(part, metrics, len(origins), horizon, series.season)
+
+
+def _collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+
+def train(
+    data: ForecastData,
+    model_fields: dict[str, Any],
+    config: TrainConfig,
+    out_dir: str | Path | None,
+    resume: bool = False,
+) -> tuple[Forecaster, TrainResult, dict[str, Evaluation]]:
+    """Train a forecaster; returns it (the weights of the best validation MAE), the run's result and
+    the validation and test :class:`Evaluation` (with an ``out_dir``, the forecast plot goes there)."""
+    series = load_data(data)
+    parts = split_series(series, data, model_fields["window"], model_fields["horizon"])
+    mean, std = standardisation(parts)
+    torch.manual_seed(config.seed)
+    model = Forecaster(ForecastConfig(series.columns, mean, std, **model_fields))
+    window, horizon = model.config.window, model.config.horizon
+    origins = parts.origins("train", window, horizon)
+    with torch.no_grad():
+        inputs = model.standardise(torch.from_numpy(input_windows(series.values, origins, window)))
+        targets = model.standardise(torch.from_numpy(series.values))[:, 0][origins[:, None] + np.arange(1, horizon + 1)]
+    if out_dir is not None:
+        document = {"data": dataclasses.asdict(data), "source": series.source, "notes": series.notes}
+        atomic_write(Path(out_dir) / TASK_FILE, json.dumps(document, indent=2).encode())
+
+    def evaluate(model: Forecaster) -> dict[str, float]:
+        figures = evaluate_part(model, parts, "validation").metrics["model"]
+        return {"val_mae": figures["mae"], "val_rmse": figures["rmse"]}
+
+    trainer = Trainer(
+        model,
+        config,
+        train_set=list(zip(inputs, targets, strict=True)),
+        collate=_collate,
+        loss=mse_sum,
+        evaluate=evaluate,
+        metric="val_mae",
+        out_dir=out_dir,
+        task=Forecaster.task,
+        model_config=model.config_dict(),
+    )
+    result = trainer.fit(resume=resume)
+    if out_dir is not None and result.best_step is not None and trainer.rank == 0:
+        model = Forecaster.from_pretrained(out_dir)
+    return model, result, final_evaluations(model, parts, out_dir if trainer.rank == 0 else None)
+
+
+def final_evaluations(model: Forecaster, parts: Parts, out_dir: str | Path | None) -> dict[str, Evaluation]:
+    """The validation and test evaluations; with an ``out_dir``, the forecast plot is drawn there."""
+    evaluations = {part: evaluate_part(model, parts, part) for part in ("validation", "test")}
+    if out_dir is not None:
+        plot_forecast(model, parts, evaluations["test"], Path(out_dir) / FORECAST_FILE)
+    return evaluations
+
+
+def predict_next(model: Forecaster, series: Series) -> tuple[np.ndarray | None, np.ndarray]:
+    """The times (``None`` when the series is not evenly spaced) and the model's forecast of the
+    ``horizon`` steps after the end of ``series``."""
+    if list(series.columns) != list(model.config.columns):
+        raise ValueError(f"{series.source}: columns {series.columns}, but the model reads {model.config.columns}")
+    if len(series) < model.config.window:
+        raise SeriesDataError(f"{series.source}: {len(series)} steps, the model needs the last {model.config.window}")
+    return series.next_times(model.config.horizon), forecast(model, series.values, [len(series) - 1])[0]
+
+
+def forecast_figure(model: Forecaster, parts: Parts, evaluation: Evaluation) -> Figure:
+    """The held-out tail forecast in blocks of ``horizon`` steps (each from the true history before
+    it) by the model and the two baselines, the history before it, and the forecast beyond the end."""
+    series, horizon = parts.series, model.config.horizon
+    start, stop = parts.bounds("test")
+    origins = np.arange(start - 1, stop - horizon, horizon)
+    covered = slice(start, start + len(origins) * horizon)
+    context = max(0, start - max(3 * (stop - start), 3 * series.season))
+    figure, axis = plt.subplots(figsize=(11, 4.6))
+    axis.plot(series.time[context:start], series.target[context:start], color="0.35", lw=1.2, label="history")
+    axis.plot(series.time[start:], series.target[start:], color="black", lw=1.2, label="held-out truth")
+    lines = (
+        ("model", lambda o: forecast(model, series.values, o), dict(color="C3", lw=1.8)),
+        ("naive", lambda o: naive_forecast(series.target, o, horizon), dict(color="C0", lw=1, ls="--")),
+        ("seasonal naive", lambda o: seasonal_naive_forecast(series.target, o, horizon, series.season),
+         dict(color="C2", lw=1, ls="--")),
+    )  # fmt: skip
+    for name, predict, style in lines:
+        label = f"{name} (MAE {evaluation.metrics[name]['mae']:.3g} {series.unit})".replace(" )", ")")
+        axis.plot(series.time[covered], predict(origins).reshape(-1), label=label, **style)
+    times, values = predict_next(model, series)
+    if times is not None:
+        axis.plot(times, values, color="C3", lw=1.8, ls=":", label=f"model, next {horizon} steps")
+    axis.axvline(series.time[start], color="0.5", lw=0.8, ls=":")
+    axis.set_xlabel(series.time_name)
+    axis.set_ylabel(f"{series.columns[0]} ({series.unit})" if series.unit else series.columns[0])
+    axis.set_title(f"{series.source}\n{horizon}-step forecasts of the held-out tail, each from the true history "
+                   f"before it; MAE over {evaluation.origins} origins", fontsize=10)  # fmt: skip
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def plot_forecast(model: Forecaster, parts: Parts, evaluation: Evaluation, path: str | Path) -> Path:
+    """Write :func:`forecast_figure` to the PNG ``path`` (atomically)."""
+    figure = forecast_figure(model, parts, evaluation)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return atomic_write(path, buffer.getvalue())
+
+
+def read_task_data(directory: str | Path) -> ForecastData:
+    """The data settings a run recorded in ``task.json`` (the defaults when it has none)."""
+    path = Path(directory) / TASK_FILE
+    if not path.is_file():
+        return ForecastData()
+    try:
+        return config_from_dict(ForecastData, json.loads(path.read_text())["data"], str(path))
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a valid task file ({error})") from None
