@@ -400,7 +400,7 @@ def test_a_pointwise_returning_wrong_shapes_is_named() -> None:
 
 def test_compiled_steps_match_reference_and_are_cached() -> None:
     """One small shape, compiled at first use (a few seconds): same numbers as the reference loop,
-    and a second call with a new cell of the same kind and shape reuses the compiled code."""
+    and another cell of the same kind and sizes (the other direction of a layer) reuses the compiled code."""
     python_fused.set_compile(True)
     python_fused._compiled.clear()
     cell = PeepholeCIFGCell(3, 5, dtype=torch.float64)
@@ -411,27 +411,45 @@ def test_compiled_steps_match_reference_and_are_cached() -> None:
         assert_same(expected, actual)
         assert len(python_fused._compiled) == 1
         (entry,) = python_fused._compiled.values()
-        assert entry.steps is not None and entry.steps._forward is not None and len(entry.steps._backward) == 1
-        compiled = entry.steps
+        compiled = entry.compiled
+        assert compiled is not None and compiled._forward is not None and len(compiled._backward) == 1
         other = PeepholeCIFGCell(3, 5, dtype=torch.float64)
         expected, actual = run_both(other, seed=2, **options)
         assert_same(expected, actual)
-    assert len(python_fused._compiled) == 1 and entry.steps is compiled
+    assert len(python_fused._compiled) == 1 and entry.compiled is compiled and len(compiled._backward) == 1
 
 
-def test_auto_compiles_from_the_third_call(monkeypatch) -> None:
-    """Under "auto" one-off calls stay eager; compilation (stubbed out here) starts at COMPILE_AFTER."""
+def test_auto_compiles_once_enough_steps_ran(monkeypatch) -> None:
+    """Under "auto" short runs stay eager; compilation (stubbed out here) starts once
+    COMPILE_AFTER_STEPS steps ran with the same kind of cell and shape."""
     python_fused.set_compile("auto")
     python_fused._compiled.clear()
     made = []
     monkeypatch.setattr(python_fused, "_CompiledSteps", lambda options: made.append(options) or None)
-    cell = CIFGCell(3, 4)
+    monkeypatch.setattr(python_fused, "COMPILE_AFTER_STEPS", 10)
     x = torch.randn(4, 2, 3)
-    for _ in range(python_fused.COMPILE_AFTER - 1):
+    for _ in range(2):
+        cell = CIFGCell(3, 4)  # any cell of the kind counts
         python_fused.run_cell(cell, x, cell.initial_state(2, x))
     assert made == []
     python_fused.run_cell(cell, x, cell.initial_state(2, x))
     assert len(made) == 1
+
+
+def test_parametrized_cell_runs_uncompiled() -> None:
+    """A parametrised weight is computed on access, so a traced step would freeze it: eager steps."""
+
+    class Positive(nn.Module):
+        def forward(self, weight):
+            return F.softplus(weight)
+
+    python_fused.set_compile(True)
+    python_fused._compiled.clear()
+    cell = PeepholeCIFGCell(3, 5, dtype=torch.float64)
+    torch.nn.utils.parametrize.register_parametrization(cell, "weight_ci", Positive())
+    expected, actual = run_both(cell, valid=make_valid("lengths", 6, 4))
+    assert_same(expected, actual)
+    assert not python_fused._compiled
 
 
 def test_untraceable_cell_falls_back_with_one_warning() -> None:

@@ -20,11 +20,14 @@ is what a small batch spends its time on. With compilation on, the forward step 
 + pointwise + zoneout + masking) and the backward step (its vector-Jacobian product via
 :func:`torch.func.vjp`, the recurrent multiply's input gradient, the parameter-gradient sums) are
 each traced once with :func:`torch.fx.experimental.proxy_tensor.make_fx` and compiled by
-TorchInductor into one call, cached per cell, batch size, dtype and option set (and on disk by
-Inductor). ``$LSTMKIT_COMPILE`` (or :func:`set_compile`) chooses: ``0`` never, ``1`` at first use,
-``auto`` (default) from the :data:`COMPILE_AFTER`-th call with the same cell and shape in a process,
-so that one-off calls never pay the compile. A cell that cannot be traced (data-dependent Python
-control flow) or compiled (no C++ compiler) falls back to the eager steps with one warning.
+TorchInductor into one call. The compiled code is cached in the process per kind of cell (its
+class and plain attributes, which include its sizes), batch size, dtype and option set -- both
+directions of a layer share it -- and on disk by Inductor. ``$LSTMKIT_COMPILE`` (or :func:`set_compile`)
+chooses: ``0`` never, ``1`` at first use, ``auto`` (default) once :data:`COMPILE_AFTER_STEPS` time
+steps have run with the same key: a compile costs as much as 10-20 thousand uncompiled small steps,
+so one-off calls and short test runs never pay it and a training loop does early on. A cell that
+cannot be traced (data-dependent Python control flow) or compiled (no C++ compiler) falls back to
+the eager steps with one warning.
 
 :func:`supports` says which calls this engine runs: a cell whose ``step``, ``project_input`` and
 ``project_hidden`` are :class:`Cell`'s own (its maths all in ``pointwise``; also
@@ -52,7 +55,7 @@ from ..cells import Cell, GRUCell, State
 from .reference import SequenceResult, _zoneout_masks
 
 COMPILE_VARIABLE = "LSTMKIT_COMPILE"
-COMPILE_AFTER = 3  # under "auto": compile on this call of the same cell, shape and options
+COMPILE_AFTER_STEPS = 2000  # under "auto": compile once this many steps ran with the same cell kind, shape and options
 _FLOATS = (torch.float32, torch.float64)
 
 
@@ -96,7 +99,7 @@ _compile_setting: str | None = None
 
 def set_compile(mode: bool | str | None) -> None:
     """Compile the per-step maths: ``True``/``"1"`` at first use, ``False``/``"0"`` never,
-    ``"auto"`` from the :data:`COMPILE_AFTER`-th call; ``None`` follows ``$LSTMKIT_COMPILE``
+    ``"auto"`` after :data:`COMPILE_AFTER_STEPS` steps; ``None`` follows ``$LSTMKIT_COMPILE``
     (unset: ``"auto"``)."""
     global _compile_setting
     _compile_setting = None if mode is None else _parse_mode(mode, "set_compile")
@@ -403,11 +406,11 @@ class _Steps:
 
     def _run(self, method: str, *args):
         entry = self.entry
-        if entry is not None and entry.steps is not None:
+        if entry is not None and entry.compiled is not None:
             try:
-                return getattr(entry.steps, method)(*args)
+                return getattr(entry.compiled, method)(*args)
             except Exception as error:  # tracing (data-dependent control flow) or the C++ build failed
-                entry.steps, entry.failed = None, True
+                entry.compiled, entry.failed = None, True
                 _warn_once(self.eager.cell, error)
         return getattr(self.eager, method)(*args)
 
@@ -420,8 +423,8 @@ class _Steps:
 
 @dataclass
 class _CacheEntry:
-    calls: int = 0
-    steps: _CompiledSteps | None = None
+    steps: int = 0  # time steps run with this key
+    compiled: _CompiledSteps | None = None
     failed: bool = False
 
 
@@ -473,9 +476,9 @@ def _steps_for(cell: Cell, options: _Options, bound: _Bound, x: Tensor, random: 
     _compiled[key] = entry
     while len(_compiled) > _CACHE_SIZE:
         _compiled.popitem(last=False)
-    entry.calls += 1
-    if entry.steps is None and not entry.failed and (mode == "1" or entry.calls >= COMPILE_AFTER):
-        entry.steps = _CompiledSteps(options)
+    entry.steps += x.shape[0]
+    if entry.compiled is None and not entry.failed and (mode == "1" or entry.steps >= COMPILE_AFTER_STEPS):
+        entry.compiled = _CompiledSteps(options)
     return _Steps(eager, entry)
 
 
@@ -757,7 +760,7 @@ def _check_arguments(
 
 
 __all__ = [
-    "COMPILE_AFTER",
+    "COMPILE_AFTER_STEPS",
     "COMPILE_VARIABLE",
     "FusedSequenceFunction",
     "compile_mode",
