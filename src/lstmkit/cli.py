@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
+from .inspect.cli import app as inspect_app
 from .interop.cli import app as export_app
 from .tasks.charlm.cli import app as charlm_app
 from .tasks.classify.cli import app as classify_app
@@ -17,6 +18,7 @@ app.add_typer(charlm_app, name="charlm")
 app.add_typer(classify_app, name="classify")
 app.add_typer(forecast_app, name="forecast")
 app.add_typer(export_app, name="export")
+app.add_typer(inspect_app, name="inspect")
 
 
 def _print_version(value: bool) -> None:
