@@ -18,6 +18,7 @@ file and the line.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -31,13 +32,23 @@ ID, STEP, LABEL = "sequence_id", "step", "label"
 
 
 class SequenceDataError(ValueError):
-    """A data set that cannot be used; the message names the file, the line and the problem."""
+    """A data set that cannot be used; the message names the file, the line and the problem.
+
+    >>> issubclass(SequenceDataError, ValueError)
+    True
+    """
 
 
 @dataclass
 class SequenceSet:
     """Sequences of shape ``(steps, features)`` (float32), their names and their labels (``None``
-    when unlabelled), the feature names and where they came from."""
+    when unlabelled), the feature names and where they came from; checked on creation (no empty or
+    non-finite sequence).
+
+    >>> data = SequenceSet(["u", "v"], [torch.zeros(3, 2), torch.ones(1, 2)], ["a", "b"], ["x", "y"], "memory")
+    >>> len(data), data.subset([1]).labels
+    (2, ['b'])
+    """
 
     ids: list[str]
     sequences: list[Tensor]
@@ -87,20 +98,68 @@ def sort_classes(labels: Sequence[str]) -> list[str]:
 
 def japanese_vowels(split: str) -> SequenceSet:
     """The UEA JapaneseVowels ``"train"`` (270) or ``"test"`` (370) split: nine speakers saying /ae/,
-    12 LPC cepstrum coefficients per frame, 7 to 29 frames; labels ``"1"`` to ``"9"``."""
+    12 LPC cepstrum coefficients per frame, 7 to 29 frames; labels ``"1"`` to ``"9"``.
+
+    The ``.ts`` files ship inside the PyPI package ``sktime``; they are found and read directly,
+    without importing sktime (which takes seconds)."""
     if split not in ("train", "test"):
         raise ValueError(f"unknown JapaneseVowels split {split!r}: expected 'train' or 'test'")
-    try:
-        from sktime.datasets import load_japanese_vowels
-    except ModuleNotFoundError:
-        raise SequenceDataError(
-            "the JapaneseVowels data needs the PyPI package 'sktime': pip install 'lstmkit[data]'"
-        ) from None
-    frames, labels = load_japanese_vowels(split=split, return_type="df-list")  # keeps each utterance's length
-    features = [str(name) for name in frames[0].columns]
-    sequences = [torch.tensor(frame.to_numpy(), dtype=torch.float32) for frame in frames]
-    ids = [f"{split}-{i}" for i in range(len(frames))]
-    return SequenceSet(ids, sequences, [str(label) for label in labels], features, f"JapaneseVowels {split}")
+    spec = importlib.util.find_spec("sktime")
+    if spec is None or not spec.submodule_search_locations:
+        raise SequenceDataError("the JapaneseVowels data needs the PyPI package 'sktime': pip install 'lstmkit[data]'")
+    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "JapaneseVowels"
+    data = read_ts_file(folder / f"JapaneseVowels_{split.upper()}.ts", id_prefix=split)
+    data.source = f"JapaneseVowels {split}"
+    return data
+
+
+def read_ts_file(path: str | Path, id_prefix: str | None = None) -> SequenceSet:
+    """A labelled, multivariate file of the UEA/UCR ``.ts`` format (``@`` headers, then one line per
+    sequence: the dimensions' comma-separated values separated by ``:``, the label last; the header's
+    ``@dimensions`` and ``@classLabel true <labels>`` are enforced when given); features
+    are named ``dim_0``, ``dim_1``, ...; sequences ``<id_prefix>-0``, ... (the file's stem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SequenceDataError(f"{path}: no such file")
+    ids, sequences, labels, in_data = [], [], [], False
+    dimensions: int | None = None
+    classes: list[str] | None = None
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = text.strip()
+        if not text or text.startswith("#"):
+            continue
+        where = f"{path}, line {line}"
+        if not in_data:
+            key, _, value = text.partition(" ")
+            key, flag = key.lower(), value.strip().lower()
+            unlabelled = key == "@classlabel" and not flag.startswith("true")
+            if unlabelled or (key == "@timestamps" and flag != "false"):
+                raise SequenceDataError(f"{where}: {text!r}; only labelled files without time stamps are supported")
+            if key == "@classlabel":
+                classes = value.split()[1:] or None
+            if key == "@dimensions" and value.strip().isdigit():
+                dimensions = int(value)
+            in_data = key == "@data"
+            continue
+        *parts, label = text.split(":")
+        if not parts or not label.strip():
+            raise SequenceDataError(f"{where}: expected dimensions separated by ':' and a label last")
+        if classes is not None and label.strip() not in classes:
+            raise SequenceDataError(
+                f"{where}: label {label.strip()!r} is not one of the classes {classes} of the header"
+            )
+        if dimensions not in (None, len(parts)):
+            raise SequenceDataError(f"{where}: {len(parts)} dimensions, expected {dimensions}")
+        dimensions = len(parts)
+        values = [[_number(v.strip(), where, f"dim_{d}") for v in part.split(",")] for d, part in enumerate(parts)]
+        if len({len(v) for v in values}) != 1:
+            raise SequenceDataError(f"{where}: the dimensions have different lengths {[len(v) for v in values]}")
+        ids.append(f"{id_prefix or path.stem}-{len(ids)}")
+        sequences.append(torch.tensor(values, dtype=torch.float32).T.contiguous())
+        labels.append(label.strip())
+    if not sequences:
+        raise SequenceDataError(f"{path}: no sequences (expected an @data line and one line per sequence after it)")
+    return SequenceSet(ids, sequences, labels, [f"dim_{d}" for d in range(dimensions or 0)], str(path))
 
 
 def _number(text: str, where: str, column: str) -> float:

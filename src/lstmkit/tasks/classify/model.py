@@ -21,7 +21,11 @@ class ClassifyConfig:
     """The classifier: its classes and feature names, the training part's per-feature ``mean`` and
     ``std`` (inputs are standardised with them, so a saved model needs nothing else), and the
     network's shape. ``pooling``: ``"last"`` (final hidden state of the last layer, both directions
-    when bidirectional), or ``"mean"``/``"max"`` over the valid steps of the last layer's output."""
+    when bidirectional), or ``"mean"``/``"max"`` over the valid steps of the last layer's output.
+
+    >>> ClassifyConfig(["no", "yes"], ["x"], [0.0], [1.0], cell="gru").pooling
+    'last'
+    """
 
     classes: list[str]
     features: list[str]
@@ -74,6 +78,8 @@ class SequenceClassifier(TaskModel):
         self.head = nn.Linear(config.hidden_size * self.directions, len(config.classes))
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Logits ``(batch, classes)``; ``lengths`` (int64, ``(batch,)``, each >= 1) defaults to
+        every step being valid."""
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
         if lengths.numel() and int(lengths.min()) < 1:

@@ -48,7 +48,11 @@ class ClassifyData:
     """Where the sequences come from: ``dataset`` is ``"japanese_vowels"`` or a long-format CSV
     (see :mod:`~lstmkit.tasks.classify.data`); ``test`` a CSV of test sequences for a CSV dataset;
     ``validation_fraction`` of every class of the training data is held out (drawn with
-    ``split_seed``) to pick the best model."""
+    ``split_seed``) to pick the best model.
+
+    >>> ClassifyData(dataset="walks.csv", test="walks-test.csv").validation_fraction
+    0.2
+    """
 
     dataset: str = JAPANESE_VOWELS
     test: str | None = None
@@ -64,7 +68,12 @@ class ClassifyData:
 
 @dataclass
 class Splits:
-    """The training, validation and (when there is one) test sequences, and the classes."""
+    """The training, validation and (when there is one) test sequences, and the classes.
+
+    >>> part = SequenceSet(["s"], [torch.zeros(2, 1)], ["a"], ["x"], "memory")
+    >>> Splits(part, part, None, ["a", "b"]).test is None
+    True
+    """
 
     train: SequenceSet
     validation: SequenceSet
@@ -90,6 +99,12 @@ def load_splits(data: ClassifyData) -> Splits:
 
 @dataclass
 class Preset:
+    """A named starting point: data settings, model fields and training budget.
+
+    >>> PRESETS["tiny"].model, PRESETS["default"].model["bidirectional"]
+    ({'hidden_size': 16}, True)
+    """
+
     data: ClassifyData
     model: dict[str, Any]
     train: TrainConfig
@@ -128,7 +143,13 @@ def configure(
 
 @dataclass
 class Evaluation:
-    """A model's figures on one set of labelled sequences."""
+    """A model's figures on one set of labelled sequences: the confusion matrix (true class down)
+    and the mean cross-entropy.
+
+    >>> evaluation = Evaluation(["a", "b"], torch.tensor([[3, 1], [0, 4]]), 0.3)
+    >>> evaluation.accuracy, evaluation.per_class, evaluation.best_constant
+    (0.875, [0.75, 1.0], 0.5)
+    """
 
     classes: list[str]
     matrix: Tensor
@@ -136,10 +157,12 @@ class Evaluation:
 
     @property
     def accuracy(self) -> float:
+        """The share of sequences classified right."""
         return accuracy(self.matrix)
 
     @property
     def per_class(self) -> list[float]:
+        """Each class's share of its sequences classified right (NaN for a class without any)."""
         return per_class_accuracy(self.matrix)
 
     @property
@@ -202,7 +225,7 @@ def train(
     resume: bool = False,
 ) -> tuple[SequenceClassifier, TrainResult, dict[str, Evaluation]]:
     """Train a classifier; returns it (the weights of the best validation loss when validated), the
-    run's result and its :func:`final_evaluations`."""
+    run's result and its :func:`final_evaluations` (none in the processes of rank > 0)."""
     splits = load_splits(data)
     mean, std = feature_statistics(splits.train.sequences)
     torch.manual_seed(config.seed)
@@ -235,7 +258,9 @@ def train(
     result = trainer.fit(resume=resume)
     if out_dir is not None and result.best_step is not None and trainer.rank == 0:
         model = SequenceClassifier.from_pretrained(out_dir)
-    return model, result, final_evaluations(model, splits, out_dir if trainer.rank == 0 else None)
+    if trainer.rank != 0:  # the other processes of a data-parallel run leave the figures to rank 0
+        return model, result, {}
+    return model, result, final_evaluations(model, splits, out_dir)
 
 
 def final_evaluations(model: SequenceClassifier, splits: Splits, out_dir: str | Path | None) -> dict[str, Evaluation]:
