@@ -29,7 +29,7 @@ lint: setup
 	$(BIN)/ruff check src tests examples benchmarks
 
 bench: setup
-	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache runs

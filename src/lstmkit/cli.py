@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
+from .bench.cli import bench_command
 from .inspect.cli import app as inspect_app
 from .interop.cli import app as export_app
 from .tasks.charlm.cli import app as charlm_app
@@ -13,6 +14,7 @@ from .tasks.forecast.cli import app as forecast_app
 
 app = typer.Typer(help="lstmkit: LSTM-family recurrent networks, written gate by gate.", no_args_is_help=True)
 example_app = typer.Typer(help="Run the seed examples.", no_args_is_help=True)
+app.command("bench")(bench_command)
 app.add_typer(example_app, name="example")
 app.add_typer(charlm_app, name="charlm")
 app.add_typer(classify_app, name="classify")

@@ -1,0 +1,66 @@
+"""``lstmkit bench``: the benchmark suite from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def bench_command(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="One small shape, 3 repetitions: about a minute on a quiet machine.")
+    ] = False,
+    shapes: Annotated[
+        str | None,
+        typer.Option(help="Shapes T x B x I x H, comma-separated, e.g. 50x32x64x128,200x1x64x128 (default: all five)."),
+    ] = None,
+    repeats: Annotated[
+        int | None, typer.Option(min=1, max=1000, help="Round-robin repetitions (default 7; 3 quick).")
+    ] = None,
+    warmup: Annotated[int | None, typer.Option(min=0, max=1000, help="Warm-up calls per implementation.")] = None,
+    target_ms: Annotated[
+        float | None, typer.Option(min=0.0, help="Length of one timing; calls per timing are calibrated to it.")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, max=1024, help="torch threads (here and in memory children).")] = 2,
+    out_dir: Annotated[Path, typer.Option(help="Where results.md and results.json go.")] = Path("benchmarks"),
+    memory: Annotated[
+        bool, typer.Option("--memory/--no-memory", help="Measure peak training memory (one process per row).")
+    ] = True,
+    keras: Annotated[bool, typer.Option("--keras/--no-keras", help="Include Keras 3 (torch backend) rows.")] = True,
+    only: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated implementation keys (e.g. lstmkit_lstm,user_cifg); baselines are added."),
+    ] = None,
+    steady_state: Annotated[
+        bool,
+        typer.Option(
+            "--steady-state/--short-warmup",
+            help="Warm lstmkit rows up past the step count after which lstmkit compiles steps (LSTMKIT_COMPILE=auto).",
+        ),
+    ] = True,
+) -> None:
+    """Time lstmkit against torch.nn, a naive loop and Keras; write results.md and results.json."""
+    from . import peers, suite
+
+    try:
+        settings: dict = {"threads": threads, "memory": memory, "keras": keras, "steady_state": steady_state}
+        if shapes is not None:
+            settings["shapes"] = suite.parse_shapes(shapes)
+        if only is not None:
+            settings["only"] = [key.strip() for key in only.split(",") if key.strip()]
+            peers.select(settings["only"])  # unknown keys fail here, before anything runs
+        for name, value in (("repeats", repeats), ("warmup", warmup), ("target_ms", target_ms)):
+            if value is not None:
+                settings[name] = value
+        config = suite.Config.quick_config(**settings) if quick else suite.Config(**settings)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    result = suite.run(config, progress=lambda line: typer.echo(line))
+    markdown = suite.write_markdown(result, out_dir / "results.md")
+    raw = suite.write_json(result, out_dir / "results.json")
+    misses = sum(cell["status"] == "miss" for row in result["targets"] for cell in row["cells"])
+    passes = sum(cell["status"] == "pass" for row in result["targets"] for cell in row["cells"])
+    typer.echo(f"targets: {passes} pass, {misses} miss (figures, not assertions)")
+    typer.echo(f"wrote {markdown} and {raw} in {result['duration_s']:.0f} s")

@@ -1,0 +1,476 @@
+"""The benchmark suite: shapes, rows, the run, and the reports (``results.md``, ``results.json``).
+
+For every shape and mode (inference, training step) all implementations are timed round-robin
+(:mod:`.timing`); each row gets its median time, its median paired ratio to ``torch.nn.LSTM`` (or
+``torch.nn.GRU``) of the same repetitions, its achieved GEMM rate and that rate as a fraction of the
+machine's float32 ``torch.mm`` rate measured in the same run. Then the peak memory of one training
+step of every row, each in a fresh process (:mod:`.memory`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import lstmkit
+
+from . import memory, peers, timing
+from .peers import Peer, Shape
+
+SHAPES: tuple[Shape, ...] = (
+    (50, 32, 64, 128),
+    (100, 64, 256, 256),
+    (100, 16, 512, 512),
+    (200, 1, 64, 128),
+    (20, 128, 128, 128),
+)
+QUICK_SHAPES: tuple[Shape, ...] = ((50, 32, 64, 128),)
+LARGE_SHAPES: tuple[Shape, ...] = ((100, 64, 256, 256), (100, 16, 512, 512))
+MODES = ("inference", "training")
+EXTRAS = ("peephole", "layernorm", "masked", "recurrent_dropout", "zoneout")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Config:
+    shapes: list[Shape] = field(default_factory=lambda: list(SHAPES))
+    repeats: int = 7
+    warmup: int = 2
+    target_ms: float = 50.0
+    threads: int = 2
+    memory: bool = True
+    keras: bool = True
+    only: list[str] | None = None
+    steady_state: bool = True  # warm lstmkit's auto-engine rows up past the compile threshold
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **overrides) -> Config:
+        settings = {"shapes": list(QUICK_SHAPES), "repeats": 3, "warmup": 1, "target_ms": 20.0, "quick": True}
+        return cls(**{**settings, **overrides})
+
+
+def parse_shapes(text: str) -> list[Shape]:
+    """``"50x32x64x128,200x1x64x128"`` (T x B x I x H, comma-separated) into shapes."""
+    shapes = []
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            continue
+        parts = item.lower().replace("*", "x").split("x")
+        if len(parts) != 4 or not all(part.isdigit() and int(part) > 0 for part in parts):
+            raise ValueError(f"a shape is T x B x I x H of positive ints, e.g. 50x32x64x128; got {item!r}")
+        shapes.append(tuple(int(part) for part in parts))
+    if not shapes:
+        raise ValueError("no shapes given")
+    return shapes
+
+
+def gemm_flops(shape: Shape, gates: int, training: bool) -> float:
+    """Matrix-multiply flops of one call of a single-layer, single-direction recurrent layer.
+
+    Forward: ``2 T B (I + H) G H`` (input and recurrent projections of G gate blocks). A training
+    step adds the backward's two products of the same size per weight (input and weight
+    gradients), so three times that."""
+    T, B, I, H = shape
+    forward = 2.0 * T * B * (I + H) * gates * H
+    return 3 * forward if training else forward
+
+
+def shape_name(shape: Shape) -> str:
+    return ", ".join(map(str, shape))
+
+
+def graph_of(output: torch.Tensor) -> str:
+    """What computed ``output``: the custom autograd Function (lstmkit's engines) if one is in its
+    graph, else ``autograd: <top node>``."""
+    seen: set = set()
+    todo = [output.grad_fn]
+    while todo and len(seen) < 500:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            return type(node).__name__.removesuffix("Backward")
+        todo.extend(parent for parent, _ in node.next_functions)
+    top = type(output.grad_fn).__name__ if output.grad_fn is not None else "none"
+    return f"autograd: {top.removesuffix('Backward0')}"
+
+
+def _steady_calls(peer: Peer, shape: Shape, config: Config) -> int:
+    """Warm-up calls so that lstmkit's compiled steps (``LSTMKIT_COMPILE=auto``) have kicked in."""
+    if not (config.steady_state and peer.steady_state):
+        return 0
+    from ..engine import python_fused
+
+    mode = getattr(python_fused, "compile_mode", lambda: "0")()
+    threshold = getattr(python_fused, "COMPILE_AFTER_STEPS", 0)
+    if mode != "auto" or not threshold:
+        return 0
+    return math.ceil(threshold / shape[0]) + 2
+
+
+def machine_info(threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from ..engine import native
+
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "lstmkit": lstmkit.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "torch_threads": torch.get_num_threads(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "native_engine": native.is_available(),
+        "load_average_start": list(os.getloadavg()),
+    }
+    try:
+        from ..engine import python_fused
+
+        info["lstmkit_compile"] = python_fused.compile_mode()
+    except (ImportError, AttributeError, ValueError):
+        pass
+    return info
+
+
+def run(config: Config, progress: Progress | None = None) -> dict:
+    """Run the suite; returns the result that :func:`write_json` and :func:`write_markdown` write."""
+    say = progress or (lambda text: None)
+    started = time.perf_counter()
+    torch.set_num_threads(config.threads)
+    skipped: dict[str, str] = {}
+    keras_version = None
+    if config.keras:
+        keras, reason = peers.keras_status()
+        if keras is None:
+            skipped.update({peer.key: reason for peer in peers.PEERS if peer.keras})
+        else:
+            keras_version = keras.__version__
+        torch.set_num_threads(config.threads)
+    else:
+        skipped.update({peer.key: "--no-keras" for peer in peers.PEERS if peer.keras})
+    chosen = [peer for peer in peers.select(config.only, keras=config.keras) if peer.key not in skipped]
+    machine = machine_info(config.threads)
+    machine["keras"] = keras_version
+    say(f"{machine['cpu']}, torch {machine['torch']}, {config.threads} threads; measuring the GEMM peak")
+    gemm = timing.gemm_peak(repeats=max(3, config.repeats))
+    say(f"torch.mm 1024^3 float32: {gemm['peak_gflops']:.1f} GFLOP/s peak, {gemm['median_gflops']:.1f} median")
+    memory_reason = memory.unavailable_reason() if config.memory else "--no-memory"
+    shapes = []
+    for shape in config.shapes:
+        entry: dict = {"shape": list(shape), "modes": {}, "memory": {}, "graph": {}}
+        for mode in MODES:
+            training = mode == "training"
+            runs, errors = {}, {}
+            for peer in chosen:
+                try:
+                    runs[peer.key] = peer.build(shape, training)
+                except Exception as error:  # one peer failing to build must not stop the suite
+                    errors[peer.key] = f"{type(error).__name__}: {error}"[:300]
+            say(f"[{shape_name(shape)}] {mode}: {len(runs)} implementations, {config.repeats} repetitions")
+            timings = timing.round_robin(
+                runs,
+                repeats=config.repeats,
+                warmup=config.warmup,
+                warmup_calls={peer.key: _steady_calls(peer, shape, config) for peer in chosen},
+                target_seconds=config.target_ms / 1000,
+            )
+            summary = timing.summarize(timings, {peer.key: peer.baseline for peer in chosen})
+            for peer in chosen:
+                row = summary.get(peer.key) or {"median_ms": None, "error": errors.get(peer.key)}
+                flops = gemm_flops(shape, peer.gates, training)
+                row["gflop"] = flops / 1e9
+                median = row.get("median_ms")
+                row["gflops"] = flops / (median / 1000) / 1e9 if median else None
+                row["peak_fraction"] = row["gflops"] / gemm["peak_gflops"] if row["gflops"] else None
+                summary[peer.key] = row
+                say("  " + _progress_line(peer, row))
+            entry["modes"][mode] = summary
+            if training:
+                for peer in chosen:
+                    if peer.key in runs and summary[peer.key].get("error") is None:
+                        entry["graph"][peer.key] = _graph(peer, shape)
+        if memory_reason is None:
+            say(f"[{shape_name(shape)}] peak memory of one training step, one process per implementation")
+            for peer in chosen:
+                entry["memory"][peer.key] = memory.measure(peer.key, shape, config.threads)
+            _memory_ratios(entry["memory"], chosen)
+        shapes.append(entry)
+    machine["load_average_end"] = list(os.getloadavg())
+    result = {
+        "machine": machine,
+        "config": {**asdict(config), "shapes": [list(shape) for shape in config.shapes]},
+        "gemm": gemm,
+        "implementations": {
+            peer.key: {"label": peer.label, "family": peer.family, "gates": peer.gates, "baseline": peer.baseline}
+            | ({"note": peer.note} if peer.note else {})
+            for peer in chosen
+        },
+        "skipped": skipped,
+        "memory_skipped": memory_reason,
+        "shapes": shapes,
+        "duration_s": time.perf_counter() - started,
+    }
+    result["targets"] = targets(result)
+    return result
+
+
+def _graph(peer: Peer, shape: Shape) -> str:
+    try:
+        torch.manual_seed(0)
+        run = peer.build(shape, True)
+        output = run.forward()
+        return graph_of(output)
+    except Exception as error:
+        return f"? ({type(error).__name__})"
+
+
+def _memory_ratios(figures: dict[str, dict], chosen: list[Peer]) -> None:
+    for peer in chosen:
+        row = figures.get(peer.key, {})
+        base = figures.get(peer.baseline, {})
+        if row.get("peak_mb") is not None and base.get("peak_mb"):
+            row["ratio"] = row["peak_mb"] / base["peak_mb"]
+
+
+def _progress_line(peer: Peer, row: dict) -> str:
+    if row.get("median_ms") is None:
+        return f"{peer.label:32s} failed: {row.get('error')}"
+    ratio = row.get("ratio")
+    versus = f"{ratio:5.2f} x {'nn.LSTM' if peer.family == 'lstm' else 'nn.GRU'}" if ratio is not None else ""
+    return f"{peer.label:32s} {row['median_ms']:9.2f} ms  {versus}  {row['gflops']:6.1f} GFLOP/s"
+
+
+# ----------------------------------------------------------------------------------------------
+# targets (figures to report, not assertions)
+
+
+def _times(entry: dict, mode: str, key: str) -> list[float]:
+    row = entry["modes"].get(mode, {}).get(key) or {}
+    return row.get("times_ms") or []
+
+
+def _ratio(entry: dict, mode: str, key: str) -> float | None:
+    return (entry["modes"].get(mode, {}).get(key) or {}).get("ratio")
+
+
+def _speedup(entry: dict, mode: str, slow: str, fast: str) -> float | None:
+    ratios = timing.paired_ratios(_times(entry, mode, slow), _times(entry, mode, fast))
+    return statistics.median(ratios) if ratios else None
+
+
+def targets(result: dict) -> list[dict]:
+    """The issue's targets, each per shape: value, limit, and pass / miss (or n/a)."""
+    labels = {key: info["label"] for key, info in result["implementations"].items()}
+    rows = []
+
+    def add(name: str, limit_of: Callable[[Shape], float | None], value_of, kind: str = "<=") -> None:
+        cells = []
+        for entry in result["shapes"]:
+            shape = tuple(entry["shape"])
+            limit, value = limit_of(shape), value_of(entry)
+            if value is None or limit is None:
+                status = "n/a"
+            else:
+                status = "pass" if (value <= limit if kind == "<=" else value >= limit) else "miss"
+            cells.append({"shape": list(shape), "value": value, "limit": limit, "status": status})
+        rows.append({"target": name, "kind": kind, "cells": cells})
+
+    add(
+        "lstmkit.LSTM training / nn.LSTM",
+        lambda s: 0.9 if s == (100, 64, 256, 256) else 1.0,
+        lambda e: _ratio(e, "training", "lstmkit_lstm"),
+    )
+    add("lstmkit.LSTM inference / nn.LSTM", lambda s: 1.05, lambda e: _ratio(e, "inference", "lstmkit_lstm"))
+    add(
+        "lstmkit.GRU training / nn.GRU",
+        lambda s: 0.3 if s[1] == 1 else 0.8,
+        lambda e: _ratio(e, "training", "lstmkit_gru"),
+    )
+    for key in EXTRAS:
+        add(
+            f"{labels.get(key, key)} training / nn.LSTM",
+            lambda s: 1.2,
+            lambda e, key=key: _ratio(e, "training", key),
+        )
+    add(
+        "user-defined cell training / nn.LSTM (large shapes)",
+        lambda s: 1.5 if s in LARGE_SHAPES else None,
+        lambda e: _ratio(e, "training", "user_cifg"),
+    )
+    add(
+        "naive loop / user-defined cell, training (speed-up)",
+        lambda s: 2.0,
+        lambda e: _speedup(e, "training", "naive_lstm", "user_cifg"),
+        kind=">=",
+    )
+    add(
+        "Keras LSTM / lstmkit.LSTM, training (speed-up)",
+        lambda s: 2.5,
+        lambda e: _speedup(e, "training", "keras_lstm", "lstmkit_lstm"),
+        kind=">=",
+    )
+    add(
+        "Keras GRU / lstmkit.GRU, training (speed-up)",
+        lambda s: 2.5,
+        lambda e: _speedup(e, "training", "keras_gru", "lstmkit_gru"),
+        kind=">=",
+    )
+    add(
+        "lstmkit.LSTM peak training memory / nn.LSTM",
+        lambda s: 0.8,
+        lambda e: (e["memory"].get("lstmkit_lstm") or {}).get("ratio"),
+    )
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# reports
+
+
+def write_json(result: dict, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    """The readable report: machine, GEMM peak, targets, one table per shape."""
+    machine, config, gemm = result["machine"], result["config"], result["gemm"]
+    load = "/".join(f"{x:.1f}" for x in machine.get("load_average_start", []))
+    load_end = "/".join(f"{x:.1f}" for x in machine.get("load_average_end", []))
+    lines = [
+        "# lstmkit benchmark suite",
+        "",
+        f"{machine['date']}; {machine['cpu']} ({machine['cpu_count']} CPUs), {config['threads']} threads; "
+        f"torch {machine['torch']}, lstmkit {machine['lstmkit']}, Keras {machine.get('keras') or '–'}; "
+        f"native engine {'available' if machine.get('native_engine') else 'unavailable'}; "
+        f"load average {load} at the start, {load_end} at the end; the run took {result['duration_s']:.0f} s.",
+        "",
+        f"Float32 throughout. Every implementation is timed round-robin in each of {config['repeats']} repetitions "
+        f"(after warm-up{'; lstmkit rows warmed up past the compile threshold' if config['steady_state'] else ''}); "
+        "times are medians over repetitions, ratios the median of the per-repetition ratio to torch.nn.LSTM "
+        "(torch.nn.GRU for GRU rows) of the same repetition. GFLOP/s counts only the matrix multiplies "
+        "(`2·T·B·(I+H)·G·H` per forward, 3× for a training step); `% peak` is that against "
+        f"torch.mm 1024³ float32 measured in this run: **{gemm['peak_gflops']:.1f} GFLOP/s** "
+        f"(median {gemm['median_gflops']:.1f}). Inference: `eval()`, `no_grad`. Training: one step, gradients "
+        "reset, `output.sum().backward()`. Memory: peak resident memory of one training step above the model "
+        "and its input, each in a fresh process (VmHWM after resetting it through /proc/self/clear_refs).",
+        "",
+    ]
+    if result.get("skipped"):
+        for key, reason in result["skipped"].items():
+            lines.append(f"- skipped `{key}`: {reason}")
+        lines.append("")
+    if result.get("memory_skipped"):
+        lines += [f"- memory not measured: {result['memory_skipped']}", ""]
+    lines += _targets_markdown(result)
+    for entry in result["shapes"]:
+        lines += _shape_markdown(result, entry)
+    notes = [f"- {info['label']}: {info['note']}" for info in result["implementations"].values() if info.get("note")]
+    if notes:
+        lines += ["## Notes", "", *notes, ""]
+    return "\n".join(lines)
+
+
+def _targets_markdown(result: dict) -> list[str]:
+    shapes = [shape_name(entry["shape"]) for entry in result["shapes"]]
+    lines = [
+        "## Targets",
+        "",
+        "Figures to report, not assertions: **miss** marks a figure outside its target on this run.",
+        "",
+        "| target | limit | " + " | ".join(shapes) + " |",
+        "|---|---|" + "---|" * len(shapes),
+    ]
+    for row in result["targets"]:
+        limits = sorted({cell["limit"] for cell in row["cells"] if cell["limit"] is not None})
+        limit_text = " / ".join(f"{row['kind']} {limit:g}" for limit in limits) or "–"
+        cells = []
+        for cell in row["cells"]:
+            value = _number(cell["value"])
+            if cell["status"] == "pass":
+                value += " pass"
+            elif cell["status"] == "miss":
+                value = f"**{value} miss**"
+            cells.append(value)
+        lines.append(f"| {row['target']} | {limit_text} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _shape_markdown(result: dict, entry: dict) -> list[str]:
+    T, B, I, H = entry["shape"]
+    implementations = result["implementations"]
+    lines = [
+        f"## T={T}, B={B}, I={I}, H={H}",
+        "",
+        "| implementation | graph (training) | inference ms | × base | GFLOP/s | % peak "
+        "| training ms | × base | GFLOP/s | % peak | memory MB | × base |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, info in implementations.items():
+        cells = [f"**{info['label']}**" if key == info["baseline"] else info["label"], entry["graph"].get(key, "–")]
+        for mode in MODES:
+            row = entry["modes"].get(mode, {}).get(key) or {}
+            if row.get("median_ms") is None:
+                cells += ["failed" if row.get("error") else "–", "–", "–", "–"]
+                continue
+            fraction = row.get("peak_fraction")
+            cells += [
+                _number(row["median_ms"]),
+                _number(row.get("ratio")),
+                _number(row.get("gflops"), 1),
+                _number(None if fraction is None else 100 * fraction, 0),
+            ]
+        figures = entry["memory"].get(key) or {}
+        if figures.get("error"):
+            cells += ["failed", "–"]
+        else:
+            cells += [_number(figures.get("peak_mb"), 1), _number(figures.get("ratio"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    errors = [
+        f"- {implementations[key]['label']} ({mode}): {row['error']}"
+        for mode in MODES
+        for key, row in entry["modes"].get(mode, {}).items()
+        if row.get("error")
+    ]
+    errors += [
+        f"- {implementations[key]['label']} (memory): {figures['error']}"
+        for key, figures in entry["memory"].items()
+        if figures.get("error")
+    ]
+    return [*lines, "", *errors, *([""] if errors else [])]
+
+
+def write_markdown(result: dict, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown(result))
+    return path
