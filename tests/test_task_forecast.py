@@ -305,7 +305,7 @@ def test_command_line_train_predict_evaluate(tmp_path: Path) -> None:
                                  "--max-steps", "20"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "59 of 2284 weeks" in _flat(result.output) and "seasonal naive" in result.output
-    assert "MASE (seasonal, 52)" in result.output and (out / "forecast.png").is_file()
+    assert "sMASE" in result.output and "(season 52)" in _flat(result.output) and (out / "forecast.png").is_file()
     result = runner.invoke(app, ["forecast", "predict", "--checkpoint", str(out)])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -321,7 +321,21 @@ def test_command_line_train_predict_evaluate(tmp_path: Path) -> None:
     result = runner.invoke(app, ["forecast", "evaluate", "--checkpoint", str(out), "--part", "validation",
                                  "--plot", str(tmp_path / "plot.png")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "validation: 216 forecasts of 13 steps" in result.output and (tmp_path / "plot.png").is_file()
+    assert "validation: 216 forecasts of 13 steps" in _flat(result.output) and (tmp_path / "plot.png").is_file()
+
+
+def test_command_line_sunspots_preset(tmp_path: Path) -> None:
+    out = tmp_path / "sun"
+    result = runner.invoke(app, ["forecast", "train", "--preset", "sunspots", "--out", str(out), "--quiet",
+                                 "--max-steps", "5", "--threads", "1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "(season 11)" in _flat(result.output) and "RMSE in sunspot number" in _flat(result.output)
+    result = runner.invoke(app, ["forecast", "predict", "--checkpoint", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert (
+        lines[0] == "step\tyear\tsunspots (sunspot number)" and lines[1].startswith("+1\t2009\t") and len(lines) == 12
+    )
 
 
 def test_command_line_trains_on_csv_columns(tmp_path: Path) -> None:
@@ -337,7 +351,7 @@ def test_command_line_trains_on_csv_columns(tmp_path: Path) -> None:
                                  "--column", "temperature", "--time-column", "day", "--season", "7", "--window", "14",
                                  "--horizon", "7", "--out", str(out), "--quiet", "--max-steps", "15"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "MASE (seasonal, 7)" in result.output
+    assert "(season 7)" in _flat(result.output)
     model = Forecaster.from_pretrained(out)
     assert model.config.columns == ["load", "temperature"] and model.rnn.input_size == 2
     shorter = tmp_path / "recent.csv"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 import typer
 from rich.table import Table
 
@@ -41,6 +42,12 @@ Columns = Annotated[
     list[str] | None,
     typer.Option("--column", help="A CSV column to read (repeat; the first is the target, the others extra inputs)."),
 ]
+Threads = Annotated[
+    int,
+    typer.Option(
+        min=1, max=256, help="Intra-op threads. The models are small: 1 is fastest, and immune to other jobs."
+    ),
+]
 TimeColumn = Annotated[str | None, typer.Option("--time-column", help="A CSV column of times (numbers or ISO dates).")]
 
 
@@ -49,10 +56,11 @@ def _train_worker(data: ForecastData, model_fields: dict[str, Any], config: Any,
 
 
 def _table(evaluation: Evaluation, series: Series) -> Table:
-    unit = f" ({series.unit})" if series.unit else ""
-    start, stop = evaluation.part, f"{evaluation.origins} forecasts of {evaluation.horizon} steps"
-    table = Table("forecaster", f"MAE{unit}", f"RMSE{unit}", "MASE", f"MASE (seasonal, {evaluation.season})",
-                  title=f"{start}: {stop}")  # fmt: skip
+    unit = f" in {series.unit}" if series.unit else ""
+    title = (f"{evaluation.part}: {evaluation.origins} forecasts of {evaluation.horizon} steps; MAE and RMSE{unit}; "
+             f"MASE over the training part's naive error, sMASE over its seasonal-naive error (season "
+             f"{evaluation.season})")  # fmt: skip
+    table = Table("forecaster", "MAE", "RMSE", "MASE", "sMASE", title=title)
     for name in FORECASTERS:
         figures = evaluation.metrics[name]
         table.add_row(name, *(f"{figures[key]:.4g}" for key in ("mae", "rmse", "mase", "mase_seasonal")))
@@ -84,10 +92,12 @@ def train_command(
     resume: Resume = False,
     nproc: Nproc = 1,
     quiet: Quiet = False,
+    threads: Threads = 1,
 ) -> None:
     """Train a forecaster; compare it with the naive and seasonal-naive baselines on the held-out
     tail and draw the forecast plot."""
     with user_errors():
+        torch.set_num_threads(threads)
         if column and csv is None:
             raise ValueError("--column and --time-column read a CSV: give --csv FILE too")
         given = (("series", csv), ("time_column", time_column), ("season", season), ("window", window),

@@ -131,8 +131,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "sunspots": Preset(
         ForecastData(series="sunspots"),
-        {"window": 40, "horizon": 11, "hidden_size": 16, "cell": "gru"},
-        TrainConfig(epochs=100, batch_size=32, lr=5e-3, schedule="cosine", log_every=7),
+        {"window": 40, "horizon": 11, "hidden_size": 16, "cell": "gru", "relative": False},
+        TrainConfig(epochs=60, batch_size=32, lr=2e-3, schedule="cosine", log_every=7),
     ),
     "tiny": Preset(
         ForecastData(),
