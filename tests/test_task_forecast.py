@@ -266,7 +266,14 @@ def test_the_forecast_plot_is_labelled(tiny_run: tuple[Path, Forecaster, dict]) 
     figure = forecast_figure(model, parts, evaluations["test"])
     axis = figure.axes[0]
     labels = [text.get_text() for text in axis.get_legend().get_texts()]
+    drawn = next(line.get_ydata() for line in axis.get_lines() if line.get_label().startswith("model (MAE"))
     plt.close(figure)
+    start, stop, horizon = parts.validation_end, len(parts.series), model.config.horizon
+    blocks = [forecast(model, parts.series.values, [origin])[0] for origin in range(start - 1, stop - horizon, horizon)]
+    covered = len(blocks) * horizon  # 228 test weeks: 17 blocks of 13, then the last 7 of a block ending at the end
+    assert len(drawn) == stop - start == 228 and covered == 221
+    assert np.allclose(drawn[:covered], np.concatenate(blocks))
+    assert np.allclose(drawn[covered:], forecast(model, parts.series.values, [stop - 1 - horizon])[0, -7:])
     assert axis.get_xlabel() == "date" and axis.get_ylabel() == "co2 (ppm)" and "Mauna Loa" in axis.get_title()
     assert labels[:2] == ["history", "held-out truth"]
     assert any(label.startswith("seasonal naive (MAE") for label in labels) and "model, next 13 steps" in labels

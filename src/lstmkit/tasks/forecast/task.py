@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,13 +272,21 @@ def predict_next(model: Forecaster, series: Series) -> tuple[np.ndarray | None, 
     return series.next_times(model.config.horizon), forecast(model, series.values, [len(series) - 1])[0]
 
 
+def _tail_path(predict: Callable[[np.ndarray], np.ndarray], start: int, stop: int, horizon: int) -> np.ndarray:
+    """Forecasts of the steps ``[start, stop)`` in blocks of ``horizon``, each from the true history
+    before it; the last block ends at ``stop`` (and only its steps not yet covered are kept)."""
+    path = predict(np.arange(start - 1, stop - horizon, horizon)).reshape(-1)
+    missing = stop - start - len(path)
+    if missing:
+        path = np.concatenate([path, predict(np.array([stop - 1 - horizon]))[0, -missing:]])
+    return path
+
+
 def forecast_figure(model: Forecaster, parts: Parts, evaluation: Evaluation) -> Figure:
-    """The held-out tail forecast in blocks of ``horizon`` steps (each from the true history before
-    it) by the model and the two baselines, the history before it, and the forecast beyond the end."""
+    """The held-out tail forecast in blocks of ``horizon`` steps (see :func:`_tail_path`) by the model
+    and the two baselines, the history before it, and the model's forecast beyond the end."""
     series, horizon = parts.series, model.config.horizon
     start, stop = parts.bounds("test")
-    origins = np.arange(start - 1, stop - horizon, horizon)
-    covered = slice(start, start + len(origins) * horizon)
     context = max(0, start - max(3 * (stop - start), 3 * series.season))
     figure, axis = plt.subplots(figsize=(11, 4.6))
     axis.plot(series.time[context:start], series.target[context:start], color="0.35", lw=1.2, label="history")
@@ -290,7 +299,7 @@ def forecast_figure(model: Forecaster, parts: Parts, evaluation: Evaluation) -> 
     )  # fmt: skip
     for name, predict, style in lines:
         label = f"{name} (MAE {evaluation.metrics[name]['mae']:.3g} {series.unit})".replace(" )", ")")
-        axis.plot(series.time[covered], predict(origins).reshape(-1), label=label, **style)
+        axis.plot(series.time[start:stop], _tail_path(predict, start, stop, horizon), label=label, **style)
     times, values = predict_next(model, series)
     if times is not None:
         axis.plot(times, values, color="C3", lw=1.8, ls=":", label=f"model, next {horizon} steps")
