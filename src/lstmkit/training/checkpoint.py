@@ -60,6 +60,15 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp``) that :func:`atomic_write` leaves behind when its
+    process is killed mid-write; call it only where no other process writes into ``directory``."""
+    stale = sorted(Path(directory).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")

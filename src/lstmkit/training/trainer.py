@@ -42,6 +42,14 @@ LossFunction = Callable[[nn.Module, Any], tuple[Tensor, float]]
 EvaluateFunction = Callable[[nn.Module], Mapping[str, float]]
 
 
+def _record_step(line: str) -> float:
+    """The step of a ``metrics.jsonl`` line; infinite for a line cut short by a crash (dropped on resume)."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN or infinite (``on_nonfinite="stop"``)."""
 
@@ -201,7 +209,7 @@ class Trainer:
         path = self.out_dir / METRICS_NAME if self.writes else None  # type: ignore[operator]
         if path is None or not path.exists():
             return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+        kept = [line for line in path.read_text().splitlines() if _record_step(line) <= self.step]
         ckpt.atomic_write(path, "".join(line + "\n" for line in kept).encode())
 
     # -- the loop --------------------------------------------------------------------------------
@@ -272,6 +280,7 @@ class Trainer:
         """Train until the budget is spent or early stopping triggers; returns a :class:`TrainResult`."""
         if self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            ckpt.remove_stale_temporaries(self.out_dir)  # type: ignore[arg-type]
         if resume:
             self._resume()
         else:
