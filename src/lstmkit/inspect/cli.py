@@ -88,7 +88,7 @@ def gates_command(
     """Trace every gate and state of a trained model on one input; draw heatmaps and chosen units."""
     from ..tasks import load_model
     from .plots import plot_gates, plot_unit_states
-    from .traces import UnitChoice, check_units, interesting_units, text_features, trace_model
+    from .traces import UnitChoice, check_units, heatmap_units, interesting_units, text_features, trace_model
 
     with user_errors():
         given = [
@@ -114,7 +114,8 @@ def gates_command(
         else:
             chosen = interesting_units(trace, count)
         features = text_features(text) if text is not None else None
-        heatmap = plot_gates(trace, out / "gates.png", units=[c.unit for c in chosen] if units else None)
+        shown = [choice.unit for choice in chosen] if units else heatmap_units(trace, chosen)
+        heatmap = plot_gates(trace, out / "gates.png", units=shown)
         states = plot_unit_states(trace, chosen, out / "cell_states.png", features=features)
         for choice in chosen:
             console.print(f"  {choice.describe()}")

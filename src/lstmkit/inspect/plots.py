@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from .cost import CostRow  # noqa: E402
 from .gradients import GradientFlow  # noqa: E402
 from .longlag import LongLagRun  # noqa: E402
-from .traces import GateTrace, UnitChoice, check_units, display_character, highest_variance_units  # noqa: E402
+from .traces import GateTrace, UnitChoice, check_units, display_character, heatmap_units  # noqa: E402
 
 DPI = 90
 KIND_COLORS = {"rnn": "C3", "gru": "C2", "lstm": "C0", "peephole": "C1", "layernorm": "C4"}
@@ -58,20 +58,13 @@ def _step_ticks(axis: plt.Axes, labels: Sequence[str], max_labels: int = 160) ->
         axis.set_xlabel("time step")
 
 
-def default_units(trace: GateTrace, max_units: int = 48) -> list[int]:
-    """Every unit when there are at most ``max_units``, else the ``max_units`` whose memory varies
-    most, in order of variance."""
-    if trace.units <= max_units:
-        return list(range(trace.units))
-    return [choice.unit for choice in highest_variance_units(trace, max_units)]
-
-
 def plot_gates(
     trace: GateTrace, path: str | Path, units: Sequence[int] | None = None, title: str | None = None
 ) -> Path:
     """Heatmaps over time of every gate and state of ``trace``, one panel each (rows: ``units``,
-    by default :func:`default_units`; columns: steps, labelled with the input characters)."""
-    units = check_units(units, trace.units) if units is not None else default_units(trace)
+    by default :func:`~lstmkit.inspect.traces.heatmap_units`; columns: steps, labelled with the
+    input characters)."""
+    units = check_units(units, trace.units) if units is not None else heatmap_units(trace)
     steps = trace.steps
     width = float(np.clip(2.8 + 0.11 * steps, 8.0, 24.0))
     height_per_panel = float(np.clip(0.05 * len(units) + 0.9, 1.2, 3.2))

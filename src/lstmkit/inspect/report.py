@@ -28,15 +28,7 @@ from . import cost as cost_module
 from . import longlag
 from .gradients import GRADIENT_KINDS, compare_gradient_flow
 from .plots import plot_cost, plot_gates, plot_gradient_flow, plot_learning_curves, plot_long_lag, plot_unit_states
-from .traces import (
-    GateTrace,
-    UnitChoice,
-    highest_variance_units,
-    interesting_units,
-    is_character_model,
-    text_features,
-    trace_model,
-)
+from .traces import HEATMAP_UNITS, heatmap_units, interesting_units, is_character_model, text_features, trace_model
 
 DEFAULT_TEXT = (
     "To be, or not to be: that is the question:\n"
@@ -45,8 +37,6 @@ DEFAULT_TEXT = (
     "Or to take arms (against a sea of troubles)"
 )
 """The text traced by default: the soliloquy's opening, which the report's own model knows by heart."""
-
-HEATMAP_UNITS = 24
 
 
 @dataclass
@@ -108,17 +98,6 @@ def character_model(settings: ReportSettings, out_dir: Path, log: Callable[[str]
         f"is {figures['unigram_bpc']:.2f}), saved in {out_dir / 'charlm'}"
     )
     return model, source
-
-
-def heatmap_units(trace: GateTrace, chosen: Sequence[UnitChoice], count: int = HEATMAP_UNITS) -> list[int]:
-    """The chosen units first, then the highest-variance ones, ``count`` at most."""
-    units = [choice.unit for choice in chosen]
-    for choice in highest_variance_units(trace, trace.units):
-        if len(units) >= min(count, trace.units):
-            break
-        if choice.unit not in units:
-            units.append(choice.unit)
-    return units
 
 
 def gate_section(model: nn.Module, source: str, text: str, out_dir: Path) -> tuple[Section, dict]:

@@ -22,6 +22,9 @@ from torch import Tensor, nn
 
 from ..layers import Recurrent
 
+HEATMAP_UNITS = 24
+"""How many units a heatmap shows by default."""
+
 SeriesLike = Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
 
@@ -307,3 +310,23 @@ def interesting_units(
         if choice.unit not in {c.unit for c in chosen}:
             chosen.append(choice)
     return chosen
+
+
+def heatmap_units(trace: GateTrace, chosen: Sequence[UnitChoice] = (), count: int = HEATMAP_UNITS) -> list[int]:
+    """The units a heatmap shows: the ``chosen`` ones first, then those whose memory varies most,
+    ``count`` at most (every unit when there are no more).
+
+    >>> import lstmkit
+    >>> trace = trace_model(lstmkit.GRU(2, 5), torch.randn(4, 2))["l0"]
+    >>> sorted(heatmap_units(trace, [UnitChoice(3, "chosen", 0.0)]))
+    [0, 1, 2, 3, 4]
+    >>> heatmap_units(trace, [UnitChoice(3, "chosen", 0.0)], count=2)[0]
+    3
+    """
+    units = list(dict.fromkeys(choice.unit for choice in chosen))
+    for choice in highest_variance_units(trace, trace.units):
+        if len(units) >= min(count, trace.units):
+            break
+        if choice.unit not in units:
+            units.append(choice.unit)
+    return units
