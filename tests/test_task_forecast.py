@@ -31,7 +31,6 @@ from lstmkit.tasks.forecast.task import (
     configure,
     evaluate_part,
     forecast_figure,
-    predict_next,
     split_series,
     train,
 )
@@ -368,8 +367,16 @@ def test_command_line_trains_on_csv_columns(tmp_path: Path) -> None:
                                  "--time-column", "day"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].startswith("+1\t2020-01-21\t")
-    times, values = predict_next(model, read_csv_series(shorter, ["load", "temperature"], "day"))
-    assert np.allclose([float(line.split("\t")[2]) for line in result.output.splitlines()[1:]], values, rtol=1e-5)
+    recent = np.stack([load[6:20], temperature[6:20]], 1)  # the last 14 rows, in the model's column order
+    window = torch.tensor((recent - model.config.mean) / model.config.std, dtype=torch.float32)
+    with torch.no_grad():
+        expected = model(window[None])[0].double().numpy() * model.config.std[0] + model.config.mean[0]
+    printed = [float(line.split("\t")[2]) for line in result.output.splitlines()[1:]]
+    assert np.allclose(printed, expected, rtol=1e-4)
+    too_short = tmp_path / "few.csv"
+    too_short.write_text("load,temperature\n1,2\n3,4\n")
+    result = runner.invoke(app, ["forecast", "predict", "--checkpoint", str(out), "--csv", str(too_short)])
+    assert result.exit_code == 2 and "few.csv: 2 steps, the model needs the last 14" in _flat(result.output)
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,7 @@ def train_command(
 @app.command("evaluate")
 def evaluate_command(
     checkpoint: Checkpoint = Path("runs/forecast"),
-    part: Annotated[str, typer.Option("--part", help="validation or test (the held-out tail).")] = "test",
+    part: Annotated[str, typer.Option("--part", help="test (the held-out tail), validation or train.")] = "test",
     csv: Annotated[Path | None, typer.Option("--csv", help="Evaluate on the tail of this CSV instead.")] = None,
     time_column: TimeColumn = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw the forecast plot into this PNG.")] = None,

@@ -27,7 +27,11 @@ class ForecastConfig:
 
     ``relative``: every input column is read relative to its last value in the window and the head
     predicts the target's change from its last value, so the level of the series does not matter (a
-    trending series leaves the training range without leaving the inputs' range)."""
+    trending series leaves the training range without leaving the inputs' range).
+
+        >>> ForecastConfig(["co2"], [340.0], [12.0], window=104, horizon=52).relative
+        True
+    """
 
     columns: list[str]
     mean: list[float]

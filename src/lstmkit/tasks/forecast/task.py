@@ -52,7 +52,11 @@ class ForecastData:
     ``columns``, target first, and an optional ``time_column``); ``season`` in steps for the
     seasonal-naive baseline (``None``: the series' own, 52 weeks for CO2, 11 years for sunspots, 1
     for a CSV); the last ``test_fraction`` of the steps is held out, and the ``validation_fraction``
-    before it."""
+    before it.
+
+        >>> ForecastData(series="data.csv", columns=["load", "temperature"], season=7).test_fraction
+        0.1
+    """
 
     series: str = CO2
     columns: list[str] = field(default_factory=list)
@@ -79,7 +83,13 @@ def load_data(data: ForecastData, columns: list[str] | None = None) -> Series:
 @dataclass
 class Parts:
     """A series cut by time: training ``[0, train_end)``, validation ``[train_end, validation_end)``,
-    test ``[validation_end, len(series))``."""
+    test ``[validation_end, len(series))``.
+
+        >>> series = Series(np.arange(50.0)[:, None], ["y"], np.arange(50.0))
+        >>> parts = Parts(series, 40, 45)
+        >>> parts.bounds("test"), parts.origins("validation", window=8, horizon=3).tolist()
+        ((45, 50), [39, 40, 41])
+    """
 
     series: Series
     train_end: int
@@ -119,6 +129,12 @@ def split_series(series: Series, data: ForecastData, window: int, horizon: int) 
 
 @dataclass
 class Preset:
+    """A named starting point: the data, the model fields and the training budget.
+
+    >>> PRESETS["co2"].model["horizon"], PRESETS["sunspots"].data.series
+    (52, 'sunspots')
+    """
+
     data: ForecastData
     model: dict[str, Any]
     train: TrainConfig
@@ -175,7 +191,12 @@ def standardisation(parts: Parts) -> tuple[list[float], list[float]]:
 class Evaluation:
     """The figures of the model and of the baselines on one part: ``metrics[forecaster][name]``
     (``mae``, ``rmse`` in the data's units; ``mase``, ``mase_seasonal``), over ``origins`` forecasts
-    of ``horizon`` steps."""
+    of ``horizon`` steps.
+
+        >>> figures = {"mae": 1.0, "rmse": 1.5, "mase": 2.0, "mase_seasonal": 0.5}
+        >>> Evaluation("test", {"model": figures}, origins=10, horizon=4, season=12).metrics["model"]["mase"]
+        2.0
+    """
 
     part: str
     metrics: dict[str, dict[str, float]]
