@@ -145,7 +145,7 @@ def confusion_matrix(targets: Tensor, predictions: Tensor, num_classes: int) -> 
 
 def accuracy(matrix: Tensor) -> float:
     """The share of correct predictions in a confusion matrix."""
-    return float(matrix.diagonal().sum() / matrix.sum())
+    return int(matrix.diagonal().sum()) / int(matrix.sum())
 
 
 def per_class_accuracy(matrix: Tensor) -> list[float]:

@@ -168,7 +168,7 @@ class Evaluation:
     @property
     def best_constant(self) -> float:
         """The accuracy of always predicting this set's most frequent class: the trivial baseline."""
-        return float(self.matrix.sum(1).max() / self.matrix.sum())
+        return int(self.matrix.sum(1).max()) / int(self.matrix.sum())
 
 
 def evaluate_set(model: SequenceClassifier, data: SequenceSet) -> Evaluation:
