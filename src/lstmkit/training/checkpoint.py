@@ -180,12 +180,18 @@ def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
         raise CheckpointError(f"{path}: a checkpoint of task {metadata.get('task')!r}, expected {task!r}")
     if "rng.torch" not in tensors:
         raise CheckpointError(f"{path}: no random state (tensor 'rng.torch'); not a complete checkpoint")
+    fields = {
+        key: _json_field(metadata, key, path) for key in ("model_config", "train_config", "trainer_state", "optimizer")
+    }
+    for key, value in fields.items():
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: metadata {key!r} must be a JSON object, got {json.dumps(value)[:80]}")
     return {
         "task": metadata["task"],
-        "model_config": _json_field(metadata, "model_config", path),
-        "train_config": _json_field(metadata, "train_config", path),
-        "trainer_state": _json_field(metadata, "trainer_state", path),
-        "optimizer_layout": _json_field(metadata, "optimizer", path),
+        "model_config": fields["model_config"],
+        "train_config": fields["train_config"],
+        "trainer_state": fields["trainer_state"],
+        "optimizer_layout": fields["optimizer"],
         "model": {name[len("model.") :]: t for name, t in tensors.items() if name.startswith("model.")},
         "optimizer_tensors": {name: t for name, t in tensors.items() if name.startswith("optimizer.")},
         "rng": tensors["rng.torch"],
@@ -241,7 +247,12 @@ def load_pretrained(directory: str | Path, task: str, build: Callable[[dict[str,
     directory = Path(directory)
     if directory.is_file():
         directory = directory.parent
-    model = build(read_pretrained_config(directory, task))
+    try:
+        model = build(read_pretrained_config(directory, task))
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError) as error:  # a config field of the wrong name or type: name the file too
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {error}") from None
     tensors, _ = _read_safetensors(directory / WEIGHTS_NAME)
     check_state_dict(model, tensors, str(directory / WEIGHTS_NAME))
     model.load_state_dict(tensors)

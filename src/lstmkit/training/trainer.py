@@ -50,6 +50,32 @@ def _record_step(line: str) -> float:
         return math.inf
 
 
+# The trainer's position in a checkpoint: each field's JSON types, and their name for messages.
+_NUMBER, _NONE = (float, int), type(None)
+TRAINER_STATE: dict[str, tuple[tuple[type, ...], str]] = {
+    "step": ((int,), "int"),
+    "epoch": ((int,), "int"),
+    "next_batch": ((int,), "int"),
+    "bad_evaluations": ((int,), "int"),
+    "best_metric": ((*_NUMBER, _NONE), "float or None"),
+    "best_step": ((int, _NONE), "int or None"),
+    "elapsed": (_NUMBER, "float"),
+    "last_metrics": ((dict,), "object"),
+}
+
+
+def _check_trainer_state(state: Mapping[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose trainer state has unknown or missing fields or values of the wrong
+    type: resuming sets them as the trainer's attributes."""
+    unknown, missing = sorted(set(state) - set(TRAINER_STATE)), sorted(set(TRAINER_STATE) - set(state))
+    if unknown or missing:
+        raise ckpt.CheckpointError(f"{path}: trainer_state: unknown fields {unknown}, missing fields {missing}")
+    for name, (types, expected) in TRAINER_STATE.items():
+        value = state[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ckpt.CheckpointError(f"{path}: trainer_state field {name!r} must be {expected}, got {value!r}")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN or infinite (``on_nonfinite="stop"``)."""
 
@@ -199,6 +225,7 @@ class Trainer:
         if changed:
             details = ", ".join(f"{k}: {saved['train_config'].get(k)!r} -> {ours[k]!r}" for k in sorted(changed))
             raise ValueError(f"cannot resume {path}: the run was started with other settings ({details})")
+        _check_trainer_state(saved["trainer_state"], path)
         ckpt.restore_checkpoint(saved, self.model, self.optimizer)
         for name, value in saved["trainer_state"].items():
             setattr(self, name, value)
