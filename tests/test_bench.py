@@ -143,7 +143,6 @@ def test_memory_probe_in_a_subprocess() -> None:
     figures = memory.measure("nn_lstm", (20, 8, 16, 32), threads=1, timeout=120)
     assert "error" not in figures, figures
     assert figures["peak_mb"] > 0 and figures["hwm_mb"] >= figures["peak_mb"]
-    assert "error" in memory.measure("no_such_row", (2, 1, 1, 1), threads=1, timeout=120)
 
 
 def tiny_result() -> dict:

@@ -34,18 +34,22 @@ def bench_command(
         typer.Option(help="Comma-separated implementation keys (e.g. lstmkit_lstm,user_cifg); baselines are added."),
     ] = None,
     steady_state: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--steady-state/--short-warmup",
-            help="Warm lstmkit rows up past the step count after which lstmkit compiles steps (LSTMKIT_COMPILE=auto).",
+            help="Warm lstmkit rows up past the step count after which lstmkit compiles steps "
+            "(LSTMKIT_COMPILE=auto). Default: on, off with --quick.",
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
 ) -> None:
     """Time lstmkit against torch.nn, a naive loop and Keras; write results.md and results.json."""
     from . import peers, suite
 
     try:
-        settings: dict = {"threads": threads, "memory": memory, "keras": keras, "steady_state": steady_state}
+        settings: dict = {"threads": threads, "memory": memory, "keras": keras}
+        if steady_state is not None:
+            settings["steady_state"] = steady_state
         if shapes is not None:
             settings["shapes"] = suite.parse_shapes(shapes)
         if only is not None:

@@ -8,13 +8,16 @@ input (activations kept for backward, gradients, workspaces).
 
 Why a fresh process and not ``ru_maxrss`` or the current one: ``ru_maxrss`` never goes down and a
 forked child inherits its parent's, and a process that ran other implementations keeps freed
-memory resident. For the same reason the child runs with ``MALLOC_MMAP_THRESHOLD_`` fixed: glibc
-otherwise raises its mmap threshold after the first large free, so the second step reuses memory
-already resident and its peak reads low.
+memory resident. Within the child, memory the warm-up step freed must not stay resident either, or
+the measured step reuses it and its peak reads low: the child runs with ``MALLOC_MMAP_THRESHOLD_``
+fixed (glibc otherwise raises its mmap threshold after the first large free, so large tensors move
+into the heap) and calls ``malloc_trim(0)`` before the reset, which hands the heap's free pages back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -52,12 +55,19 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the kernel (glibc ``malloc_trim``; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def peak_of(run, warmup: int = 1) -> dict[str, float]:
     """Peak extra resident memory (MiB) of one call of ``run`` in this process, after ``warmup``
     calls. Only meaningful in a fresh process (see the module docstring)."""
     for _ in range(warmup):
         run()
     gc.collect()
+    release_free_memory()
     reset_peak()
     before = read_status_mb("VmRSS")
     run()

@@ -40,6 +40,10 @@ MODES = ("inference", "training")
 EXTRAS = ("peephole", "layernorm", "masked", "recurrent_dropout", "zoneout")
 
 Progress = Callable[[str], None]
+WARMUP_TEXT = {
+    True: "lstmkit rows warmed up past the step count after which lstmkit compiles their steps",
+    False: "short warm-up: lstmkit rows that compile their steps may time uncompiled steps",
+}
 
 
 @dataclass
@@ -57,7 +61,14 @@ class Config:
 
     @classmethod
     def quick_config(cls, **overrides) -> Config:
-        settings = {"shapes": list(QUICK_SHAPES), "repeats": 3, "warmup": 1, "target_ms": 20.0, "quick": True}
+        settings = {
+            "shapes": list(QUICK_SHAPES),
+            "repeats": 3,
+            "warmup": 1,
+            "target_ms": 20.0,
+            "steady_state": False,  # a compile (tens of seconds) does not fit in a minute
+            "quick": True,
+        }
         return cls(**{**settings, **overrides})
 
 
@@ -196,6 +207,7 @@ def run(config: Config, progress: Progress | None = None) -> dict:
                 warmup=config.warmup,
                 warmup_calls={peer.key: _steady_calls(peer, shape, config) for peer in chosen},
                 target_seconds=config.target_ms / 1000,
+                progress=lambda text: say("    " + text),
             )
             summary = timing.summarize(timings, {peer.key: peer.baseline for peer in chosen})
             for peer in chosen:
@@ -375,7 +387,7 @@ def markdown(result: dict) -> str:
         f"load average {load} at the start, {load_end} at the end; the run took {result['duration_s']:.0f} s.",
         "",
         f"Float32 throughout. Every implementation is timed round-robin in each of {config['repeats']} repetitions "
-        f"(after warm-up{'; lstmkit rows warmed up past the compile threshold' if config['steady_state'] else ''}); "
+        f"(after warm-up; {WARMUP_TEXT[bool(config['steady_state'])]}); "
         "times are medians over repetitions, ratios the median of the per-repetition ratio to torch.nn.LSTM "
         "(torch.nn.GRU for GRU rows) of the same repetition. GFLOP/s counts only the matrix multiplies "
         "(`2·T·B·(I+H)·G·H` per forward, 3× for a training step); `% peak` is that against "

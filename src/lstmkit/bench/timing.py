@@ -72,6 +72,7 @@ def round_robin(
     live = list(implementations)
     for name in list(live):
         run = implementations[name]
+        began = clock()
         try:
             for _ in range(max(warmup, (warmup_calls or {}).get(name, 0))):
                 run()
@@ -83,7 +84,10 @@ def round_robin(
             results[name].error = _describe(error)
             live.remove(name)
         if progress:
-            progress(f"warmed up {name}")
+            status = (
+                f"failed: {results[name].error}" if results[name].error else f"{results[name].calls} calls a timing"
+            )
+            progress(f"warmed up {name} ({clock() - began:.1f} s, {status})")
     for repetition in range(repeats):
         shift = repetition % len(live) if live else 0
         for name in live[shift:] + live[:shift]:
