@@ -275,6 +275,35 @@ def test_classifier_exports_with_lengths(tmp_path: Path) -> None:
         assert_close(run_onnx(out, {"x": x, "lengths": lengths}), [model(x, lengths)])
 
 
+def test_forecaster_and_pair_classifier_export(tmp_path: Path) -> None:
+    from lstmkit.tasks.forecast.model import ForecastConfig, Forecaster
+    from lstmkit.tasks.pairs.model import PairClassifier, PairsConfig
+
+    folder = tmp_path / "forecast"
+    Forecaster(ForecastConfig(["y", "x"], [0.0, 1.0], [1.0, 2.0], window=6, horizon=3, hidden_size=8)).save_pretrained(
+        folder
+    )
+    exported = export_pretrained(folder, tmp_path / "forecast.onnx")
+    assert exported.dynamic_axes["z"] == {0: "batch", 1: "sequence"}
+    model = Forecaster.from_pretrained(folder)
+    z = torch.randn(3, 10, 2)
+    assert_close(run_onnx(tmp_path / "forecast.onnx", {"z": z}), [model(z)])
+
+    folder = tmp_path / "pairs"
+    PairClassifier(PairsConfig(["a", "b", "c"], hidden_sizes=[4, 3], embedding_size=5)).save_pretrained(folder)
+    model = PairClassifier.from_pretrained(folder)
+    try:  # two sentences of their own lengths: verified at a and b of different lengths
+        exported = export_pretrained(folder, tmp_path / "pairs.onnx")
+    except ExportError as error:  # the model sizes its padding in Python: only a fixed length exports
+        assert "a_sequence" in str(error) and "dynamic_sequence=False" in str(error)
+        exported = export_pretrained(folder, tmp_path / "pairs.onnx", steps=7, dynamic_sequence=False)
+    assert exported.input_names == ["a", "a_lengths", "b", "b_lengths"]
+    a, b = torch.randint(3, 6, (4, 7)), torch.randint(3, 6, (4, 8))  # the example's lengths: 7 and 8
+    a_lengths, b_lengths = torch.tensor([7, 2, 5, 1]), torch.tensor([8, 8, 3, 1])
+    feed = {"a": a, "a_lengths": a_lengths, "b": b, "b_lengths": b_lengths}
+    assert_close(run_onnx(tmp_path / "pairs.onnx", feed), [model(a, a_lengths, b, b_lengths)])
+
+
 def test_command_line_errors_are_one_clear_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", "onnx", str(tmp_path / "nowhere"), str(tmp_path / "a.onnx")])
     assert result.exit_code == 2 and "no config.json" in result.output

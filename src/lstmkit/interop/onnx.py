@@ -452,20 +452,31 @@ def _sizes(slots: list[_Slot]) -> dict[str, int]:
 
 def _resized(slots: list[_Slot], sizes: Mapping[str, int]) -> list[Tensor]:
     """The example inputs with their batch and sequence axes cycled to ``sizes``."""
+    items = [i for slot in slots for i in slot.inputs]
+    labels = {item.name: label for item in items for label in item.axes.values() if _is_sequence(label)}
     tensors = []
-    for item in (i for slot in slots for i in slot.inputs):
+    for item in items:
         tensor = item.tensor
         for axis, label in item.axes.items():
             if label in sizes:
                 index = torch.arange(sizes[label], device=tensor.device) % tensor.shape[axis]
                 tensor = tensor.index_select(axis, index)
-        steps = [size for label, size in sizes.items() if _is_sequence(label)]
-        if "length" in item.name and not tensor.is_floating_point() and steps:
-            tensor = tensor.clamp(1, min(steps))
-            if tensor.numel():
-                tensor[0] = min(steps)  # one full-length sequence, as padded batches have
+        if "length" in item.name and not tensor.is_floating_point():
+            owner = labels.get(_lengths_owner(item.name), SEQUENCE)  # "a_lengths" -> the length of "a"
+            steps = sizes.get(owner) or min((size for label, size in sizes.items() if _is_sequence(label)), default=0)
+            if steps and tensor.numel():
+                tensor = tensor.clamp(1, steps)
+                tensor[0] = steps  # one full-length sequence, as padded batches have
         tensors.append(tensor)
     return tensors
+
+
+def _lengths_owner(name: str) -> str:
+    """The input whose lengths an input named ``a_lengths`` (or ``a_length``) holds."""
+    for suffix in ("_lengths", "_length"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return ""
 
 
 def _run(module: nn.Module, slots: list[_Slot], flat: list[Tensor]) -> list[tuple[str, Tensor]]:
@@ -632,6 +643,7 @@ def onnxruntime_session(path: str | Path) -> Any:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # failures reach the caller as exceptions; no extra lines on stderr
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -689,8 +701,10 @@ def example_inputs(model: nn.Module, batch: int = 2, steps: int = 8) -> dict[str
     A model may say itself through a method ``example_inputs(batch, steps) -> dict``. Otherwise:
     every required parameter gets token ids ``(batch, steps)`` in the vocabulary of the model's first
     ``nn.Embedding``, or, without one, features ``(batch, steps, input_size)`` of its first recurrent
-    layer; a parameter whose name contains ``length`` gets lengths ``(batch,)`` (the first sequence
-    full, the others shorter). Optional parameters (``state=None``, ...) are left out.
+    layer (a second sequence ``steps + 1`` long, and so on, so that each keeps a sequence axis of its
+    own); a parameter whose name contains ``length`` gets lengths ``(batch,)`` (the first sequence
+    full, the others shorter; ``a_lengths`` goes with ``a``). Optional parameters (``state=None``,
+    ...) are left out.
 
     >>> from lstmkit.tasks.charlm.model import CharLM, CharLMConfig
     >>> inputs = example_inputs(CharLM(CharLMConfig("abc", hidden_size=8, embedding_size=4)), batch=3, steps=5)
@@ -708,18 +722,22 @@ def example_inputs(model: nn.Module, batch: int = 2, steps: int = 8) -> dict[str
     for parameter in parameters:
         if parameter.kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
             continue
+        # several sequences get lengths of their own (steps, steps + 1, ...): their axes stay independent
+        length = steps + sum(1 for tensor in inputs.values() if tensor.dim() >= 2)
         if "length" in parameter.name:
-            lengths = torch.randint(1, steps + 1, (batch,), generator=generator)
-            lengths[0] = steps
+            owner = inputs.get(_lengths_owner(parameter.name))
+            full = owner.shape[1] if owner is not None and owner.dim() >= 2 else steps
+            lengths = torch.randint(1, full + 1, (batch,), generator=generator)
+            lengths[0] = full
             inputs[parameter.name] = lengths
         elif parameter.default is not inspect.Parameter.empty:
             continue
         elif embedding is not None:
             low = 1 if embedding.num_embeddings > 1 else 0
-            inputs[parameter.name] = torch.randint(low, embedding.num_embeddings, (batch, steps), generator=generator)
+            inputs[parameter.name] = torch.randint(low, embedding.num_embeddings, (batch, length), generator=generator)
         elif recurrent is not None and recurrent.input_size is not None:
             dtype = next(recurrent.parameters()).dtype
-            inputs[parameter.name] = torch.randn(batch, steps, recurrent.input_size, generator=generator, dtype=dtype)
+            inputs[parameter.name] = torch.randn(batch, length, recurrent.input_size, generator=generator, dtype=dtype)
         else:
             raise ExportError(
                 f"cannot make an example for {type(model).__name__}.forward's {parameter.name!r}: the model has no "
