@@ -11,12 +11,14 @@ from .interop.cli import app as export_app
 from .tasks.charlm.cli import app as charlm_app
 from .tasks.classify.cli import app as classify_app
 from .tasks.forecast.cli import app as forecast_app
+from .tasks.pairs.cli import app as pairs_app
 
 app = typer.Typer(help="lstmkit: LSTM-family recurrent networks, written gate by gate.", no_args_is_help=True)
 example_app = typer.Typer(help="Run the seed examples.", no_args_is_help=True)
 app.command("bench")(bench_command)
 app.add_typer(example_app, name="example")
 app.add_typer(charlm_app, name="charlm")
+app.add_typer(pairs_app, name="pairs")
 app.add_typer(classify_app, name="classify")
 app.add_typer(forecast_app, name="forecast")
 app.add_typer(export_app, name="export")
