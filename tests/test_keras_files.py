@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
 from lstmkit import keras as lk
+from lstmkit.cli import app
 from lstmkit.interop.keras_files import (
     Dense,
     Embedding,
@@ -283,15 +285,22 @@ def test_a_keras_file_exports_to_onnx_and_onnxruntime_gives_keras_outputs(tmp_pa
     keras_file, _ = saved(model, tmp_path)
     exported = export_onnx(load_keras_file(keras_file), np_ids(2, 6), tmp_path / "model.onnx")
     assert exported.dynamic_axes["input_0"] == {0: "batch", 1: "sequence"}
-    session = onnxruntime_session(tmp_path / "model.onnx")
-    for batch, steps in ((1, 1), (3, 11)):
-        ids = np_ids(batch, steps).numpy()
-        np.testing.assert_allclose(session.run(None, {"input_0": ids})[0], keras_output(model, ids), atol=1e-5)
+    result = CliRunner().invoke(app, ["export", "onnx", str(keras_file), str(tmp_path / "cli.onnx")])
+    assert result.exit_code == 0, result.output
+    (input_name,) = load_keras_file(keras_file).input_specs  # Keras' name: input_layer, input_layer_1, ...
+    assert f"inputs:  {input_name} {{0: batch, 1: sequence}}" in result.output
+    for path, name in ((tmp_path / "model.onnx", "input_0"), (tmp_path / "cli.onnx", input_name)):
+        session = onnxruntime_session(path)
+        for batch, steps in ((1, 1), (3, 11)):
+            ids = np_ids(batch, steps).numpy()
+            np.testing.assert_allclose(session.run(None, {name: ids})[0], keras_output(model, ids), atol=1e-5)
     masked = siamese()
     masked_file, _ = saved(masked, tmp_path, "siamese")
     loaded = load_keras_file(masked_file)
     with pytest.raises(ExportError, match="called with a mask.*dynamic_sequence=False"):
         export_onnx(loaded, (np_ids(2, 6), np_ids(2, 4)), tmp_path / "siamese.onnx")
+    result = CliRunner().invoke(app, ["export", "onnx", str(masked_file), str(tmp_path / "siamese.onnx")])
+    assert result.exit_code == 2 and "--static-sequence" in result.output
     exported = export_onnx(loaded, (np_ids(2, 6), np_ids(2, 4)), tmp_path / "siamese.onnx", dynamic_sequence=False)
     left, right = np_ids(5, 6).numpy(), np_ids(5, 4).numpy()
     left[0, 3:] = 0

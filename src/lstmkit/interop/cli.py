@@ -14,7 +14,9 @@ app = typer.Typer(help="Export trained models to other formats.", no_args_is_hel
 
 @app.command("onnx")
 def onnx_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A trained model folder (config.json + model.safetensors).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A trained model folder (config.json + model.safetensors), or a Keras .keras file.")
+    ],
     out: Annotated[Path, typer.Argument(help="The ONNX file to write.")],
     batch: Annotated[int, typer.Option(min=1, max=4096, help="Batch size of the example the export traces.")] = 2,
     steps: Annotated[int, typer.Option(min=1, max=100_000, help="Sequence length of the example.")] = 8,
@@ -33,7 +35,8 @@ def onnx_command(
         bool, typer.Option("--verify/--no-verify", help="Check the graph in onnxruntime against the model.")
     ] = True,
 ) -> None:
-    """Write any task's trained model as ONNX, with dynamic batch and sequence axes, checked in onnxruntime."""
+    """Write any task's trained model (or a Keras .keras model) as ONNX, with dynamic batch and sequence
+    axes, checked in onnxruntime."""
     from .onnx import ExportError, export_pretrained
 
     with user_errors():
@@ -50,8 +53,10 @@ def onnx_command(
             )
         except ImportError as error:  # onnxruntime missing: a ValueError for user_errors' one line
             raise ValueError(str(error)) from None
-        except ExportError as error:
-            raise ValueError(f"{checkpoint}: {error}") from None
+        except ExportError as error:  # in the words of the command line
+            raise ValueError(
+                f"{checkpoint}: {str(error).replace('dynamic_sequence=False', '--static-sequence')}"
+            ) from None
 
     def shape(name: str) -> str:
         axes = result.dynamic_axes.get(name, {})

@@ -295,6 +295,26 @@ class KerasModel(nn.Module):
         self.inputs, self.outputs = list(inputs), [tuple(o) for o in outputs]
         self.operations = dict(operations or {})
         self.keras_config = dict(keras_config) if keras_config is not None else None
+        self.input_specs: dict[str, tuple[list[int | None], str]] = {}  # from the config's InputLayers
+
+    def example_inputs(self, batch: int = 2, steps: int = 8) -> dict[str, Tensor]:
+        """Random inputs shaped as the model's Keras inputs (``None`` axes: ``batch``, then ``steps``),
+        by input name; token ids below the first Embedding's ``input_dim``. Used by the ONNX export."""
+        generator = torch.Generator().manual_seed(0)
+        embedding = next((m for m in self.layers.values() if isinstance(m, nn.Embedding)), None)
+        specs = self.input_specs or {"input": ([None, None], "int32" if embedding is not None else "float32")}
+        inputs = {}
+        for name, (shape, dtype) in specs.items():
+            size = [batch, *(steps if dim is None else int(dim) for dim in shape[1:])]
+            torch_dtype = getattr(torch, dtype, None)
+            if not isinstance(torch_dtype, torch.dtype):
+                raise KerasFileError(f"input {name!r} has dtype {dtype!r}, which torch does not have")
+            if not torch_dtype.is_floating_point:
+                high = embedding.num_embeddings if embedding is not None else 2
+                inputs[name] = torch.randint(min(1, high - 1), high, size, generator=generator, dtype=torch_dtype)
+            else:
+                inputs[name] = torch.randn(size, generator=generator, dtype=torch_dtype)
+        return inputs
 
     # -- weights files -------------------------------------------------------------------------------
     def weight_paths(self) -> dict[str, str]:
@@ -560,12 +580,23 @@ def model_from_config(config: Mapping[str, Any] | str, *, source: str = "config"
             unknown = set(node.get("kwargs", {})) - {"mask", "training", "initial_state"}
             if unknown:
                 raise KerasFileError(f"{source}: layer {name!r} is called with unsupported arguments {sorted(unknown)}")
+    specs = {
+        entry.get("name") or entry["config"].get("name", "input"): (
+            list(entry["config"].get("batch_shape") or [None, None]),
+            str(entry["config"].get("dtype", "float32")),
+        )
+        for entry in entries
+        if entry.get("class_name") == "InputLayer" and isinstance(entry.get("config"), Mapping)
+    }
     if kind == "Sequential":
-        return KerasModel(layers, name=body.get("name", "sequential"), keras_config=config)
-    return KerasModel(layers, name=body.get("name", "functional"), nodes=nodes,
-                      inputs=[name for name, _, _ in _endpoints(body.get("input_layers", []))],
-                      outputs=_endpoints(body.get("output_layers", [])), operations=operations,
-                      keras_config=config)  # fmt: skip
+        model = KerasModel(layers, name=body.get("name", "sequential"), keras_config=config)
+    else:
+        model = KerasModel(layers, name=body.get("name", "functional"), nodes=nodes,
+                           inputs=[name for name, _, _ in _endpoints(body.get("input_layers", []))],
+                           outputs=_endpoints(body.get("output_layers", [])), operations=operations,
+                           keras_config=config)  # fmt: skip
+    model.input_specs = specs
+    return model
 
 
 # -- weights -----------------------------------------------------------------------------------------

@@ -755,18 +755,24 @@ def export_pretrained(
     with_state: bool = False,
     **options: Any,
 ) -> OnnxExport:
-    """Export the task model saved in ``directory`` (any task; see :func:`lstmkit.tasks.load_model`)
-    with inputs from :func:`example_inputs`; ``options`` go to :func:`export_onnx`.
+    """Export a saved model: a task model's folder (any task; see :func:`lstmkit.tasks.load_model`)
+    or a Keras 3 ``.keras`` file (see :func:`lstmkit.interop.keras_files.load_keras_file`), with
+    inputs from :func:`example_inputs`; ``options`` go to :func:`export_onnx`.
 
     ``with_state=True`` also makes the initial recurrent state an input (``h_0``, ``c_0``), for a
     model whose ``forward(..., state=None)`` returns ``(output, state)`` such as charlm: a runtime
     can then feed the state back to generate step by step."""
-    from ..tasks import load_model
+    if Path(directory).suffix == ".keras":
+        from .keras_files import load_keras_file
 
-    model = load_model(directory)
+        model: nn.Module = load_keras_file(directory)
+    else:
+        from ..tasks import load_model
+
+        model = load_model(directory)
     inputs = example_inputs(model, batch, steps)
+    names, var_positional = _parameter_names(model)
     if with_state:
-        names, _ = _parameter_names(model)
         slot = next((name for name in names if name in STATE_PARAMETERS), None)
         if slot is None:
             raise ExportError(f"{type(model).__name__}.forward takes no state argument (one of {STATE_PARAMETERS})")
@@ -776,7 +782,9 @@ def export_pretrained(
         if not isinstance(state, Tensor | tuple):
             raise ExportError(f"{type(model).__name__} does not return (output, state); cannot export its state")
         inputs[slot] = state
-    names, _ = _parameter_names(model)
+    if var_positional and not names:  # forward(*inputs), as a Keras model's: its inputs by their own names
+        options.setdefault("input_names", list(inputs))
+        return export_onnx(model, tuple(inputs.values()), path, **options)
     positional = []
     for name in names:  # positional up to the last given one; a skipped optional one stays None
         if name in inputs:
