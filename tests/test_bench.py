@@ -42,10 +42,12 @@ def test_round_robin_interleaves_rotates_and_takes_medians() -> None:
         "slow": fake(clock, 0.040, log, "slow"),
     }
     results = timing.round_robin(implementations, repeats=3, warmup=1, target_seconds=0.020, clock=clock)
-    # warm-up once each, calibration call each, then 3 repetitions in rotating order
+    # warm-up once each, calibration (fastest of up to 3 calls, fewer once they took 4x the target
+    # together), then 3 repetitions in rotating order
+    assert log[:11] == ["base"] * 4 + ["fast"] * 4 + ["slow"] * 3
     calls = {name: results[name].calls for name in implementations}
     assert calls == {"base": 2, "fast": 4, "slow": 1}
-    timed = log[6:]
+    timed = log[11:]
     blocks = []
     for repetition in range(3):
         order = list(implementations)[repetition:] + list(implementations)[:repetition]
@@ -60,6 +62,14 @@ def test_round_robin_interleaves_rotates_and_takes_medians() -> None:
     assert summary["fast"]["ratio"] == pytest.approx(0.5)
     assert summary["slow"]["median_ms"] == pytest.approx(40.0)
     assert summary["base"]["ratios"] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_calibration_takes_the_fastest_call() -> None:
+    clock, log = FakeClock(), []
+    # one call slowed by load among fast ones: calibrated on the fast one
+    assert timing.calibrate(fake(clock, [0.03, 0.001, 0.002], log, "x"), 0.010, clock) == 10
+    assert timing.calibrate(fake(clock, [0.05, 0.001], log, "x"), 0.010, clock) == 1  # spent 4x the target
+    assert timing.calibrate(fake(clock, [0.001, 0.001, 0.001], log, "x"), 0.0, clock) == 1
 
 
 def test_ratios_are_paired_per_repetition_before_the_median() -> None:

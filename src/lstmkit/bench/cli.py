@@ -28,6 +28,9 @@ def bench_command(
     memory: Annotated[
         bool, typer.Option("--memory/--no-memory", help="Measure peak training memory (one process per row).")
     ] = True,
+    memory_jobs: Annotated[
+        int, typer.Option(min=1, max=64, help="Memory children run side by side (their speed does not matter).")
+    ] = 2,
     keras: Annotated[bool, typer.Option("--keras/--no-keras", help="Include Keras 3 (torch backend) rows.")] = True,
     only: Annotated[
         str | None,
@@ -47,7 +50,7 @@ def bench_command(
     from . import peers, suite
 
     try:
-        settings: dict = {"threads": threads, "memory": memory, "keras": keras}
+        settings: dict = {"threads": threads, "memory": memory, "memory_jobs": memory_jobs, "keras": keras}
         if steady_state is not None:
             settings["steady_state"] = steady_state
         if shapes is not None:
