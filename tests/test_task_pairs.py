@@ -258,7 +258,7 @@ def test_single_architecture_reads_a_separator_joined_sequence() -> None:
     a, a_lengths = torch.tensor([[3, 4, 5], [5, 0, 0]]), torch.tensor([3, 1])
     b, b_lengths = torch.tensor([[4, 0], [3, 3]]), torch.tensor([1, 2])
     joined, lengths = join_pairs(a, a_lengths, b, b_lengths)
-    assert joined.tolist() == [[3, 4, 5, 2, 4], [5, 2, 3, 3, 0]] and lengths.tolist() == [5, 4]
+    assert joined.tolist() == [[3, 4, 5, 2, 4, 0], [5, 2, 3, 3, 0, 0]] and lengths.tolist() == [5, 4]
     with torch.no_grad():
         by_hand = [model.head(model.encode(torch.tensor([ids]), torch.tensor([len(ids)]))) for ids in
                    ([3, 4, 5, 2, 4], [5, 2, 3, 3])]  # fmt: skip
@@ -468,3 +468,18 @@ def test_command_line_errors_with_a_trained_model(trained: tuple, tmp_path: Path
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     result = runner.invoke(app, ["pairs", "predict", "--checkpoint", str(out)])
     assert result.exit_code == 2 and "Missing argument" in result.output
+
+
+@pytest.mark.parametrize("architecture", ["siamese", "single"])
+def test_both_architectures_export_to_onnx_with_their_own_sequence_axes(architecture: str, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from lstmkit.interop.onnx import export_pretrained
+    from lstmkit.tasks import load_model
+
+    model = PairClassifier(PairsConfig(["a", "b", "c"], architecture=architecture, embedding_size=4,
+                                       hidden_sizes=[5, 3], dense_size=6))  # fmt: skip
+    model.save_pretrained(tmp_path / "model")
+    assert isinstance(load_model(tmp_path / "model"), PairClassifier)
+    exported = export_pretrained(tmp_path / "model", tmp_path / "model.onnx")  # checked in onnxruntime at other sizes
+    assert exported.input_names == ["a", "a_lengths", "b", "b_lengths"]
+    assert exported.dynamic_axes["a"] == {0: "batch", 1: "a_sequence"} and exported.dynamic_axes["b"][1] == "b_sequence"

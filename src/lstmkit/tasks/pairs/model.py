@@ -101,9 +101,12 @@ class PairClassifier(TaskModel):
             if lengths.numel() and int(lengths.min()) < 1:
                 raise ValueError(f"every sentence needs at least one word; got {name} lengths {lengths.tolist()}")
         if self.config.architecture == "siamese":
-            steps = max(a.shape[1], b.shape[1])  # both sentences in one pass of the shared encoder
-            both = torch.cat((F.pad(a, (0, steps - a.shape[1])), F.pad(b, (0, steps - b.shape[1]))))
-            u, v = self.encode(both, torch.cat((a_lengths, b_lengths))).chunk(2)
+            if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # no size may be fixed by Python
+                u, v = self.encode(a, a_lengths), self.encode(b, b_lengths)
+            else:  # both sentences in one pass of the shared encoder: half the steps of the time loop
+                steps = max(a.shape[1], b.shape[1])
+                both = torch.cat((F.pad(a, (0, steps - a.shape[1])), F.pad(b, (0, steps - b.shape[1]))))
+                u, v = self.encode(both, torch.cat((a_lengths, b_lengths))).chunk(2)
             features = torch.cat((u, v, (u - v).abs(), u * v), dim=1)
         else:
             features = self.encode(*join_pairs(a, a_lengths, b, b_lengths))
@@ -111,15 +114,16 @@ class PairClassifier(TaskModel):
 
 
 def join_pairs(a: Tensor, a_lengths: Tensor, b: Tensor, b_lengths: Tensor) -> tuple[Tensor, Tensor]:
-    """Each pair as one sequence ``a <sep> b`` (padded, batch first) and its lengths.
+    """Each pair as one sequence ``a <sep> b`` (padded to the width of ``a``, one step and ``b``,
+    batch first) and its lengths.
 
     >>> joined, lengths = join_pairs(torch.tensor([[5, 6], [7, 0]]), torch.tensor([2, 1]),
     ...                              torch.tensor([[8, 0], [9, 9]]), torch.tensor([1, 2]))
     >>> joined.tolist(), lengths.tolist()
-    ([[5, 6, 2, 8], [7, 2, 9, 9]], [4, 4])
+    ([[5, 6, 2, 8, 0], [7, 2, 9, 9, 0]], [4, 4])
     """
     lengths = a_lengths + 1 + b_lengths
-    steps = torch.arange(int(lengths.max()) if lengths.numel() else 0, device=a.device)[None]
+    steps = torch.arange(a.shape[1] + 1 + b.shape[1], device=a.device)[None]
     first = a.gather(1, steps.clamp(max=a.shape[1] - 1).expand(a.shape[0], -1))
     after = (steps - a_lengths[:, None] - 1).clamp(0, b.shape[1] - 1)
     joined = torch.where(steps < a_lengths[:, None], first, b.gather(1, after))
