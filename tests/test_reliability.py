@@ -284,12 +284,6 @@ def test_stale_temporaries_of_killed_writes_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.tmp"]
 
 
-@pytest.mark.slow  # waits 30 s for a process that never finishes
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/native/build.py: torch's cpp_extension takes a 'lock' file on every load; a process killed "
-    "while holding it makes every later run wait for it (build.py only removes locks older than 10 minutes)",
-)
 def test_a_kill_while_the_native_engine_loads_does_not_hang_the_next_run(tmp_path: Path) -> None:
     from lstmkit.engine import native
     from lstmkit.engine.native.build import build_directory, instruction_set

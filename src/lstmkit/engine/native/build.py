@@ -3,7 +3,9 @@
 The build directory is ``$LSTMKIT_EXTENSIONS_DIR`` or ``$TORCH_EXTENSIONS_DIR`` or
 ``~/.cache/lstmkit/torch_extensions``, with a sub-directory per torch version, Python version and
 instruction set, so a cached build is never loaded into the wrong torch. ``cpp_extension.load``
-rebuilds when a source file or a flag changes and serialises concurrent builds with a lock file.
+rebuilds when a source file or a flag changes and serialises concurrent builds with a lock file,
+which a process killed while loading leaves behind; so lstmkit holds an ``flock`` (released by the
+kernel when its holder dies) around the whole load, and removes any ``lock`` it finds once it holds it.
 
 Instruction set: with AVX2 and FMA in ``/proc/cpuinfo`` the code is compiled with
 ``-mavx2 -mfma -DCPU_CAPABILITY_AVX2 -DCPU_CAPABILITY=AVX2``; without those defines
@@ -16,11 +18,11 @@ native engine altogether.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -29,7 +31,6 @@ import torch
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = ("bindings.cpp", "lstm.cpp", "gru.cpp")  # + common.h (ninja tracks header dependencies)
-STALE_LOCK_SECONDS = 600  # a build killed half-way leaves its lock file; cpp_extension would wait forever
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -94,17 +95,20 @@ def _build(verbose: bool) -> ModuleType:
     isa = instruction_set()
     directory = build_directory(isa)
     directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / "lock"
-    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
-        lock.unlink(missing_ok=True)
     sources = [str(CSRC / source) for source in SOURCES]
+    with open(directory / "lstmkit.flock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)  # we hold the flock: any cpp_extension lock is a dead process's
+        return _load(cpp_extension, isa, sources, directory, verbose)
+
+
+def _load(cpp_extension: ModuleType, isa: str, sources: list[str], directory: Path, verbose: bool) -> ModuleType:
     try:
         # libgomp is the one torch already loaded (same soname), so there is one OpenMP runtime.
-        flags = compile_flags(isa, openmp=True)
         return cpp_extension.load(
             name=f"lstmkit_native_{isa}",
             sources=sources,
-            extra_cflags=flags,
+            extra_cflags=compile_flags(isa, openmp=True),
             extra_ldflags=["-fopenmp"],
             build_directory=str(directory),
             verbose=verbose,
