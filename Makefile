@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt "torch==2.13.0" "setuptools>=77" wheel
-	$(PIP) install --quiet -c constraints.txt --no-build-isolation -e ".[dev,data]"
+	$(PIP) install --quiet -c constraints.txt --no-build-isolation -e ".[dev,data,onnx]"
 	touch $(STAMP)
 
 run: setup

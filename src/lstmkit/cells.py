@@ -396,6 +396,6 @@ class LayerNormLSTMCell(Cell):
         i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)  # input, forget, output gates
         g = torch.tanh(g)  # candidate cell
         c = f * c + i * g  # c_t = f * c_{t-1} + i * g
-        c_norm = F.layer_norm(c, c.shape[-1:], self.ln_weight_c, self.ln_bias_c, self.eps)
+        c_norm = F.layer_norm(c, (self.hidden_size,), self.ln_weight_c, self.ln_bias_c, self.eps)
         h = o * torch.tanh(c_norm)  # h_t = o * tanh(LN(c_t))
         return (h, c), (i, f, g, o)
