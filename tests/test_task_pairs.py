@@ -184,7 +184,7 @@ MALFORMED = [
     ("nolabelvalue.tsv", HEADER + "1\t1\t2\ta\tb\t\n", r"nolabelvalue.tsv, line 2, column 'is_duplicate'.*got ''"),
     ("fields.tsv", HEADER + "1\t1\t2\ta b\t0\n", r"fields.tsv, line 2: 5 fields, expected 6 \(tab-separated\)"),
     ("emptyq.tsv", HEADER + "1\t1\t2\ta\tb\t0\n2\t3\t4\t\tb\t1\n",
-     r"emptyq.tsv, line 3: empty question1; every pair needs two questions \(--set drop_empty=true"),
+     r"emptyq.tsv, line 3: empty question1; every pair needs two questions \(train --set drop_empty=true"),
     ("spaces.tsv", HEADER + "1\t1\t2\t  \t \t1\n", r"spaces.tsv, line 2: empty question1 and question2"),
     ("quote.tsv", HEADER + '1\t1\t2\t"a"b\tc\t0\n', r"quote.tsv, line 2: .*; expected tab-separated fields"),
     ("multiline.tsv", HEADER + '1\t1\t2\t"a\nb"\tc\t0\n2\t1\t2\ta\tc\t5\n',
@@ -466,6 +466,11 @@ def test_command_line_errors_with_a_trained_model(trained: tuple, tmp_path: Path
     result = runner.invoke(app, ["pairs", "evaluate", "--checkpoint", str(out), "--data", str(bad)])
     message = "bad.tsv, line 2, column 'is_duplicate': expected 0 or 1, got '0.5'"
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    holes = write(tmp_path / "holes.tsv", HEADER + "1\t1\t2\tWho is he?\t\t0\n2\t1\t2\tIn the beginning\tGod\t1\n")
+    result = runner.invoke(app, ["pairs", "evaluate", "--checkpoint", str(out), "--data", str(holes)])
+    assert result.exit_code == 2 and "holes.tsv, line 2: empty question2" in result.output, result.output
+    result = runner.invoke(app, ["pairs", "evaluate", "--checkpoint", str(out), "--data", str(holes), "--drop-empty"])
+    assert result.exit_code == 2 and "ROC-AUC needs both classes" in result.output, "one pair is left: one class"
     result = runner.invoke(app, ["pairs", "predict", "--checkpoint", str(out)])
     assert result.exit_code == 2 and "Missing argument" in result.output
 
@@ -483,3 +488,14 @@ def test_both_architectures_export_to_onnx_with_their_own_sequence_axes(architec
     exported = export_pretrained(tmp_path / "model", tmp_path / "model.onnx")  # checked in onnxruntime at other sizes
     assert exported.input_names == ["a", "a_lengths", "b", "b_lengths"]
     assert exported.dynamic_axes["a"] == {0: "batch", 1: "a_sequence"} and exported.dynamic_axes["b"][1] == "b_sequence"
+
+
+@pytest.mark.slow
+def test_command_line_trains_in_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    result = runner.invoke(app, ["pairs", "train", "--preset", "tiny", "--out", str(out), "--quiet", "--max-steps",
+                                 "6", "--nproc", "2", "--set", "max_eval_pairs=100"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "test: accuracy" in result.output and PairClassifier.from_pretrained(out).config.threshold != 0.5
+    steps = [line for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert len(steps) == 0 and len((out / "metrics.jsonl").read_text().splitlines()) == 1, "only rank 0 writes"

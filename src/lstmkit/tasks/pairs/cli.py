@@ -83,12 +83,15 @@ def evaluate_command(
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Decide at this probability (default: the model's).")
     ] = None,
+    drop_empty: Annotated[
+        bool, typer.Option("--drop-empty", help="Leave out --data pairs with an empty question (else an error).")
+    ] = False,
 ) -> None:
     """Accuracy, F1 and ROC-AUC of a trained model on a split of its data or on a Quora TSV."""
     with user_errors():
         model = PairClassifier.from_pretrained(checkpoint)
         if data is not None:
-            pairs = read_quora_tsv(data)
+            pairs = read_quora_tsv(data, drop_empty=drop_empty)
         else:
             settings = read_task_data(checkpoint)
             if split not in SPLITS:

@@ -192,8 +192,8 @@ def read_quora_tsv(path: str | Path, drop_empty: bool = False) -> PairSet:
                 if drop_empty:
                     dropped.append(where.rpartition(", ")[2])
                     continue
-                raise PairsDataError(f"{where}: empty {' and '.join(empty)}; every pair needs two questions "
-                                     "(--set drop_empty=true leaves such pairs out)")  # fmt: skip
+                hint = "train --set drop_empty=true or evaluate --drop-empty leaves such pairs out"
+                raise PairsDataError(f"{where}: empty {' and '.join(empty)}; every pair needs two questions ({hint})")
             ids.append(row[column["id"]].strip() if "id" in column else str(len(ids)))
             first.append(row[column["question1"]])
             second.append(row[column["question2"]])
