@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 import typer
 
 from ..tasks.options import Checkpoint, Seed, console, user_errors
@@ -24,6 +27,23 @@ Quick = Annotated[bool, typer.Option("--quick", help="Small budgets: a couple of
 Kinds = Annotated[str | None, typer.Option(help="Cells, comma-separated: rnn, gru, lstm, peephole, layernorm.")]
 Steps = Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps per training run.")]
 Hidden = Annotated[int | None, typer.Option("--hidden-size", min=1, help="Units of every model.")]
+Threads = Annotated[
+    int,
+    typer.Option(
+        min=1, max=256, help="Intra-op threads. The models are small: 1 is fastest, and immune to other jobs."
+    ),
+]
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads, then restore the number there was."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def parse_list(name: str, text: str, convert: type = str) -> tuple:
@@ -131,12 +151,13 @@ def gradients_command(
     seed: Seed = None,
     quick: Quick = False,
     out: Out = Path("runs/inspect"),
+    threads: Threads = 1,
 ) -> None:
     """||dL_T/dh_t|| for t = T..1 for RNN, GRU and LSTM of equal size, before and after training."""
     from .gradients import compare_gradient_flow
     from .plots import plot_gradient_flow
 
-    with user_errors():
+    with intra_op_threads(threads), user_errors():
         kind_list = parse_list("kinds", kinds or "rnn,gru,lstm")
         settings = _long_lag_settings(
             quick, seed, steps=steps, hidden_size=hidden_size, gradient_lag=lag, kinds=kind_list, tasks=("adding",)
@@ -164,13 +185,14 @@ def long_lag_command(
     seed: Seed = None,
     quick: Quick = False,
     out: Out = Path("runs/inspect"),
+    threads: Threads = 1,
 ) -> None:
     """Train RNN, GRU, LSTM and peephole LSTM on the adding problem and the copy task at several
     lags for the same budget; table, result plot and learning curves."""
     from .longlag import long_lag_table, run_long_lag
     from .plots import plot_learning_curves, plot_long_lag
 
-    with user_errors():
+    with intra_op_threads(threads), user_errors():
         settings = _long_lag_settings(
             quick,
             seed,
@@ -208,12 +230,13 @@ def cost_command(
     repeats: Annotated[int | None, typer.Option(min=1, help="Timing rounds (median).")] = None,
     quick: Quick = False,
     out: Out = Path("runs/inspect"),
+    threads: Threads = 1,
 ) -> None:
     """Parameter count, forward and training-step time of each cell kind at the same size."""
     from .cost import QUICK, CostSettings, cost_table, measure_cost
     from .plots import plot_cost
 
-    with user_errors():
+    with intra_op_threads(threads), user_errors():
         given = {
             "kinds": parse_list("kinds", kinds) if kinds else None,
             "input_size": input_size,
@@ -241,9 +264,10 @@ def report_command(
     ] = None,
     text: Annotated[str | None, typer.Option(help="The text to trace (default: the soliloquy's opening).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every training run.")] = 0,
+    threads: Threads = 1,
 ) -> None:
     """Everything above in one self-contained HTML page (OUT/report.html), plus the PNGs and tables."""
     from .report import ReportSettings, build_report
 
-    with user_errors():
+    with intra_op_threads(threads), user_errors():
         build_report(out, ReportSettings(quick=quick, checkpoint=checkpoint, text=text, seed=seed), log=console.print)

@@ -161,14 +161,15 @@ def long_lag_and_gradient_sections(
     table = longlag.long_lag_table(runs)
     final = plot_long_lag(runs, out_dir / "long_lag.png")
     curves = plot_learning_curves(runs, out_dir / "long_lag_curves.png")
-    adding_chance, copy_chance = 1 / 6, longlag.CopyMemory(10).chance
+    adding_chance, copy_chance = 1 / 6, longlag.CopyMemory(10, length=settings.copy_length).chance
     text_final = (
         f"What each cell reaches after the same budget ({settings.steps} Adam steps of {settings.batch_size} fresh "
         f"sequences, {settings.hidden_size} units, the same data and seed for every cell), against the lag: "
         f"the adding problem's mean squared error (log axis, chance {adding_chance:.3f}: always answering 1) and the "
-        f"copy task's accuracy on the recalled symbols (chance {copy_chance:.3f}: a guess). A cell that stays on "
-        "the dashed line has learnt nothing that spans the lag. Longer budgets move every line; the order of "
-        "the cells is the point."
+        f"copy task's accuracy on the {settings.copy_length} recalled symbols (chance {copy_chance:.3f}: a guess). "
+        "A cell that stays on the dashed line has learnt nothing that spans the lag. Learnt within this budget "
+        "(a mean squared error below a tenth of chance; an accuracy more than halfway from chance to perfect): "
+        f"{longlag.learnt_summary(runs)} Longer budgets move every line; the order of the cells is the point."
     )
     text_curves = (
         "The held-out metric during training, one panel per task and lag: how fast each cell leaves "
@@ -194,6 +195,12 @@ def long_lag_and_gradient_sections(
         )
         ratios = {f"{flow.kind}, {flow.stage}": flow.ratio() for flow in flows}
         described = "; ".join(f"{name}: {ratio:.1e}" for name, ratio in ratios.items())
+        solved = [run.kind for run in runs if run.task == "adding" and run.lag == gradient_lag and longlag.learnt(run)]
+        outcome = (
+            f"Of these, {' and '.join(solved)} learnt the adding problem at this lag within the budget"
+            if solved
+            else "None of them learnt the adding problem at this lag within the budget"
+        )
         text_flow = (
             f"The norm of the gradient of the loss made at the last step T = {gradient_lag} with respect to each "
             f"hidden state h_t (solid) and, for the LSTM, cell state c_t (dotted), averaged over 64 held-out "
@@ -201,7 +208,8 @@ def long_lag_and_gradient_sections(
             f"the same models after the long-lag training above. How much of the gradient at h_T reaches h_1, "
             f"|dL/dh_1| / |dL/dh_T|: {described}. Through the plain RNN the error shrinks by a roughly constant "
             "factor per step, exponentially in the distance; through the LSTM's cell state it is multiplied only "
-            "by the forget gates, and through the GRU's state by its update gates, so it can survive the lag."
+            "by the forget gates, and through the GRU's state by its update gates, so it can survive the lag. "
+            f"{outcome}: learning a lag needs the gradient from the end to reach its start."
         )
         sections.insert(
             0, Section("2. Gradient flow: why a plain RNN cannot learn long lags", "", [(figure, text_flow)])
@@ -219,23 +227,19 @@ def cost_section(settings: cost_module.CostSettings, out_dir: Path, log: Callabl
     claim = ""
     if "gru" in by_kind and "lstm" in by_kind:
         gru, lstm = by_kind["gru"], by_kind["lstm"]
+        ratios = [f"{gru.train_ms[e] / lstm.train_ms[e]:.2f} times on the {e} engine" for e in settings.engines]
         claim = (
-            f" The GRU has {gru.parameters / lstm.parameters:.2f} times the LSTM's parameters; its training "
-            + ", ".join(
-                f"step takes {gru.train_ms[e] / lstm.train_ms[e]:.2f} times the LSTM's on the {e} engine"
-                for e in settings.engines
-            )
-            + "."
+            f" The GRU has {gru.parameters / lstm.parameters:.2f} times the LSTM's parameters; its training step "
+            f"takes {' and '.join(ratios)} the LSTM's time."
         )
     text = (
         f"Parameters of one layer and median times over {settings.repeats} round-robin rounds for a batch of "
         f"{settings.batch_size} sequences of {settings.steps} steps, {settings.input_size} inputs and "
-        f"{settings.hidden_size} units, on {torch.get_num_threads()} threads: a forward pass without gradients, "
-        "and a training step (forward, backward, Adam). 'auto' is the engine lstmkit picks (torch's fused "
-        "kernels, its native C++ loops or the reference loop, whichever runs that cell fastest); 'reference' "
-        "runs every cell through the same Python loop, so that the difference is the cell's arithmetic."
-        + claim
-        + " Times depend on the machine and on what else runs on it."
+        f"{settings.hidden_size} units, with {torch.get_num_threads()} intra-op thread(s): a forward pass without "
+        "gradients, and a training step (forward, backward, Adam). 'auto' is the engine lstmkit picks by default "
+        "(torch's fused kernels or lstmkit's compiled loops where they run that cell, else the reference loop); "
+        "'reference' runs every cell through the same Python loop, so that the difference is the cell's "
+        "arithmetic." + claim + " Times depend on the machine and on what else runs on it."
     )
     section = Section("4. Parameters and cost", "", [(figure, text)], [table])
     return section, {"settings": asdict(settings), "rows": [row.as_dict() for row in rows], "table": table}
@@ -314,7 +318,7 @@ def build_report(out_dir: str | Path, settings: ReportSettings, log: Callable[[s
     )
     footer = (
         f"lstmkit inspect report, {budget} budget, seed {settings.seed}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.machine()}; took "
+        f"{torch.get_num_threads()} intra-op thread(s), {platform.machine()}; took "
         + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
     )
     sections = [gates, *lag_sections, cost]
