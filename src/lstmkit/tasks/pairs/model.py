@@ -87,8 +87,7 @@ class PairClassifier(TaskModel):
     def encode(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """Sentence encodings ``(batch, 2 * hidden_sizes[-1])``: the last layer's final states of
         the forward direction (after each sentence's last word) and of the backward one."""
-        if lengths.numel() and int(lengths.min()) < 1:
-            raise ValueError(f"every sentence needs at least one word; got lengths {lengths.tolist()}")
+        _require_words(lengths, "")
         x = self.embedding(ids)
         for layer in self.encoder:
             x, state = layer(x, lengths=lengths)
@@ -97,9 +96,8 @@ class PairClassifier(TaskModel):
 
     def forward(self, a: Tensor, a_lengths: Tensor, b: Tensor, b_lengths: Tensor) -> Tensor:
         """Logits ``(batch,)`` of "the pair is a duplicate"; every sentence needs a word or more."""
-        for name, lengths in (("first", a_lengths), ("second", b_lengths)):
-            if lengths.numel() and int(lengths.min()) < 1:
-                raise ValueError(f"every sentence needs at least one word; got {name} lengths {lengths.tolist()}")
+        _require_words(a_lengths, "first ")
+        _require_words(b_lengths, "second ")
         if self.config.architecture == "siamese":
             if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # no size may be fixed by Python
                 u, v = self.encode(a, a_lengths), self.encode(b, b_lengths)
@@ -111,6 +109,11 @@ class PairClassifier(TaskModel):
         else:
             features = self.encode(*join_pairs(a, a_lengths, b, b_lengths))
         return self.head(features).squeeze(1)
+
+
+def _require_words(lengths: Tensor, which: str) -> None:
+    if lengths.numel() and int(lengths.min()) < 1:
+        raise ValueError(f"every sentence needs at least one word; got {which}lengths {lengths.tolist()}")
 
 
 def join_pairs(a: Tensor, a_lengths: Tensor, b: Tensor, b_lengths: Tensor) -> tuple[Tensor, Tensor]:

@@ -133,7 +133,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(
-        PairsData(max_train_pairs=20_000),
+        PairsData(max_train_pairs=20_000, max_eval_pairs=10_000),
         {},
         TrainConfig(
             epochs=3, batch_size=16, lr=2e-3, schedule="cosine", warmup_steps=100, eval_every=500, log_every=50
