@@ -372,23 +372,41 @@ def _assert_png(path: Path, min_size: int = 100) -> None:
 
 
 def test_plots_are_written_and_open(tmp_path: Path) -> None:
-    model = CharLM.from_pretrained(char_model_folder(tmp_path))
+    """Every plot from hand-made results (the report test draws them from real runs): a GRU trace
+    (no cell state), a gradient that underflowed to zero, a run that never left chance."""
+    model = CharLM.from_pretrained(char_model_folder(tmp_path, cell="gru"))
     text = 'abc (ab) "c"\nab c'
     trace = traces.trace_model(model, text)["l0"]
     chosen = traces.interesting_units(trace, 4)
-    runs, _ = longlag.run_long_lag(TINY_LONG_LAG)
-    flows = gradients.compare_gradient_flow(TINY_LONG_LAG, ("rnn", "lstm"), sequences=4)
+    runs = [
+        longlag.LongLagRun(task, lag, kind, metric, chance, [(0, start), (50, end)])
+        for task, metric, chance, start, end in (
+            ("adding", "mse", 1 / 6, 0.9, 0.002),
+            ("copy", "accuracy", 0.125, 0.1, 0.9),
+        )
+        for lag in (10, 50)
+        for kind in ("rnn", "lstm")
+    ]
+    flows = [
+        gradients.GradientFlow("rnn", "initial", [0.0, 1e-30, 1e-3, 1.0]),
+        gradients.GradientFlow("lstm", "initial", [1e-2, 1e-1, 0.5, 1.0], [1e-2, 1e-1, 0.5, 1.0]),
+    ]
+    rows = [cost.CostRow("gru", 3, {"auto": 1.0}, {"auto": 2.0}), cost.CostRow("lstm", 4, {"auto": 1.5}, {"auto": 3.0})]
     written = [
         plots.plot_gates(trace, tmp_path / "gates.png"),
+        plots.plot_gates(trace, tmp_path / "gates_two.png", units=[2, 0]),
         plots.plot_unit_states(trace, chosen, tmp_path / "states.png", features=traces.text_features(text)),
         plots.plot_gradient_flow(flows, tmp_path / "gradient_flow.png"),
         plots.plot_long_lag(runs, tmp_path / "long_lag.png"),
         plots.plot_learning_curves(runs, tmp_path / "curves.png"),
-        plots.plot_cost(cost.measure_cost(TINY_COST), tmp_path / "cost.png"),
+        plots.plot_cost(rows, tmp_path / "cost.png"),
     ]
     for path in written:
         _assert_png(path)
-    assert [flow.stage for flow in flows] == ["at initialisation"] * 2 + ["after 6 training steps"] * 2
+    for plot in (plots.plot_gradient_flow, plots.plot_long_lag, plots.plot_learning_curves, plots.plot_cost):
+        with pytest.raises(ValueError, match="no .* to plot"):
+            plot([], tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
 
 
 def test_report_embeds_every_figure(tmp_path: Path) -> None:
