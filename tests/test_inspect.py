@@ -19,6 +19,7 @@ from lstmkit.cli import app
 from lstmkit.inspect import cost, gradients, longlag, plots, report, traces
 from lstmkit.tasks.charlm.model import CharLM, CharLMConfig
 from lstmkit.tasks.classify.model import ClassifyConfig, SequenceClassifier
+from lstmkit.tasks.forecast.model import ForecastConfig, Forecaster
 
 runner = CliRunner()
 
@@ -113,6 +114,19 @@ def test_classifier_series_is_standardised_like_the_model_does() -> None:
     with torch.no_grad():
         output, _ = model.rnn(standardised[None])
     torch.testing.assert_close(trace.values["h"], output[0])
+
+
+def test_forecaster_series_is_standardised_and_relative_like_the_model_does() -> None:
+    config = ForecastConfig(["y", "x"], [10.0, 1.0], [2.0, 4.0], window=5, horizon=2, hidden_size=6)
+    model = Forecaster(config)
+    series = np.array([[10.0, 1.0], [12.0, 5.0], [8.0, -3.0], [11.0, 2.0], [14.0, 0.0]], dtype=np.float32)
+    trace = traces.trace_model(model, series)["l0"]
+    z = (torch.tensor(series) - torch.tensor([10.0, 1.0])) / torch.tensor([2.0, 4.0])
+    with torch.no_grad():
+        output, _ = model.rnn((z - z[-1])[None])
+        change = model.head(output[0, -1])
+    torch.testing.assert_close(trace.values["h"], output[0])
+    torch.testing.assert_close(model(z[None])[0], z[-1, 0] + change)  # what the model itself reads
 
 
 def test_text_features_and_interesting_units_find_a_counting_unit() -> None:

@@ -134,16 +134,22 @@ def _series_tensor(series: SeriesLike, features: int, model: nn.Module) -> Tenso
     if not torch.isfinite(values).all():
         raise ValueError("the series contains NaN or infinite values")
     mean, std = getattr(model, "feature_mean", None), getattr(model, "feature_std", None)
-    if isinstance(mean, Tensor) and isinstance(std, Tensor):  # a model that standardises its inputs
+    if callable(getattr(model, "standardise", None)):  # a forecaster: raw values to standard units
+        values = model.standardise(values)  # type: ignore[operator]
+    elif isinstance(mean, Tensor) and isinstance(std, Tensor):  # a classifier standardises inside forward
         values = (values - mean) / std
+    if getattr(getattr(model, "config", None), "relative", False):  # read relative to the window's last step
+        values = values - values[-1:]
     return values
 
 
 def recurrent_input(model: nn.Module, data: str | SeriesLike) -> tuple[Tensor, list[str]]:
     """What ``model``'s recurrent stack reads for ``data``, as a batch of one ``(1, steps,
     features)`` (batch-first), and one label per step: a text is embedded by a character model;
-    a series (``(steps,)`` or ``(steps, features)``) goes in as numbers, standardised first when the
-    model keeps ``feature_mean``/``feature_std``."""
+    a series (``(steps,)`` or ``(steps, features)``, in the data's units) goes in as numbers,
+    prepared as the model does: standardised by a forecaster's ``standardise`` or a classifier's
+    ``feature_mean``/``feature_std``, and taken relative to its last step by a forecaster with
+    ``relative=True``."""
     rnn = recurrent_of(model)
     if is_character_model(model):
         if not isinstance(data, str):
