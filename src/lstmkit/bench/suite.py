@@ -121,12 +121,15 @@ def graph_of(output: torch.Tensor) -> str:
     return f"autograd: {top.removesuffix('Backward0')}"
 
 
-def _steady_calls(peer: Peer, shape: Shape, config: Config) -> int:
-    """Warm-up calls so that lstmkit's compiled steps (``LSTMKIT_COMPILE=auto``) have kicked in."""
-    if not (config.steady_state and peer.steady_state):
-        return 0
+def _steady_calls(peer: Peer, shape: Shape, config: Config, graph: str) -> int:
+    """Warm-up calls so that lstmkit's compiled steps (``LSTMKIT_COMPILE=auto``) have kicked in,
+    for rows whose training graph shows the engine that compiles (lstmkit's fused engine)."""
     from ..engine import python_fused
 
+    function = getattr(python_fused, "FusedSequenceFunction", None)
+    fused = getattr(function, "__name__", "FusedSequenceFunction")
+    if not (config.steady_state and peer.steady_state and graph == fused):
+        return 0
     mode = getattr(python_fused, "compile_mode", lambda: "0")()
     threshold = getattr(python_fused, "COMPILE_AFTER_STEPS", 0)
     if mode != "auto" or not threshold:
@@ -196,7 +199,8 @@ def run(config: Config, progress: Progress | None = None) -> dict:
     memory_reason = memory.unavailable_reason() if config.memory else "--no-memory"
     shapes = []
     for shape in config.shapes:
-        entry: dict = {"shape": list(shape), "modes": {}, "memory": {}, "graph": {}}
+        entry: dict = {"shape": list(shape), "modes": {}, "memory": {}}
+        entry["graph"] = {peer.key: _graph(peer, shape) for peer in chosen}
         for mode in MODES:
             training = mode == "training"
             runs, errors = {}, {}
@@ -210,7 +214,9 @@ def run(config: Config, progress: Progress | None = None) -> dict:
                 {**runs, GEMM_KEY: gemm_run},  # the GEMM rate sampled among the rows, under the same load
                 repeats=config.repeats,
                 warmup=config.warmup,
-                warmup_calls={peer.key: _steady_calls(peer, shape, config) for peer in chosen},
+                warmup_calls={
+                    peer.key: _steady_calls(peer, shape, config, entry["graph"][peer.key]) for peer in chosen
+                },
                 target_seconds=config.target_ms / 1000,
                 progress=lambda text: say("    " + text),
             )
@@ -225,10 +231,6 @@ def run(config: Config, progress: Progress | None = None) -> dict:
                 summary[peer.key] = row
                 say("  " + _progress_line(peer, row))
             entry["modes"][mode] = summary
-            if training:
-                for peer in chosen:
-                    if peer.key in runs and summary[peer.key].get("error") is None:
-                        entry["graph"][peer.key] = _graph(peer, shape)
         if memory_reason is None:
             say(f"[{shape_name(shape)}] peak memory of one training step, one process per implementation")
             keys = [peer.key for peer in chosen]
@@ -413,7 +415,9 @@ def markdown(result: dict) -> str:
         f"round-robin, under the same load as the rows): **{gemm['peak_gflops']:.1f} GFLOP/s** "
         f"(median {gemm['median_gflops']:.1f}). Inference: `eval()`, `no_grad`. Training: one step, gradients "
         "reset, `output.sum().backward()`. Memory: peak resident memory of one training step above the model "
-        "and its input, each in a fresh process (VmHWM after resetting it through /proc/self/clear_refs).",
+        "and its input, each in a fresh process (VmHWM after resetting it through /proc/self/clear_refs). "
+        "`graph (training)`: what computed a training step's output, lstmkit's engine (its autograd Function: "
+        "LSTM/GRUSequenceFunction native, FusedSequenceFunction fused) or the top autograd node.",
         "",
     ]
     if result.get("skipped"):
