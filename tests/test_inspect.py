@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import lstmkit
 from lstmkit.cli import app
+from lstmkit.inspect import cli as inspect_cli
 from lstmkit.inspect import cost, gradients, longlag, plots, report, traces
 from lstmkit.tasks.charlm.model import CharLM, CharLMConfig
 from lstmkit.tasks.classify.model import ClassifyConfig, SequenceClassifier
@@ -482,6 +483,10 @@ def test_cli_gates_bad_input_exits_2(arguments: list[str], message: str, tmp_pat
     result = runner.invoke(app, ["inspect", "gates", "-c", str(folder), "--out", str(tmp_path), *arguments])
     assert result.exit_code == 2, result.output
     assert message in _normalised(result.output)
+
+
+def test_cli_text_escapes() -> None:
+    assert inspect_cli.unescape(r"ROMEO:\nBut\tsoft \\n") == "ROMEO:\nBut\tsoft \\n"
 
 
 def test_cli_rejects_checkpoints_of_the_wrong_kind(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -64,6 +65,16 @@ def parse_list(name: str, text: str, convert: type = str) -> tuple:
         ) from None
 
 
+def unescape(text: str) -> str:
+    """A command-line text with ``\\n`` and ``\\t`` typed as two characters turned into a line break
+    and a tab (``\\\\`` stays a backslash).
+
+    >>> unescape(r"ROMEO:\\nBut soft") == "ROMEO:" + chr(10) + "But soft"
+    True
+    """
+    return re.sub(r"\\([nt\\])", lambda match: {"n": "\n", "t": "\t", "\\": "\\"}[match[1]], text)
+
+
 def read_series(path: Path) -> np.ndarray:
     """A series from a text or CSV file: one row per step, columns (features) separated by commas
     or whitespace; a header line that is not numbers is skipped."""
@@ -97,7 +108,7 @@ def _long_lag_settings(quick: bool, seed: int | None, **given: object):
 @app.command("gates")
 def gates_command(
     checkpoint: Checkpoint = Path("runs/charlm"),
-    text: Annotated[str | None, typer.Option(help="The text a character model reads.")] = None,
+    text: Annotated[str | None, typer.Option(help="The text a character model reads (\\n: a line break).")] = None,
     series: Annotated[Path | None, typer.Option(help="A file of numbers (one row per step) for other models.")] = None,
     values: Annotated[str | None, typer.Option(help="A univariate series inline: 0.1,0.5,0.9.")] = None,
     layer: Annotated[str, typer.Option(help="Layer and direction: l0, l0_reverse, l1, ...")] = "l0",
@@ -119,6 +130,7 @@ def gates_command(
                 f"expected exactly one input: --text (a character model), --series FILE or --values "
                 f"LIST, got {', '.join(given) if given else 'none'}"
             )
+        text = None if text is None else unescape(text)
         data = text if text is not None else read_series(series) if series is not None else None
         if values is not None:
             data = np.array(parse_list("values", values, float), dtype=np.float32)
@@ -187,8 +199,7 @@ def long_lag_command(
     out: Out = Path("runs/inspect"),
     threads: Threads = 1,
 ) -> None:
-    """Train RNN, GRU, LSTM and peephole LSTM on the adding problem and the copy task at several
-    lags for the same budget; table, result plot and learning curves."""
+    """The adding problem and the copy task at several lags, each cell trained for the same budget."""
     from .longlag import long_lag_table, run_long_lag
     from .plots import plot_learning_curves, plot_long_lag
 
@@ -262,7 +273,9 @@ def report_command(
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", "-c", help="A trained charlm model to trace (default: train one).")
     ] = None,
-    text: Annotated[str | None, typer.Option(help="The text to trace (default: the soliloquy's opening).")] = None,
+    text: Annotated[
+        str | None, typer.Option(help="The text to trace (default: the soliloquy's opening; \\n: a line break).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every training run.")] = 0,
     threads: Threads = 1,
 ) -> None:
@@ -270,4 +283,5 @@ def report_command(
     from .report import ReportSettings, build_report
 
     with intra_op_threads(threads), user_errors():
+        text = None if text is None else unescape(text)
         build_report(out, ReportSettings(quick=quick, checkpoint=checkpoint, text=text, seed=seed), log=console.print)
