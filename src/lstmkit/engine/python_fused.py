@@ -199,11 +199,7 @@ class _EagerSteps:
         self.cell, self.options = cell, options
 
     def forward(self, bound: _Bound, xg, state, keep, valid, previous, hg_out):
-        h = state[0] if bound.mask is None else state[0] * bound.mask
-        if bound.bias_hh is None:
-            hg = torch.mm(h, bound.weight_hh.t(), out=hg_out)
-        else:
-            hg = torch.addmm(bound.bias_hh, h, bound.weight_hh.t(), out=hg_out)
+        hg = _recurrent(bound, state[0], hg_out)
         new_state, _ = self.cell.pointwise(xg, hg, state)
         new_state, output = _after_pointwise(self.options, state, new_state, keep, valid, previous)
         return hg, new_state, output
@@ -236,6 +232,15 @@ class _EagerSteps:
         d_state[0] = d_state[0] + (d_h if bound.mask is None else d_h * bound.mask)
         sums = [s if g is None else g if s is None else s + g for s, g in zip(sums, found[head:], strict=True)]
         return d_xg, d_hg, d_state, d_previous, sums
+
+
+def _recurrent(bound: _Bound, h: Tensor, out: Tensor) -> Tensor:
+    """``hg = W_hh (h * mask) + b_hh`` into ``out``: the recurrent multiply of one step."""
+    if bound.mask is not None:
+        h = h * bound.mask
+    if bound.bias_hh is None:
+        return torch.mm(h, bound.weight_hh.t(), out=out)
+    return torch.addmm(bound.bias_hh, h, bound.weight_hh.t(), out=out)
 
 
 def _vjp(outputs: list[Tensor], inputs: list[Tensor], grads: list[Tensor]) -> tuple[Tensor | None, ...]:
@@ -277,12 +282,10 @@ class _CompiledSteps:
         names = [bound.names[k] for k in bound.used]
 
         def forward(*flat):
-            xg, state, keep, valid, previous, w_hh, b_hh, mask, tensors = self._unpack_forward(flat, len(names))
-            h = state[0] if mask is None else state[0] * mask
-            hg = torch.mm(h, w_hh.t()) if b_hh is None else torch.addmm(b_hh, h, w_hh.t())
+            xg, hg, state, keep, valid, previous, tensors = self._unpack_forward(flat, len(names))
             new_state = self._pointwise(module, names, xg, hg, state, tensors)
             new_state, output = _after_pointwise(options, state, new_state, keep, valid, previous)
-            return (hg, *new_state, *([] if output is None else [output]))
+            return (*new_state, *([] if output is None else [output]))
 
         return forward
 
@@ -326,16 +329,13 @@ class _CompiledSteps:
     def _unpack_forward(self, flat: Sequence[Tensor], tensor_count: int) -> tuple:
         options, count = self.options, self.options.states
         items = iter(flat)
-        xg = next(items)
+        xg, hg = next(items), next(items)
         state = [next(items) for _ in range(count)]
         keep = [next(items) for _ in range(count)] if options.zoneout_train else None
         valid = next(items) if options.masked else None
         previous = next(items) if self.carry else None
-        w_hh = next(items)
-        b_hh = next(items) if options.bias_hh else None
-        mask = next(items) if options.recurrent_mask else None
         tensors = [next(items) for _ in range(tensor_count)]
-        return xg, state, keep, valid, previous, w_hh, b_hh, mask, tensors
+        return xg, hg, state, keep, valid, previous, tensors
 
     def _unpack_backward(self, flat: Sequence[Tensor], tensor_count: int, sum_count: int) -> tuple:
         options, count = self.options, self.options.states
@@ -364,16 +364,16 @@ class _CompiledSteps:
     # the step interface -------------------------------------------------------------------
 
     def forward(self, bound: _Bound, xg, state, keep, valid, previous, hg_out):
-        args = [xg, *state, *(keep or ()), *([] if valid is None else [valid])]
+        hg = _recurrent(bound, state[0], hg_out)  # outside the compiled code: straight into hg_out
+        args = [xg, hg, *state, *(keep or ()), *([] if valid is None else [valid])]
         args += [previous] if self.carry else []
-        args += [bound.weight_hh, *([] if bound.bias_hh is None else [bound.bias_hh])]
-        args += [*([] if bound.mask is None else [bound.mask]), *(bound.tensors[k] for k in bound.used)]
+        args += [bound.tensors[k] for k in bound.used]
         if self._forward is None:
             self._forward = self._compile(self._forward_function(bound), args)
         result = self._forward(*args)
         count = self.options.states
-        state = tuple(r.contiguous() for r in result[1 : 1 + count])  # the next call expects the traced strides
-        return result[0], state, result[1 + count] if valid is not None else None
+        state = tuple(r.contiguous() for r in result[:count])  # the next call expects the traced strides
+        return hg, state, result[count] if valid is not None else None
 
     def backward(self, bound: _Bound, xg, hg, state, keep, valid, grad_state, grad_out, sums):
         # ``sums`` follows ``bound.wanted``; a parameter pointwise never touches gets no gradient
@@ -571,7 +571,7 @@ class FusedSequenceFunction(torch.autograd.Function):
         before = torch.get_rng_state()
         with _Reads() as reads:
             hg, state, output = _EagerSteps(cell, options).forward(
-                bound, xg[t], initial, keep, valid, previous, hg_all[0]
+                bound, xg[t], initial, keep, valid, previous, hg_all[t]
             )
         bound.used = tuple(k for k, tensor in enumerate(bound.tensors) if id(tensor) in reads.seen)
         random = not torch.equal(before, torch.get_rng_state())
@@ -582,8 +582,6 @@ class FusedSequenceFunction(torch.autograd.Function):
         states: list[State] = [initial, state]
         outputs: list[Tensor] = [x] * steps
         outputs[t] = state[0] if output is None else output
-        hgs: list[Tensor] = []
-        fresh: list[int] = []
         impl = _steps_for(cell, options, bound, x, random)
         previous = output
         for s in range(1, steps):
@@ -592,19 +590,16 @@ class FusedSequenceFunction(torch.autograd.Function):
             valid = None if spec.valid is None else spec.valid[t]
             if spec.rng is not None:
                 spec.rng.append(torch.get_rng_state())
-            hg, state, output = impl.forward(bound, xg[t], state, keep, valid, previous, hg_all[s])
+            hg, state, output = impl.forward(bound, xg[t], state, keep, valid, previous, hg_all[t])
             outputs[t] = state[0] if output is None else output
             previous = output
-            if hg._base is not hg_all:  # a compiled step returns a fresh tensor, an eager one writes hg_all
-                fresh.append(s)
-                hgs.append(hg)
             states.append(state)
-        if hgs:
-            hg_all.index_copy_(0, torch.tensor(fresh, device=x.device), torch.stack(hgs))
         output = torch.stack(outputs)
         if needs_grad:
-            stacked = [torch.stack(column[:-1]) for column in zip(*states, strict=True)]
-            ctx.save_for_backward(x, weight_ih, weight_hh, xg, hg_all, *stacked)
+            entering = states[-2::-1] if spec.reverse else states[:-1]  # the state entering step t, by time
+            h_in = torch.stack([s[0] for s in entering])  # for dW_hh; the steps' states stay a list
+            ctx.save_for_backward(x, weight_ih, weight_hh, xg, hg_all, h_in, *initial)
+            ctx.states = states[1:-1]
             ctx.spec, ctx.bound, ctx.impl = spec, bound, impl
         return (output, *(s if s is not r else s.clone() for s, r in zip(state, initial, strict=True)))
 
@@ -614,20 +609,22 @@ class FusedSequenceFunction(torch.autograd.Function):
         spec: _Spec = ctx.spec
         bound: _Bound = ctx.bound
         options = spec.options
-        x, weight_ih, weight_hh, xg, hg_all, *stacked = ctx.saved_tensors
+        x, weight_ih, weight_hh, xg, hg_all, h_in, *initial = ctx.saved_tensors
+        states = [tuple(initial), *ctx.states]  # the state entering each step
         need = ctx.needs_input_grad
         steps, batch = x.shape[:2]
         first = 6 + options.states  # where the parameters start among the inputs of apply
         bound.wanted = tuple(k for k in range(spec.parameters) if need[first + k])
         impl: _Steps = ctx.impl
         grad_state = [
-            torch.zeros_like(s[0]) if g is None else g.contiguous() for g, s in zip(grad_final, stacked, strict=True)
+            torch.zeros_like(s) if g is None else g.contiguous() for g, s in zip(grad_final, initial, strict=True)
         ]
         if grad_output is None:
-            grad_output = x.new_zeros(steps, batch, stacked[0].shape[-1])
+            grad_output = x.new_zeros(steps, batch, h_in.shape[-1])
         grad_output = grad_output.contiguous()
         sums: list[Tensor | None] = [None] * len(bound.wanted)
         d_previous = None
+        shared = True
         dxg: list[Tensor] = [xg] * steps
         dhg: list[Tensor] = [xg] * steps
         order = range(steps - 1, -1, -1) if spec.reverse else range(steps)
@@ -636,17 +633,20 @@ class FusedSequenceFunction(torch.autograd.Function):
             grad_out = grad_output[t] if d_previous is None else grad_output[t] + d_previous
             keep = None if spec.keep is None else [m[t] for m in spec.keep]
             valid = None if spec.valid is None else spec.valid[t]
-            state = [column[s] for column in stacked]
+            state = states[s]
             if spec.rng is not None:
                 with torch.random.fork_rng(devices=[]):
                     torch.set_rng_state(spec.rng[s])
-                    result = impl.backward(bound, xg[t], hg_all[s], state, keep, valid, grad_state, grad_out, sums)
+                    result = impl.backward(bound, xg[t], hg_all[t], state, keep, valid, grad_state, grad_out, sums)
             else:
-                result = impl.backward(bound, xg[t], hg_all[s], state, keep, valid, grad_state, grad_out, sums)
-            dxg[t], dhg[s], grad_state, d_previous, sums = result
+                result = impl.backward(bound, xg[t], hg_all[t], state, keep, valid, grad_state, grad_out, sums)
+            dxg[t], dhg[t], grad_state, d_previous, sums = result
+            shared = shared and _same(dxg[t], dhg[t])
         dxg_all = torch.stack(dxg).view(steps * batch, -1)
-        dhg_all = torch.stack(dhg).view(steps * batch, -1)
-        h_in = stacked[0] if bound.mask is None else stacked[0] * bound.mask
+        # xg and hg enter pointwise as a sum in most cells: then their gradients are one tensor, stacked once
+        dhg_all = dxg_all if shared else torch.stack(dhg).view(steps * batch, -1)
+        if bound.mask is not None:
+            h_in = h_in * bound.mask
         grad_x = torch.mm(dxg_all, weight_ih).view_as(x) if need[1] else None
         grad_w_ih = torch.mm(dxg_all.t(), x.reshape(steps * batch, -1)) if need[2] else None
         grad_w_hh = torch.mm(dhg_all.t(), h_in.reshape(steps * batch, -1)) if need[3] else None
@@ -657,6 +657,10 @@ class FusedSequenceFunction(torch.autograd.Function):
         for k, g in zip(bound.wanted, sums, strict=True):
             grad_parameters[k] = g
         return (None, grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, *grad_state, *grad_parameters)
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a is b or (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride())
 
 
 def _check_step(cell: Cell, new: State, old: Sequence[Tensor]) -> None:
@@ -691,7 +695,7 @@ def run_cell(
     reason = why_not(cell, inputs)
     if reason:
         raise ValueError(f"the fused engine cannot run {cell!r}: {reason}")
-    state = _check_arguments(cell, inputs, state, valid, recurrent_mask, zoneout)
+    state = tuple(s.contiguous() for s in _check_arguments(cell, inputs, state, valid, recurrent_mask, zoneout))
     keep = _zoneout_masks(state, inputs.shape[0], zoneout, training)
     options = _Options(
         carry_output=bool(carry_output) and valid is not None,
