@@ -27,8 +27,8 @@ def test_unknown_engine_is_rejected(monkeypatch) -> None:
 
 
 def test_native_forced_on_an_unsupported_cell_says_why() -> None:
-    layer = lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, 3, 4, engine="native")
-    with pytest.raises(ValueError, match="engine='native' cannot be used: it does not run PeepholeLSTMCell"):
+    layer = lstmkit.Recurrent(lstmkit.LSTMCell, 3, 4, activation="relu", engine="native")
+    with pytest.raises(ValueError, match=r"engine='native' cannot be used: it does not run LSTMCell\(3, 4\)"):
         layer(torch.randn(5, 2, 3))
 
 
@@ -42,9 +42,15 @@ def test_auto_uses_native_where_supported_and_reference_elsewhere(monkeypatch) -
     lstmkit.LSTM(3, 4, engine="auto")(x)
     lstmkit.GRU(3, 4, engine="auto")(x)
     lstmkit.GRU(3, 4, engine="auto", reset_after=False)(x)
+    lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, 3, 4, engine="auto")(x)
+    lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 3, 4, engine="auto")(x)
+    lstmkit.RNN(3, 4, engine="auto", zoneout=0.1)(x)  # not a plain stack: not torch's kernels
+    lstmkit.LSTM(3, 4, engine="auto", proj_size=2)(x)
+    lstmkit.Recurrent(lstmkit.LSTMCell, 3, 4, activation="relu", engine="auto")(x)  # no native relu LSTM
     lstmkit.LSTM(3, 4, engine="auto")(x, return_gates=True)  # tracing needs the reference loop
     lstmkit.LSTM(3, 4, engine="reference")(x)
-    assert calls == ["LSTMCell", "GRUCell"]
+    names = ["LSTMCell", "GRUCell", "GRUCell", "PeepholeLSTMCell", "LayerNormLSTMCell", "RNNCell", "LSTMCell"]
+    assert calls == names
 
 
 def test_auto_falls_back_when_the_extension_is_unavailable(monkeypatch) -> None:

@@ -1,18 +1,21 @@
 """Native (C++) time loops for the built-in cells, forward and backward, compiled on first use.
 
-Entry points: :func:`lstm_sequence`, :func:`gru_sequence` (stateless tensors-in forms),
-:func:`run_cell` (the :func:`lstmkit.engine.reference.run_sequence` signature for an
-:class:`lstmkit.LSTMCell` or :class:`lstmkit.GRUCell`),
-:func:`supports` and :func:`is_available` for dispatch. See ``build.py`` for how and where the
-extension is compiled and ``csrc/`` for the kernels.
+Entry points: :func:`cell_sequence` (stateless, tensors in, one kernel per cell: :data:`KERNELS`)
+with its LSTM/GRU forms :func:`lstm_sequence`, :func:`gru_sequence`; :func:`run_cell` (the
+:func:`lstmkit.engine.reference.run_sequence` signature for :class:`lstmkit.RNNCell`,
+:class:`lstmkit.LSTMCell`, :class:`lstmkit.PeepholeLSTMCell`, :class:`lstmkit.LayerNormLSTMCell`
+and :class:`lstmkit.GRUCell`); :func:`supports` and :func:`is_available` for dispatch. See
+``build.py`` for how and where the extension is compiled and ``csrc/`` for the kernels.
 """
 
 from .functions import (
-    GRUSequenceFunction,
-    LSTMSequenceFunction,
+    KERNELS,
+    CellSequenceFunction,
     NativeEngineUnavailable,
+    cell_sequence,
     gru_sequence,
     is_available,
+    kernel_of,
     lstm_sequence,
     run_cell,
     run_lstm_cell,
@@ -20,11 +23,13 @@ from .functions import (
 )
 
 __all__ = [
-    "GRUSequenceFunction",
-    "LSTMSequenceFunction",
+    "KERNELS",
+    "CellSequenceFunction",
     "NativeEngineUnavailable",
+    "cell_sequence",
     "gru_sequence",
     "is_available",
+    "kernel_of",
     "lstm_sequence",
     "run_cell",
     "run_lstm_cell",

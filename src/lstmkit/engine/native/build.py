@@ -30,7 +30,7 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = ("bindings.cpp", "lstm.cpp", "gru.cpp")  # + common.h (ninja tracks header dependencies)
+SOURCES = ("bindings.cpp", "rnn.cpp", "lstm.cpp", "layernorm_lstm.cpp", "gru.cpp")  # + common.h, loop.h
 
 _lock = threading.Lock()
 _module: ModuleType | None = None

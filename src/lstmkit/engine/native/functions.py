@@ -1,29 +1,44 @@
-"""Autograd Functions over the native time loops, and the entry points the layers will call.
+"""The autograd Function over the native time loops, and the entry points the layers call.
 
 Two levels:
 
-* :func:`lstm_sequence`, :func:`gru_sequence` -- stateless, tensors in, tensors out, strict: every
-  tensor must be a contiguous CPU tensor of the input's dtype (float32 or float64) and the right
-  shape, else the C++ code raises ``TypeError``/``ValueError``.
-* :func:`run_cell` -- mirrors :func:`lstmkit.engine.reference.run_sequence` for an
-  :class:`lstmkit.LSTMCell` or :class:`lstmkit.GRUCell` (same arguments, same
-  :class:`SequenceResult`, same random draws for zoneout), for the cells :func:`supports` accepts.
-  It makes its inputs contiguous.
+* :func:`cell_sequence` (and its LSTM/GRU forms :func:`lstm_sequence`, :func:`gru_sequence`) --
+  stateless, tensors in, tensors out, strict: every tensor must be a contiguous CPU tensor of the
+  input's dtype (float32 or float64) and the right shape, else the C++ code raises
+  ``TypeError``/``ValueError``.
+* :func:`run_cell` -- mirrors :func:`lstmkit.engine.reference.run_sequence` for the built-in cells
+  :func:`supports` accepts (same arguments, same :class:`SequenceResult`, same random draws for
+  zoneout). It makes its inputs contiguous.
 
-Both need the compiled extension: :func:`is_available` says whether it could be built.
+Every cell has a kernel in ``csrc/`` (:data:`KERNELS`) with the same two entry points, forward and
+backward of a whole sequence, so one :class:`CellSequenceFunction` serves them all. Both levels
+need the compiled extension: :func:`is_available` says whether it could be built.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from ...cells import GRUCell, LSTMCell, State
+from ...cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell, State
 from ..reference import SequenceResult, _zoneout_masks
 from .build import load_extension, unavailable_reason
+
+# kernel -> its parameter slots after weight_ih, weight_hh, bias_ih, bias_hh, and its states
+KERNELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "rnn_tanh": ((), ("h",)),
+    "rnn_relu": ((), ("h",)),
+    "lstm": ((), ("h", "c")),
+    "lstm_projection": (("weight_hr",), ("h", "c")),
+    "peephole_lstm": (("weight_ci", "weight_cf", "weight_co"), ("h", "c")),
+    "layernorm_lstm": (("ln_weight_ih", "ln_weight_hh", "ln_weight_c", "ln_bias_c"), ("h", "c")),
+    "gru": ((), ("h",)),
+    "gru_reset_before": ((), ("h",)),
+}
 
 
 class NativeEngineUnavailable(RuntimeError):
@@ -42,67 +57,107 @@ def _extension() -> ModuleType:
     return module
 
 
-class LSTMSequenceFunction(torch.autograd.Function):
-    """A whole LSTM sequence (one layer, one direction) as one autograd node.
+@dataclass(frozen=True)
+class _Options:
+    """The non-tensor arguments of one :class:`CellSequenceFunction` call."""
 
-    Differentiable inputs: ``x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0``. The masks
-    (``valid``, ``recurrent_mask``, zoneout masks) are constants. Outputs ``(output, h_n, c_n)``.
-    First derivatives only (the backward is itself a native loop, not differentiable again).
+    kernel: str
+    params: int
+    states: int
+    zoneout_masks: int
+    zoneout_rate: float
+    reverse: bool
+    carry_output: bool
+    eps: float
+
+
+class CellSequenceFunction(torch.autograd.Function):
+    """A whole sequence of one cell (one layer, one direction) as one autograd node.
+
+    ``apply(options, x, valid, recurrent_mask, *params, *initial_states, *zoneout_masks)``:
+    differentiable in ``x``, the parameters and the initial states; the masks are constants.
+    Returns ``(output, *final_states)``. First derivatives only (the backward is itself a native
+    loop, not differentiable again).
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: FunctionCtx,
+        options: _Options,
         x: Tensor,
-        weight_ih: Tensor,
-        weight_hh: Tensor,
-        bias_ih: Tensor | None,
-        bias_hh: Tensor | None,
-        h0: Tensor,
-        c0: Tensor,
         valid: Tensor | None,
         recurrent_mask: Tensor | None,
-        zoneout_h: Tensor | None,
-        zoneout_c: Tensor | None,
-        zoneout_rate: float,
-        reverse: bool,
-        carry_output: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        needs_grad = any(ctx.needs_input_grad[:7])
-        output, h_n, c_n, gates, hs, cs, h_rec = _extension().lstm_forward(
-            x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, valid, recurrent_mask,
-            zoneout_h, zoneout_c, zoneout_rate, reverse, carry_output, needs_grad,
+        *tensors: Tensor | None,
+    ) -> tuple[Tensor, ...]:
+        params = list(tensors[: options.params])
+        state0 = list(tensors[options.params : options.params + options.states])
+        zoneout = list(tensors[options.params + options.states :])
+        needs_grad = ctx.needs_input_grad[1] or any(ctx.needs_input_grad[4 : 4 + options.params + options.states])
+        output, *rest = _extension().forward(
+            options.kernel, x, params, state0, valid, recurrent_mask, zoneout,
+            options.zoneout_rate, options.reverse, options.carry_output, options.eps, needs_grad,
         )  # fmt: skip
+        finals, saved = rest[: options.states], rest[options.states :]
         if needs_grad:
-            ctx.save_for_backward(
-                x, weight_ih, weight_hh, gates, hs, cs, h_rec, valid, recurrent_mask, zoneout_h, zoneout_c
-            )
-            ctx.options = (zoneout_rate, reverse, carry_output)
-        return output, h_n, c_n
+            ctx.save_for_backward(x, valid, recurrent_mask, *params, *zoneout, *saved)
+            ctx.options = options
+        return (output, *finals)
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: FunctionCtx, grad_output: Tensor, grad_h_n: Tensor, grad_c_n: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        x, weight_ih, weight_hh, gates, hs, cs, h_rec, valid, recurrent_mask, zoneout_h, zoneout_c = ctx.saved_tensors
-        zoneout_rate, reverse, carry_output = ctx.options
+    def backward(ctx: FunctionCtx, grad_output: Tensor, *grad_states: Tensor) -> tuple[Tensor | None, ...]:
+        options: _Options = ctx.options
+        x, valid, recurrent_mask, *rest = ctx.saved_tensors
+        params = rest[: options.params]
+        zoneout = rest[options.params : options.params + options.zoneout_masks]
+        saved = rest[options.params + options.zoneout_masks :]
         need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db, dh0, dc0 = _extension().lstm_backward(
-            grad_output, grad_h_n, grad_c_n, x, weight_ih, weight_hh, gates, hs, cs,
-            h_rec if recurrent_mask is not None else None, valid, recurrent_mask, zoneout_h, zoneout_c,
-            zoneout_rate, reverse, carry_output, need[0], need[1] or need[2], need[3] or need[4],
+        needs = [need[1], *need[4 : 4 + options.params]]
+        dx, *grads = _extension().backward(
+            options.kernel, grad_output, list(grad_states), x, params, saved, valid, recurrent_mask, zoneout,
+            options.zoneout_rate, options.reverse, options.carry_output, options.eps, needs,
         )  # fmt: skip
-        return (
-            dx,
-            dw_ih if need[1] else None,
-            dw_hh if need[2] else None,
-            db if need[3] else None,
-            (db.clone() if need[3] else db) if need[4] else None,  # never alias the two .grad tensors
-            dh0,
-            dc0,
-            *([None] * 7),
-        )
+        dparams = [g if wanted else None for g, wanted in zip(grads[: options.params], needs[1:], strict=True)]
+        dstates = grads[options.params :]
+        return (None, dx if need[1] else None, None, None, *dparams, *dstates, *([None] * len(zoneout)))
+
+
+def cell_sequence(
+    kernel: str,
+    input: Tensor,
+    params: list[Tensor | None],
+    state: State,
+    *,
+    valid: Tensor | None = None,
+    reverse: bool = False,
+    carry_output: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_masks: State | None = None,
+    zoneout_rate: float = 0.0,
+    eps: float = 0.0,
+) -> tuple[Tensor, State]:
+    """Run one layer direction of a cell's ``kernel`` (a key of :data:`KERNELS`) over ``input``
+    ``(T, B, I)`` natively; returns ``(output, final_state)``.
+
+    ``params``: ``weight_ih, weight_hh, bias_ih, bias_hh`` in PyTorch's layout (both biases or
+    neither), then the kernel's own (``KERNELS[kernel][0]``); ``state``: one ``(B, H)`` tensor per
+    state (``h`` is ``(B, P)`` with a projection ``weight_hr (P, H)``).
+
+    ``valid`` ``(T, B)`` bool: at an invalid step the state is carried, the output is zero or, with
+    ``carry_output``, the previous output. ``reverse`` walks ``t = T-1 .. 0``. ``recurrent_mask``
+    (shaped like ``h``) multiplies ``h`` before the recurrent multiply. Zoneout: ``zoneout_masks``,
+    one ``(T, B, size)`` mask per state (bool or 0/1), keeps the old value where set (training);
+    without masks, ``zoneout_rate`` mixes ``rate * old + (1 - rate) * new`` (evaluation). ``eps``:
+    the layer norms' epsilon (``layernorm_lstm``).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}: expected one of {sorted(KERNELS)}")
+    masks = [] if zoneout_masks is None else [m.to(input.dtype) if m.dtype == torch.bool else m for m in zoneout_masks]
+    options = _Options(
+        kernel, len(params), len(state), len(masks), float(zoneout_rate), bool(reverse), bool(carry_output), float(eps)
+    )
+    output, *final = CellSequenceFunction.apply(options, input, valid, recurrent_mask, *params, *state, *masks)
+    return output, tuple(final)
 
 
 def lstm_sequence(
@@ -114,87 +169,20 @@ def lstm_sequence(
     h0: Tensor,
     c0: Tensor,
     *,
-    valid: Tensor | None = None,
-    reverse: bool = False,
-    carry_output: bool = False,
-    recurrent_mask: Tensor | None = None,
     zoneout_masks: tuple[Tensor, Tensor] | None = None,
-    zoneout_rate: float = 0.0,
+    **options,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """Run one LSTM layer direction over ``input`` ``(T, B, I)`` natively; returns ``(output, (h_n, c_n))``.
 
     Weights in PyTorch's layout (gates ``i, f, g, o``): ``weight_ih (4H, I)``, ``weight_hh (4H, H)``,
-    ``bias_ih``/``bias_hh`` ``(4H,)`` or both ``None``; ``h0``, ``c0`` ``(B, H)``. All tensors must be
-    contiguous CPU tensors of one dtype, float32 or float64.
-
-    ``valid`` ``(T, B)`` bool: at an invalid step the state is carried, the output is zero or, with
-    ``carry_output``, the previous output. ``reverse`` walks ``t = T-1 .. 0``. ``recurrent_mask``
-    ``(B, H)`` multiplies ``h`` before the recurrent multiply. Zoneout: ``zoneout_masks = (keep_h,
-    keep_c)``, each ``(T, B, H)`` (bool or 0/1), keeps the old value where set (training);
-    without masks, ``zoneout_rate`` mixes ``rate * old + (1 - rate) * new`` (evaluation).
+    ``bias_ih``/``bias_hh`` ``(4H,)`` or both ``None``; ``h0``, ``c0`` ``(B, H)``. The options
+    (``valid``, ``reverse``, ``carry_output``, ``recurrent_mask``, ``zoneout_masks = (keep_h,
+    keep_c)``, ``zoneout_rate``) are those of :func:`cell_sequence`.
     """
-    zoneout_h, zoneout_c = (None, None) if zoneout_masks is None else zoneout_masks
-    if zoneout_h is not None:
-        zoneout_h, zoneout_c = (m.to(input.dtype) if m.dtype == torch.bool else m for m in (zoneout_h, zoneout_c))
-    output, h_n, c_n = LSTMSequenceFunction.apply(
-        input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, valid, recurrent_mask,
-        zoneout_h, zoneout_c, float(zoneout_rate), bool(reverse), bool(carry_output),
-    )  # fmt: skip
+    output, (h_n, c_n) = cell_sequence(
+        "lstm", input, [weight_ih, weight_hh, bias_ih, bias_hh], (h0, c0), zoneout_masks=zoneout_masks, **options
+    )
     return output, (h_n, c_n)
-
-
-class GRUSequenceFunction(torch.autograd.Function):
-    """A whole GRU sequence (``reset_after=True``, PyTorch's form) as one autograd node.
-
-    Differentiable inputs: ``x, weight_ih, weight_hh, bias_ih, bias_hh, h0``; outputs ``(output, h_n)``.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: FunctionCtx,
-        x: Tensor,
-        weight_ih: Tensor,
-        weight_hh: Tensor,
-        bias_ih: Tensor | None,
-        bias_hh: Tensor | None,
-        h0: Tensor,
-        valid: Tensor | None,
-        recurrent_mask: Tensor | None,
-        zoneout_h: Tensor | None,
-        zoneout_rate: float,
-        reverse: bool,
-        carry_output: bool,
-    ) -> tuple[Tensor, Tensor]:
-        needs_grad = any(ctx.needs_input_grad[:6])
-        output, h_n, gates, hn, hs, h_rec = _extension().gru_forward(
-            x, weight_ih, weight_hh, bias_ih, bias_hh, h0, valid, recurrent_mask,
-            zoneout_h, zoneout_rate, reverse, carry_output, needs_grad,
-        )  # fmt: skip
-        if needs_grad:
-            ctx.save_for_backward(x, weight_ih, weight_hh, gates, hn, hs, h_rec, valid, recurrent_mask, zoneout_h)
-            ctx.options = (zoneout_rate, reverse, carry_output)
-        return output, h_n
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad_output: Tensor, grad_h_n: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight_ih, weight_hh, gates, hn, hs, h_rec, valid, recurrent_mask, zoneout_h = ctx.saved_tensors
-        zoneout_rate, reverse, carry_output = ctx.options
-        need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh, dh0 = _extension().gru_backward(
-            grad_output, grad_h_n, x, weight_ih, weight_hh, gates, hn, hs,
-            h_rec if recurrent_mask is not None else None, valid, recurrent_mask, zoneout_h,
-            zoneout_rate, reverse, carry_output, need[0], need[1] or need[2], need[3] or need[4],
-        )  # fmt: skip
-        return (
-            dx,
-            dw_ih if need[1] else None,
-            dw_hh if need[2] else None,
-            db_ih if need[3] else None,
-            db_hh if need[4] else None,
-            dh0,
-            *([None] * 6),
-        )
 
 
 def gru_sequence(
@@ -205,52 +193,67 @@ def gru_sequence(
     bias_hh: Tensor | None,
     h0: Tensor,
     *,
-    valid: Tensor | None = None,
-    reverse: bool = False,
-    carry_output: bool = False,
-    recurrent_mask: Tensor | None = None,
+    reset_after: bool = True,
     zoneout_mask: Tensor | None = None,
-    zoneout_rate: float = 0.0,
+    **options,
 ) -> tuple[Tensor, Tensor]:
-    """Run one GRU layer direction (``reset_after=True``: ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``,
-    gates ``r, z, n``) over ``input`` ``(T, B, I)`` natively; returns ``(output, h_n)``.
+    """Run one GRU layer direction (gates ``r, z, n``) over ``input`` ``(T, B, I)`` natively;
+    returns ``(output, h_n)``.
 
-    Shapes ``weight_ih (3H, I)``, ``weight_hh (3H, H)``, biases ``(3H,)`` or both ``None``, ``h0 (B, H)``;
-    the options are those of :func:`lstm_sequence` (one zoneout mask, for ``h``).
+    ``reset_after=True`` (PyTorch): ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``; ``False``
+    (Cho et al., Keras ``reset_after=False``): ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
+    Shapes ``weight_ih (3H, I)``, ``weight_hh (3H, H)``, biases ``(3H,)`` or both ``None``,
+    ``h0 (B, H)``; the options are those of :func:`cell_sequence` (one zoneout mask, for ``h``).
     """
-    if zoneout_mask is not None and zoneout_mask.dtype == torch.bool:
-        zoneout_mask = zoneout_mask.to(input.dtype)
-    output, h_n = GRUSequenceFunction.apply(
-        input, weight_ih, weight_hh, bias_ih, bias_hh, h0, valid, recurrent_mask,
-        zoneout_mask, float(zoneout_rate), bool(reverse), bool(carry_output),
-    )  # fmt: skip
+    output, (h_n,) = cell_sequence(
+        "gru" if reset_after else "gru_reset_before",
+        input,
+        [weight_ih, weight_hh, bias_ih, bias_hh],
+        (h0,),
+        zoneout_masks=None if zoneout_mask is None else (zoneout_mask,),
+        **options,
+    )
     return output, h_n
 
 
-def supports(cell: object, inputs: Tensor | None = None, *, trace: bool = False) -> bool:
-    """Whether :func:`run_cell` can run ``cell``: a plain :class:`LSTMCell` (no projection) or
-    :class:`GRUCell` (``reset_after=True``) -- not subclasses -- with tanh/sigmoid activations,
-    float32/float64 on the CPU, no gate tracing. Does not build the extension (see :func:`is_available`)."""
-    if trace:
-        return False
-    if type(cell) is LSTMCell:
-        if cell.proj_size:
-            return False
-    elif type(cell) is GRUCell:
-        if not cell.reset_after:
-            return False
-    else:
-        return False
-    if cell.activation is not torch.tanh or cell.gate_activation is not torch.sigmoid:
-        return False
+def _floats_on_cpu(cell: Cell, inputs: Tensor | None) -> bool:
     weight = cell.weight_ih
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.float64):
         return False
     return inputs is None or (inputs.device.type == "cpu" and inputs.dtype == weight.dtype)
 
 
+def kernel_of(cell: object) -> str | None:
+    """The native kernel that runs ``cell`` (a key of :data:`KERNELS`), or ``None``: only the
+    built-in cells themselves (not subclasses, not parametrised) with their standard activations."""
+    kind = type(cell)
+    if kind is RNNCell:
+        return {torch.tanh: "rnn_tanh", torch.relu: "rnn_relu"}.get(cell.activation)
+    if kind in (LSTMCell, GRUCell):
+        if cell.activation is not torch.tanh or cell.gate_activation is not torch.sigmoid:
+            return None
+        if kind is GRUCell:
+            return "gru" if cell.reset_after else "gru_reset_before"
+        return "lstm_projection" if cell.proj_size else "lstm"
+    if kind is PeepholeLSTMCell:
+        return "peephole_lstm"
+    if kind is LayerNormLSTMCell:
+        return "layernorm_lstm"
+    return None
+
+
+def supports(cell: object, inputs: Tensor | None = None, *, trace: bool = False) -> bool:
+    """Whether :func:`run_cell` can run ``cell``: :class:`RNNCell` (tanh or relu),
+    :class:`LSTMCell` (with or without a projection), :class:`PeepholeLSTMCell`, :class:`LayerNormLSTMCell`,
+    :class:`GRUCell` (either ``reset_after``) -- not subclasses -- with their standard activations,
+    float32/float64 on the CPU, no gate tracing. Does not build the extension (see :func:`is_available`)."""
+    if trace or kernel_of(cell) is None:
+        return False
+    return _floats_on_cpu(cell, inputs)
+
+
 def run_cell(
-    cell: LSTMCell | GRUCell,
+    cell: Cell,
     inputs: Tensor,
     state: State,
     *,
@@ -268,29 +271,27 @@ def run_cell(
     """
     if not supports(cell, inputs):
         raise ValueError(f"the native engine does not support {cell!r} with {inputs.dtype} input on {inputs.device}")
+    kernel = kernel_of(cell)
     masks = _zoneout_masks(state, inputs.shape[0], zoneout, training)
-    common = {
-        "valid": None if valid is None else valid.to(torch.bool).contiguous(),
-        "reverse": reverse,
-        "carry_output": carry_output,
-        "recurrent_mask": None if recurrent_mask is None else recurrent_mask.contiguous(),
-        "zoneout_rate": zoneout,
-    }
     bias_ih, bias_hh = cell.bias_ih, cell.bias_hh
     if (bias_ih is None) != (bias_hh is None):  # one bias per gate (Keras layers): the other is zero
         bias_ih = torch.zeros_like(bias_hh) if bias_ih is None else bias_ih
         bias_hh = torch.zeros_like(bias_ih) if bias_hh is None else bias_hh
-    weights = [None if w is None else w.contiguous() for w in (cell.weight_ih, cell.weight_hh, bias_ih, bias_hh)]
-    if isinstance(cell, GRUCell):
-        (h0,) = state
-        output, h_n = gru_sequence(inputs.contiguous(), *weights, h0.contiguous(), zoneout_mask=masks[0], **common)
-        return SequenceResult(output, (h_n,))
-    h0, c0 = state
-    zoneout_masks = None if masks[0] is None else (masks[0], masks[1])
-    output, (h_n, c_n) = lstm_sequence(
-        inputs.contiguous(), *weights, h0.contiguous(), c0.contiguous(), zoneout_masks=zoneout_masks, **common
+    params = [cell.weight_ih, cell.weight_hh, bias_ih, bias_hh, *(getattr(cell, n) for n in KERNELS[kernel][0])]
+    output, final = cell_sequence(
+        kernel,
+        inputs.contiguous(),
+        [None if p is None else p.contiguous() for p in params],
+        tuple(s.contiguous() for s in state),
+        valid=None if valid is None else valid.to(torch.bool).contiguous(),
+        reverse=reverse,
+        carry_output=carry_output,
+        recurrent_mask=None if recurrent_mask is None else recurrent_mask.contiguous(),
+        zoneout_masks=None if masks[0] is None else tuple(masks),
+        zoneout_rate=zoneout,
+        eps=getattr(cell, "eps", 0.0),
     )
-    return SequenceResult(output, (h_n, c_n))
+    return SequenceResult(output, final)
 
 
 run_lstm_cell = run_cell  # the name the first prototype used

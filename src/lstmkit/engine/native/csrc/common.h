@@ -1,5 +1,6 @@
-// Shared pieces of the native time loops: vectorised activations, argument checks, step indexing,
-// and the declarations of the entry points bound in bindings.cpp.
+// Shared pieces of the native time loops: the arguments of a call, the kernels' entry points,
+// vectorised activations, argument checks, step indexing. loop.h builds the time-loop scaffolding
+// every cell uses on top of it.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -8,7 +9,9 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace lstmkit {
@@ -17,30 +20,55 @@ using at::vec::Vectorized;
 using OptTensor = std::optional<at::Tensor>;
 
 // ---------------------------------------------------------------------------------------------
-// Entry points (see lstm.cpp and gru.cpp for the equations and return values).
+// One call of a kernel: the same arguments for every cell, forward and backward.
 // ---------------------------------------------------------------------------------------------
-std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                     const OptTensor& b_ih, const OptTensor& b_hh, const at::Tensor& h0,
-                                     const at::Tensor& c0, const OptTensor& valid, const OptTensor& rmask,
-                                     const OptTensor& zoneout_h, const OptTensor& zoneout_c, double zoneout_rate,
-                                     bool reverse, bool carry_output, bool store_gates);
-std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn,
-                                      const at::Tensor& grad_cn, const at::Tensor& x, const at::Tensor& w_ih,
-                                      const at::Tensor& w_hh, const at::Tensor& gates, const at::Tensor& hs,
-                                      const at::Tensor& cs, const OptTensor& h_rec, const OptTensor& valid,
-                                      const OptTensor& rmask, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
-                                      double zoneout_rate, bool reverse, bool carry_output, bool need_dx,
-                                      bool need_weights, bool need_bias);
-std::vector<at::Tensor> gru_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                    const OptTensor& b_ih, const OptTensor& b_hh, const at::Tensor& h0,
-                                    const OptTensor& valid, const OptTensor& rmask, const OptTensor& zoneout_h,
-                                    double zoneout_rate, bool reverse, bool carry_output, bool store_gates);
-std::vector<at::Tensor> gru_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& x,
-                                     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates,
-                                     const at::Tensor& hn, const at::Tensor& hs, const OptTensor& h_rec,
-                                     const OptTensor& valid, const OptTensor& rmask, const OptTensor& zoneout_h,
-                                     double zoneout_rate, bool reverse, bool carry_output, bool need_dx,
-                                     bool need_weights, bool need_bias);
+struct SequenceArgs {
+  at::Tensor x;                     // (T, B, I)
+  std::vector<OptTensor> params;    // weight_ih, weight_hh, bias_ih, bias_hh, then the cell's own
+  std::vector<at::Tensor> state0;   // h0 (B, R) [, c0 (B, H)]; forward only
+  OptTensor valid;                  // (T, B) bool: false = padded step (state carried)
+  OptTensor rmask;                  // (B, R) recurrent mask multiplying h before the recurrent GEMM
+  std::vector<at::Tensor> zoneout;  // one (T, B, size) 0/1 "keep the old value" mask per state, or none
+  double zoneout_rate = 0.0;        // without masks: the constant mixing rate (evaluation)
+  bool reverse = false;             // walk t = T-1 .. 0
+  bool carry_output = false;        // a padded step repeats the previous output instead of zeros
+  double eps = 0.0;                 // layer-norm epsilon (LayerNormLSTM)
+  bool store = true;                // forward: keep what the backward pass needs
+  // backward only
+  at::Tensor grad_output;               // (T, B, R)
+  std::vector<at::Tensor> grad_state;   // dL/d final states
+  std::vector<at::Tensor> saved;        // what forward returned after the final states
+  std::vector<bool> needs;              // gradient wanted for x, then for each parameter
+};
+
+using KernelFn = std::vector<at::Tensor> (*)(const SequenceArgs&);
+
+// A cell's pair of entry points. forward returns {output, final states..., saved...};
+// backward returns {dx, one gradient per parameter, one per initial state} (undefined = None).
+struct Kernel {
+  const char* name;
+  int params;  // number of parameter slots (optional ones may be None)
+  int states;  // 1 (h) or 2 (h, c)
+  KernelFn forward;
+  KernelFn backward;
+};
+
+std::vector<at::Tensor> rnn_tanh_forward(const SequenceArgs& a);
+std::vector<at::Tensor> rnn_tanh_backward(const SequenceArgs& a);
+std::vector<at::Tensor> rnn_relu_forward(const SequenceArgs& a);
+std::vector<at::Tensor> rnn_relu_backward(const SequenceArgs& a);
+std::vector<at::Tensor> lstm_forward(const SequenceArgs& a);
+std::vector<at::Tensor> lstm_backward(const SequenceArgs& a);
+std::vector<at::Tensor> lstm_projection_forward(const SequenceArgs& a);
+std::vector<at::Tensor> lstm_projection_backward(const SequenceArgs& a);
+std::vector<at::Tensor> peephole_lstm_forward(const SequenceArgs& a);
+std::vector<at::Tensor> peephole_lstm_backward(const SequenceArgs& a);
+std::vector<at::Tensor> layernorm_lstm_forward(const SequenceArgs& a);
+std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a);
+std::vector<at::Tensor> gru_forward(const SequenceArgs& a);
+std::vector<at::Tensor> gru_backward(const SequenceArgs& a);
+std::vector<at::Tensor> gru_reset_before_forward(const SequenceArgs& a);
+std::vector<at::Tensor> gru_reset_before_backward(const SequenceArgs& a);
 
 // ---------------------------------------------------------------------------------------------
 // Vectorised activations.
@@ -76,20 +104,37 @@ inline Vectorized<T> tanh(const Vectorized<T>& x) {
 #endif
 }
 
+// Derivatives written through the activation's value y: σ' = y (1 - y), tanh' = 1 - y².
+template <typename T>
+inline Vectorized<T> dsigmoid(const Vectorized<T>& y) {
+  return y * (Vectorized<T>(T(1)) - y);
+}
+template <typename T>
+inline Vectorized<T> dtanh(const Vectorized<T>& y) {
+  return Vectorized<T>(T(1)) - y * y;
+}
+
+// Sum of the first n lanes (the lanes past a row's end hold whatever the maths made of zeros).
+template <typename T>
+inline T sum_lanes(const Vectorized<T>& v, int64_t n) {
+  T lanes[Vectorized<T>::size()];
+  v.store(lanes);
+  T total = T(0);
+  for (int64_t k = 0; k < n; ++k) total += lanes[k];
+  return total;
+}
+
 // Rows per parallel chunk: only split the batch when each chunk has enough gate values (4096,
 // measured on 2 cores) to pay for waking a second thread. at::parallel_for is OpenMP inline code:
 // without -fopenmp it silently runs on one thread.
 inline int64_t grain_rows(int64_t gate_width) { return std::max<int64_t>(1, LSTMKIT_GRAIN / gate_width); }
 
-// Zoneout coefficient for one step: a per-element 0/1 "keep the old value" mask (training), a
-// constant rate (evaluation: the expectation), or nothing.
-template <typename T>
-struct Zoneout {
-  const T* h = nullptr;  // (B, H) mask block of this step, or nullptr
-  const T* c = nullptr;  // (LSTM only)
-  T rate = T(0);         // used when the masks are absent
-  bool active() const { return h != nullptr || rate != T(0); }
-};
+// Calls f(j, n) for the SIMD chunks [j, j + n) of a row of `width` values (the last one partial).
+template <typename T, typename F>
+inline void for_chunks(int64_t width, const F& f) {
+  constexpr int64_t lanes = Vectorized<T>::size();
+  for (int64_t j = 0; j < width; j += lanes) f(j, std::min<int64_t>(lanes, width - j));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Argument checks: every problem is a Python exception (TypeError / ValueError), never a crash.
@@ -112,29 +157,59 @@ inline void check_valid(const OptTensor& valid, int64_t T, int64_t B) {
   TORCH_CHECK_VALUE(valid->is_contiguous(), "valid must be contiguous");
 }
 
+// T steps, batch B, input I, hidden H (cell state and gate blocks), recurrent R (h: H, or the
+// projection size), G gate blocks.
 struct Shapes {
-  int64_t T, B, I, H;
+  int64_t T, B, I, H, R, G;
 };
 
-// Checks input, weights (gates stacked G blocks of H rows), biases and the optional masks.
-inline Shapes check_args(int64_t gates, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                         const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& valid, const OptTensor& rmask) {
+// Checks everything every cell has: input, weight_ih (G*H, I), weight_hh (G*H, R), both biases
+// (G*H) or neither, valid, recurrent mask, initial states and zoneout masks (h: R wide, c: H wide).
+// R is the width of weight_hh unless the cell projects h (then the caller's projection size).
+inline Shapes check_common(const SequenceArgs& a, int64_t gates, int64_t states, int64_t projection = 0) {
+  const at::Tensor& x = a.x;
   TORCH_CHECK_VALUE(x.defined() && x.dim() == 3, "input must be a 3-D (T, B, I) tensor, got ",
                     x.defined() ? x.dim() : 0, " dimensions");
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
                    "input must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(w_hh.defined() && w_hh.dim() == 2 && w_hh.size(0) == gates * w_hh.size(1),
-                    "weight_hh must have shape (", gates, "H, H), got ", w_hh.sizes());
-  const Shapes s{x.size(0), x.size(1), x.size(2), w_hh.size(1)};
+  TORCH_CHECK_VALUE(a.params.size() >= 4 && a.params[0] && a.params[1], "weight_ih and weight_hh are required");
+  const at::Tensor& w_hh = *a.params[1];
+  const char* form = gates == 1 ? "(H, H)" : gates == 3 ? "(3H, H)" : "(4H, H)";
+  TORCH_CHECK_VALUE(w_hh.dim() == 2 && (projection ? w_hh.size(0) % gates == 0 : w_hh.size(0) == gates * w_hh.size(1)),
+                    "weight_hh must have shape ", projection ? "(4H, P)" : form, ", got ", w_hh.sizes());
+  const int64_t H = projection ? w_hh.size(0) / gates : w_hh.size(1);
+  const Shapes s{x.size(0), x.size(1), x.size(2), H, projection ? projection : H, gates};
   check_same(x, "input", x, {s.T, s.B, s.I});
-  check_same(w_ih, "weight_ih", x, {gates * s.H, s.I});
-  check_same(w_hh, "weight_hh", x, {gates * s.H, s.H});
-  TORCH_CHECK_VALUE(b_ih.has_value() == b_hh.has_value(), "give both bias_ih and bias_hh or neither");
-  if (b_ih) check_same(*b_ih, "bias_ih", x, {gates * s.H});
-  if (b_hh) check_same(*b_hh, "bias_hh", x, {gates * s.H});
-  check_valid(valid, s.T, s.B);
-  if (rmask) check_same(*rmask, "recurrent_mask", x, {s.B, s.H});
+  check_same(*a.params[0], "weight_ih", x, {gates * s.H, s.I});
+  check_same(w_hh, "weight_hh", x, {gates * s.H, s.R});
+  TORCH_CHECK_VALUE(a.params[2].has_value() == a.params[3].has_value(), "give both bias_ih and bias_hh or neither");
+  if (a.params[2]) check_same(*a.params[2], "bias_ih", x, {gates * s.H});
+  if (a.params[3]) check_same(*a.params[3], "bias_hh", x, {gates * s.H});
+  check_valid(a.valid, s.T, s.B);
+  if (a.rmask) check_same(*a.rmask, "recurrent_mask", x, {s.B, s.R});
+  static const char* state_names[] = {"h0", "c0"};
+  static const char* zoneout_names[] = {"zoneout_h", "zoneout_c"};
+  TORCH_CHECK_VALUE(a.state0.empty() || static_cast<int64_t>(a.state0.size()) == states, "expected ", states,
+                    " initial states, got ", a.state0.size());
+  TORCH_CHECK_VALUE(a.zoneout.empty() || static_cast<int64_t>(a.zoneout.size()) == states,
+                    states == 1 ? "give one zoneout mask or none" : "give both zoneout masks or neither");
+  for (int64_t k = 0; k < states; ++k) {
+    const int64_t width = k == 0 ? s.R : s.H;
+    if (!a.state0.empty()) check_same(a.state0[k], state_names[k], x, {s.B, width});
+    if (!a.zoneout.empty()) check_same(a.zoneout[k], zoneout_names[k], x, {s.T, s.B, width});
+  }
+  TORCH_CHECK_VALUE(a.zoneout_rate >= 0.0 && a.zoneout_rate < 1.0, "zoneout_rate must lie in [0, 1), got ",
+                    a.zoneout_rate);
   return s;
+}
+
+inline const at::Tensor& param(const SequenceArgs& a, size_t k) { return *a.params[k]; }
+
+// The parameter slot k, checked to be present with the given shape.
+inline const at::Tensor& checked_param(const SequenceArgs& a, size_t k, const char* name, at::IntArrayRef shape) {
+  TORCH_CHECK_VALUE(k < a.params.size() && a.params[k].has_value(), name, " is required");
+  check_same(*a.params[k], name, a.x, shape);
+  return *a.params[k];
 }
 
 template <typename T>
@@ -148,5 +223,12 @@ const T* data_or_null(const OptTensor& t) {
 inline int64_t time_of(int64_t k, int64_t T, bool reverse) { return reverse ? T - 1 - k : k; }
 inline int64_t slot_in(int64_t t, bool reverse) { return reverse ? t + 1 : t; }
 inline int64_t slot_out(int64_t t, bool reverse) { return reverse ? t : t + 1; }
+
+// The T views t -> tensor[t] of a time-major tensor, made once before a time loop.
+inline std::vector<at::Tensor> steps_of(const at::Tensor& tensor) {
+  std::vector<at::Tensor> views(tensor.size(0));
+  for (int64_t t = 0; t < tensor.size(0); ++t) views[t] = tensor.select(0, t);
+  return views;
+}
 
 }  // namespace lstmkit

@@ -1,0 +1,434 @@
+// Time-loop scaffolding shared by every cell, with the semantics of
+// lstmkit.engine.reference.run_sequence:
+//   valid (T, B) bool    at an invalid (padded) step the state is carried and the output is zero,
+//                        or with carry_output the previous step's output repeated;
+//   recurrent_mask (B,R) multiplies h before the recurrent GEMM (variational recurrent dropout);
+//   zoneout              s' = z * s_old + (1 - z) * s_new for every state, z a 0/1 mask per step in
+//                        training or the constant rate in evaluation;
+//   reverse              walks t = T-1 .. 0; outputs stay aligned with the input's time axis.
+//
+// A cell writes only its maths. Forward, per step: its recurrent GEMM(s) and a row function that
+// hands the new state to emit_h / emit_c (zoneout, state history, output, masked GEMM input).
+// Backward, per step: a row function that takes dL/d(new state) from dh_new / dc_new (all paths,
+// split by zoneout) and returns dL/d(old state) through store_dh / store_dc, then its recurrent
+// GEMM(s) through add_recurrent. Padded rows are handled here.
+//
+// No memory is allocated inside the time loops: per-step views are made before. State histories
+// are (T+1)-slot buffers so that "the state entering step t" is a contiguous time-ordered slice:
+// forward reads slot t and writes t+1; reverse reads t+1 and writes t.
+#pragma once
+
+#include "common.h"
+
+namespace lstmkit {
+
+// row(b) for every row of the batch, in parallel (gate_width: values per row, for the grain).
+template <typename Row>
+void parallel_rows(int64_t batch, int64_t gate_width, const Row& row) {
+  at::parallel_for(0, batch, grain_rows(gate_width), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) row(b);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward pointers of one step.
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+struct ForwardRows {
+  using Vec = Vectorized<T>;
+  int64_t B, R, H;       // batch, width of h, width of c
+  const T* h_old;        // (B, R) state entering the step
+  const T* c_old;        // (B, H) or nullptr
+  T* h_new;              // (B, R) state leaving the step
+  T* c_new;
+  const T* h_gemm;       // (B, R) h as this step's recurrent GEMM saw it (times the recurrent mask)
+  T* out;                // (B, R) output at this time step
+  const T* prev_out;     // output of the previously processed step, nullptr = zeros
+  T* h_rec_next;         // (B, R) h_new * recurrent_mask: the next step's GEMM input, or nullptr
+  const T* rmask;
+  const bool* valid;     // (B) or nullptr
+  const T* zh;           // (B, R) zoneout mask of h for this step, or nullptr
+  const T* zc;
+  T rate;                // zoneout rate when there are no masks (0 = none)
+  bool carry_output;
+
+  bool is_valid(int64_t b) const { return valid == nullptr || valid[b]; }
+
+  // New h of row b, columns [j, j + n): zoneout, then the state, the output and the next GEMM input.
+  void emit_h(int64_t b, int64_t j, int64_t n, Vec h) const {
+    const int64_t i = b * R + j;
+    if (zh != nullptr || rate != T(0)) {
+      const Vec z = zh ? Vec::loadu(zh + i, n) : Vec(rate);
+      h = z * Vec::loadu(h_old + i, n) + (Vec(T(1)) - z) * h;  // h' = z h_{t-1} + (1 - z) h_t
+    }
+    h.store(h_new + i, n);
+    h.store(out + i, n);
+    if (h_rec_next) (h * Vec::loadu(rmask + i, n)).store(h_rec_next + i, n);
+  }
+
+  // New c of row b, columns [j, j + n): zoneout, then the state.
+  void emit_c(int64_t b, int64_t j, int64_t n, Vec c) const {
+    const int64_t i = b * H + j;
+    if (zc != nullptr || rate != T(0)) {
+      const Vec z = zc ? Vec::loadu(zc + i, n) : Vec(rate);
+      c = z * Vec::loadu(c_old + i, n) + (Vec(T(1)) - z) * c;  // c' = z c_{t-1} + (1 - z) c_t
+    }
+    c.store(c_new + i, n);
+  }
+
+  // Padded row: carry the state, output zero or the previous output.
+  void carry(int64_t b) const {
+    const T* h = h_old + b * R;
+    std::copy(h, h + R, h_new + b * R);
+    if (c_old) std::copy(c_old + b * H, c_old + (b + 1) * H, c_new + b * H);
+    if (carry_output && prev_out) {
+      std::copy(prev_out + b * R, prev_out + (b + 1) * R, out + b * R);
+    } else {
+      std::fill(out + b * R, out + (b + 1) * R, T(0));
+    }
+    if (h_rec_next) {
+      for_chunks<T>(R, [&](int64_t j, int64_t n) {
+        const int64_t i = b * R + j;
+        (Vec::loadu(h_old + i, n) * Vec::loadu(rmask + i, n)).store(h_rec_next + i, n);
+      });
+    }
+  }
+
+  // row(b) for every valid row, in parallel over the batch; padded rows are carried.
+  template <typename Row>
+  void for_rows(int64_t gate_width, const Row& row) const {
+    parallel_rows(B, gate_width, [&](int64_t b) {
+      if (is_valid(b)) {
+        row(b);
+      } else {
+        carry(b);
+      }
+    });
+  }
+  // A second pass over the same step: row(b) for the valid rows only (padded ones are carried).
+  template <typename Row>
+  void for_valid_rows(int64_t gate_width, const Row& row) const {
+    parallel_rows(B, gate_width, [&](int64_t b) {
+      if (is_valid(b)) row(b);
+    });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Backward pointers of one step.
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+struct BackwardRows {
+  using Vec = Vectorized<T>;
+  int64_t B, R, H;
+  const T* grad_out;     // (B, R) dL/d output[t]
+  T* dh;                 // (B, R) in: dL/dh leaving the step (direct part); out: dL/dh_{t-1} direct part
+  T* dc;                 // (B, H) in: dL/dc leaving the step; out: dL/dc_{t-1}; or nullptr
+  const T* dh_rec;       // (B, R) the later step's recurrent product, still to be multiplied by rmask
+  const T* rmask;
+  T* dcarry;             // (B, R) gradient of the previous step's output (carry_output), or nullptr
+  const bool* valid;
+  const T* zh;
+  const T* zc;
+  T rate;
+  const T* h_old;        // (B, R) state entering the step
+  const T* c_old;        // (B, H) or nullptr
+  const T* h_gemm;       // (B, R) this step's recurrent GEMM input
+
+  struct Split {
+    Vec now;  // gradient reaching the value the cell computed (before zoneout)
+    Vec old;  // zoneout's share, reaching the old state directly
+  };
+
+  bool is_valid(int64_t b) const { return valid == nullptr || valid[b]; }
+
+  // dH = dh_direct + (later recurrent product) * m: the gradient reaching the state h.
+  Vec state_dh(int64_t i, int64_t n) const {
+    Vec d = Vec::loadu(dh + i, n);
+    if (dh_rec) {
+      const Vec rec = Vec::loadu(dh_rec + i, n);
+      d = d + (rmask ? rec * Vec::loadu(rmask + i, n) : rec);
+    }
+    return d;
+  }
+  // dout = dL/d output[t] + dL/d(copy of this output made by the next padded step).
+  Vec output_dh(int64_t i, int64_t n) const {
+    const Vec d = Vec::loadu(grad_out + i, n);
+    return dcarry ? d + Vec::loadu(dcarry + i, n) : d;
+  }
+  static Split split(Vec d, const T* z, T rate, int64_t i, int64_t n) {
+    if (z == nullptr && rate == T(0)) return {d, Vec(T(0))};
+    const Vec keep = z ? Vec::loadu(z + i, n) : Vec(rate);  // s' = z s_old + (1 - z) s_new
+    return {(Vec(T(1)) - keep) * d, keep * d};
+  }
+
+  // dL/dh' of row b, columns [j, j + n) (the state and the output are the same h'), split by zoneout.
+  Split dh_new(int64_t b, int64_t j, int64_t n) const {
+    const int64_t i = b * R + j;
+    return split(state_dh(i, n) + output_dh(i, n), zh, rate, i, n);
+  }
+  Split dc_new(int64_t b, int64_t j, int64_t n) const {
+    const int64_t i = b * H + j;
+    return split(Vec::loadu(dc + i, n), zc, rate, i, n);
+  }
+  // dL/dh_{t-1} (direct part; the recurrent GEMM is added after the pass) and dL/dc_{t-1}.
+  void store_dh(int64_t b, int64_t j, int64_t n, const Vec& d) const {
+    const int64_t i = b * R + j;
+    d.store(dh + i, n);
+    if (dcarry) Vec(T(0)).store(dcarry + i, n);  // a valid step's output copies nothing earlier
+  }
+  void store_dc(int64_t b, int64_t j, int64_t n, const Vec& d) const { d.store(dc + b * H + j, n); }
+
+  // Padded row: h and c were carried unchanged, so their gradients pass straight through; the
+  // output was zero (no gradient) or a copy of the previous output (pass dout on).
+  void pass_through(int64_t b) const {
+    for_chunks<T>(R, [&](int64_t j, int64_t n) {
+      const int64_t i = b * R + j;
+      state_dh(i, n).store(dh + i, n);
+      if (dcarry) output_dh(i, n).store(dcarry + i, n);
+    });
+  }
+
+  // row(b) for every valid row, in parallel over the batch; padded rows pass their gradients
+  // through and zero(b) clears the cell's per-row gradient buffers.
+  template <typename Zero, typename Row>
+  void for_rows(int64_t gate_width, const Zero& zero, const Row& row) const {
+    parallel_rows(B, gate_width, [&](int64_t b) {
+      if (is_valid(b)) {
+        row(b);
+      } else {
+        pass_through(b);
+        zero(b);
+      }
+    });
+  }
+  // A second pass over the same step: row(b) for the valid rows, zero(b) for the padded ones
+  // (whose gradients the first pass passed through).
+  template <typename Zero, typename Row>
+  void for_valid_rows(int64_t gate_width, const Zero& zero, const Row& row) const {
+    parallel_rows(B, gate_width, [&](int64_t b) {
+      if (is_valid(b)) {
+        row(b);
+      } else {
+        zero(b);
+      }
+    });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Forward loop state: output, histories, masked GEMM inputs.
+// ---------------------------------------------------------------------------------------------
+class ForwardLoop {
+ public:
+  ForwardLoop(const SequenceArgs& a, const Shapes& s) : a_(a), s_(s), states_(a.state0.size()) {
+    const auto options = a.x.options();
+    const int64_t T = s.T;
+    output_ = at::empty({T, s.B, s.R}, options);
+    for (int k = 0; k < states_; ++k) {
+      hist_[k] = at::empty({T + 1, s.B, k == 0 ? s.R : s.H}, options);
+      hist_[k].select(0, a.reverse ? T : 0).copy_(a.state0[k]);
+    }
+    if (a.rmask && T > 0) {
+      h_rec_ = at::empty({T, s.B, s.R}, options);
+      at::Tensor first = h_rec_.select(0, time(0));
+      at::mul_out(first, a.state0[0], *a.rmask);
+    }
+    gemm_in_.resize(T);
+    for (int64_t t = 0; t < T; ++t) gemm_in_[t] = a.rmask ? h_rec_.select(0, t) : hist_[0].select(0, slot_in(t, a.reverse));
+  }
+
+  int64_t time(int64_t k) const { return time_of(k, s_.T, a_.reverse); }
+  // h entering step t as the recurrent GEMM sees it (times the recurrent mask).
+  const at::Tensor& gemm_in(int64_t t) const { return gemm_in_[t]; }
+
+  template <typename T>
+  ForwardRows<T> rows(int64_t k) const {
+    const int64_t t = time(k), B = s_.B, R = s_.R, H = s_.H;
+    const bool rev = a_.reverse;
+    ForwardRows<T> p{};
+    p.B = B;
+    p.R = R;
+    p.H = H;
+    p.h_old = hist_[0].data_ptr<T>() + slot_in(t, rev) * B * R;
+    p.h_new = hist_[0].data_ptr<T>() + slot_out(t, rev) * B * R;
+    if (states_ > 1) {
+      p.c_old = hist_[1].data_ptr<T>() + slot_in(t, rev) * B * H;
+      p.c_new = hist_[1].data_ptr<T>() + slot_out(t, rev) * B * H;
+    }
+    p.h_gemm = gemm_in_[t].data_ptr<T>();
+    p.out = output_.data_ptr<T>() + t * B * R;
+    p.prev_out = k > 0 ? output_.data_ptr<T>() + time(k - 1) * B * R : nullptr;
+    p.h_rec_next = (a_.rmask && k + 1 < s_.T) ? h_rec_.data_ptr<T>() + time(k + 1) * B * R : nullptr;
+    p.rmask = data_or_null<T>(a_.rmask);
+    p.valid = a_.valid ? a_.valid->data_ptr<bool>() + t * B : nullptr;
+    if (!a_.zoneout.empty()) {
+      p.zh = a_.zoneout[0].data_ptr<T>() + t * B * R;
+      if (states_ > 1) p.zc = a_.zoneout[1].data_ptr<T>() + t * B * H;
+    } else {
+      p.rate = static_cast<T>(a_.zoneout_rate);
+    }
+    p.carry_output = a_.carry_output;
+    return p;
+  }
+
+  // {output, final states..., histories..., h_rec or empty, the cell's saved tensors...}
+  std::vector<at::Tensor> results(std::initializer_list<at::Tensor> saved) const {
+    std::vector<at::Tensor> out{output_};
+    const int64_t last = a_.reverse ? 0 : s_.T;
+    for (int k = 0; k < states_; ++k) out.push_back(hist_[k].select(0, last).clone());
+    for (int k = 0; k < states_; ++k) out.push_back(hist_[k]);
+    out.push_back(h_rec_.defined() ? h_rec_ : at::empty({0}, a_.x.options()));
+    out.insert(out.end(), saved.begin(), saved.end());
+    return out;
+  }
+
+ private:
+  const SequenceArgs& a_;
+  Shapes s_;
+  int states_;
+  at::Tensor output_, hist_[2], h_rec_;
+  std::vector<at::Tensor> gemm_in_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Backward loop state: running state gradients, the recurrent-product accumulator.
+// ---------------------------------------------------------------------------------------------
+class BackwardLoop {
+ public:
+  BackwardLoop(const SequenceArgs& a, const Shapes& s, int states) : a_(a), s_(s), states_(states) {
+    const auto& x = a.x;
+    const int64_t T = s.T, B = s.B;
+    TORCH_CHECK_VALUE(static_cast<int>(a.saved.size()) >= states + 1, "expected the tensors forward saved");
+    TORCH_CHECK_VALUE(static_cast<int>(a.grad_state.size()) == states, "expected ", states, " state gradients");
+    static const char* hist_names[] = {"hs", "cs"};
+    static const char* grad_names[] = {"grad_h_n", "grad_c_n"};
+    for (int k = 0; k < states; ++k) {
+      const int64_t width = k == 0 ? s.R : s.H;
+      check_same(a.saved[k], hist_names[k], x, {T + 1, B, width});
+      dstate_[k] = a.grad_state[k].contiguous().clone();  // running dL/d(state), direct part
+      check_same(dstate_[k], grad_names[k], x, {B, width});
+    }
+    if (a.rmask && T > 0) check_same(a.saved[states], "h_rec", x, {T, B, s.R});
+    grad_out_ = a.grad_output.contiguous();
+    check_same(grad_out_, "grad_output", x, {T, B, s.R});
+    if (a.rmask) dh_rec_ = at::zeros({B, s.R}, x.options());
+    if (a.carry_output) dcarry_ = at::zeros({B, s.R}, x.options());
+  }
+
+  int64_t time(int64_t k) const { return time_of(k, s_.T, a_.reverse); }
+  // The cell's k-th saved tensor (after the histories and h_rec).
+  const at::Tensor& saved(size_t k) const {
+    TORCH_CHECK_VALUE(states_ + 1 + k < a_.saved.size(), "expected the tensors forward saved");
+    return a_.saved[states_ + 1 + k];
+  }
+  // The states entering every step (T, B, width), time-ordered.
+  at::Tensor states_entering(int k) const { return a_.saved[k].narrow(0, a_.reverse ? 1 : 0, s_.T); }
+  // Every step's recurrent GEMM input, time-ordered (T, B, R): dW_hh = sum_t dG_t^T h_{t-1}.
+  at::Tensor gemm_inputs() const { return a_.rmask ? a_.saved[states_] : states_entering(0); }
+
+  template <typename T>
+  BackwardRows<T> rows(int64_t k) const {
+    const int64_t t = time(k), B = s_.B, R = s_.R, H = s_.H;
+    const bool rev = a_.reverse;
+    BackwardRows<T> p{};
+    p.B = B;
+    p.R = R;
+    p.H = H;
+    p.grad_out = grad_out_.data_ptr<T>() + t * B * R;
+    p.dh = dstate_[0].data_ptr<T>();
+    p.dc = states_ > 1 ? dstate_[1].data_ptr<T>() : nullptr;
+    p.dh_rec = (a_.rmask && k < s_.T - 1) ? dh_rec_.data_ptr<T>() : nullptr;
+    p.rmask = data_or_null<T>(a_.rmask);
+    p.dcarry = a_.carry_output ? dcarry_.data_ptr<T>() : nullptr;
+    p.valid = a_.valid ? a_.valid->data_ptr<bool>() + t * B : nullptr;
+    if (!a_.zoneout.empty()) {
+      p.zh = a_.zoneout[0].data_ptr<T>() + t * B * R;
+      if (states_ > 1) p.zc = a_.zoneout[1].data_ptr<T>() + t * B * H;
+    } else {
+      p.rate = static_cast<T>(a_.zoneout_rate);
+    }
+    p.h_old = a_.saved[0].data_ptr<T>() + slot_in(t, rev) * B * R;
+    p.c_old = states_ > 1 ? a_.saved[1].data_ptr<T>() + slot_in(t, rev) * B * H : nullptr;
+    p.h_gemm = a_.rmask ? a_.saved[states_].data_ptr<T>() + t * B * R : p.h_old;
+    return p;
+  }
+
+  // Where dL/d(GEMM input of this step) accumulates: dh_rec with a recurrent mask (multiplied by
+  // it in the next pointwise pass), else the running dh itself.
+  at::Tensor& accumulator() { return a_.rmask ? dh_rec_ : dstate_[0]; }
+  // Whether a pointwise pass must overwrite the accumulator (dh_rec: its old contents were
+  // consumed by this step's pass) rather than add to it (dh).
+  bool accumulator_fresh() const { return a_.rmask.has_value(); }
+
+  // dL/d(GEMM input) (+)= g w: a recurrent GEMM's share of dL/dh_{t-1}. The first product of a
+  // step overwrites dh_rec unless a pointwise pass wrote it already (first = false).
+  void add_recurrent(const at::Tensor& g, const at::Tensor& w, bool first = true) {
+    at::Tensor& acc = accumulator();
+    if (first && a_.rmask) {
+      at::mm_out(acc, g, w);
+    } else {
+      at::addmm_out(acc, acc, g, w);
+    }
+  }
+
+  // After the loop: {dh0, dc0}.
+  std::vector<at::Tensor> initial_state_grads() {
+    if (a_.rmask && s_.T > 0) dstate_[0].addcmul_(dh_rec_, *a_.rmask);  // the last product: dh0 += (dG W) * m
+    return std::vector<at::Tensor>(dstate_, dstate_ + states_);
+  }
+
+ private:
+  const SequenceArgs& a_;
+  Shapes s_;
+  size_t states_;
+  at::Tensor dstate_[2], dh_rec_, dcarry_, grad_out_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The GEMMs over all T*B rows at once.
+// ---------------------------------------------------------------------------------------------
+// xg = x W_ih^T (+ bias): the input projection of every step, (T, B, width of W_ih).
+inline at::Tensor project_input(const SequenceArgs& a, const Shapes& s, const OptTensor& bias) {
+  const at::Tensor x2d = a.x.view({s.T * s.B, s.I});
+  const at::Tensor& w_ih = *a.params[0];
+  const at::Tensor xg = bias ? at::addmm(*bias, x2d, w_ih.t()) : at::mm(x2d, w_ih.t());
+  return xg.view({s.T, s.B, w_ih.size(0)});
+}
+
+// dx = dXG W_ih, dW_ih = dXG^T x (as requested) from dXG (T, B, width of W_ih).
+inline void input_grads(const SequenceArgs& a, const Shapes& s, const at::Tensor& dxg, at::Tensor& dx,
+                        at::Tensor& dw_ih) {
+  const at::Tensor dxg2d = dxg.reshape({s.T * s.B, dxg.size(-1)});
+  if (a.needs[0]) dx = at::mm(dxg2d, *a.params[0]).view({s.T, s.B, s.I});
+  if (a.needs[1]) dw_ih = at::mm(dxg2d.t(), a.x.view({s.T * s.B, s.I}));
+}
+
+// dW = dG^T H over all T*B rows: G (T, B, rows of W), H (T, B, columns of W).
+inline at::Tensor weight_grad(const at::Tensor& dg, const at::Tensor& h) {
+  return at::mm(dg.reshape({-1, dg.size(-1)}).t(), h.reshape({-1, h.size(-1)}));
+}
+
+// Sum over all T*B rows, (T, B, width) -> (width).
+inline at::Tensor row_sum(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}).sum(0); }
+
+// {dx, d params..., d initial states...}, the backward entry points' return value.
+inline std::vector<at::Tensor> gradients(at::Tensor dx, std::vector<at::Tensor> dparams,
+                                         std::vector<at::Tensor> dstates) {
+  std::vector<at::Tensor> out{std::move(dx)};
+  out.insert(out.end(), dparams.begin(), dparams.end());
+  out.insert(out.end(), dstates.begin(), dstates.end());
+  return out;
+}
+
+// Whether the gradient of parameter k was requested (needs[0] is the input's).
+inline bool needs_param(const SequenceArgs& a, size_t k) { return k + 1 < a.needs.size() && a.needs[k + 1]; }
+
+// The same gradient for bias_ih and bias_hh when they are added together: never alias the two.
+inline std::pair<at::Tensor, at::Tensor> shared_bias_grads(const SequenceArgs& a, const at::Tensor& dgates) {
+  if (!needs_param(a, 2) && !needs_param(a, 3)) return {};
+  const at::Tensor db = row_sum(dgates);
+  return {needs_param(a, 2) ? db : at::Tensor(), needs_param(a, 3) ? (needs_param(a, 2) ? db.clone() : db) : at::Tensor()};
+}
+
+}  // namespace lstmkit
