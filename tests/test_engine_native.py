@@ -156,6 +156,28 @@ def test_without_bias(kind: str) -> None:
     assert_same(expected, actual, torch.float64)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_sequence_and_batch(kind: str) -> None:
+    """T = 0 gives back the initial state, B = 0 empty tensors; forward and backward, all options."""
+    cell = make_cell(kind, 3, 5, torch.float64)
+    for steps, batch in ((0, 3), (4, 0)):
+        x = torch.randn(steps, batch, 3, dtype=torch.float64, requires_grad=True)
+        state = tuple(torch.randn(batch, size, dtype=torch.float64, requires_grad=True) for size in cell.state_sizes)
+        options = {
+            "valid": torch.ones(steps, batch, dtype=torch.bool),
+            "recurrent_mask": torch.ones(batch, cell.recurrent_size, dtype=torch.float64),
+            "zoneout": 0.3,
+            "training": True,
+            "carry_output": True,
+        }
+        result = native.run_cell(cell, x, state, **options)
+        assert result.output.shape == (steps, batch, cell.recurrent_size)
+        if steps == 0:
+            assert all(torch.equal(got, want) for got, want in zip(result.state, state, strict=True))
+        (result.output.sum() + sum(s.sum() for s in result.state)).backward()
+        assert all(p.grad is not None and not p.grad.isnan().any() for p in cell.parameters())
+
+
 def test_matches_torch_lstm_float32() -> None:
     """A longer float32 run against torch.nn.LSTM itself (oneDNN)."""
     torch_lstm = nn.LSTM(16, 64)

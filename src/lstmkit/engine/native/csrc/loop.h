@@ -325,7 +325,7 @@ class BackwardLoop {
   // The states entering every step (T, B, width), time-ordered.
   at::Tensor states_entering(int k) const { return a_.saved[k].narrow(0, a_.reverse ? 1 : 0, s_.T); }
   // Every step's recurrent GEMM input, time-ordered (T, B, R): dW_hh = sum_t dG_t^T h_{t-1}.
-  at::Tensor gemm_inputs() const { return a_.rmask ? a_.saved[states_] : states_entering(0); }
+  at::Tensor gemm_inputs() const { return a_.rmask && s_.T > 0 ? a_.saved[states_] : states_entering(0); }
 
   template <typename T>
   BackwardRows<T> rows(int64_t k) const {
