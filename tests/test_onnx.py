@@ -144,13 +144,6 @@ def test_other_cells_need_a_static_sequence_and_then_export(kind: str, tmp_path:
     path = tmp_path / "unrolled.onnx"
     with pytest.raises(ExportError, match=rf"dynamic sequence length: .*{reason}.*dynamic_sequence=False"):
         export_onnx(layer, torch.randn(4, 5, 4), path)
-    if kind == "layernorm":  # cells.py normalises over c.shape[-1:], which the exporter cannot make constant
-        with pytest.raises(
-            ExportError,
-            match=r"exporter cannot export Recurrent: the operation at .*cells.py:\d+.* fails: it is not constant",
-        ):
-            export_onnx(layer, torch.randn(4, 5, 4), path, dynamic_sequence=False)
-        return
     exported = export_onnx(layer, torch.randn(4, 5, 4), path, dynamic_sequence=False)
     assert exported.engine == "reference" and "sequence" not in exported.dynamic_axes[exported.input_names[0]].values()
     for batch in (1, 3, 6):
