@@ -14,4 +14,4 @@ if __name__ == "__main__":
     arguments = sys.argv[1:]
     if not any(argument == "--out-dir" or argument.startswith("--out-dir=") for argument in arguments):
         arguments += ["--out-dir", str(Path(__file__).resolve().parent)]
-    app(["bench", *arguments], prog_name="lstmkit bench")
+    app(["bench", *arguments], prog_name="lstmkit")
