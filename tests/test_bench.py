@@ -130,8 +130,8 @@ def test_parse_shapes() -> None:
 
 
 def test_select_adds_baselines_and_drops_keras() -> None:
-    keys = [peer.key for peer in peers.select(["user_cifg", "lstmkit_gru"], keras=False)]
-    assert keys == ["nn_lstm", "user_cifg", "nn_gru", "lstmkit_gru"]
+    keys = [peer.key for peer in peers.select(["user_lstm", "lstmkit_gru"], keras=False)]
+    assert keys == ["nn_lstm", "user_lstm", "nn_gru", "lstmkit_gru"]
     assert not any(peer.keras for peer in peers.select(None, keras=False))
     with pytest.raises(ValueError, match="unknown implementation"):
         peers.select(["nope"])
@@ -142,7 +142,7 @@ def test_peers_build_working_calls_and_graph_names_the_engine() -> None:
     for peer in peers.select(None, keras=False):
         for training in (False, True):
             peer.build(shape, training)()
-    run = peers.get("user_cifg").build(shape, True)
+    run = peers.get("user_lstm").build(shape, True)
     assert suite.graph_of(run.forward()) != ""
     assert suite.graph_of(torch.nn.LSTM(4, 5)(torch.randn(3, 2, 4))[0]).startswith("autograd:")
 
@@ -164,7 +164,7 @@ def tiny_result() -> dict:
             "gates": 4,
             "baseline": peers.get(key).baseline,
         }
-        for key in ("nn_lstm", "lstmkit_lstm", "user_cifg", "naive_lstm")
+        for key in ("nn_lstm", "lstmkit_lstm", "user_lstm", "naive_lstm")
     }
 
     def row(ms: float | None, ratio: float | None, error: str | None = None) -> dict:
@@ -183,7 +183,7 @@ def tiny_result() -> dict:
             mode: {
                 "nn_lstm": row(10.0, 1.0),
                 "lstmkit_lstm": row(8.0, 0.8),
-                "user_cifg": row(14.0, 1.4),
+                "user_lstm": row(14.0, 1.4),
                 "naive_lstm": row(None, None, "RuntimeError: boom"),
             }
             for mode in suite.MODES

@@ -34,7 +34,7 @@ def bench_command(
     keras: Annotated[bool, typer.Option("--keras/--no-keras", help="Include Keras 3 (torch backend) rows.")] = True,
     only: Annotated[
         str | None,
-        typer.Option(help="Comma-separated implementation keys (e.g. lstmkit_lstm,user_cifg); baselines are added."),
+        typer.Option(help="Comma-separated implementation keys (e.g. lstmkit_lstm,user_lstm); baselines are added."),
     ] = None,
     steady_state: Annotated[
         bool | None,

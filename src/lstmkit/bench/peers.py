@@ -71,20 +71,20 @@ class NaiveLSTM(nn.Module):
         return torch.stack(outputs), (h, c)
 
 
-class CIFGCell(lstmkit.Cell):
-    """A user-defined cell (as in ``examples/custom_cell.py``): LSTM with a coupled input-forget
-    gate, ``f = 1 - i``."""
+class UserLSTMCell(lstmkit.Cell):
+    """The same LSTM written as a user-defined lstmkit cell: only the pointwise step, in Python,
+    so the user-cell row is compared like for like with the naive loop and ``nn.LSTM``."""
 
-    gate_names = ("i", "g", "o")
+    gate_names = ("i", "f", "g", "o")
     state_names = ("h", "c")
 
     def pointwise(self, xg, hg, state):
         h, c = state
-        i, g, o = (xg + hg).chunk(3, dim=-1)
-        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
-        c = (1 - i) * c + i * g
+        i, f, g, o = (xg + hg).chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
         h = o * torch.tanh(c)
-        return (h, c), (i, g, o)
+        return (h, c), (i, f, g, o)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,13 +226,13 @@ PEERS: tuple[Peer, ...] = (
         note="p=0.1",
     ),
     Peer(
-        "user_cifg",
-        "user-defined cell (CIFG)",
+        "user_lstm",
+        "user-defined cell (LSTM)",
         "lstm",
-        3,
-        _lstmkit_peer(_layer(CIFGCell)),
+        4,
+        _lstmkit_peer(_layer(UserLSTMCell)),
         steady_state=True,
-        note="Python pointwise, 3 gates",
+        note="the LSTM as a user cell: Python pointwise step, the maths of the naive loop",
     ),
     Peer("nn_gru", "torch.nn.GRU", "gru", 3, _torch_peer(nn.GRU)),
     Peer("keras_gru", "Keras 3 GRU (torch)", "gru", 3, _keras_peer("GRU"), keras=True),

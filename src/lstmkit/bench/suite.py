@@ -350,12 +350,12 @@ def targets(result: dict) -> list[dict]:
     add(
         "user-defined cell training / nn.LSTM (large shapes)",
         lambda s: 1.5 if s in LARGE_SHAPES else None,
-        lambda e: _ratio(e, "training", "user_cifg"),
+        lambda e: _ratio(e, "training", "user_lstm"),
     )
     add(
         "naive loop / user-defined cell, training (speed-up)",
         lambda s: 2.0,
-        lambda e: _speedup(e, "training", "naive_lstm", "user_cifg"),
+        lambda e: _speedup(e, "training", "naive_lstm", "user_lstm"),
         kind=">=",
     )
     add(
