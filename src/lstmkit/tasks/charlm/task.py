@@ -64,7 +64,7 @@ PRESETS: dict[str, Preset] = {
     "full": Preset(
         CharLMData(preset="full", seq_len=100),
         {"hidden_size": 512, "embedding_size": 64},
-        TrainConfig(epochs=1, max_steps=None, max_seconds=420, batch_size=64, lr=3e-3, schedule="cosine",
+        TrainConfig(epochs=2, max_steps=None, max_seconds=360, batch_size=64, lr=3e-3, schedule="cosine",
                     warmup_steps=50, eval_every=300, log_every=10),  # fmt: skip
     ),
 }
