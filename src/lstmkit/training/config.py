@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -61,6 +62,8 @@ class TrainConfig:
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0; got {self.lr}, "
                              f"{self.weight_decay}, {self.warmup_steps}")  # fmt: skip
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive or None, got {self.max_seconds}")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
@@ -113,9 +116,12 @@ def _convert(value: Any, annotation: Any, name: str) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"{name}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{name}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # no setting means anything by NaN or infinity; they would poison training
+            raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ValueError(f"{name}: expected a string, got {value!r}")
