@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,19 +78,30 @@ def unescape(text: str) -> str:
 
 def read_series(path: Path) -> np.ndarray:
     """A series from a text or CSV file: one row per step, columns (features) separated by commas
-    or whitespace; a header line that is not numbers is skipped."""
+    or whitespace; a header line that is not numbers is skipped. A value too large for float32
+    reads as infinity (which the trace refuses)."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file; expected a text or CSV file of numbers, one row per step")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark must not hide the first row's numbers
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({error.reason}); expected a text file") from None
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         fields = line.replace(",", " ").split()
         if not fields:
             continue
         try:
-            rows.append([float(field) for field in fields])
+            values = [float(field) for field in fields]
         except ValueError:
             if rows or number > 1:
-                raise ValueError(f"{path}, line {number}: expected numbers, got {line.strip()!r}") from None
+                raise ValueError(f"{path}, line {number}: expected numbers, got {line.strip()[:80]!r}") from None
+            continue
+        if not all(math.isfinite(value) for value in values):
+            raise ValueError(f"{path}, line {number}: expected finite numbers, got {line.strip()[:80]!r}")
+        rows.append(values)
     if not rows:
         raise ValueError(f"{path}: the series is empty: expected at least one row of numbers")
     if len({len(row) for row in rows}) > 1:
