@@ -39,6 +39,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -547,6 +548,17 @@ def model_from_config(config: Mapping[str, Any] | str, *, source: str = "config"
             config = json.loads(config)
         except json.JSONDecodeError as error:
             raise KerasFileError(f"{source}: not valid JSON ({error})") from None
+    try:
+        return _model_from_config(config, source)
+    except KerasFileError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        # a field of a type or shape Keras never writes, anywhere in the graph: say so, with the file
+        raise KerasFileError(f"{source}: not a Keras model config that can be read ({type(error).__name__}: "
+                             f"{error})") from None  # fmt: skip
+
+
+def _model_from_config(config: Any, source: str) -> KerasModel:
     if not isinstance(config, Mapping) or not isinstance(config.get("config"), Mapping):
         raise KerasFileError(f"{source}: not a Keras model config (expected {{'class_name': ..., 'config': ...}})")
     kind, body = config.get("class_name"), config["config"]
@@ -730,17 +742,20 @@ def _read_archive(path: Path) -> tuple[dict[str, Any], bytes]:
         raise KerasFileError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
         raise KerasFileError(f"{path}: not a zip archive; a .keras file is a zip of config.json and model.weights.h5")
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-        for needed in ("config.json", "model.weights.h5"):
-            if needed not in names:
-                sharded = " (sharded weights are not supported)" if "model.weights.json" in names else ""
-                raise KerasFileError(f"{path}: no {needed} in the archive{sharded}; it holds {sorted(names)}")
-        try:
-            config = json.loads(archive.read("config.json"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise KerasFileError(f"{path}: config.json is not valid JSON ({error})") from None
-        return config, archive.read("model.weights.h5")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            for needed in ("config.json", "model.weights.h5"):
+                if needed not in names:
+                    sharded = " (sharded weights are not supported)" if "model.weights.json" in names else ""
+                    raise KerasFileError(f"{path}: no {needed} in the archive{sharded}; it holds {sorted(names)}")
+            config_text, weights = archive.read("config.json"), archive.read("model.weights.h5")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as error:
+        raise KerasFileError(f"{path}: a damaged zip archive ({error})") from None
+    try:
+        return json.loads(config_text), weights
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise KerasFileError(f"{path}: config.json is not valid JSON ({error})") from None
 
 
 def load_keras_file(path: str | Path) -> KerasModel:
