@@ -64,6 +64,10 @@ def bench_command(
         config = suite.Config.quick_config(**settings) if quick else suite.Config(**settings)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    existing = next(folder for folder in (out_dir, *out_dir.parents) if folder.exists())
+    if not existing.is_dir():  # found now, not after minutes of timing
+        raise typer.BadParameter(f"{existing} is a file; expected a folder for results.md and results.json",
+                                 param_hint="'--out-dir'")  # fmt: skip
     result = suite.run(config, progress=lambda line: typer.echo(line))
     markdown = suite.write_markdown(result, out_dir / "results.md")
     raw = suite.write_json(result, out_dir / "results.json")
