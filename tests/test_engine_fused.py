@@ -11,31 +11,17 @@ from __future__ import annotations
 
 import warnings
 
+import core_helpers
 import pytest
 import torch
 import torch.nn.functional as F
+from core_helpers import CIFGCell, make_valid, one_intra_op_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 import lstmkit
 from lstmkit import engine
 from lstmkit.engine import python_fused
 from lstmkit.engine.reference import run_sequence
-
-TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
-
-
-class CIFGCell(lstmkit.Cell):
-    """LSTM with a coupled input-forget gate (examples/custom_cell.py)."""
-
-    gate_names = ("i", "g", "o")
-    state_names = ("h", "c")
-
-    def pointwise(self, xg, hg, state):
-        h, c = state
-        i, g, o = (xg + hg).chunk(3, dim=-1)
-        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
-        c = (1 - i) * c + i * g
-        return (o * torch.tanh(c), c), (i, g, o)
 
 
 class PeepholeCIFGCell(CIFGCell):
@@ -101,15 +87,6 @@ CELLS = {
 USER_CELLS = ["cifg", "peephole_cifg", "norm"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """The tensors here are tiny: intra-op threads only add contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _uncompiled():
     """Eager steps unless a test asks for compilation (compiling costs seconds per shape)."""
@@ -118,40 +95,13 @@ def _uncompiled():
     python_fused.set_compile(None)
 
 
-def make_valid(kind: str, steps: int, batch: int) -> torch.Tensor | None:
-    if kind == "none":
-        return None
-    if kind == "lengths":  # padded batch, one sequence of length 0
-        lengths = torch.tensor([steps, 1, 0, steps - 2, 3][:batch])
-        return torch.arange(steps)[:, None] < lengths[None, :]
-    return torch.rand(steps, batch) > 0.35  # arbitrary holes (Keras-style masks)
-
-
-def run_both(cell: lstmkit.Cell, steps: int = 6, batch: int = 4, seed: int = 1, **options) -> tuple[dict, dict]:
-    """Reference and fused engines from identical inputs and generator state: output, final
-    states, and the gradients of the input, the initial states and every parameter."""
-    dtype = cell.weight_ih.dtype
-    x = torch.randn(steps, batch, cell.input_size, dtype=dtype, requires_grad=True)
-    state = tuple(torch.randn(batch, size, dtype=dtype, requires_grad=True) for size in cell.state_sizes)
-    weights = torch.randn(cell.recurrent_size, dtype=dtype)  # every output unit matters differently
-    results = []
-    for run in (run_sequence, python_fused.run_cell):
-        torch.manual_seed(seed)  # zoneout (and a random pointwise) draw from the global generator
-        result = run(cell, x, state, **options)
-        loss = (result.output * weights).sum() + (result.state[0] ** 2).sum() + result.state[-1].sin().sum()
-        names = ["input", *(f"{n}0" for n in cell.state_names), *(n for n, _ in cell.named_parameters())]
-        grads = torch.autograd.grad(loss, [x, *state, *cell.parameters()])
-        values = {"output": result.output}
-        values |= {f"{name}_n": value for name, value in zip(cell.state_names, result.state, strict=True)}
-        values |= {f"grad {name}": grad for name, grad in zip(names, grads, strict=True)}
-        results.append(values)
-    return results[0], results[1]
+def run_both(cell: lstmkit.Cell, steps: int = 6, batch: int = 4, **options) -> tuple[dict, dict]:
+    """The reference loop and the fused engine from identical inputs (see :func:`core_helpers.run_both`)."""
+    return core_helpers.run_both(python_fused.run_cell, cell, steps, batch, **options)
 
 
 def assert_same(expected: dict, actual: dict, dtype: torch.dtype = torch.float64) -> None:
-    assert expected.keys() == actual.keys()
-    for name, want in expected.items():
-        torch.testing.assert_close(actual[name], want, **TOLERANCE[dtype], msg=lambda m, name=name: f"{name}: {m}")
+    core_helpers.assert_same(expected, actual, **core_helpers.ENGINE_TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -227,7 +177,7 @@ def test_no_bias_and_only_some_gradients() -> None:
         result = run(cell, x, state, valid=make_valid("lengths", 6, 4))
         grads.append(torch.autograd.grad(result.output.sum() + result.state[1].sum(), [x, cell.weight_ci]))
     for got, want in zip(grads[1], grads[0], strict=True):
-        torch.testing.assert_close(got, want, **TOLERANCE[torch.float64])
+        torch.testing.assert_close(got, want, **core_helpers.ENGINE_TOLERANCE[torch.float64])
 
 
 def test_gradient_of_unused_outputs() -> None:
@@ -238,7 +188,7 @@ def test_gradient_of_unused_outputs() -> None:
     grads = [
         torch.autograd.grad(run(cell, x, state).state[1].sum(), x) for run in (run_sequence, python_fused.run_cell)
     ]
-    torch.testing.assert_close(grads[1], grads[0], **TOLERANCE[torch.float64])
+    torch.testing.assert_close(grads[1], grads[0], **core_helpers.ENGINE_TOLERANCE[torch.float64])
 
 
 @pytest.mark.parametrize("kind", ["cifg", "peephole_cifg", "norm"])
@@ -375,7 +325,7 @@ def test_bad_arguments_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"zoneout must lie in \[0, 1\), got 1.5"):
         python_fused.run_cell(cell, x, state, zoneout=1.5)
     with pytest.raises(ValueError, match="the fused engine cannot run CIFGCell.*the input is torch.float64"):
-        python_fused.run_cell(cell, x.double(), state)
+        python_fused.run_cell(cell, x.double(), tuple(s.double() for s in state))
     with pytest.raises(TypeError, match="inputs must be a tensor"):
         python_fused.run_cell(cell, x.tolist(), state)
     with pytest.raises(ValueError, match=r"LSTMKIT_COMPILE must be 0, 1 or auto, got 'sometimes'"):

@@ -9,8 +9,10 @@ module is skipped when the extension cannot be built here.
 
 from __future__ import annotations
 
+import core_helpers
 import pytest
 import torch
+from core_helpers import make_valid
 from torch import nn
 
 import lstmkit
@@ -19,17 +21,6 @@ from lstmkit.engine.reference import run_sequence
 
 if not native.is_available():  # compiles once per user and torch version (~30 s), then cached
     pytest.skip("the native engine cannot be built on this machine", allow_module_level=True)
-
-TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
-
-
-def make_valid(kind: str, steps: int, batch: int) -> torch.Tensor | None:
-    if kind == "none":
-        return None
-    if kind == "lengths":  # padded batch: each sequence valid for a prefix, one of length 0
-        lengths = torch.tensor([steps, 1, 0, steps - 2, 3][:batch])
-        return torch.arange(steps)[:, None] < lengths[None, :]
-    return torch.rand(steps, batch) > 0.35  # arbitrary holes (Keras-style masks)
 
 
 CELLS = {
@@ -55,37 +46,18 @@ def make_cell(kind: str, input_size: int, hidden_size: int, dtype: torch.dtype, 
     return cell
 
 
-def run_both(cell: lstmkit.Cell, steps: int, batch: int, seed: int = 1, **options) -> tuple[dict, dict]:
-    """Run reference and native engines from identical inputs and RNG state; return for each
-    the output, final states and the gradients of input, initial states and every parameter."""
-    dtype = cell.weight_ih.dtype
-    x = torch.randn(steps, batch, cell.input_size, dtype=dtype, requires_grad=True)
-    state = tuple(torch.randn(batch, size, dtype=dtype, requires_grad=True) for size in cell.state_sizes)
-    weights = [torch.randn(size, dtype=dtype) for size in cell.state_sizes]  # every unit matters differently
-    results = []
-    for engine in (run_sequence, native.run_cell):
-        torch.manual_seed(seed)  # zoneout draws its masks from the global generator
-        result = engine(cell, x, state, **options)
-        loss = (result.output * weights[0]).sum() + (result.state[0] ** 2).sum()
-        loss = loss + (result.state[-1] * weights[-1]).sum()
-        names = ["input", *(f"{name}0" for name in cell.state_names), *(n for n, _ in cell.named_parameters())]
-        grads = torch.autograd.grad(loss, [x, *state, *cell.parameters()])
-        values = {"output": result.output}
-        values |= {f"{name}_n": value for name, value in zip(cell.state_names, result.state, strict=True)}
-        values |= {f"grad {name}": grad for name, grad in zip(names, grads, strict=True)}
-        results.append(values)
-    return results[0], results[1]
+def run_both(cell: lstmkit.Cell, steps: int, batch: int, **options) -> tuple[dict, dict]:
+    """The reference loop and the native engine from identical inputs (see :func:`core_helpers.run_both`)."""
+    return core_helpers.run_both(native.run_cell, cell, steps, batch, **options)
 
 
 def assert_same(expected: dict, actual: dict, dtype: torch.dtype, kind: str = "") -> None:
-    assert expected.keys() == actual.keys()
-    tolerance = TOLERANCE[dtype]
+    tolerance = core_helpers.ENGINE_TOLERANCE[dtype]
     if kind == "layernorm_lstm" and dtype == torch.float32:
         # the layer norms' backward cancels terms: in float32 both engines are ~2e-6 off the float64
         # answer (relative to the largest value), so their element-wise gap reaches a few 1e-5
         tolerance = {"rtol": 1e-4, "atol": 1e-4}
-    for name, want in expected.items():
-        torch.testing.assert_close(actual[name], want, **tolerance, msg=lambda m, name=name: f"{name}: {m}")
+    core_helpers.assert_same(expected, actual, **tolerance)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -178,49 +150,32 @@ def test_empty_sequence_and_batch(kind: str) -> None:
         assert all(p.grad is not None and not p.grad.isnan().any() for p in cell.parameters())
 
 
-def test_matches_torch_lstm_float32() -> None:
-    """A longer float32 run against torch.nn.LSTM itself (oneDNN)."""
-    torch_lstm = nn.LSTM(16, 64)
-    x = torch.randn(60, 8, 16)
-    output, (h_n, c_n) = torch_lstm(x)
-    weights = [getattr(torch_lstm, f"{name}_l0") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    zeros = torch.zeros(8, 64)
-    native_output, (native_h, native_c) = native.lstm_sequence(x, *weights, zeros, zeros)
-    for want, got in ((output, native_output), (h_n[0], native_h), (c_n[0], native_c)):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    expected = torch.autograd.grad(output.sum() + c_n.sum(), weights)
-    actual = torch.autograd.grad(native_output.sum() + native_c.sum(), weights)
-    for want, got in zip(expected, actual, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+TORCH_LAYERS = {
+    "lstm": lambda: nn.LSTM(16, 64),
+    "lstm_projection": lambda: nn.LSTM(16, 64, proj_size=24),
+    "gru": lambda: nn.GRU(16, 40),
+    "rnn_tanh": lambda: nn.RNN(16, 40),
+    "rnn_relu": lambda: nn.RNN(16, 40, nonlinearity="relu"),
+}
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
-def test_matches_torch_lstm_projection_float32() -> None:
-    torch_lstm = nn.LSTM(16, 64, proj_size=24)
-    x, h0, c0 = torch.randn(60, 8, 16), torch.randn(1, 8, 24), torch.randn(1, 8, 64)
-    output, (h_n, c_n) = torch_lstm(x, (h0, c0))
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-    weights = [getattr(torch_lstm, f"{name}_l0") for name in names]
-    native_output, (native_h, native_c) = native.cell_sequence("lstm_projection", x, weights, (h0[0], c0[0]))
-    for want, got in ((output, native_output), (h_n[0], native_h), (c_n[0], native_c)):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    expected = torch.autograd.grad(output.sum() + c_n.sum(), weights)
-    actual = torch.autograd.grad(native_output.sum() + native_c.sum(), weights)
-    for want, got in zip(expected, actual, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-
-
-def test_matches_torch_gru_float32() -> None:
-    torch_gru = nn.GRU(16, 40)
+@pytest.mark.parametrize("kernel", list(TORCH_LAYERS))
+def test_matches_torch_float32(kernel: str) -> None:
+    """A longer float32 run of a kernel against torch.nn's own layer (oneDNN for the LSTM): outputs,
+    final states and the gradients of every weight."""
+    layer = TORCH_LAYERS[kernel]()
     x = torch.randn(60, 8, 16)
-    h0 = torch.randn(1, 8, 40)
-    output, h_n = torch_gru(x, h0)
-    weights = [getattr(torch_gru, f"{name}_l0") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    native_output, native_h = native.gru_sequence(x, *weights, h0[0], reverse=False)
-    torch.testing.assert_close(native_output, output, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(native_h, h_n[0], rtol=1e-5, atol=1e-5)
-    expected = torch.autograd.grad(output.sum() + (h_n**2).sum(), weights)
-    actual = torch.autograd.grad(native_output.sum() + (native_h**2).sum(), weights)
+    sizes = (layer.proj_size or layer.hidden_size, layer.hidden_size)[: len(native.KERNELS[kernel][1])]
+    initial = tuple(torch.randn(1, 8, size) for size in sizes)
+    output, final = layer(x, initial if len(initial) > 1 else initial[0])
+    final = final if isinstance(final, tuple) else (final,)
+    weights = list(layer.parameters())  # weight_ih, weight_hh, bias_ih, bias_hh(, weight_hr): the kernel's order
+    native_output, native_final = native.cell_sequence(kernel, x, weights, tuple(s[0] for s in initial))
+    for want, got in ((output, native_output), *zip((s[0] for s in final), native_final, strict=True)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    expected = torch.autograd.grad(output.sum() + (final[-1] ** 2).sum(), weights)
+    actual = torch.autograd.grad(native_output.sum() + (native_final[-1] ** 2).sum(), weights)
     for want, got in zip(expected, actual, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
@@ -409,21 +364,6 @@ def test_bad_calls_raise() -> None:
         native.cell_sequence("rnn_tanh", x, [torch.randn(5, 4), torch.randn(10, 5), None, None], state[:1])
 
 
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_matches_torch_rnn_float32(nonlinearity: str) -> None:
-    torch_rnn = nn.RNN(16, 40, nonlinearity=nonlinearity)
-    x, h0 = torch.randn(60, 8, 16), torch.randn(1, 8, 40)
-    output, h_n = torch_rnn(x, h0)
-    weights = [getattr(torch_rnn, f"{name}_l0") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    native_output, (native_h,) = native.cell_sequence(f"rnn_{nonlinearity}", x, weights, (h0[0],))
-    torch.testing.assert_close(native_output, output, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(native_h, h_n[0], rtol=1e-5, atol=1e-5)
-    expected = torch.autograd.grad(output.sum() + (h_n**2).sum(), weights)
-    actual = torch.autograd.grad(native_output.sum() + (native_h**2).sum(), weights)
-    for want, got in zip(expected, actual, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-
-
 def test_supports() -> None:
     for kind in KINDS:
         assert native.supports(make_cell(kind, 2, 3, torch.float32))
@@ -442,3 +382,22 @@ def test_supports() -> None:
     assert not native.supports(MyPeephole(2, 3))
     with pytest.raises(ValueError, match="does not support"):
         native.run_cell(MyPeephole(2, 3), torch.randn(2, 1, 2), (torch.zeros(1, 3),) * 2)
+
+
+def test_run_cell_names_bad_arguments() -> None:
+    """run_cell checks its arguments as the fused engine does (``SequenceOptions.check``), before C++ sees them."""
+    cell = lstmkit.LSTMCell(3, 4)
+    x = torch.randn(5, 2, 3)
+    state = cell.initial_state(2, x)
+    with pytest.raises(ValueError, match=r"expected inputs of shape \(T, B, 3\) for LSTMCell\(3, 4\), got \(5, 2\)"):
+        native.run_cell(cell, x[:, :, 0], state)
+    with pytest.raises(ValueError, match=r"expected state c of shape \(2, 4\), torch.float32 on cpu; got \(3, 4\)"):
+        native.run_cell(cell, x, (state[0], torch.zeros(3, 4)))
+    with pytest.raises(ValueError, match=r"valid must be a \(T, B\) = \(5, 2\) tensor, got \(2, 5\)"):
+        native.run_cell(cell, x, state, valid=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"recurrent_mask must be a constant \(requires_grad=False\)"):
+        native.run_cell(cell, x, state, recurrent_mask=torch.ones(2, 4, requires_grad=True))
+    with pytest.raises(ValueError, match=r"zoneout must lie in \[0, 1\), got -0.1"):
+        native.run_cell(cell, x, state, zoneout=-0.1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'zonout'"):
+        native.run_cell(cell, x, state, zonout=0.1)

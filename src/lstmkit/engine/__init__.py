@@ -23,7 +23,7 @@ environment variable, else ``"auto"``.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from torch import Tensor
 from ..cells import Cell, State
 from . import fused_torch, native, python_fused
 from .native.build import unavailable_reason
-from .reference import SequenceResult
+from .options import SequenceOptions, SequenceResult
 from .reference import run_sequence as run_reference
 
 if TYPE_CHECKING:
@@ -73,29 +73,11 @@ def use_torch_kernels(
 
 
 def run_sequence(
-    cell: Cell,
-    inputs: Tensor,
-    state: State,
-    *,
-    engine: str | None = None,
-    valid: Tensor | None = None,
-    carry_output: bool = False,
-    reverse: bool = False,
-    recurrent_mask: Tensor | None = None,
-    zoneout: float = 0.0,
-    training: bool = False,
-    trace: bool = False,
+    cell: Cell, inputs: Tensor, state: State, *, engine: str | None = None, trace: bool = False, **options: Any
 ) -> SequenceResult:
-    """Run ``cell`` over ``inputs`` ``(T, B, I)`` from ``state`` on the chosen engine; the options
-    are those of :func:`lstmkit.engine.reference.run_sequence`."""
-    options = dict(
-        valid=valid,
-        carry_output=carry_output,
-        reverse=reverse,
-        recurrent_mask=recurrent_mask,
-        zoneout=zoneout,
-        training=training,
-    )
+    """Run ``cell`` over ``inputs`` ``(T, B, I)`` from ``state`` on the chosen engine; ``options`` are
+    the fields of :class:`SequenceOptions` and ``trace`` records the gates, as in
+    :func:`lstmkit.engine.reference.run_sequence`."""
     choice = resolve_engine(engine)
     if choice in ("auto", "native"):
         if native.supports(cell, inputs, trace=trace) and native.is_available():
@@ -115,4 +97,12 @@ def run_sequence(
     return run_reference(cell, inputs, state, trace=trace, **options)
 
 
-__all__ = ["ENGINES", "ENGINE_VARIABLE", "SequenceResult", "resolve_engine", "run_sequence", "use_torch_kernels"]
+__all__ = [
+    "ENGINES",
+    "ENGINE_VARIABLE",
+    "SequenceOptions",
+    "SequenceResult",
+    "resolve_engine",
+    "run_sequence",
+    "use_torch_kernels",
+]

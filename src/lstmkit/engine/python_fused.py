@@ -44,6 +44,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +53,7 @@ from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 
 from ..cells import Cell, GRUCell, State
-from .reference import SequenceResult, _zoneout_masks
+from .options import SequenceOptions, SequenceResult, time_steps
 
 COMPILE_VARIABLE = "LSTMKIT_COMPILE"
 COMPILE_AFTER_STEPS = 2000  # under "auto": compile once this many steps ran with the same cell kind, shape and options
@@ -561,7 +562,7 @@ class FusedSequenceFunction(torch.autograd.Function):
         xg = xg.view(steps, batch, -1)
         buffers = [b for _, b in cell.named_buffers()]
         bound = _Bound(cell, weight_hh, bias_hh, spec.recurrent_mask, spec.names, (*rest[count:], *buffers), ())
-        order = range(steps - 1, -1, -1) if spec.reverse else range(steps)
+        order = time_steps(steps, spec.reverse)
         # the first step runs eagerly: it checks what pointwise returns and whether it draws random numbers
         t = order[0]
         keep = None if spec.keep is None else [m[t] for m in spec.keep]
@@ -627,7 +628,7 @@ class FusedSequenceFunction(torch.autograd.Function):
         shared = True
         dxg: list[Tensor] = [xg] * steps
         dhg: list[Tensor] = [xg] * steps
-        order = range(steps - 1, -1, -1) if spec.reverse else range(steps)
+        order = time_steps(steps, spec.reverse)
         for s in range(steps - 1, -1, -1):
             t = order[s]
             grad_out = grad_output[t] if d_previous is None else grad_output[t] + d_previous
@@ -675,31 +676,23 @@ def _check_step(cell: Cell, new: State, old: Sequence[Tensor]) -> None:
 # entry point
 
 
-def run_cell(
-    cell: Cell,
-    inputs: Tensor,
-    state: State,
-    *,
-    valid: Tensor | None = None,
-    carry_output: bool = False,
-    reverse: bool = False,
-    recurrent_mask: Tensor | None = None,
-    zoneout: float = 0.0,
-    training: bool = False,
-) -> SequenceResult:
+def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> SequenceResult:
     """:func:`lstmkit.engine.reference.run_sequence` as one fused autograd node, for a call
     :func:`supports` accepts. Same arguments (except ``trace``) and result; zoneout masks are drawn
     exactly as the reference draws them."""
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a tensor (T, B, input_size), got {type(inputs).__name__}")
+    options = SequenceOptions(**options)
+    state = options.check(cell, inputs, state)
     reason = why_not(cell, inputs)
     if reason:
         raise ValueError(f"the fused engine cannot run {cell!r}: {reason}")
-    state = tuple(s.contiguous() for s in _check_arguments(cell, inputs, state, valid, recurrent_mask, zoneout))
-    keep = _zoneout_masks(state, inputs.shape[0], zoneout, training)
-    options = _Options(
-        carry_output=bool(carry_output) and valid is not None,
-        rate=float(zoneout),
+    if inputs.shape[0] == 0 or inputs.shape[1] == 0:
+        raise ValueError(f"inputs must have at least one step and one sequence, got shape {tuple(inputs.shape)}")
+    state = tuple(s.contiguous() for s in state)
+    valid, recurrent_mask = options.valid, options.recurrent_mask
+    keep = options.zoneout_masks(state, inputs.shape[0])
+    step_options = _Options(
+        carry_output=bool(options.carry_output) and valid is not None,
+        rate=float(options.zoneout),
         zoneout_train=keep[0] is not None,
         masked=valid is not None,
         recurrent_mask=recurrent_mask is not None,
@@ -709,8 +702,8 @@ def run_cell(
     parameters = list(cell.named_parameters())
     spec = _Spec(
         cell=cell,
-        options=options,
-        reverse=bool(reverse),
+        options=step_options,
+        reverse=bool(options.reverse),
         names=tuple(name for name, _ in parameters) + tuple(name for name, _ in cell.named_buffers()),
         parameters=len(parameters),
         valid=None if valid is None else valid.to(torch.bool).contiguous(),
@@ -722,45 +715,6 @@ def run_cell(
         spec, inputs, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, *state, *(p for _, p in parameters)
     )
     return SequenceResult(output, tuple(final))
-
-
-def _check_arguments(
-    cell: Cell,
-    inputs: Tensor,
-    state: Sequence[Tensor],
-    valid: Tensor | None,
-    recurrent_mask: Tensor | None,
-    zoneout: float,
-) -> State:
-    if inputs.dim() != 3 or inputs.shape[2] != cell.input_size:
-        raise ValueError(f"expected inputs of shape (T, B, {cell.input_size}) for {cell!r}, got {tuple(inputs.shape)}")
-    steps, batch, _ = inputs.shape
-    if steps == 0 or batch == 0:
-        raise ValueError(f"inputs must have at least one step and one sequence, got shape {tuple(inputs.shape)}")
-    state = tuple(state) if isinstance(state, (tuple, list)) else (state,)
-    names = type(cell).state_names
-    if len(state) != len(names):
-        raise ValueError(f"{type(cell).__name__} has states {names}, got {len(state)} state tensor(s)")
-    for name, size, s in zip(names, cell.state_sizes, state, strict=True):
-        if not isinstance(s, Tensor):
-            raise TypeError(f"state {name} must be a tensor, got {type(s).__name__}")
-        if tuple(s.shape) != (batch, size) or s.dtype != inputs.dtype or s.device != inputs.device:
-            raise ValueError(
-                f"expected state {name} of shape {(batch, size)}, {inputs.dtype} on {inputs.device}; "
-                f"got {tuple(s.shape)}, {s.dtype} on {s.device}"
-            )
-    if valid is not None and (not isinstance(valid, Tensor) or tuple(valid.shape) != (steps, batch)):
-        got = tuple(valid.shape) if isinstance(valid, Tensor) else type(valid).__name__
-        raise ValueError(f"valid must be a (T, B) = {(steps, batch)} tensor, got {got}")
-    if recurrent_mask is not None:
-        if not isinstance(recurrent_mask, Tensor) or tuple(recurrent_mask.shape) != (batch, cell.recurrent_size):
-            got = tuple(recurrent_mask.shape) if isinstance(recurrent_mask, Tensor) else type(recurrent_mask).__name__
-            raise ValueError(f"recurrent_mask must be a {(batch, cell.recurrent_size)} tensor, got {got}")
-        if recurrent_mask.requires_grad:
-            raise ValueError("recurrent_mask must be a constant (requires_grad=False) on the fused engine")
-    if not 0.0 <= float(zoneout) < 1.0:
-        raise ValueError(f"zoneout must lie in [0, 1), got {zoneout!r}")
-    return state
 
 
 __all__ = [

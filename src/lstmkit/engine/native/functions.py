@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ...cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell, State
-from ..reference import SequenceResult, _zoneout_masks
+from ..options import SequenceOptions, SequenceResult
 from .build import load_extension, unavailable_reason
 
 # kernel -> its parameter slots after weight_ih, weight_hh, bias_ih, bias_hh, and its states
@@ -252,27 +253,18 @@ def supports(cell: object, inputs: Tensor | None = None, *, trace: bool = False)
     return _floats_on_cpu(cell, inputs)
 
 
-def run_cell(
-    cell: Cell,
-    inputs: Tensor,
-    state: State,
-    *,
-    valid: Tensor | None = None,
-    carry_output: bool = False,
-    reverse: bool = False,
-    recurrent_mask: Tensor | None = None,
-    zoneout: float = 0.0,
-    training: bool = False,
-) -> SequenceResult:
+def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> SequenceResult:
     """:func:`lstmkit.engine.reference.run_sequence` natively, for a cell :func:`supports` accepts.
 
     Same arguments (except ``trace``) and result; zoneout masks are drawn exactly as the reference
     draws them, so under the same seed both engines compute the same thing.
     """
+    options = SequenceOptions(**options)
+    state = options.check(cell, inputs, state)
     if not supports(cell, inputs):
         raise ValueError(f"the native engine does not support {cell!r} with {inputs.dtype} input on {inputs.device}")
     kernel = kernel_of(cell)
-    masks = _zoneout_masks(state, inputs.shape[0], zoneout, training)
+    masks = options.zoneout_masks(state, inputs.shape[0])
     bias_ih, bias_hh = cell.bias_ih, cell.bias_hh
     if (bias_ih is None) != (bias_hh is None):  # one bias per gate (Keras layers): the other is zero
         bias_ih = torch.zeros_like(bias_hh) if bias_ih is None else bias_ih
@@ -283,12 +275,12 @@ def run_cell(
         inputs.contiguous(),
         [None if p is None else p.contiguous() for p in params],
         tuple(s.contiguous() for s in state),
-        valid=None if valid is None else valid.to(torch.bool).contiguous(),
-        reverse=reverse,
-        carry_output=carry_output,
-        recurrent_mask=None if recurrent_mask is None else recurrent_mask.contiguous(),
+        valid=None if options.valid is None else options.valid.to(torch.bool).contiguous(),
+        reverse=options.reverse,
+        carry_output=options.carry_output,
+        recurrent_mask=None if options.recurrent_mask is None else options.recurrent_mask.contiguous(),
         zoneout_masks=None if masks[0] is None else tuple(masks),
-        zoneout_rate=zoneout,
+        zoneout_rate=options.zoneout,
         eps=getattr(cell, "eps", 0.0),
     )
     return SequenceResult(output, final)

@@ -1,0 +1,99 @@
+"""What every engine's time loop takes besides the cell, the inputs and the state, and what it returns.
+
+Each engine's entry point -- :func:`lstmkit.engine.run_sequence`, which picks one, and
+:func:`lstmkit.engine.reference.run_sequence`, :func:`lstmkit.engine.native.run_cell`,
+:func:`lstmkit.engine.python_fused.run_cell` -- takes the fields of :class:`SequenceOptions` as
+keyword arguments and returns a :class:`SequenceResult`. Zoneout masks are drawn here, in one place,
+so that under the same seed every engine computes the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..cells import Cell, State
+
+
+@dataclass
+class SequenceResult:
+    """What one direction of one layer produces; all tensors are time-major ``(T, B, ...)``."""
+
+    output: Tensor
+    state: State
+    trace: dict[str, Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class SequenceOptions:
+    """How one direction of one layer runs over ``inputs`` ``(T, B, I)``.
+
+    ``valid`` ``(T, B)`` marks real steps: at an invalid step the state is carried unchanged and
+    the output is zero, or (``carry_output``, Keras masks) repeats the previous output.
+    ``reverse`` walks ``t = T-1 .. 0``; outputs stay aligned with the input's time axis.
+    ``recurrent_mask`` ``(B, recurrent_size)`` multiplies ``h`` before the recurrent multiply.
+    ``zoneout`` keeps each state unit's previous value with that probability (Krueger et al.
+    2016): sampled per step when ``training``, its expectation otherwise.
+    """
+
+    valid: Tensor | None = None
+    carry_output: bool = False
+    reverse: bool = False
+    recurrent_mask: Tensor | None = None
+    zoneout: float = 0.0
+    training: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.zoneout) < 1.0:
+            raise ValueError(f"zoneout must lie in [0, 1), got {self.zoneout!r}")
+
+    def zoneout_masks(self, state: State, steps: int) -> list[Tensor | None]:
+        """One Bernoulli(``zoneout``) 'keep the old value' mask ``(steps, B, size)`` per state
+        tensor, drawn up front in training; ``None`` for each otherwise."""
+        if not (self.zoneout and self.training):
+            return [None] * len(state)
+        return [torch.rand((steps, *s.shape), dtype=s.dtype, device=s.device) < self.zoneout for s in state]
+
+    def check(self, cell: Cell, inputs: Tensor, state: Sequence[Tensor] | Tensor) -> State:
+        """The state as a tuple, once ``inputs``, ``state`` and the masks fit ``cell``; else a
+        ``TypeError``/``ValueError`` naming what was expected and what came."""
+        if not isinstance(inputs, Tensor):
+            raise TypeError(f"inputs must be a tensor (T, B, input_size), got {type(inputs).__name__}")
+        if inputs.dim() != 3 or inputs.shape[2] != cell.input_size:
+            expected = f"(T, B, {cell.input_size})"
+            raise ValueError(f"expected inputs of shape {expected} for {cell!r}, got {tuple(inputs.shape)}")
+        steps, batch, _ = inputs.shape
+        state = tuple(state) if isinstance(state, (tuple, list)) else (state,)
+        names = type(cell).state_names
+        if len(state) != len(names):
+            raise ValueError(f"{type(cell).__name__} has states {names}, got {len(state)} state tensor(s)")
+        for name, size, s in zip(names, cell.state_sizes, state, strict=True):
+            if not isinstance(s, Tensor):
+                raise TypeError(f"state {name} must be a tensor, got {type(s).__name__}")
+            if tuple(s.shape) != (batch, size) or s.dtype != inputs.dtype or s.device != inputs.device:
+                raise ValueError(
+                    f"expected state {name} of shape {(batch, size)}, {inputs.dtype} on {inputs.device}; "
+                    f"got {tuple(s.shape)}, {s.dtype} on {s.device}"
+                )
+        valid, mask = self.valid, self.recurrent_mask
+        if valid is not None and (not isinstance(valid, Tensor) or tuple(valid.shape) != (steps, batch)):
+            got = tuple(valid.shape) if isinstance(valid, Tensor) else type(valid).__name__
+            raise ValueError(f"valid must be a (T, B) = {(steps, batch)} tensor, got {got}")
+        if mask is not None:
+            if not isinstance(mask, Tensor) or tuple(mask.shape) != (batch, cell.recurrent_size):
+                got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+                raise ValueError(f"recurrent_mask must be a {(batch, cell.recurrent_size)} tensor, got {got}")
+            if mask.requires_grad:
+                raise ValueError(
+                    "recurrent_mask must be a constant (requires_grad=False): only the reference engine "
+                    "differentiates through it"
+                )
+        return state
+
+
+def time_steps(steps: int, reverse: bool) -> range:
+    """The time steps ``0 .. steps-1`` in the order a loop walks them."""
+    return range(steps - 1, -1, -1) if reverse else range(steps)

@@ -1,0 +1,86 @@
+"""What the tests of the core library (cells, layers, engines) share: one intra-op thread for tiny
+tensors, the user-defined cell of ``examples/custom_cell.py``, and the run of an engine next to its
+oracle, the reference loop, from identical inputs and generator state."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+import lstmkit
+from lstmkit.engine.reference import run_sequence
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# how close an engine must come to the reference loop
+ENGINE_TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_intra_op_thread() -> Iterator[None]:
+    """The tensors here are tiny: intra-op threads only add contention on a shared 2-core machine
+    (OpenMP spin-waits made layer-norm gradchecks ~50x slower while another process ran).
+    Autouse: a test module applies it by importing it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_example(name: str) -> ModuleType:
+    """``examples/<name>.py`` as a module; its ``main()`` does not run."""
+    spec = importlib.util.spec_from_file_location(f"examples.{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CIFGCell: type[lstmkit.Cell] = load_example("custom_cell").CIFGCell
+"""The coupled input-forget gate LSTM of ``examples/custom_cell.py``: a cell as a user writes it."""
+
+
+def make_valid(kind: str, steps: int, batch: int) -> torch.Tensor | None:
+    """A ``(steps, batch)`` mask of real steps: ``"none"``, ``"lengths"`` (a padded batch, one
+    sequence of length 0) or ``"holes"`` (arbitrary, as Keras masks may be)."""
+    if kind == "none":
+        return None
+    if kind == "lengths":
+        lengths = torch.tensor([steps, 1, 0, steps - 2, 3][:batch])
+        return torch.arange(steps)[:, None] < lengths[None, :]
+    return torch.rand(steps, batch) > 0.35
+
+
+def run_both(
+    run: Callable[..., object], cell: lstmkit.Cell, steps: int = 6, batch: int = 4, seed: int = 1, **options
+) -> tuple[dict, dict]:
+    """Run the reference loop and the engine entry point ``run`` from identical inputs and generator
+    state; return for each the output, the final states and the gradients of the input, the initial
+    states and every parameter."""
+    dtype = cell.weight_ih.dtype
+    x = torch.randn(steps, batch, cell.input_size, dtype=dtype, requires_grad=True)
+    state = tuple(torch.randn(batch, size, dtype=dtype, requires_grad=True) for size in cell.state_sizes)
+    weights = torch.randn(cell.recurrent_size, dtype=dtype)  # every output unit matters differently
+    results = []
+    for engine in (run_sequence, run):
+        torch.manual_seed(seed)  # zoneout (and a random pointwise) draw from the global generator
+        result = engine(cell, x, state, **options)
+        loss = (result.output * weights).sum() + (result.state[0] ** 2).sum() + result.state[-1].sin().sum()
+        names = ["input", *(f"{n}0" for n in cell.state_names), *(n for n, _ in cell.named_parameters())]
+        grads = torch.autograd.grad(loss, [x, *state, *cell.parameters()])
+        values = {"output": result.output}
+        values |= {f"{name}_n": value for name, value in zip(cell.state_names, result.state, strict=True)}
+        values |= {f"grad {name}": grad for name, grad in zip(names, grads, strict=True)}
+        results.append(values)
+    return results[0], results[1]
+
+
+def assert_same(expected: dict, actual: dict, rtol: float, atol: float) -> None:
+    """Every tensor of ``actual`` close to the one of the same name in ``expected``."""
+    assert expected.keys() == actual.keys()
+    for name, want in expected.items():
+        torch.testing.assert_close(actual[name], want, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
