@@ -22,7 +22,7 @@ def run_sequence(cell: Cell, inputs: Tensor, state: State, *, trace: bool = Fals
     and ``trace`` records every step's gates and states in the result."""
     options = SequenceOptions(**options)
     steps = inputs.shape[0]
-    projected = cell.project_input(inputs)
+    projected = cell.project_input(inputs).unbind(0)  # one view per step: their backward is one stack
     valid, zoneout = options.valid, options.zoneout
     zoneout_masks = options.zoneout_masks(state, steps)
     outputs: list[Tensor] = [inputs.new_empty(0)] * steps
