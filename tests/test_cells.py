@@ -9,6 +9,7 @@ import numpy as np
 import oracles
 import pytest
 import torch
+from core_helpers import CIFGCell, one_intra_op_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 import lstmkit
@@ -16,16 +17,6 @@ import lstmkit
 I, H, B = 4, 5, 3
 
 TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-6}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """The tensors here are tiny: intra-op threads only add contention on a shared 2-core machine
-    (OpenMP spin-waits made layer-norm gradchecks ~50x slower while another process ran)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def randomize(module: nn.Module, scale: float = 0.7) -> nn.Module:
@@ -252,22 +243,7 @@ def test_gradcheck_cell(name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# a user-defined cell
-
-
-class CIFGCell(lstmkit.Cell):
-    """Coupled input-forget gate LSTM, written as a user would (f = 1 - i)."""
-
-    gate_names = ("i", "g", "o")
-    state_names = ("h", "c")
-
-    def pointwise(self, xg, hg, state):
-        h, c = state
-        i, g, o = (xg + hg).chunk(3, dim=-1)
-        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
-        c = (1 - i) * c + i * g
-        h = o * torch.tanh(c)
-        return (h, c), (i, g, o)
+# the user-defined cell of examples/custom_cell.py
 
 
 def test_user_cell_is_initialised_and_steps_like_numpy() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import oracles
 import pytest
 import torch
+from core_helpers import one_intra_op_thread  # noqa: F401 (autouse fixture)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -22,16 +23,6 @@ T, B, I, H = 4, 3, 3, 4
 
 TOL = {torch.float64: {"rtol": 1e-9, "atol": 1e-11}, torch.float32: {"rtol": 1e-4, "atol": 2e-5}}
 NP_TOL = {"rtol": 1e-10, "atol": 1e-12}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """The tensors here are tiny: intra-op threads only add contention on a shared 2-core machine
-    (OpenMP spin-waits made layer-norm gradchecks ~50x slower while another process ran)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 KINDS = {
@@ -591,7 +582,22 @@ def test_recurrent_dropout_known_mask_matches_numpy(monkeypatch, name, with_leng
         assert_np(s, np.stack([f[k] for f in finals]))
 
 
-def test_recurrent_dropout_mask_is_constant_over_time(monkeypatch) -> None:
+@pytest.fixture
+def dropout_masks(monkeypatch) -> list[torch.Tensor]:
+    """Every recurrent-dropout mask the layers draw, in order (the real ones, recorded)."""
+    made: list[torch.Tensor] = []
+    original_mask = Recurrent._recurrent_dropout_mask
+
+    def spy_mask(self, batch_size, size, like):
+        m = original_mask(self, batch_size, size, like)
+        made.append(m)
+        return m
+
+    monkeypatch.setattr(Recurrent, "_recurrent_dropout_mask", spy_mask)
+    return made
+
+
+def test_recurrent_dropout_mask_is_constant_over_time(monkeypatch, dropout_masks) -> None:
     """Every step of a sequence sees the same mask object; a fresh one for each layer and direction."""
     model = lstmkit.LSTM(I, H, num_layers=2, bidirectional=True, recurrent_dropout=0.5, engine="reference").train()
     seen: list[tuple[int, torch.Tensor | None]] = []
@@ -602,42 +608,24 @@ def test_recurrent_dropout_mask_is_constant_over_time(monkeypatch) -> None:
         return original_step(self, xg, state, recurrent_mask)
 
     monkeypatch.setattr(lstmkit.LSTMCell, "step", spy_step)
-    made: list[torch.Tensor] = []
-    original_mask = Recurrent._recurrent_dropout_mask
-
-    def spy_mask(self, batch_size, size, like):
-        m = original_mask(self, batch_size, size, like)
-        made.append(m)
-        return m
-
-    monkeypatch.setattr(Recurrent, "_recurrent_dropout_mask", spy_mask)
     steps = 6
     model(torch.randn(steps, B, I))
-    assert len(seen) == 4 * steps and len(made) == 4
+    assert len(seen) == 4 * steps and len(dropout_masks) == 4
     for run in range(4):
         chunk = seen[run * steps : (run + 1) * steps]
         assert len({cell for cell, _ in chunk}) == 1
-        assert all(mask is made[run] for _, mask in chunk)
-    for m in made:  # Bernoulli(keep) / keep, one row per sequence
+        assert all(mask is dropout_masks[run] for _, mask in chunk)
+    for m in dropout_masks:  # Bernoulli(keep) / keep, one row per sequence
         assert m.shape == (B, H)
         assert torch.all((m == 0) | torch.isclose(m, torch.tensor(2.0)))
 
 
-def test_recurrent_dropout_real_mask_reproduced_by_numpy(monkeypatch) -> None:
+def test_recurrent_dropout_real_mask_reproduced_by_numpy(dropout_masks) -> None:
     model = randomize(lstmkit.LSTM(I, H, bidirectional=True, recurrent_dropout=0.5, dtype=torch.float64)).train()
-    made: list[torch.Tensor] = []
-    original_mask = Recurrent._recurrent_dropout_mask
-
-    def spy_mask(self, batch_size, size, like):
-        m = original_mask(self, batch_size, size, like)
-        made.append(m)
-        return m
-
-    monkeypatch.setattr(Recurrent, "_recurrent_dropout_mask", spy_mask)
     x = torch.randn(8, 6, I, dtype=torch.float64)
     out, _ = model(x)
-    assert any((m == 0).any() for m in made)
-    want, _, _ = numpy_run(model, "lstm", x.numpy(), h_masks=[m.numpy() for m in made])
+    assert any((m == 0).any() for m in dropout_masks)
+    want, _, _ = numpy_run(model, "lstm", x.numpy(), h_masks=[m.numpy() for m in dropout_masks])
     assert_np(out, want)
 
 

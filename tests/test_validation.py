@@ -8,21 +8,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from core_helpers import one_intra_op_thread  # noqa: F401 (autouse fixture)
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
 
 T, B, I, H = 5, 3, 4, 6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """The tensors here are tiny: intra-op threads only add contention on a shared 2-core machine
-    (OpenMP spin-waits made layer-norm gradchecks ~50x slower while another process ran)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def esc(text: str) -> str:
