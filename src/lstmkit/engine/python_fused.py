@@ -42,7 +42,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -327,31 +327,38 @@ class _CompiledSteps:
 
     # flat argument layouts ----------------------------------------------------------------
 
-    def _unpack_forward(self, flat: Sequence[Tensor], tensor_count: int) -> tuple:
+    def _pack_step(
+        self, xg: Tensor, hg: Tensor, state: State, keep: Sequence[Tensor] | None, valid: Tensor | None
+    ) -> list[Tensor]:
+        """The arguments both traced functions start with, in the layout the options fix."""
+        return [xg, hg, *state, *(keep or ()), *([] if valid is None else [valid])]
+
+    def _unpack_step(self, items: Iterator[Tensor]) -> tuple:
+        """What :meth:`_pack_step` packed: ``xg, hg, state, keep, valid`` from the front of ``items``."""
         options, count = self.options, self.options.states
-        items = iter(flat)
         xg, hg = next(items), next(items)
         state = [next(items) for _ in range(count)]
         keep = [next(items) for _ in range(count)] if options.zoneout_train else None
         valid = next(items) if options.masked else None
+        return xg, hg, state, keep, valid
+
+    def _unpack_forward(self, flat: Sequence[Tensor], tensor_count: int) -> tuple:
+        items = iter(flat)
+        step = self._unpack_step(items)
         previous = next(items) if self.carry else None
         tensors = [next(items) for _ in range(tensor_count)]
-        return xg, hg, state, keep, valid, previous, tensors
+        return *step, previous, tensors
 
     def _unpack_backward(self, flat: Sequence[Tensor], tensor_count: int, sum_count: int) -> tuple:
-        options, count = self.options, self.options.states
         items = iter(flat)
-        xg, hg = next(items), next(items)
-        state = [next(items) for _ in range(count)]
-        keep = [next(items) for _ in range(count)] if options.zoneout_train else None
-        valid = next(items) if options.masked else None
-        grad_state = [next(items) for _ in range(count)]
+        step = self._unpack_step(items)
+        grad_state = [next(items) for _ in range(self.options.states)]
         grad_out = next(items)
         w_hh = next(items)
-        mask = next(items) if options.recurrent_mask else None
+        mask = next(items) if self.options.recurrent_mask else None
         tensors = [next(items) for _ in range(tensor_count)]
         sums = [next(items) for _ in range(sum_count)]
-        return xg, hg, state, keep, valid, grad_state, grad_out, w_hh, mask, tensors, sums
+        return *step, grad_state, grad_out, w_hh, mask, tensors, sums
 
     @staticmethod
     def _compile(function: Callable, args: list[Tensor]) -> Callable:
@@ -366,7 +373,7 @@ class _CompiledSteps:
 
     def forward(self, bound: _Bound, xg, state, keep, valid, previous, hg_out):
         hg = _recurrent(bound, state[0], hg_out)  # outside the compiled code: straight into hg_out
-        args = [xg, hg, *state, *(keep or ()), *([] if valid is None else [valid])]
+        args = self._pack_step(xg, hg, state, keep, valid)
         args += [previous] if self.carry else []
         args += [bound.tensors[k] for k in bound.used]
         if self._forward is None:
@@ -380,7 +387,7 @@ class _CompiledSteps:
         # ``sums`` follows ``bound.wanted``; a parameter pointwise never touches gets no gradient
         summed = [n for n, k in enumerate(bound.wanted) if k in bound.used]
         differentiated = tuple(bound.used.index(bound.wanted[n]) for n in summed)
-        args = [xg, hg, *state, *(keep or ()), *([] if valid is None else [valid]), *grad_state, grad_out]
+        args = [*self._pack_step(xg, hg, state, keep, valid), *grad_state, grad_out]
         args += [bound.weight_hh, *([] if bound.mask is None else [bound.mask])]
         args += [bound.tensors[k] for k in bound.used]
         args += [torch.zeros_like(bound.tensors[bound.wanted[n]]) if sums[n] is None else sums[n] for n in summed]
