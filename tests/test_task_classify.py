@@ -13,7 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from matplotlib import pyplot as plt
-from typer.testing import CliRunner
+from task_helpers import (
+    assert_clear_error,
+    assert_command_line_resume_is_exact,
+    assert_resume_after_crash_is_exact,
+    flat,
+    runner,
+    tiny,
+    train_in_two_processes,
+    train_tiny,
+)
 
 from lstmkit.cli import app
 from lstmkit.tasks.classify import task as classify_task
@@ -43,23 +52,16 @@ from lstmkit.tasks.classify.task import (
     load_splits,
     train,
 )
-from lstmkit.training import read_checkpoint
 
 metrics = pytest.importorskip("sklearn.metrics")
-runner = CliRunner()
-
-
-def quiet_tiny(*overrides: str, **options: object) -> tuple:
-    return configure("tiny", list(overrides), progress=False, **options)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SequenceClassifier, dict]:
     """The tiny preset trained once on JapaneseVowels (a few seconds)."""
     out = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model, result, evaluations = train(*quiet_tiny(), out)
-    assert result.stopped == "completed"
+    model, _, evaluations = train_tiny(configure, train, out)
     return out, model, evaluations
 
 
@@ -314,34 +316,11 @@ def test_the_saved_folder_predicts_alone(trained: tuple) -> None:
     assert torch.equal(predict_logits(loaded, sequences), predict_logits(model, sequences))
 
 
-class Crash(RuntimeError):
-    pass
-
-
 def test_resume_after_a_crash_reaches_the_weights_of_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = quiet_tiny("checkpoint_every=4", "schedule=cosine", "hidden_size=8", epochs=1)
-    train(*settings, tmp_path / "whole")
-    calls = {"n": 0}
-    original = classify_task.cross_entropy_sum
-
-    def crashing(model: torch.nn.Module, batch: tuple) -> tuple:
-        calls["n"] += 1
-        if calls["n"] == 11:
-            raise Crash("simulated crash")
-        return original(model, batch)
-
-    monkeypatch.setattr(classify_task, "cross_entropy_sum", crashing)
-    with pytest.raises(Crash):
-        train(*settings, tmp_path / "crashed")
-    monkeypatch.setattr(classify_task, "cross_entropy_sum", original)
-    train(*settings, tmp_path / "crashed", resume=True)
-    whole = read_checkpoint(tmp_path / "whole" / "checkpoint.safetensors")["model"]
-    resumed = read_checkpoint(tmp_path / "crashed" / "checkpoint.safetensors")["model"]
-    assert whole.keys() == resumed.keys()
-    for name in whole:
-        assert torch.equal(whole[name], resumed[name]), name
+    settings = tiny(configure, "checkpoint_every=4", "schedule=cosine", "hidden_size=8", epochs=1)
+    assert_resume_after_crash_is_exact(train, settings, classify_task, "cross_entropy_sum", 11, tmp_path, monkeypatch)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -358,7 +337,7 @@ def test_command_line_train_on_csv_then_evaluate_and_predict(tmp_path: Path) -> 
     predicted = alone(model, test_data.sequences).argmax(1)
     expected_accuracy = metrics.accuracy_score([model.config.classes.index(x) for x in test_data.labels], predicted)
     assert expected_accuracy > 0.6, "three classes, a third each"
-    assert f"test: accuracy {expected_accuracy:.1%} of 60 sequences" in " ".join(result.output.split())
+    assert f"test: accuracy {expected_accuracy:.1%} of 60 sequences" in flat(result.output)
 
     result = runner.invoke(app, ["classify", "evaluate", "--checkpoint", str(out), "--split", "validation"])
     assert result.exit_code == 0, result.output
@@ -381,36 +360,23 @@ def test_command_line_train_on_csv_then_evaluate_and_predict(tmp_path: Path) -> 
 
 def test_command_line_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     base = ["classify", "train", "--preset", "tiny", "--quiet", "--epochs", "1", "--set", "hidden_size=8"]
-    assert runner.invoke(app, [*base, "--out", str(tmp_path / "whole")]).exit_code == 0
-    first = runner.invoke(app, [*base, "--out", str(tmp_path / "split"), "--max-steps", "6"])
-    assert first.exit_code == 0 and "stopped after 6 steps" in first.output, first.output
-    second = runner.invoke(app, [*base, "--out", str(tmp_path / "split"), "--resume"])
-    assert second.exit_code == 0 and "stopped after 14 steps" in second.output, second.output
-    whole = read_checkpoint(tmp_path / "whole" / "checkpoint.safetensors")["model"]
-    resumed = read_checkpoint(tmp_path / "split" / "checkpoint.safetensors")["model"]
-    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    assert_command_line_resume_is_exact(base, tmp_path, stop=6, steps=14)
     assert json.loads((tmp_path / "split" / "task.json").read_text())["data"]["dataset"] == "japanese_vowels"
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["train", "--preset", "huge"], "unknown preset 'huge'"),
-        (["train", "--set", "hiden_size=3"], "unknown setting 'hiden_size'"),
         (["train", "--set", "classes=a,b"], "the classes come from the training data"),
         (["train", "--set", "pooling=median"], "unknown pooling 'median'"),
-        (["train", "--cell", "transformer"], "unknown cell 'transformer'"),
         (["train", "--data", "/nonexistent/file.csv"], "/nonexistent/file.csv: no such file"),
         (["train", "--test", "/tmp/x.csv"], "test= is for a CSV dataset"),
         (["train", "--set", "validation_fraction=1.5"], "validation_fraction must lie strictly between 0 and 1"),
-        (["evaluate", "--checkpoint", "/nonexistent"], "no config.json"),
         (["predict", "/nonexistent.csv", "--checkpoint", "/nonexistent"], "no config.json"),
     ],
 )
 def test_command_line_errors_are_clear(arguments: list[str], message: str) -> None:
-    result = runner.invoke(app, ["classify", *arguments])
-    assert result.exit_code == 2, result.output
-    assert message in " ".join(result.output.split()), result.output
+    assert_clear_error(["classify", *arguments], message)
 
 
 def test_command_line_errors_on_bad_files_for_a_trained_model(trained: tuple, tmp_path: Path) -> None:
@@ -428,9 +394,6 @@ def test_command_line_errors_on_bad_files_for_a_trained_model(trained: tuple, tm
 @pytest.mark.slow
 def test_command_line_trains_in_two_processes(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    result = runner.invoke(app, ["classify", "train", "--preset", "tiny", "--out", str(out), "--quiet",
-                                 "--max-steps", "6", "--nproc", "2"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "test: accuracy" in result.output and (out / "confusion.png").exists()
-    steps = [line for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
-    assert len(steps) == 1, "only rank 0 writes the metrics"
+    output, records = train_in_two_processes(["classify", "train", "--preset", "tiny", "--max-steps", "6"], out)
+    assert "test: accuracy" in output and (out / "confusion.png").exists()
+    assert len([line for line in records if '"train"' in line]) == 1, "only rank 0 writes the metrics"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from task_helpers import assert_clear_error, assert_resume_after_crash_is_exact, flat, runner, tiny, train_tiny
 
 from lstmkit.cli import app
 from lstmkit.tasks import load_model
@@ -37,20 +37,7 @@ from lstmkit.tasks.forecast.task import (
 from lstmkit.training import read_checkpoint
 from lstmkit.training.plots import plt
 
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The models are small: one intra-op thread is fastest, and immune to other jobs on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _flat(text: str) -> str:
-    return " ".join(text.split())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the series -------------------------------------------------------------------------------------
@@ -233,9 +220,7 @@ def test_relative_windows_make_the_forecast_follow_the_level() -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Forecaster, dict]:
     out = tmp_path_factory.mktemp("tiny")
-    torch.set_num_threads(1)
-    data, model_fields, config = configure("tiny", progress=False)
-    model, result, evaluations = train(data, model_fields, config, out)
+    model, _, evaluations = train_tiny(configure, train, out)
     return out, model, evaluations
 
 
@@ -279,29 +264,10 @@ def test_the_forecast_plot_is_labelled(tiny_run: tuple[Path, Forecaster, dict]) 
 
 
 def test_resume_after_a_crash_reaches_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data, model_fields, config = configure("tiny", ["window=26", "horizon=4", "hidden_size=8"], epochs=3,
-                                           progress=False)  # fmt: skip
-    train(data, model_fields, config, tmp_path / "whole")
-    calls = {"n": 0}
-    real_loss = forecast_task.mse_sum
-
-    def crashing_loss(model: torch.nn.Module, batch: tuple) -> tuple[torch.Tensor, int]:
-        calls["n"] += 1
-        if calls["n"] == 40:  # in the second epoch, after the first epoch's checkpoint
-            raise RuntimeError("simulated crash")
-        return real_loss(model, batch)
-
-    monkeypatch.setattr(forecast_task, "mse_sum", crashing_loss)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(data, model_fields, config, tmp_path / "resumed")
-    monkeypatch.setattr(forecast_task, "mse_sum", real_loss)
-    train(data, model_fields, config, tmp_path / "resumed", resume=True)
-    whole = read_checkpoint(tmp_path / "whole" / "checkpoint.safetensors")
-    resumed = read_checkpoint(tmp_path / "resumed" / "checkpoint.safetensors")
-    assert whole["trainer_state"]["step"] == resumed["trainer_state"]["step"] > 40
-    assert whole["model"].keys() == resumed["model"].keys()
-    for name, tensor in whole["model"].items():
-        assert torch.equal(tensor, resumed["model"][name]), name
+    settings = tiny(configure, "window=26", "horizon=4", "hidden_size=8", epochs=3)
+    crash_at = 40  # in the second epoch, after the first epoch's checkpoint
+    assert_resume_after_crash_is_exact(train, settings, forecast_task, "mse_sum", crash_at, tmp_path, monkeypatch)
+    assert read_checkpoint(tmp_path / "crashed" / "checkpoint.safetensors")["trainer_state"]["step"] > crash_at
 
 
 # -- the command line --------------------------------------------------------------------------------
@@ -310,8 +276,8 @@ def test_command_line_train_predict_evaluate(tmp_path: Path) -> None:
     result = runner.invoke(app, ["forecast", "train", "--preset", "tiny", "--out", str(out), "--quiet",
                                  "--max-steps", "20"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "59 of 2284 weeks" in _flat(result.output) and "seasonal naive" in result.output
-    assert "sMASE" in result.output and "(season 52)" in _flat(result.output) and (out / "forecast.png").is_file()
+    assert "59 of 2284 weeks" in flat(result.output) and "seasonal naive" in result.output
+    assert "sMASE" in result.output and "(season 52)" in flat(result.output) and (out / "forecast.png").is_file()
     result = runner.invoke(app, ["forecast", "predict", "--checkpoint", str(out)])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -327,7 +293,7 @@ def test_command_line_train_predict_evaluate(tmp_path: Path) -> None:
     result = runner.invoke(app, ["forecast", "evaluate", "--checkpoint", str(out), "--part", "validation",
                                  "--plot", str(tmp_path / "plot.png")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "validation: 216 forecasts of 13 steps" in _flat(result.output) and (tmp_path / "plot.png").is_file()
+    assert "validation: 216 forecasts of 13 steps" in flat(result.output) and (tmp_path / "plot.png").is_file()
 
 
 def test_command_line_sunspots_preset(tmp_path: Path) -> None:
@@ -335,7 +301,7 @@ def test_command_line_sunspots_preset(tmp_path: Path) -> None:
     result = runner.invoke(app, ["forecast", "train", "--preset", "sunspots", "--out", str(out), "--quiet",
                                  "--max-steps", "5", "--threads", "1"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "(season 11)" in _flat(result.output) and "RMSE in sunspot number" in _flat(result.output)
+    assert "(season 11)" in flat(result.output) and "RMSE in sunspot number" in flat(result.output)
     result = runner.invoke(app, ["forecast", "predict", "--checkpoint", str(out)])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -357,7 +323,7 @@ def test_command_line_trains_on_csv_columns(tmp_path: Path) -> None:
                                  "--column", "temperature", "--time-column", "day", "--season", "7", "--window", "14",
                                  "--horizon", "7", "--out", str(out), "--quiet", "--max-steps", "15"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "(season 7)" in _flat(result.output)
+    assert "(season 7)" in flat(result.output)
     model = Forecaster.from_pretrained(out)
     assert model.config.columns == ["load", "temperature"] and model.rnn.input_size == 2
     shorter = tmp_path / "recent.csv"
@@ -376,38 +342,32 @@ def test_command_line_trains_on_csv_columns(tmp_path: Path) -> None:
     too_short = tmp_path / "few.csv"
     too_short.write_text("load,temperature\n1,2\n3,4\n")
     result = runner.invoke(app, ["forecast", "predict", "--checkpoint", str(out), "--csv", str(too_short)])
-    assert result.exit_code == 2 and "few.csv: 2 steps, the model needs the last 14" in _flat(result.output)
+    assert result.exit_code == 2 and "few.csv: 2 steps, the model needs the last 14" in flat(result.output)
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["train", "--preset", "huge"], "unknown preset 'huge'"),
-        (["train", "--set", "hiden_size=3"], "unknown setting 'hiden_size'"),
         (["train", "--set", "mean=1"], "the mean come from the training data"),
-        (["train", "--cell", "transformer"], "unknown cell 'transformer'"),
         (["train", "--csv", "/nonexistent/file.csv", "--column", "y"], "/nonexistent/file.csv: no such file"),
         (["train", "--column", "y"], "--column and --time-column read a CSV: give --csv FILE too"),
         (["train", "--window", "2000"], "2284 steps are too short"),
         (["train", "--horizon", "0"], "Invalid value for '--horizon'"),
         (["train", "--set", "test_fraction=0.95"], "a sum below 1"),
         (["predict", "--checkpoint", "/nonexistent"], "no config.json"),
-        (["evaluate", "--checkpoint", "/nonexistent"], "no config.json"),
     ],
 )
 def test_command_line_errors_are_clear(arguments: list[str], message: str) -> None:
-    result = runner.invoke(app, ["forecast", *arguments])
-    assert result.exit_code == 2
-    assert message in _flat(result.output), result.output
+    assert_clear_error(["forecast", *arguments], message)
 
 
 def test_command_line_names_the_columns_of_a_csv(tmp_path: Path) -> None:
     path = tmp_path / "two.csv"
     path.write_text("a,b\n1,2\n3,4\n")
     result = runner.invoke(app, ["forecast", "train", "--csv", str(path), "--column", "c"])
-    assert result.exit_code == 2 and "no column 'c'; the file's columns are: a, b" in _flat(result.output)
+    assert result.exit_code == 2 and "no column 'c'; the file's columns are: a, b" in flat(result.output)
     result = runner.invoke(app, ["forecast", "train", "--csv", str(path), "--column", "a", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "2 steps are too short" in _flat(result.output)
+    assert result.exit_code == 2 and "2 steps are too short" in flat(result.output)
 
 
 def test_evaluate_on_another_part_of_a_saved_run(tiny_run: tuple[Path, Forecaster, dict], tmp_path: Path) -> None:

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from task_helpers import (
+    assert_clear_error,
+    assert_command_line_resume_is_exact,
+    assert_resume_after_crash_is_exact,
+    flat,
+    runner,
+    tiny,
+    train_in_two_processes,
+    train_tiny,
+)
 
 from lstmkit.cli import app
 from lstmkit.tasks.pairs import task as pairs_task
@@ -35,33 +43,18 @@ from lstmkit.tasks.pairs.model import (
     roc_auc,
 )
 from lstmkit.tasks.pairs.task import PairsData, configure, encode_pairs, load_splits, train
-from lstmkit.training import read_checkpoint
 
 metrics = pytest.importorskip("sklearn.metrics")
-runner = CliRunner()
 HEADER = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Batches of 16 short sentences gain nothing from a second intra-op thread, and on a shared
-    machine the threads' contention makes training many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def quiet_tiny(*overrides: str, **options: object) -> tuple:
-    return configure("tiny", list(overrides), progress=False, **options)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PairClassifier, dict]:
     """The tiny preset trained once on the Bible pairs (seconds)."""
     out = tmp_path_factory.mktemp("tiny")
-    model, result, evaluations = train(*quiet_tiny(), out)
-    assert result.stopped == "completed" and result.steps == 75
+    model, result, evaluations = train_tiny(configure, train, out)
+    assert result.steps == 75
     return out, model, evaluations
 
 
@@ -343,40 +336,17 @@ def test_the_saved_folder_predicts_alone(trained: tuple) -> None:
     assert torch.equal(one_by_one(loaded, some), one_by_one(model, some))
 
 
-class Crash(RuntimeError):
-    pass
-
-
 def test_resume_after_a_crash_reaches_the_weights_of_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = quiet_tiny("checkpoint_every=4", "schedule=cosine", "max_train_pairs=256", "max_eval_pairs=100",
-                          "hidden_sizes=[8,4]")  # fmt: skip
-    train(*settings, tmp_path / "whole")
-    calls = {"n": 0}
-    original = pairs_task.bce_sum
-
-    def crashing(model: torch.nn.Module, batch: tuple) -> tuple:
-        calls["n"] += 1
-        if calls["n"] == 11:
-            raise Crash("simulated crash")
-        return original(model, batch)
-
-    monkeypatch.setattr(pairs_task, "bce_sum", crashing)
-    with pytest.raises(Crash):
-        train(*settings, tmp_path / "crashed")
-    monkeypatch.setattr(pairs_task, "bce_sum", original)
-    train(*settings, tmp_path / "crashed", resume=True)
-    whole = read_checkpoint(tmp_path / "whole" / "checkpoint.safetensors")["model"]
-    resumed = read_checkpoint(tmp_path / "crashed" / "checkpoint.safetensors")["model"]
-    assert whole.keys() == resumed.keys()
-    for name in whole:
-        assert torch.equal(whole[name], resumed[name]), name
+    settings = tiny(configure, "checkpoint_every=4", "schedule=cosine", "max_train_pairs=256", "max_eval_pairs=100",
+                    "hidden_sizes=[8,4]")  # fmt: skip
+    assert_resume_after_crash_is_exact(train, settings, pairs_task, "bce_sum", 11, tmp_path, monkeypatch)
 
 
 # -- command line ---------------------------------------------------------------------------------
 def figure(output: str, name: str) -> float:
-    return float(re.search(rf"{name} ([0-9.]+)", " ".join(output.split()))[1])
+    return float(re.search(rf"{name} ([0-9.]+)", flat(output))[1])
 
 
 def test_command_line_train_on_a_quora_file_then_evaluate_and_predict(tmp_path: Path) -> None:
@@ -386,22 +356,22 @@ def test_command_line_train_on_a_quora_file_then_evaluate_and_predict(tmp_path: 
                                  "--quiet", "--epochs", "3", "--set", "architecture=single", "--set", "min_count=1",
                                  "--set", "threshold_metric=f1"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "single bidirectional lstm 32->16" in " ".join(result.output.split())
+    assert "single bidirectional lstm 32->16" in flat(result.output)
     model = PairClassifier.from_pretrained(out)
     assert model.config.architecture == "single" and "juggling" in model.vocabulary.words
     test = load_splits(PairsData(dataset=str(data)))["test"]
     probabilities = one_by_one(model, test)
     predicted = (probabilities >= model.config.threshold).int()
-    printed = " ".join(result.output[result.output.index("test:") :].split())  # the test figures come first
+    printed = flat(result.output[result.output.index("test:") :])  # the test figures come first
     assert figure(printed, "accuracy") == pytest.approx(100 * metrics.accuracy_score(test.labels, predicted), abs=0.05)
     assert figure(printed, "ROC-AUC") == pytest.approx(metrics.roc_auc_score(test.labels, probabilities), abs=5e-4)
     assert figure(printed, "F1") == pytest.approx(metrics.f1_score(test.labels, predicted), abs=5e-4)
 
     result = runner.invoke(app, ["pairs", "evaluate", "--checkpoint", str(out), "--data", str(data),
                                  "--threshold", "0.5"])  # fmt: skip
-    assert result.exit_code == 0 and "over 400 pairs at threshold 0.500" in " ".join(result.output.split())
+    assert result.exit_code == 0 and "over 400 pairs at threshold 0.500" in flat(result.output)
     result = runner.invoke(app, ["pairs", "evaluate", "--checkpoint", str(out), "--split", "validation"])
-    assert result.exit_code == 0 and "(validation part): accuracy" in " ".join(result.output.split()), result.output
+    assert result.exit_code == 0 and "(validation part): accuracy" in flat(result.output), result.output
 
     result = runner.invoke(app, ["pairs", "predict", "--checkpoint", str(out), "How do I learn chess?",
                                  "What is the best way to get good at chess?"])  # fmt: skip
@@ -423,20 +393,12 @@ def test_command_line_train_on_a_quora_file_then_evaluate_and_predict(tmp_path: 
 def test_command_line_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     base = ["pairs", "train", "--preset", "tiny", "--quiet", "--set", "max_train_pairs=192", "--set",
             "max_eval_pairs=100", "--set", "hidden_sizes=8,4"]  # fmt: skip
-    assert runner.invoke(app, [*base, "--out", str(tmp_path / "whole")]).exit_code == 0
-    first = runner.invoke(app, [*base, "--out", str(tmp_path / "split"), "--max-steps", "5"])
-    assert first.exit_code == 0 and "stopped after 5 steps" in first.output, first.output
-    second = runner.invoke(app, [*base, "--out", str(tmp_path / "split"), "--resume"])
-    assert second.exit_code == 0 and "stopped after 12 steps" in second.output, second.output
-    whole = read_checkpoint(tmp_path / "whole" / "checkpoint.safetensors")["model"]
-    resumed = read_checkpoint(tmp_path / "split" / "checkpoint.safetensors")["model"]
-    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    assert_command_line_resume_is_exact(base, tmp_path, stop=5, steps=12)
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["train", "--preset", "huge"], "unknown preset 'huge'"),
         (["train", "--set", "hiden_sizes=3"], "unknown setting 'hiden_sizes'"),
         (["train", "--set", "words=a,b"], "the vocabulary comes from the training pairs"),
         (["train", "--set", "threshold=0.3"], "the threshold is chosen on the validation pairs"),
@@ -444,16 +406,12 @@ def test_command_line_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
         (["train", "--set", "threshold_metric=auc"], "unknown threshold_metric 'auc'"),
         (["train", "--set", "test_fraction=0.95"], "sum to less than 1"),
         (["train", "--set", "max_train_pairs=1"], "max_train_pairs must be at least 2"),
-        (["train", "--cell", "transformer"], "unknown cell 'transformer'"),
         (["train", "--data", "/nonexistent/q.tsv"], "/nonexistent/q.tsv: no such file"),
-        (["evaluate", "--checkpoint", "/nonexistent"], "no config.json"),
         (["predict", "a", "b", "--checkpoint", "/nonexistent"], "no config.json"),
     ],
 )
 def test_command_line_errors_are_clear(arguments: list[str], message: str) -> None:
-    result = runner.invoke(app, ["pairs", *arguments])
-    assert result.exit_code == 2, result.output
-    assert message in " ".join(result.output.split()), result.output
+    assert_clear_error(["pairs", *arguments], message)
 
 
 def test_command_line_errors_with_a_trained_model(trained: tuple, tmp_path: Path) -> None:
@@ -465,7 +423,7 @@ def test_command_line_errors_with_a_trained_model(trained: tuple, tmp_path: Path
     bad = write(tmp_path / "bad.tsv", HEADER + "1\t1\t2\ta\tb\t0.5\n")
     result = runner.invoke(app, ["pairs", "evaluate", "--checkpoint", str(out), "--data", str(bad)])
     message = "bad.tsv, line 2, column 'is_duplicate': expected 0 or 1, got '0.5'"
-    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert result.exit_code == 2 and message in flat(result.output), result.output
     holes = write(tmp_path / "holes.tsv", HEADER + "1\t1\t2\tWho is he?\t\t0\n2\t1\t2\tIn the beginning\tGod\t1\n")
     result = runner.invoke(app, ["pairs", "evaluate", "--checkpoint", str(out), "--data", str(holes)])
     assert result.exit_code == 2 and "holes.tsv, line 2: empty question2" in result.output, result.output
@@ -493,9 +451,7 @@ def test_both_architectures_export_to_onnx_with_their_own_sequence_axes(architec
 @pytest.mark.slow
 def test_command_line_trains_in_two_processes(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    result = runner.invoke(app, ["pairs", "train", "--preset", "tiny", "--out", str(out), "--quiet", "--max-steps",
-                                 "6", "--nproc", "2", "--set", "max_eval_pairs=100"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "test: accuracy" in result.output and PairClassifier.from_pretrained(out).config.threshold != 0.5
-    steps = [line for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
-    assert len(steps) == 0 and len((out / "metrics.jsonl").read_text().splitlines()) == 1, "only rank 0 writes"
+    arguments = ["pairs", "train", "--preset", "tiny", "--max-steps", "6", "--set", "max_eval_pairs=100"]
+    output, records = train_in_two_processes(arguments, out)
+    assert "test: accuracy" in output and PairClassifier.from_pretrained(out).config.threshold != 0.5
+    assert len(records) == 1 and '"train"' not in records[0], "only rank 0 writes the metrics"
