@@ -105,21 +105,15 @@ def _convert(value: Any, annotation: Any, name: str) -> Any:
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
         raise ValueError(f"{name}: expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"{name}: expected an integer, got {value!r}")
+    if annotation in (int, float):
+        expected = "an integer" if annotation is int else "a number"
+        if isinstance(value, bool) or (annotation is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"{name}: expected {expected}, got {value!r}")
         try:
-            return int(value)
+            number = annotation(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{name}: expected an integer, got {value!r}") from None
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{name}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}: expected a number, got {value!r}") from None
-        if not math.isfinite(number):  # no setting means anything by NaN or infinity; they would poison training
+            raise ValueError(f"{name}: expected {expected}, got {value!r}") from None
+        if annotation is float and not math.isfinite(number):  # NaN or infinity would poison training
             raise ValueError(f"{name}: expected a finite number, got {value!r}")
         return number
     if annotation is str:
