@@ -144,18 +144,22 @@ def test_named_constant_and_callable_initializers() -> None:
 # -- layer behaviour -------------------------------------------------------------------------------
 
 
-def test_dropout_masks_are_per_sequence_and_training_only() -> None:
-    # kernel = I, recurrent = 0, linear: the outputs are the dropped inputs themselves
-    rnn = SimpleRNN(
+def _linear_rnn(**options) -> SimpleRNN:
+    """A linear SimpleRNN of 6 units over 6 features returning sequences, kernel = I, no bias."""
+    return SimpleRNN(
         6,
         activation="linear",
         use_bias=False,
         return_sequences=True,
-        dropout=0.5,
         kernel_initializer=torch.nn.init.eye_,
-        recurrent_initializer="zeros",
         input_size=6,
+        **options,
     )
+
+
+def test_dropout_masks_are_per_sequence_and_training_only() -> None:
+    # kernel = I, recurrent = 0, linear: the outputs are the dropped inputs themselves
+    rnn = _linear_rnn(dropout=0.5, recurrent_initializer="zeros")
     x = torch.rand(4, 7, 6) + 1
     out = rnn(x)
     kept = out[:, :1] != 0
@@ -166,16 +170,7 @@ def test_dropout_masks_are_per_sequence_and_training_only() -> None:
     torch.testing.assert_close(rnn(x), x)
 
     # recurrent dropout: kernel = I, recurrent = I, input only at t=0: h_t = m^t * x_0 with one mask m
-    rnn = SimpleRNN(
-        6,
-        activation="linear",
-        use_bias=False,
-        return_sequences=True,
-        recurrent_dropout=0.5,
-        kernel_initializer=torch.nn.init.eye_,
-        recurrent_initializer=torch.nn.init.eye_,
-        input_size=6,
-    )
+    rnn = _linear_rnn(recurrent_dropout=0.5, recurrent_initializer=torch.nn.init.eye_)
     x = torch.zeros(4, 4, 6)
     x[:, 0] = 1
     out = rnn(x)
