@@ -10,15 +10,7 @@ from lstmkit import seeds
 def test_lstm_outputs_match_keras() -> None:
     keras = pytest.importorskip("keras")
     x = np.array([seeds.SEED_INPUT], dtype="float32")
-    constant = keras.initializers.Constant(0.1)
-    options = dict(
-        return_sequences=True,
-        return_state=True,
-        kernel_initializer=constant,
-        recurrent_initializer=constant,
-        bias_initializer="zeros",
-        unit_forget_bias=False,
-    )
+    options = seeds.lstm_arguments(keras.initializers.Constant(0.1))
     sequence, h, c = (np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.layers.LSTM(3, **options)(x))
     bi = keras.layers.Bidirectional(keras.layers.LSTM(3, **options))
     expected_bi = [np.asarray(keras.ops.convert_to_numpy(t)) for t in bi(x)]

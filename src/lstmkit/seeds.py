@@ -24,20 +24,24 @@ SEED_INPUT = [
 ]
 
 
-def lstm_outputs(units: int = 3, constant: float = 0.1) -> dict[str, Tensor]:
-    """Run the seed's 1x4x5 input through ``LSTM(units)`` and ``Bidirectional(LSTM(units))``,
-    kernels and recurrent kernels set to ``constant`` and biases to 0, with return_sequences and
-    return_state, as the Keras seed does."""
-    x = torch.tensor([SEED_INPUT])
-    options = dict(
+def lstm_arguments(constant: object) -> dict[str, object]:
+    """The Keras ``LSTM`` arguments of the seed: sequences and states returned, kernels and recurrent
+    kernels filled with ``constant`` (a number, or a Keras initializer for Keras itself), biases 0."""
+    return dict(
         return_sequences=True,
         return_state=True,
         kernel_initializer=constant,
         recurrent_initializer=constant,
         bias_initializer="zeros",
         unit_forget_bias=False,
-        input_size=x.shape[-1],
     )
+
+
+def lstm_outputs(units: int = 3, constant: float = 0.1) -> dict[str, Tensor]:
+    """Run the seed's 1x4x5 input through ``LSTM(units)`` and ``Bidirectional(LSTM(units))`` with
+    :func:`lstm_arguments`, as the Keras seed does."""
+    x = torch.tensor([SEED_INPUT])
+    options = lstm_arguments(constant) | {"input_size": x.shape[-1]}
     with torch.no_grad():
         sequence, h, c = keras.LSTM(units, **options)(x)
         bi = keras.Bidirectional(keras.LSTM(units, **options))
