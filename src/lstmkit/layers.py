@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -352,6 +353,13 @@ def _repack(output: Tensor, packed: PackedSequence, lengths: Tensor) -> PackedSe
     return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
 
 
+def _recurrent_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A drop-in's ``__init__`` ``locals()`` as keyword arguments of :class:`Recurrent`: those it
+    names, its own (``proj_size``, ``nonlinearity``: cell arguments) and the ``extras``."""
+    own = {k: v for k, v in arguments.items() if k not in ("self", "__class__", "extras")}
+    return own | arguments["extras"]
+
+
 class LSTM(Recurrent):
     """Drop-in for ``torch.nn.LSTM``: same arguments, ``state_dict`` keys and outputs, plus
     ``lengths=``, ``mask=``, ``merge_mode``, ``recurrent_dropout``, ``zoneout``, ``return_gates``.
@@ -379,20 +387,7 @@ class LSTM(Recurrent):
         dtype: torch.dtype | None = None,
         **extras: object,
     ) -> None:
-        super().__init__(
-            LSTMCell,
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            device,
-            dtype,
-            proj_size=proj_size,
-            **extras,
-        )
+        super().__init__(LSTMCell, **_recurrent_arguments(locals()))
         self.proj_size = proj_size
 
     def extra_repr(self) -> str:
@@ -422,19 +417,7 @@ class GRU(Recurrent):
         dtype: torch.dtype | None = None,
         **extras: object,
     ) -> None:
-        super().__init__(
-            GRUCell,
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            device,
-            dtype,
-            **extras,
-        )
+        super().__init__(GRUCell, **_recurrent_arguments(locals()))
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
@@ -464,20 +447,7 @@ class RNN(Recurrent):
         dtype: torch.dtype | None = None,
         **extras: object,
     ) -> None:
-        super().__init__(
-            RNNCell,
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            device,
-            dtype,
-            nonlinearity=nonlinearity,
-            **extras,
-        )
+        super().__init__(RNNCell, **_recurrent_arguments(locals()))
         self.nonlinearity = self._cells[0].nonlinearity
 
     def extra_repr(self) -> str:
