@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -32,7 +33,6 @@ class Peer:
     key: str  # short name (JSON, --only)
     label: str  # row label in the report
     family: str  # "lstm" or "gru": compared with nn.LSTM or nn.GRU
-    gates: int  # gate blocks of the weight matrices (for the GEMM flop count)
     build: Callable[[Shape, bool], Run]
     keras: bool = False
     steady_state: bool = False  # lstmkit auto engine: warm up past the compile threshold
@@ -42,8 +42,14 @@ class Peer:
     def baseline(self) -> str:
         return BASELINES[self.family]
 
+    @property
+    def gates(self) -> int:
+        """Gate blocks of the weight matrices (for the GEMM flop count)."""
+        return GATES[self.family]
+
 
 BASELINES = {"lstm": "nn_lstm", "gru": "nn_gru"}
+GATES = {"lstm": 4, "gru": 3}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,26 +189,22 @@ def _layer(cell: type[lstmkit.Cell], **options: Any) -> Callable[[int, int], nn.
 
 
 PEERS: tuple[Peer, ...] = (
-    Peer("nn_lstm", "torch.nn.LSTM", "lstm", 4, _torch_peer(nn.LSTM)),
-    Peer("naive_lstm", "naive loop (autograd)", "lstm", 4, _torch_peer(NaiveLSTM), note="hand-written cell"),
-    Peer("keras_lstm", "Keras 3 LSTM (torch)", "lstm", 4, _keras_peer("LSTM"), keras=True),
-    Peer("lstmkit_lstm", "lstmkit.LSTM", "lstm", 4, _lstmkit_peer(lstmkit.LSTM), steady_state=True),
+    Peer("nn_lstm", "torch.nn.LSTM", "lstm", _torch_peer(nn.LSTM)),
+    Peer("naive_lstm", "naive loop (autograd)", "lstm", _torch_peer(NaiveLSTM), note="hand-written cell"),
+    Peer("keras_lstm", "Keras 3 LSTM (torch)", "lstm", _keras_peer("LSTM"), keras=True),
+    Peer("lstmkit_lstm", "lstmkit.LSTM", "lstm", _lstmkit_peer(lstmkit.LSTM), steady_state=True),
     Peer(
         "reference_lstm",
         "lstmkit.LSTM, reference engine",
         "lstm",
-        4,
-        _lstmkit_peer(lambda i, h: lstmkit.LSTM(i, h, engine="reference")),
+        _lstmkit_peer(partial(lstmkit.LSTM, engine="reference")),
     ),
-    Peer("peephole", "peephole LSTM", "lstm", 4, _lstmkit_peer(_layer(lstmkit.PeepholeLSTMCell)), steady_state=True),
-    Peer(
-        "layernorm", "layer-norm LSTM", "lstm", 4, _lstmkit_peer(_layer(lstmkit.LayerNormLSTMCell)), steady_state=True
-    ),
+    Peer("peephole", "peephole LSTM", "lstm", _lstmkit_peer(_layer(lstmkit.PeepholeLSTMCell)), steady_state=True),
+    Peer("layernorm", "layer-norm LSTM", "lstm", _lstmkit_peer(_layer(lstmkit.LayerNormLSTMCell)), steady_state=True),
     Peer(
         "masked",
         "masked LSTM (lengths)",
         "lstm",
-        4,
         _lstmkit_peer(lstmkit.LSTM, lengths=True),
         steady_state=True,
         note="lengths spread over [T/2, T]; flops counted for all T steps",
@@ -211,8 +213,7 @@ PEERS: tuple[Peer, ...] = (
         "recurrent_dropout",
         "recurrent-dropout LSTM",
         "lstm",
-        4,
-        _lstmkit_peer(lambda i, h: lstmkit.LSTM(i, h, recurrent_dropout=0.25)),
+        _lstmkit_peer(partial(lstmkit.LSTM, recurrent_dropout=0.25)),
         steady_state=True,
         note="p=0.25; inference is a plain LSTM",
     ),
@@ -220,8 +221,7 @@ PEERS: tuple[Peer, ...] = (
         "zoneout",
         "zoneout LSTM",
         "lstm",
-        4,
-        _lstmkit_peer(lambda i, h: lstmkit.LSTM(i, h, zoneout=0.1)),
+        _lstmkit_peer(partial(lstmkit.LSTM, zoneout=0.1)),
         steady_state=True,
         note="p=0.1",
     ),
@@ -229,20 +229,18 @@ PEERS: tuple[Peer, ...] = (
         "user_lstm",
         "user-defined cell (LSTM)",
         "lstm",
-        4,
         _lstmkit_peer(_layer(UserLSTMCell)),
         steady_state=True,
         note="the LSTM as a user cell: Python pointwise step, the maths of the naive loop",
     ),
-    Peer("nn_gru", "torch.nn.GRU", "gru", 3, _torch_peer(nn.GRU)),
-    Peer("keras_gru", "Keras 3 GRU (torch)", "gru", 3, _keras_peer("GRU"), keras=True),
-    Peer("lstmkit_gru", "lstmkit.GRU", "gru", 3, _lstmkit_peer(lstmkit.GRU), steady_state=True),
+    Peer("nn_gru", "torch.nn.GRU", "gru", _torch_peer(nn.GRU)),
+    Peer("keras_gru", "Keras 3 GRU (torch)", "gru", _keras_peer("GRU"), keras=True),
+    Peer("lstmkit_gru", "lstmkit.GRU", "gru", _lstmkit_peer(lstmkit.GRU), steady_state=True),
     Peer(
         "reference_gru",
         "lstmkit.GRU, reference engine",
         "gru",
-        3,
-        _lstmkit_peer(lambda i, h: lstmkit.GRU(i, h, engine="reference")),
+        _lstmkit_peer(partial(lstmkit.GRU, engine="reference")),
     ),
 )
 
