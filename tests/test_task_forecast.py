@@ -353,7 +353,7 @@ def test_command_line_trains_on_csv_columns(tmp_path: Path) -> None:
         (["train", "--column", "y"], "--column and --time-column read a CSV: give --csv FILE too"),
         (["train", "--window", "2000"], "2284 steps are too short"),
         (["train", "--horizon", "0"], "Invalid value for '--horizon'"),
-        (["train", "--set", "test_fraction=0.95"], "a sum below 1"),
+        (["train", "--set", "test_fraction=0.95"], "must be positive and sum to less than 1"),
         (["predict", "--checkpoint", "/nonexistent"], "no config.json"),
     ],
 )

@@ -1,14 +1,17 @@
-"""What every task shares: the recurrent cell kinds by name, the base class of task models (with
-Hugging Face style ``save_pretrained``/``from_pretrained``), and the parsing of the training options
-that every ``lstmkit <task> train`` command accepts."""
+"""What every task shares: the recurrent cell kinds by name, the checks of the model settings every
+task has, the base class of task models (with Hugging Face style ``save_pretrained``/
+``from_pretrained``), and the parsing of the training options that every ``lstmkit <task> train``
+command accepts."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+import torch
 from torch import nn
 
 from ..cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
@@ -38,8 +41,7 @@ def recurrent_layer(
     >>> recurrent_layer("gru", 4, 8).cell().__class__.__name__
     'GRUCell'
     """
-    if kind not in CELL_KINDS:
-        raise ValueError(f"unknown cell {kind!r}: expected one of {sorted(CELL_KINDS)}")
+    check_cell(kind)
     return Recurrent(
         CELL_KINDS[kind],
         input_size,
@@ -49,6 +51,47 @@ def recurrent_layer(
         dropout=dropout if num_layers > 1 else 0.0,
         bidirectional=bidirectional,
     )
+
+
+def check_cell(kind: str) -> None:
+    """Refuse a cell name outside :data:`CELL_KINDS`.
+
+    >>> check_cell("transformer")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown cell 'transformer': expected one of ['gru', 'layernorm', 'lstm', 'peephole', 'rnn']
+    """
+    if kind not in CELL_KINDS:
+        raise ValueError(f"unknown cell {kind!r}: expected one of {sorted(CELL_KINDS)}")
+
+
+def check_statistics(what: str, names: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> None:
+    """Refuse standardisation statistics that are not one ``mean`` and one ``std`` for each of the
+    inputs ``names`` (``what``: features, columns), or a ``std`` that is not positive and finite.
+
+    >>> check_statistics("columns", ["y", "x"], [0.0, 1.0], [1.0, 0.0])
+    Traceback (most recent call last):
+    ...
+    ValueError: every std must be positive and finite, got [1.0, 0.0]
+    """
+    if not names or not len(names) == len(mean) == len(std):
+        raise ValueError(f"{what}, mean and std must have the same positive length; got {len(names)}, {len(mean)}, "
+                         f"{len(std)}")  # fmt: skip
+    if not all(s > 0 and math.isfinite(s) for s in std):
+        raise ValueError(f"every std must be positive and finite, got {list(std)}")
+
+
+def check_held_out(validation_fraction: float, test_fraction: float) -> None:
+    """Refuse held-out shares of the data that leave nothing to train on or hold nothing out.
+
+    >>> check_held_out(0.5, 0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: validation_fraction and test_fraction must be positive and sum to less than 1, got 0.5 and 0.5
+    """
+    if min(validation_fraction, test_fraction) <= 0 or validation_fraction + test_fraction >= 1:
+        raise ValueError(f"validation_fraction and test_fraction must be positive and sum to less than 1, got "
+                         f"{validation_fraction} and {test_fraction}")  # fmt: skip
 
 
 class TaskModel(nn.Module):
@@ -68,6 +111,12 @@ class TaskModel(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+    def register_statistics(self, prefix: str, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype) -> None:
+        """Keep the standardisation statistics as the buffers ``<prefix>_mean`` and ``<prefix>_std``:
+        they move with the model, and are saved in its config rather than with its weights."""
+        self.register_buffer(f"{prefix}_mean", torch.tensor(mean, dtype=dtype), persistent=False)
+        self.register_buffer(f"{prefix}_std", torch.tensor(std, dtype=dtype), persistent=False)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..common import CELL_KINDS, TaskModel, recurrent_layer
+from ..common import TaskModel, check_cell, recurrent_layer
 from .data import Vocabulary
 
 
@@ -26,8 +26,7 @@ class CharLMConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.cell not in CELL_KINDS:
-            raise ValueError(f"unknown cell {self.cell!r}: expected one of {sorted(CELL_KINDS)}")
+        check_cell(self.cell)
         if min(self.embedding_size, self.hidden_size, self.num_layers) < 1:
             raise ValueError("embedding_size, hidden_size and num_layers must be positive")
         if not self.characters:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...training import pad_sequences
-from ..common import CELL_KINDS, TaskModel, recurrent_layer
+from ..common import TaskModel, check_cell, check_statistics, recurrent_layer
 
 POOLINGS = ("last", "mean", "max")
 
@@ -39,8 +39,7 @@ class ClassifyConfig:
     pooling: str = "last"
 
     def __post_init__(self) -> None:
-        if self.cell not in CELL_KINDS:
-            raise ValueError(f"unknown cell {self.cell!r}: expected one of {sorted(CELL_KINDS)}")
+        check_cell(self.cell)
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}: expected one of {POOLINGS}")
         if min(self.hidden_size, self.num_layers) < 1 or not 0 <= self.dropout < 1:
@@ -48,11 +47,7 @@ class ClassifyConfig:
                              f"{self.num_layers}, {self.dropout}")  # fmt: skip
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"need at least two distinct classes, got {self.classes}")
-        if not self.features or not len(self.features) == len(self.mean) == len(self.std):
-            raise ValueError(f"features, mean and std must have the same positive length; got {len(self.features)}, "
-                             f"{len(self.mean)}, {len(self.std)}")  # fmt: skip
-        if not all(s > 0 for s in self.std):
-            raise ValueError(f"every std must be positive, got {self.std}")
+        check_statistics("features", self.features, self.mean, self.std)
 
 
 class SequenceClassifier(TaskModel):
@@ -70,8 +65,7 @@ class SequenceClassifier(TaskModel):
 
     def __init__(self, config: ClassifyConfig) -> None:
         super().__init__(config)
-        self.register_buffer("feature_mean", torch.tensor(config.mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("feature_std", torch.tensor(config.std, dtype=torch.float32), persistent=False)
+        self.register_statistics("feature", config.mean, config.std, torch.float32)
         self.rnn = recurrent_layer(config.cell, len(config.features), config.hidden_size, config.num_layers,
                                    dropout=config.dropout, bidirectional=config.bidirectional)  # fmt: skip
         self.directions = 2 if config.bidirectional else 1

@@ -8,7 +8,6 @@ predicts ``o + 1 .. o + horizon``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..common import CELL_KINDS, TaskModel, recurrent_layer
+from ..common import TaskModel, check_cell, check_statistics, recurrent_layer
 
 
 @dataclass
@@ -45,17 +44,12 @@ class ForecastConfig:
     relative: bool = True
 
     def __post_init__(self) -> None:
-        if self.cell not in CELL_KINDS:
-            raise ValueError(f"unknown cell {self.cell!r}: expected one of {sorted(CELL_KINDS)}")
+        check_cell(self.cell)
         if min(self.window, self.horizon, self.hidden_size, self.num_layers) < 1 or not 0 <= self.dropout < 1:
             raise ValueError(f"need window, horizon, hidden_size, num_layers >= 1 and 0 <= dropout < 1; got "
                              f"{self.window}, {self.horizon}, {self.hidden_size}, {self.num_layers}, "
                              f"{self.dropout}")  # fmt: skip
-        if not self.columns or not len(self.columns) == len(self.mean) == len(self.std):
-            raise ValueError(f"columns, mean and std must have the same positive length; got {len(self.columns)}, "
-                             f"{len(self.mean)}, {len(self.std)}")  # fmt: skip
-        if not all(s > 0 and math.isfinite(s) for s in self.std):
-            raise ValueError(f"every std must be positive and finite, got {self.std}")
+        check_statistics("columns", self.columns, self.mean, self.std)
 
 
 class Forecaster(TaskModel):
@@ -73,8 +67,7 @@ class Forecaster(TaskModel):
 
     def __init__(self, config: ForecastConfig) -> None:
         super().__init__(config)
-        self.register_buffer("column_mean", torch.tensor(config.mean, dtype=torch.float64), persistent=False)
-        self.register_buffer("column_std", torch.tensor(config.std, dtype=torch.float64), persistent=False)
+        self.register_statistics("column", config.mean, config.std, torch.float64)
         self.rnn = recurrent_layer(config.cell, len(config.columns), config.hidden_size, config.num_layers,
                                    dropout=config.dropout)  # fmt: skip
         self.head = nn.Linear(config.hidden_size, config.horizon)

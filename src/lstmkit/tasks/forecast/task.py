@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from ...training import TrainConfig, Trainer, TrainResult, config_from_dict
 from ...training.checkpoint import atomic_write
 from ...training.plots import plt
-from ..common import split_overrides, train_config
+from ..common import check_held_out, split_overrides, train_config
 from .data import CO2, Series, SeriesDataError, load_series
 from .model import (
     ForecastConfig,
@@ -66,10 +66,7 @@ class ForecastData:
     test_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        fractions = (self.validation_fraction, self.test_fraction)
-        if min(fractions) <= 0 or sum(fractions) >= 1:
-            raise ValueError(f"validation_fraction and test_fraction must be positive with a sum below 1, got "
-                             f"{self.validation_fraction} and {self.test_fraction}")  # fmt: skip
+        check_held_out(self.validation_fraction, self.test_fraction)
         if self.season is not None and self.season < 1:
             raise ValueError(f"season must be at least 1 step, got {self.season}")
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...training import pad_sequences
-from ..common import CELL_KINDS, TaskModel, recurrent_layer
+from ..common import TaskModel, check_cell, recurrent_layer
 from .data import Vocabulary
 
 ARCHITECTURES = ("siamese", "single")
@@ -44,8 +44,7 @@ class PairsConfig:
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.architecture!r}: expected one of {ARCHITECTURES}")
-        if self.cell not in CELL_KINDS:
-            raise ValueError(f"unknown cell {self.cell!r}: expected one of {sorted(CELL_KINDS)}")
+        check_cell(self.cell)
         if not self.hidden_sizes or min(self.embedding_size, self.dense_size, *self.hidden_sizes) < 1:
             raise ValueError(f"need embedding_size, dense_size and at least one hidden size, all positive; got "
                              f"{self.embedding_size}, {self.dense_size}, {self.hidden_sizes}")  # fmt: skip

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ...training import TrainConfig, Trainer, TrainResult, config_from_dict
 from ...training.checkpoint import atomic_write
-from ..common import split_overrides, train_config
+from ..common import check_held_out, split_overrides, train_config
 from .data import PairSet, Vocabulary, bible_verses, chapter_split, read_quora_tsv, split_indices, verse_pairs
 from .model import (
     THRESHOLD_METRICS,
@@ -70,10 +70,7 @@ class PairsData:
     drop_empty: bool = False
 
     def __post_init__(self) -> None:
-        held_out = (self.validation_fraction, self.test_fraction)
-        if min(held_out) <= 0 or sum(held_out) >= 1:
-            raise ValueError(f"validation_fraction and test_fraction must be positive and sum to less than 1, got "
-                             f"{self.validation_fraction} and {self.test_fraction}")  # fmt: skip
+        check_held_out(self.validation_fraction, self.test_fraction)
         for name in ("max_train_pairs", "max_eval_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 raise ValueError(f"{name} must be at least 2 or None, got {getattr(self, name)}")
