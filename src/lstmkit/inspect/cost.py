@@ -22,7 +22,7 @@ from torch import nn
 
 from ..engine import resolve_engine
 from ..layers import Recurrent
-from ..tasks.common import CELL_KINDS, recurrent_layer
+from ..tasks.common import CELL_KINDS, check_cell, recurrent_layer
 
 ENGINES = ("auto", "reference")
 
@@ -67,8 +67,7 @@ class CostSettings:
 
     def __post_init__(self) -> None:
         for kind in self.kinds:
-            if kind not in CELL_KINDS:
-                raise ValueError(f"unknown cell {kind!r}: expected one of {sorted(CELL_KINDS)}")
+            check_cell(kind)
         for engine in self.engines:
             resolve_engine(engine)
         for name in ("input_size", "hidden_size", "steps", "batch_size", "repeats"):

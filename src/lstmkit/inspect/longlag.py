@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import Recurrent
-from ..tasks.common import CELL_KINDS, recurrent_layer
+from ..tasks.common import check_cell, recurrent_layer
 from ..training import TrainConfig, Trainer
 
 
@@ -252,8 +252,7 @@ class LongLagSettings:
         for task in self.tasks:
             make_task(task, 10)
         for kind in self.kinds:
-            if kind not in CELL_KINDS:
-                raise ValueError(f"unknown cell {kind!r}: expected one of {sorted(CELL_KINDS)}")
+            check_cell(kind)
         for lag in self.lags:
             _check_lag(lag, 2)
         for name in ("hidden_size", "steps", "batch_size", "eval_every", "eval_size", "copy_length"):
