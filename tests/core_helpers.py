@@ -1,15 +1,14 @@
-"""What the tests of the core library (cells, layers, engines) share: one intra-op thread for tiny
-tensors, the user-defined cell of ``examples/custom_cell.py``, and the run of an engine next to its
-oracle, the reference loop, from identical inputs and generator state."""
+"""What the tests of the core library (cells, layers, engines) share: the user-defined cell of
+``examples/custom_cell.py``, and the run of an engine next to its oracle, the reference loop, from
+identical inputs and generator state."""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-import pytest
 import torch
 
 import lstmkit
@@ -19,17 +18,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 # how close an engine must come to the reference loop
 ENGINE_TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread() -> Iterator[None]:
-    """The tensors here are tiny: intra-op threads only add contention on a shared 2-core machine
-    (OpenMP spin-waits made layer-norm gradchecks ~50x slower while another process ran).
-    Autouse: a test module applies it by importing it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def load_example(name: str) -> ModuleType:

@@ -9,10 +9,13 @@ import numpy as np
 import oracles
 import pytest
 import torch
-from core_helpers import CIFGCell, one_intra_op_thread  # noqa: F401 (autouse fixture)
+from core_helpers import CIFGCell
 from torch import nn
 
 import lstmkit
+
+# tiny tensors: more intra-op threads only contend (OpenMP spin-waits made layer-norm gradchecks ~50x slower)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 I, H, B = 4, 5, 3
 

@@ -15,13 +15,15 @@ import core_helpers
 import pytest
 import torch
 import torch.nn.functional as F
-from core_helpers import CIFGCell, make_valid, one_intra_op_thread  # noqa: F401 (autouse fixture)
+from core_helpers import CIFGCell, make_valid
 from torch import nn
 
 import lstmkit
 from lstmkit import engine
 from lstmkit.engine import python_fused
 from lstmkit.engine.reference import run_sequence
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: more intra-op threads only contend
 
 
 class PeepholeCIFGCell(CIFGCell):

@@ -10,7 +10,6 @@ import numpy as np
 import oracles
 import pytest
 import torch
-from core_helpers import one_intra_op_thread  # noqa: F401 (autouse fixture)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -18,6 +17,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 import lstmkit
 from lstmkit import Recurrent
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: more intra-op threads only contend
 
 T, B, I, H = 4, 3, 3, 4
 

@@ -8,10 +8,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from core_helpers import one_intra_op_thread  # noqa: F401 (autouse fixture)
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: more intra-op threads only contend
 
 T, B, I, H = 5, 3, 4, 6
 
