@@ -165,6 +165,7 @@ def test_command_line_trains_on_a_user_text_file(tmp_path: Path) -> None:
     ("arguments", "message"),
     [
         (["train", "--set", "hidden_size=big"], "hidden_size: expected an integer, got 'big'"),
+        (["train", "--set", "characters=abc"], "--set characters=...: the characters come from the training text"),
         (["train", "--corpus", "/nonexistent/file.txt"], "no such file"),
         (["generate", "--checkpoint", "/nonexistent"], "no config.json"),
     ],

@@ -348,7 +348,7 @@ def test_command_line_trains_on_csv_columns(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["train", "--set", "mean=1"], "the mean come from the training data"),
+        (["train", "--set", "mean=1"], "--set mean=...: the mean of every column comes from the training part"),
         (["train", "--csv", "/nonexistent/file.csv", "--column", "y"], "/nonexistent/file.csv: no such file"),
         (["train", "--column", "y"], "--column and --time-column read a CSV: give --csv FILE too"),
         (["train", "--window", "2000"], "2284 steps are too short"),

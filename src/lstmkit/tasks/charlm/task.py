@@ -7,8 +7,6 @@ on 34, validated on two and tested on two unseen plays).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...training import TrainConfig, Trainer, TrainResult, config_from_dict
-from ...training.checkpoint import atomic_write
-from ..common import split_overrides
+from ...training import TrainConfig, TrainResult
+from ..runner import DataField, Preset, TaskSettings, fit, write_task_file
 from .data import Corpus, Vocabulary, shakespeare_corpus, text_file_corpus, unigram_bits_per_character
 from .model import CharLM, CharLMConfig, bits_per_character, cross_entropy_sum
 
-TASK_FILE = "task.json"
+DATA_FIELDS = {"characters": DataField("?", "the characters come from the training text")}
 
 
 @dataclass
@@ -43,14 +40,7 @@ class CharLMData:
             raise ValueError("seq_len and stride must be positive and eval_chars >= 0")
 
 
-@dataclass
-class Preset:
-    data: CharLMData
-    model: dict[str, Any]
-    train: TrainConfig
-
-
-PRESETS: dict[str, Preset] = {
+PRESETS: dict[str, Preset[CharLMData]] = {
     "sentence": Preset(
         CharLMData(preset="sentence", seq_len=16, stride=1),
         {"hidden_size": 64, "embedding_size": 16},
@@ -68,6 +58,10 @@ PRESETS: dict[str, Preset] = {
                     warmup_steps=50, eval_every=300, log_every=10),  # fmt: skip
     ),
 }
+
+SETTINGS = TaskSettings(CharLMData, CharLMConfig, DATA_FIELDS, PRESETS)
+configure = SETTINGS.configure
+read_task_data = SETTINGS.read_task_data
 
 
 class Windows(Sequence[Tensor]):
@@ -91,29 +85,8 @@ def load_corpus(data: CharLMData) -> Corpus:
     return shakespeare_corpus(data.preset) if data.corpus == "shakespeare" else text_file_corpus(data.corpus)
 
 
-def configure(
-    preset: str, overrides: Sequence[str] = (), **train_options: Any
-) -> tuple[CharLMData, dict[str, Any], TrainConfig]:
-    """The settings of a run: the preset's, then ``--set key=value`` overrides (data, model or
-    training fields), then explicit training options (``epochs=...``, ``None`` ignored)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
-    chosen = PRESETS[preset]
-    model_template = CharLMConfig(characters="?", **chosen.model)
-    data, model, train = split_overrides(overrides, chosen.data, model_template, chosen.train)
-    given = {name: value for name, value in train_options.items() if value is not None}
-    train = config_from_dict(TrainConfig, dataclasses.asdict(train) | given, "training options")
-    model_fields = {k: v for k, v in dataclasses.asdict(model).items() if k != "characters"}
-    return data, model_fields, train
-
-
-def train(
-    data: CharLMData,
-    model_fields: dict[str, Any],
-    config: TrainConfig,
-    out_dir: str | Path | None,
-    resume: bool = False,
-) -> tuple[CharLM, TrainResult, dict[str, float]]:
+def train(data: CharLMData, model_fields: dict[str, Any], config: TrainConfig, out_dir: str | Path | None,
+          resume: bool = False) -> tuple[CharLM, TrainResult, dict[str, float]]:  # fmt: skip
     """Train a character model; returns it (the best weights when validated), the run's result and
     the held-out figures (validation bpc and the unigram baseline)."""
     corpus = load_corpus(data)
@@ -123,44 +96,19 @@ def train(
     train_ids = vocabulary.encode(corpus.train)
     validation = corpus.validation[: data.eval_chars] if data.eval_chars else corpus.validation
     validation_ids = vocabulary.encode(validation)
-    if out_dir is not None:
-        document = {"data": dataclasses.asdict(data), "source": corpus.source}
-        atomic_write(Path(out_dir) / TASK_FILE, json.dumps(document, indent=2).encode())
+    write_task_file(out_dir, data, corpus.source)
 
     def evaluate(model: CharLM) -> dict[str, float]:
         return {"val_bpc": bits_per_character(model, validation_ids)}
 
-    trainer = Trainer(
-        model,
-        config,
-        train_set=Windows(train_ids, data.seq_len, data.stride or data.seq_len),
-        collate=torch.stack,
-        loss=cross_entropy_sum,
-        evaluate=evaluate,
-        metric="val_bpc",
-        out_dir=out_dir,
-        task=CharLM.task,
-        model_config=model.config_dict(),
-    )
-    result = trainer.fit(resume=resume)
-    if out_dir is not None and result.best_step is not None and trainer.rank == 0:
-        model = CharLM.from_pretrained(out_dir)
+    windows = Windows(train_ids, data.seq_len, data.stride or data.seq_len)
+    model, result, _ = fit(model, config, out_dir, resume, train_set=windows, collate=torch.stack,
+                           loss=cross_entropy_sum, evaluate=evaluate, metric="val_bpc")  # fmt: skip
     figures = {
         "val_bpc": bits_per_character(model, validation_ids),
         "unigram_bpc": unigram_bits_per_character(corpus.train, validation, vocabulary),
     }
     return model, result, figures
-
-
-def read_task_data(directory: str | Path) -> CharLMData:
-    """The data settings a run recorded in ``task.json`` (the defaults when it has none)."""
-    path = Path(directory) / TASK_FILE
-    if not path.is_file():
-        return CharLMData()
-    try:
-        return config_from_dict(CharLMData, json.loads(path.read_text())["data"], str(path))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a valid task file ({error})") from None
 
 
 def evaluate_split(model: CharLM, data: CharLMData, split: str) -> dict[str, float]:

@@ -8,9 +8,6 @@ read for the final figures. A user's CSV trains the same way; its test figures n
 
 from __future__ import annotations
 
-import dataclasses
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +17,9 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ...training import TrainConfig, Trainer, TrainResult, config_from_dict
-from ...training.checkpoint import atomic_write
+from ...training import TrainConfig, TrainResult
 from ...training.plots import plt
-from ..common import split_overrides, train_config
+from ..runner import DataField, Preset, TaskSettings, fit, write_png, write_task_file
 from .data import SequenceSet, feature_statistics, japanese_vowels, read_sequence_csv, sort_classes, stratified_split
 from .model import (
     ClassifyConfig,
@@ -36,11 +32,15 @@ from .model import (
     predict_logits,
 )
 
-TASK_FILE = "task.json"
 CONFUSION_FILE = "confusion.png"
 JAPANESE_VOWELS = "japanese_vowels"
 SPLITS = ("train", "validation", "test")
-DATA_FIELDS = ("classes", "features", "mean", "std")  # set from the training data, not by presets
+DATA_FIELDS = {
+    "classes": DataField(["a", "b"], "the classes come from the training data"),
+    "features": DataField(["x"], "the features come from the training data"),
+    "mean": DataField([0.0], "the mean of every feature comes from the training data"),
+    "std": DataField([1.0], "the std of every feature comes from the training data"),
+}
 
 
 @dataclass
@@ -97,20 +97,7 @@ def load_splits(data: ClassifyData) -> Splits:
     return Splits(full.subset(kept, f"{full.source} (training part)"), validation, test, sort_classes(full.labels))
 
 
-@dataclass
-class Preset:
-    """A named starting point: data settings, model fields and training budget.
-
-    >>> PRESETS["tiny"].model, PRESETS["default"].model["bidirectional"]
-    ({'hidden_size': 16}, True)
-    """
-
-    data: ClassifyData
-    model: dict[str, Any]
-    train: TrainConfig
-
-
-PRESETS: dict[str, Preset] = {
+PRESETS: dict[str, Preset[ClassifyData]] = {
     "default": Preset(
         ClassifyData(),
         {"hidden_size": 64, "bidirectional": True},
@@ -123,22 +110,9 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-
-def configure(
-    preset: str, overrides: list[str] | tuple[str, ...] = (), **train_options: Any
-) -> tuple[ClassifyData, dict[str, Any], TrainConfig]:
-    """The settings of a run: the preset's, then ``--set key=value`` overrides (data, model or
-    training fields), then explicit training options (``epochs=...``; ``None`` ignored)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
-    chosen = PRESETS[preset]
-    template = ClassifyConfig(["a", "b"], ["x"], [0.0], [1.0], **chosen.model)
-    for name in DATA_FIELDS:
-        if any(override.partition("=")[0].strip() == name for override in overrides):
-            raise ValueError(f"--set {name}=...: the {name} come from the training data and cannot be set")
-    data, model, train = split_overrides(overrides, chosen.data, template, chosen.train)
-    model_fields = {k: v for k, v in dataclasses.asdict(model).items() if k not in DATA_FIELDS}
-    return data, model_fields, train_config(train, **train_options)
+SETTINGS = TaskSettings(ClassifyData, ClassifyConfig, DATA_FIELDS, PRESETS)
+configure = SETTINGS.configure
+read_task_data = SETTINGS.read_task_data
 
 
 @dataclass
@@ -210,20 +184,11 @@ def confusion_figure(evaluation: Evaluation, title: str) -> Figure:
 
 def plot_confusion_matrix(evaluation: Evaluation, path: str | Path, title: str) -> Path:
     """Write :func:`confusion_figure` to the PNG ``path`` (atomically)."""
-    figure = confusion_figure(evaluation, title)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return atomic_write(path, buffer.getvalue())
+    return write_png(confusion_figure(evaluation, title), path)
 
 
-def train(
-    data: ClassifyData,
-    model_fields: dict[str, Any],
-    config: TrainConfig,
-    out_dir: str | Path | None,
-    resume: bool = False,
-) -> tuple[SequenceClassifier, TrainResult, dict[str, Evaluation]]:
+def train(data: ClassifyData, model_fields: dict[str, Any], config: TrainConfig, out_dir: str | Path | None,
+          resume: bool = False) -> tuple[SequenceClassifier, TrainResult, dict[str, Evaluation]]:  # fmt: skip
     """Train a classifier; returns it (the weights of the best validation loss when validated), the
     run's result and its :func:`final_evaluations` (none in the processes of rank > 0)."""
     splits = load_splits(data)
@@ -234,31 +199,16 @@ def train(
     assert splits.train.labels is not None
     examples = [(s, splits.classes.index(label)) for s, label in zip(splits.train.sequences, splits.train.labels,
                                                                        strict=True)]  # fmt: skip
-    if out_dir is not None:
-        document = {"data": dataclasses.asdict(data), "source": splits.train.source}
-        atomic_write(Path(out_dir) / TASK_FILE, json.dumps(document, indent=2).encode())
+    write_task_file(out_dir, data, splits.train.source)
 
     def evaluate(model: SequenceClassifier) -> dict[str, float]:
         evaluation = evaluate_set(model, splits.validation)
         return {"val_loss": evaluation.loss, "val_accuracy": evaluation.accuracy}
 
-    trainer = Trainer(
-        model,
-        config,
-        train_set=examples,
-        collate=collate,
-        loss=cross_entropy_sum,
-        evaluate=evaluate,
-        metric="val_loss",
-        lengths=[len(sequence) for sequence, _ in examples],
-        out_dir=out_dir,
-        task=SequenceClassifier.task,
-        model_config=model.config_dict(),
-    )
-    result = trainer.fit(resume=resume)
-    if out_dir is not None and result.best_step is not None and trainer.rank == 0:
-        model = SequenceClassifier.from_pretrained(out_dir)
-    if trainer.rank != 0:  # the other processes of a data-parallel run leave the figures to rank 0
+    model, result, rank = fit(model, config, out_dir, resume, train_set=examples, collate=collate,
+                              loss=cross_entropy_sum, evaluate=evaluate, metric="val_loss",
+                              lengths=[len(sequence) for sequence, _ in examples])  # fmt: skip
+    if rank != 0:  # the other processes of a data-parallel run leave the figures to rank 0
         return model, result, {}
     return model, result, final_evaluations(model, splits, out_dir)
 
@@ -273,17 +223,6 @@ def final_evaluations(model: SequenceClassifier, splits: Splits, out_dir: str | 
         split = "test" if splits.test is not None else "validation"
         plot_confusion_matrix(evaluations[split], Path(out_dir) / CONFUSION_FILE, getattr(splits, split).source)
     return evaluations
-
-
-def read_task_data(directory: str | Path) -> ClassifyData:
-    """The data settings a run recorded in ``task.json`` (the defaults when it has none)."""
-    path = Path(directory) / TASK_FILE
-    if not path.is_file():
-        return ClassifyData()
-    try:
-        return config_from_dict(ClassifyData, json.loads(path.read_text())["data"], str(path))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a valid task file ({error})") from None
 
 
 def split_set(data: ClassifyData, split: str) -> SequenceSet:

@@ -10,8 +10,6 @@ whose whole horizon lies in the part (its inputs may reach back into the parts b
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +19,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ...training import TrainConfig, Trainer, TrainResult, config_from_dict
-from ...training.checkpoint import atomic_write
+from ...training import TrainConfig, TrainResult
 from ...training.plots import plt
-from ..common import check_held_out, split_overrides, train_config
+from ..common import check_held_out
+from ..runner import DataField, Preset, TaskSettings, fit, write_png, write_task_file
 from .data import CO2, Series, SeriesDataError, load_series
 from .model import (
     ForecastConfig,
@@ -39,11 +37,14 @@ from .model import (
     target_windows,
 )
 
-TASK_FILE = "task.json"
 FORECAST_FILE = "forecast.png"
 PARTS = ("train", "validation", "test")
 FORECASTERS = ("model", "naive", "seasonal naive")
-DATA_FIELDS = ("columns", "mean", "std")  # set from the data, not by presets
+DATA_FIELDS = {
+    "columns": DataField(["y"], "the columns come from the data settings"),
+    "mean": DataField([0.0], "the mean of every column comes from the training part"),
+    "std": DataField([1.0], "the std of every column comes from the training part"),
+}
 
 
 @dataclass
@@ -124,20 +125,7 @@ def split_series(series: Series, data: ForecastData, window: int, horizon: int) 
     return Parts(series, train, train + validation)
 
 
-@dataclass
-class Preset:
-    """A named starting point: the data, the model fields and the training budget.
-
-    >>> PRESETS["co2"].model["horizon"], PRESETS["sunspots"].data.series
-    (52, 'sunspots')
-    """
-
-    data: ForecastData
-    model: dict[str, Any]
-    train: TrainConfig
-
-
-PRESETS: dict[str, Preset] = {
+PRESETS: dict[str, Preset[ForecastData]] = {
     "co2": Preset(
         ForecastData(),
         {"window": 104, "horizon": 52, "hidden_size": 64},
@@ -155,22 +143,9 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-
-def configure(
-    preset: str, overrides: list[str] | tuple[str, ...] = (), **train_options: Any
-) -> tuple[ForecastData, dict[str, Any], TrainConfig]:
-    """The settings of a run: the preset's, then ``--set key=value`` overrides (data, model or
-    training fields), then explicit training options (``epochs=...``; ``None`` ignored)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
-    chosen = PRESETS[preset]
-    for name in DATA_FIELDS[1:]:
-        if any(override.partition("=")[0].strip() == name for override in overrides):
-            raise ValueError(f"--set {name}=...: the {name} come from the training data and cannot be set")
-    template = ForecastConfig(["y"], [0.0], [1.0], **chosen.model)
-    data, model, train = split_overrides(overrides, chosen.data, template, chosen.train)
-    model_fields = {k: v for k, v in dataclasses.asdict(model).items() if k not in DATA_FIELDS}
-    return data, model_fields, train_config(train, **train_options)
+SETTINGS = TaskSettings(ForecastData, ForecastConfig, DATA_FIELDS, PRESETS)
+configure = SETTINGS.configure
+read_task_data = SETTINGS.read_task_data
 
 
 def standardisation(parts: Parts) -> tuple[list[float], list[float]]:
@@ -227,13 +202,8 @@ def _collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tens
     return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
 
-def train(
-    data: ForecastData,
-    model_fields: dict[str, Any],
-    config: TrainConfig,
-    out_dir: str | Path | None,
-    resume: bool = False,
-) -> tuple[Forecaster, TrainResult, dict[str, Evaluation]]:
+def train(data: ForecastData, model_fields: dict[str, Any], config: TrainConfig, out_dir: str | Path | None,
+          resume: bool = False) -> tuple[Forecaster, TrainResult, dict[str, Evaluation]]:  # fmt: skip
     """Train a forecaster; returns it (the weights of the best validation MAE), the run's result and
     the validation and test :class:`Evaluation` (with an ``out_dir``, the forecast plot goes there)."""
     series = load_data(data)
@@ -246,30 +216,16 @@ def train(
     with torch.no_grad():
         inputs = model.standardise(torch.from_numpy(input_windows(series.values, origins, window)))
         targets = model.standardise(torch.from_numpy(series.values))[:, 0][origins[:, None] + np.arange(1, horizon + 1)]
-    if out_dir is not None:
-        document = {"data": dataclasses.asdict(data), "source": series.source, "notes": series.notes}
-        atomic_write(Path(out_dir) / TASK_FILE, json.dumps(document, indent=2).encode())
+    write_task_file(out_dir, data, series.source, notes=series.notes)
 
     def evaluate(model: Forecaster) -> dict[str, float]:
         figures = evaluate_part(model, parts, "validation").metrics["model"]
         return {"val_mae": figures["mae"], "val_rmse": figures["rmse"]}
 
-    trainer = Trainer(
-        model,
-        config,
-        train_set=list(zip(inputs, targets, strict=True)),
-        collate=_collate,
-        loss=mse_sum,
-        evaluate=evaluate,
-        metric="val_mae",
-        out_dir=out_dir,
-        task=Forecaster.task,
-        model_config=model.config_dict(),
-    )
-    result = trainer.fit(resume=resume)
-    if out_dir is not None and result.best_step is not None and trainer.rank == 0:
-        model = Forecaster.from_pretrained(out_dir)
-    return model, result, final_evaluations(model, parts, out_dir if trainer.rank == 0 else None)
+    examples = list(zip(inputs, targets, strict=True))
+    model, result, rank = fit(model, config, out_dir, resume, train_set=examples, collate=_collate, loss=mse_sum,
+                              evaluate=evaluate, metric="val_mae")  # fmt: skip
+    return model, result, final_evaluations(model, parts, out_dir if rank == 0 else None)
 
 
 def final_evaluations(model: Forecaster, parts: Parts, out_dir: str | Path | None) -> dict[str, Evaluation]:
@@ -334,19 +290,4 @@ def forecast_figure(model: Forecaster, parts: Parts, evaluation: Evaluation) -> 
 
 def plot_forecast(model: Forecaster, parts: Parts, evaluation: Evaluation, path: str | Path) -> Path:
     """Write :func:`forecast_figure` to the PNG ``path`` (atomically)."""
-    figure = forecast_figure(model, parts, evaluation)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return atomic_write(path, buffer.getvalue())
-
-
-def read_task_data(directory: str | Path) -> ForecastData:
-    """The data settings a run recorded in ``task.json`` (the defaults when it has none)."""
-    path = Path(directory) / TASK_FILE
-    if not path.is_file():
-        return ForecastData()
-    try:
-        return config_from_dict(ForecastData, json.loads(path.read_text())["data"], str(path))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a valid task file ({error})") from None
+    return write_png(forecast_figure(model, parts, evaluation), path)

@@ -9,8 +9,6 @@ built on the training pairs only. After training, the decision threshold that ma
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...training import TrainConfig, Trainer, TrainResult, config_from_dict
-from ...training.checkpoint import atomic_write
-from ..common import check_held_out, split_overrides, train_config
+from ...training import TrainConfig, TrainResult
+from ..common import check_held_out
+from ..runner import DataField, Preset, TaskSettings, fit, write_task_file
 from .data import PairSet, Vocabulary, bible_verses, chapter_split, read_quora_tsv, split_indices, verse_pairs
 from .model import (
     THRESHOLD_METRICS,
@@ -35,12 +33,11 @@ from .model import (
     roc_auc,
 )
 
-TASK_FILE = "task.json"
 BIBLE = "bible"
 SPLITS = ("train", "validation", "test")
-DATA_FIELDS = {  # set from the data, not by presets or by hand
-    "words": "the vocabulary comes from the training pairs",
-    "threshold": "the threshold is chosen on the validation pairs",
+DATA_FIELDS = {
+    "words": DataField(["?"], "the vocabulary comes from the training pairs"),
+    "threshold": DataField(0.5, "the threshold is chosen on the validation pairs"),
 }
 
 
@@ -115,20 +112,7 @@ def load_splits(data: PairsData) -> dict[str, PairSet]:
     return splits
 
 
-@dataclass
-class Preset:
-    """A named starting point: data settings, model fields and training budget.
-
-    >>> PRESETS["default"].model, PRESETS["tiny"].data.max_train_pairs
-    ({}, 1200)
-    """
-
-    data: PairsData
-    model: dict[str, Any]
-    train: TrainConfig
-
-
-PRESETS: dict[str, Preset] = {
+PRESETS: dict[str, Preset[PairsData]] = {
     "default": Preset(
         PairsData(max_train_pairs=20_000, max_eval_pairs=10_000),
         {},
@@ -143,21 +127,9 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-
-def configure(
-    preset: str, overrides: list[str] | tuple[str, ...] = (), **train_options: Any
-) -> tuple[PairsData, dict[str, Any], TrainConfig]:
-    """The settings of a run: the preset's, then ``--set key=value`` overrides (data, model or
-    training fields), then explicit training options (``epochs=...``; ``None`` ignored)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
-    chosen = PRESETS[preset]
-    for name, origin in DATA_FIELDS.items():
-        if any(override.partition("=")[0].strip() == name for override in overrides):
-            raise ValueError(f"--set {name}=...: {origin}; it cannot be set")
-    data, model, train = split_overrides(overrides, chosen.data, PairsConfig(["?"], **chosen.model), chosen.train)
-    model_fields = {k: v for k, v in dataclasses.asdict(model).items() if k not in DATA_FIELDS}
-    return data, model_fields, train_config(train, **train_options)
+SETTINGS = TaskSettings(PairsData, PairsConfig, DATA_FIELDS, PRESETS)
+configure = SETTINGS.configure
+read_task_data = SETTINGS.read_task_data
 
 
 def encode_pairs(vocabulary: Vocabulary, pairs: PairSet) -> list[tuple[Tensor, Tensor]]:
@@ -219,13 +191,8 @@ def evaluate_set(model: PairClassifier, pairs: PairSet, threshold: float | None 
     return Evaluation(torch.tensor(pairs.labels), probabilities, chosen)
 
 
-def train(
-    data: PairsData,
-    model_fields: dict[str, Any],
-    config: TrainConfig,
-    out_dir: str | Path | None,
-    resume: bool = False,
-) -> tuple[PairClassifier, TrainResult, dict[str, Evaluation]]:
+def train(data: PairsData, model_fields: dict[str, Any], config: TrainConfig, out_dir: str | Path | None,
+          resume: bool = False) -> tuple[PairClassifier, TrainResult, dict[str, Evaluation]]:  # fmt: skip
     """Train a pair classifier; returns it (the weights of the best validation loss, with the
     threshold chosen on validation), the run's result and its validation and test evaluations."""
     splits = load_splits(data)
@@ -236,47 +203,21 @@ def train(
                                                     splits["train"].labels or [], strict=True)]  # fmt: skip
     validation = encode_pairs(vocabulary, splits["validation"])
     validation_labels = torch.tensor(splits["validation"].labels)
-    if out_dir is not None:
-        document = {"data": dataclasses.asdict(data), "source": splits["train"].source}
-        atomic_write(Path(out_dir) / TASK_FILE, json.dumps(document, indent=2).encode())
+    write_task_file(out_dir, data, splits["train"].source)
 
     def evaluate(model: PairClassifier) -> dict[str, float]:
         evaluation = Evaluation(validation_labels, predict_probabilities(model, validation), 0.5)
         return {"val_loss": evaluation.loss, "val_accuracy": evaluation.accuracy, "val_roc_auc": evaluation.roc_auc}
 
-    trainer = Trainer(
-        model,
-        config,
-        train_set=examples,
-        collate=collate,
-        loss=bce_sum,
-        evaluate=evaluate,
-        metric="val_loss",
-        lengths=[len(a) + len(b) for a, b, _ in examples],
-        out_dir=out_dir,
-        task=PairClassifier.task,
-        model_config=model.config_dict(),
-    )
-    result = trainer.fit(resume=resume)
-    if out_dir is not None and result.best_step is not None and trainer.rank == 0:
-        model = PairClassifier.from_pretrained(out_dir)
+    lengths = [len(a) + len(b) for a, b, _ in examples]
+    model, result, rank = fit(model, config, out_dir, resume, train_set=examples, collate=collate, loss=bce_sum,
+                              evaluate=evaluate, metric="val_loss", lengths=lengths)  # fmt: skip
     probabilities = predict_probabilities(model, validation)
     model.config.threshold = choose_threshold(validation_labels, probabilities, data.threshold_metric)
-    if out_dir is not None and trainer.rank == 0:
+    if out_dir is not None and rank == 0:
         model.save_pretrained(out_dir)
     evaluations = {name: evaluate_set(model, splits[name]) for name in ("validation", "test")}
     return model, result, evaluations
-
-
-def read_task_data(directory: str | Path) -> PairsData:
-    """The data settings a run recorded in ``task.json`` (the defaults when it has none)."""
-    path = Path(directory) / TASK_FILE
-    if not path.is_file():
-        return PairsData()
-    try:
-        return config_from_dict(PairsData, json.loads(path.read_text())["data"], str(path))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a valid task file ({error})") from None
 
 
 def split_set(data: PairsData, split: str) -> PairSet:
