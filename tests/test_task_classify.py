@@ -195,7 +195,7 @@ def test_other_unusable_inputs_are_refused(tmp_path: Path) -> None:
         read_sequence_csv(tmp_path / "missing.csv")
     latin = tmp_path / "latin.csv"
     latin.write_bytes("sequence_id,step,label,a\ncaf\xe9,0,x,1\n".encode("latin-1"))
-    with pytest.raises(SequenceDataError, match="latin.csv: not valid UTF-8"):
+    with pytest.raises(SequenceDataError, match="latin.csv, line 2: not valid UTF-8"):
         read_sequence_csv(latin)
     good = tmp_path / "good.csv"
     good.write_text("sequence_id,step,label,a,b\ns,0,x,1,2\n")

@@ -1,5 +1,5 @@
 """What the four tasks share: the command line's refusal of bad arguments, in one clear line, the
-settings of a run and its ``task.json``."""
+settings of a run and its ``task.json``, and the reading of the files users give."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from task_helpers import assert_clear_error
+from task_helpers import assert_clear_error, flat
 
 from lstmkit.tasks import TASKS
+from lstmkit.tasks.files import read_csv, read_text
 from lstmkit.tasks.runner import DataField, Preset, TaskSettings, write_task_file
 from lstmkit.training import TrainConfig
+
+
+class FileError(ValueError):
+    pass
 
 
 @dataclass
@@ -75,3 +80,38 @@ def test_the_task_file_records_the_data_settings(tmp_path: Path) -> None:
     (tmp_path / "task.json").write_text("{")
     with pytest.raises(ValueError, match="task.json: not a valid task file"):
         TOY.read_task_data(tmp_path)
+
+
+def test_text_files_are_read_as_utf8_or_refused_with_the_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.txt"
+    good.write_bytes("\ufeffcafé\r\nthé\n".encode())
+    assert read_text(good, FileError, "text") == "café\r\nthé\n", "the byte-order mark goes, the rest stays"
+    cases = {
+        "missing.txt": (None, "missing.txt: no such file"),
+        "empty.txt": (b" \n\n", "empty.txt: the file is empty; expected some words"),
+        "binary.txt": (b"a\nb\nc\x00d", "binary.txt, line 3: a NUL byte (a binary file?)"),
+        "latin.txt": ("a\nb\ncaf\xe9\n".encode("latin-1"), "latin.txt, line 3: not valid UTF-8"),
+    }
+    for name, (content, message) in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(FileError) as caught:
+            read_text(tmp_path / name, FileError, "some words")
+        assert message in str(caught.value)
+
+
+def test_csv_files_give_their_columns_and_rows_with_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("\n a , b\n1,2\n\n3,4\n")
+    assert read_csv(path, FileError, "rows") == (["a", "b"], [(3, ["1", "2"]), (5, ["3", "4"])])
+    cases = {
+        "a,b,a\n1,2,3\n": "line 1: duplicated columns ['a']",
+        "a,b\n1,2\n3\n": "line 3: 1 fields, expected 2",
+        "a,b\n\n": "a header but no rows",
+        ",,\n": "no column names; expected rows",
+    }
+    for text, message in cases.items():
+        path.write_text(text)
+        with pytest.raises(FileError) as caught:
+            read_csv(path, FileError, "rows")
+        assert message in flat(str(caught.value))

@@ -128,7 +128,7 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
         read_csv_series(tmp_path / "missing.csv", ["y"])
     latin = tmp_path / "latin.csv"
     latin.write_bytes("y\ncaf\xe9\n".encode("latin-1"))
-    with pytest.raises(SeriesDataError, match="latin.csv: not valid UTF-8"):
+    with pytest.raises(SeriesDataError, match="latin.csv, line 2: not valid UTF-8"):
         read_csv_series(latin, ["y"])
 
 

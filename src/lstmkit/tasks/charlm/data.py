@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..files import read_text
+
 UNKNOWN = "\ufffd"
 VALIDATION_PLAYS = ("the-tempest", "julius-caesar")
 TEST_PLAYS = ("hamlet", "twelfth-night")
@@ -109,20 +111,7 @@ def shakespeare_corpus(preset: str = "full") -> Corpus:
 
 def read_text_file(path: str | Path) -> str:
     """A UTF-8 text file's contents, or a :class:`CorpusError` that names the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: no such file")
-    data = path.read_bytes()
-    if b"\x00" in data[:4096]:
-        raise CorpusError(f"{path}: looks like a binary file (NUL bytes); expected UTF-8 text")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise CorpusError(f"{path}, line {line}: not valid UTF-8 ({error.reason}); expected UTF-8 text") from None
-    if not text.strip():
-        raise CorpusError(f"{path}: the file is empty; a corpus needs some text")
-    return text
+    return read_text(path, CorpusError, "some text to learn from")
 
 
 def text_file_corpus(path: str | Path, validation_fraction: float = 0.05, test_fraction: float = 0.05) -> Corpus:

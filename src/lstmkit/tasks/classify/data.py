@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from ..files import parse_number, read_csv, read_text
 
 ID, STEP, LABEL = "sequence_id", "step", "label"
 
@@ -119,12 +119,11 @@ def read_ts_file(path: str | Path, id_prefix: str | None = None) -> SequenceSet:
     ``@dimensions`` and ``@classLabel true <labels>`` are enforced when given); features
     are named ``dim_0``, ``dim_1``, ...; sequences ``<id_prefix>-0``, ... (the file's stem)."""
     path = Path(path)
-    if not path.is_file():
-        raise SequenceDataError(f"{path}: no such file")
+    contents = read_text(path, SequenceDataError, "@ headers, an @data line and one line per sequence")
     ids, sequences, labels, in_data = [], [], [], False
     dimensions: int | None = None
     classes: list[str] | None = None
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(contents.splitlines(), start=1):
         text = text.strip()
         if not text or text.startswith("#"):
             continue
@@ -151,7 +150,8 @@ def read_ts_file(path: str | Path, id_prefix: str | None = None) -> SequenceSet:
         if dimensions not in (None, len(parts)):
             raise SequenceDataError(f"{where}: {len(parts)} dimensions, expected {dimensions}")
         dimensions = len(parts)
-        values = [[_number(v.strip(), where, f"dim_{d}") for v in part.split(",")] for d, part in enumerate(parts)]
+        values = [[parse_number(v.strip(), where, f"dim_{d}", SequenceDataError) for v in part.split(",")]
+                  for d, part in enumerate(parts)]  # fmt: skip
         if len({len(v) for v in values}) != 1:
             raise SequenceDataError(f"{where}: the dimensions have different lengths {[len(v) for v in values]}")
         ids.append(f"{id_prefix or path.stem}-{len(ids)}")
@@ -162,22 +162,9 @@ def read_ts_file(path: str | Path, id_prefix: str | None = None) -> SequenceSet:
     return SequenceSet(ids, sequences, labels, [f"dim_{d}" for d in range(dimensions or 0)], str(path))
 
 
-def _number(text: str, where: str, column: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SequenceDataError(f"{where}, column {column!r}: expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise SequenceDataError(f"{where}, column {column!r}: expected a finite number, got {text!r}")
-    return value
-
-
-def _header(path: Path, header: list[str], features: Sequence[str] | None, labelled: bool | None) -> list[str]:
-    """Check the header; returns the feature columns in the order the sequences will hold them."""
-    names = [name.strip() for name in header]
-    duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
-    if duplicated:
-        raise SequenceDataError(f"{path}, line 1: duplicated columns {duplicated}")
+def _header(path: Path, names: list[str], features: Sequence[str] | None, labelled: bool | None) -> list[str]:
+    """Check the header's column ``names``; returns the feature columns in the order the sequences
+    will hold them."""
     required = [ID, STEP] + [LABEL] * bool(labelled)
     missing = [name for name in required if name not in names]
     if missing:
@@ -208,31 +195,16 @@ def read_sequence_csv(
     columns that must be present (in any order), else every non-key column; ``classes``: the allowed
     labels. Every problem is a :class:`SequenceDataError` naming the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise SequenceDataError(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise SequenceDataError(f"{path}: not valid UTF-8 ({error.reason}); expected a CSV text file") from None
-    if not text.strip():
-        raise SequenceDataError(f"{path}: the file is empty; expected a header ({ID},{STEP},{LABEL},...) and rows")
-    reader = csv.reader(text.splitlines())
-    header = next(reader)
-    columns = [name.strip() for name in header]
+    columns, records = read_csv(path, SequenceDataError, f"a header ({ID},{STEP},{LABEL},...) and rows")
     has_label = LABEL in columns and labelled is not False
-    names = _header(path, header, features, labelled)
+    names = _header(path, columns, features, labelled)
     where_feature = [columns.index(name) for name in names]
     id_column, step_column = columns.index(ID), columns.index(STEP)
     label_column = columns.index(LABEL) if has_label else None
     rows: dict[str, list[tuple[int, int, list[float]]]] = {}
     labels: dict[str, tuple[str, int]] = {}
-    for fields in reader:
-        line = reader.line_num
-        if not any(field.strip() for field in fields):
-            continue
+    for line, fields in records:
         where = f"{path}, line {line}"
-        if len(fields) != len(header):
-            raise SequenceDataError(f"{where}: {len(fields)} fields, expected {len(header)} (the header's columns)")
         name, step_text = fields[id_column].strip(), fields[step_column].strip()
         if not name:
             raise SequenceDataError(f"{where}: empty {ID}")
@@ -240,7 +212,7 @@ def read_sequence_csv(
             step = int(step_text)
         except ValueError:
             raise SequenceDataError(f"{where}, column {STEP!r}: expected an integer, got {step_text!r}") from None
-        values = [_number(fields[i].strip(), where, columns[i]) for i in where_feature]
+        values = [parse_number(fields[i].strip(), where, columns[i], SequenceDataError) for i in where_feature]
         if label_column is not None:
             label = fields[label_column].strip()
             if not label:
@@ -252,8 +224,6 @@ def read_sequence_csv(
                 raise SequenceDataError(f"{where}: sequence {name!r} has label {label!r}, but line {first[1]} "
                                         f"gave it {first[0]!r}; a sequence has one label")  # fmt: skip
         rows.setdefault(name, []).append((step, line, values))
-    if not rows:
-        raise SequenceDataError(f"{path}: a header but no rows; expected one row per time step")
     sequences = []
     for name, steps in rows.items():
         steps.sort()

@@ -17,14 +17,14 @@ the wrong number of fields, times that do not increase) is an error naming the f
 
 from __future__ import annotations
 
-import csv
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..files import parse_number, read_csv
 
 CO2, SUNSPOTS = "co2", "sunspots"
 
@@ -117,13 +117,7 @@ def _number(text: str, where: str, column: str) -> float:
     if not text:
         raise SeriesDataError(f"{where}, column {column!r}: empty value; expected a number (fill gaps, e.g. by "
                               "interpolation, before forecasting)")  # fmt: skip
-    try:
-        value = float(text)
-    except ValueError:
-        raise SeriesDataError(f"{where}, column {column!r}: expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise SeriesDataError(f"{where}, column {column!r}: expected a finite number, got {text!r}")
-    return value
+    return parse_number(text, where, column, SeriesDataError)
 
 
 def _time(text: str) -> float | np.datetime64:
@@ -155,12 +149,8 @@ def _times(texts: list[str], lines: list[int], path: Path, column: str) -> np.nd
     return times
 
 
-def _header(path: Path, header: list[str], columns: Sequence[str], time_column: str | None) -> list[str]:
-    """Check the header; returns the chosen value columns."""
-    names = [name.strip() for name in header]
-    duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
-    if duplicated:
-        raise SeriesDataError(f"{path}, line 1: duplicated columns {duplicated}")
+def _header(path: Path, names: list[str], columns: Sequence[str], time_column: str | None) -> list[str]:
+    """Check the header's column ``names``; returns the chosen value columns."""
     available = ", ".join(names)
     for name in [*columns, *([time_column] if time_column else [])]:
         if name not in names:
@@ -181,35 +171,13 @@ def read_csv_series(path: str | Path, columns: Sequence[str] = (), time_column: 
     has only one besides ``time_column``) of a CSV (see the module docstring). Every problem is a
     :class:`SeriesDataError` naming the file and the line."""
     path = Path(path)
-    if not path.is_file():
-        raise SeriesDataError(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise SeriesDataError(f"{path}: not valid UTF-8 ({error.reason}); expected a CSV text file") from None
-    if not text.strip():
-        raise SeriesDataError(f"{path}: the file is empty; expected a header naming the columns, then one row per "
-                              "time step")  # fmt: skip
-    reader = csv.reader(text.splitlines())
-    header = next(reader)
-    while not any(name.strip() for name in header):
-        header = next(reader)
-    chosen = _header(path, header, columns, time_column)
-    names = [name.strip() for name in header]
+    names, records = read_csv(path, SeriesDataError, "a header naming the columns, then one row per time step")
+    chosen = _header(path, names, columns, time_column)
     where_value = [names.index(name) for name in chosen]
-    rows, lines, time_texts = [], [], []
-    for fields in reader:
-        if not any(part.strip() for part in fields):
-            continue
-        where = f"{path}, line {reader.line_num}"
-        if len(fields) != len(header):
-            raise SeriesDataError(f"{where}: {len(fields)} fields, expected {len(header)} (the header's columns)")
-        rows.append([_number(fields[i].strip(), where, names[i]) for i in where_value])
-        lines.append(reader.line_num)
-        if time_column is not None:
-            time_texts.append(fields[names.index(time_column)].strip())
-    if not rows:
-        raise SeriesDataError(f"{path}: a header but no rows; expected one row per time step")
+    rows = [[_number(fields[i].strip(), f"{path}, line {line}", names[i]) for i in where_value]
+            for line, fields in records]  # fmt: skip
+    lines = [line for line, _ in records]
+    time_texts = [fields[names.index(time_column)].strip() for _, fields in records] if time_column else []
     times = _times(time_texts, lines, path, time_column) if time_column else np.arange(len(rows), dtype=np.float64)
     return Series(np.array(rows, dtype=np.float64), chosen, times, time_column or "step", "", 1, str(path))
 

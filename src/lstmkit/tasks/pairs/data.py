@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..files import check_header, read_text
+
 PAD, UNKNOWN, SEPARATOR = "<pad>", "<unk>", "<sep>"
 SPECIALS = (PAD, UNKNOWN, SEPARATOR)
 QUORA_COLUMNS = ("id", "qid1", "qid2", "question1", "question2", "is_duplicate")
@@ -140,41 +142,21 @@ class Vocabulary:
         return list(dict.fromkeys(token for token in tokenize(text) if token not in self.index))
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise PairsDataError(f"{path}: no such file")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise PairsDataError(f"{path}, line {line}: not valid UTF-8 ({error.reason}); expected a UTF-8 "
-                             "text file") from None  # fmt: skip
-    if not text.strip():
-        raise PairsDataError(f"{path}: the file is empty; expected a header "
-                             f"({chr(9).join(QUORA_COLUMNS)}) and rows of pairs")  # fmt: skip
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise PairsDataError(f"{path}, line {line}: a NUL byte; expected a UTF-8 text file")
-    return text
-
-
 def read_quora_tsv(path: str | Path, drop_empty: bool = False) -> PairSet:
     """The pairs of a file in the Quora Question Pairs TSV format (see the module docstring).
 
     A pair with an empty question is an error, unless ``drop_empty``: then it is left out, and the
     returned set's ``source`` says how many and on which lines (the public Quora file has a few)."""
     path = Path(path)
-    rows = csv.reader(_read_text(path).splitlines(keepends=True), delimiter="\t", strict=True)
+    expected = f"a header ({chr(9).join(QUORA_COLUMNS)}) and rows of pairs"
+    rows = csv.reader(read_text(path, PairsDataError, expected).splitlines(keepends=True), delimiter="\t", strict=True)
     try:
         header = [name.strip() for name in next(rows)]
         missing = [name for name in REQUIRED if name not in header]
         if missing:
             raise PairsDataError(f"{path}, line 1: missing column(s) {missing}; expected the Quora Question Pairs "
                                  f"header {', '.join(QUORA_COLUMNS)} (tab-separated), got {header}")  # fmt: skip
-        duplicated = sorted({name for name in header if header.count(name) > 1})
-        if duplicated:
-            raise PairsDataError(f"{path}, line 1: duplicated columns {duplicated}")
+        check_header(path, header, PairsDataError)
         column = {name: header.index(name) for name in header}
         ids, first, second, labels, dropped = [], [], [], [], []
         line = rows.line_num + 1
