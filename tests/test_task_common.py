@@ -1,5 +1,6 @@
-"""What the four tasks share: the command line's refusal of bad arguments, in one clear line, the
-settings of a run and its ``task.json``, and the reading of the files users give."""
+"""What the four tasks share: the options of every ``train`` command, the intra-op threads they run
+with, the refusal of bad arguments in one clear line, the settings of a run and its ``task.json``,
+and the reading of the files users give."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from task_helpers import assert_clear_error, flat
+import torch
+from task_helpers import assert_clear_error, flat, runner
 
+from lstmkit.cli import app
 from lstmkit.tasks import TASKS
 from lstmkit.tasks.files import read_csv, read_text
 from lstmkit.tasks.runner import DataField, Preset, TaskSettings, write_task_file
 from lstmkit.training import TrainConfig
+
+SHARED_OPTIONS = ("--preset", "--cell", "--out", "--set", "--epochs", "--max-steps", "--seed", "--resume", "--nproc",
+                  "--quiet", "--threads")  # fmt: skip
 
 
 class FileError(ValueError):
@@ -39,6 +45,34 @@ TOY_FIELDS = {
 }
 TOY_PRESETS = {"small": Preset(ToyData(), {"hidden_size": 8}, TrainConfig(epochs=2, lr=0.5))}
 TOY = TaskSettings(ToyData, ToyModel, TOY_FIELDS, TOY_PRESETS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_train_command_has_the_shared_options(task: str) -> None:
+    result = runner.invoke(app, [task, "train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert all(option in result.output for option in SHARED_OPTIONS), result.output
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_threads_apply_to_the_command_and_are_restored_after_it(task: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def configure(*_: object, **__: object) -> None:
+        seen.append(torch.get_num_threads())
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(f"lstmkit.tasks.{task}.cli.configure", configure)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for arguments in ([], ["--threads", "3"], ["--threads", "0"]):
+            result = runner.invoke(app, [task, "train", *arguments])
+            assert result.exit_code == 2 and "stopped before training" in result.output, result.output
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1 if task == "forecast" else 2, 3, 2], "forecast runs on one thread unless told otherwise"
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -1,5 +1,6 @@
-"""Command-line options that every ``lstmkit <task> train`` command shares, and the way errors
-reach the user: one red line that says what was expected and what came, exit code 2."""
+"""Command-line options that the ``lstmkit <task>`` commands share, the number of intra-op threads
+they run with, and the way errors reach the user: one red line that says what was expected and what
+came, exit code 2."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 
@@ -23,6 +25,16 @@ Seed = Annotated[int | None, typer.Option(help="Random seed (default: the preset
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.safetensors.")]
 Nproc = Annotated[int, typer.Option("--nproc", min=1, max=64, help="Data-parallel processes (gloo, CPU).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Cell = Annotated[str | None, typer.Option(help="rnn, gru, lstm, peephole or layernorm.")]
+Threads = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=256,
+        help="Intra-op threads (0: torch's default, one per core). Small models are fastest on 1, which is also "
+        "immune to other jobs on the machine.",
+    ),
+]
 Checkpoint = Annotated[
     Path, typer.Option("--checkpoint", "-c", help="A trained model folder (config.json + model.safetensors).")
 ]
@@ -34,6 +46,18 @@ error_console = Console(stderr=True)
 def is_main_process() -> bool:
     """False in the processes of a ``torchrun`` launch other than rank 0 (they stay silent)."""
     return os.environ.get("RANK", "0") == "0"
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads (0: as many as now), then restore the number there was."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

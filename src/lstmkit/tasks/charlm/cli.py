@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import typer
 
-from ...training.distributed import launch
-from ..options import (
-    Checkpoint,
-    Epochs,
-    MaxSteps,
-    Nproc,
-    OutDir,
-    Overrides,
-    Quiet,
-    Resume,
-    Seed,
-    console,
-    is_main_process,
-    user_errors,
-)
+from ..commands import TrainRun, stack_shape, train_options
+from ..options import Checkpoint, console, user_errors
 from .model import CharLM, generate
-from .task import PRESETS, CharLMData, configure, evaluate_split, read_task_data, train
+from .task import PRESETS, configure, evaluate_split, read_task_data, train
 
 app = typer.Typer(help="Character-level language model (default corpus: Shakespeare's plays).", no_args_is_help=True)
 
@@ -33,10 +20,6 @@ Prompt = Annotated[str, typer.Option(help="Text the generated passage continues.
 Length = Annotated[int, typer.Option(min=0, max=100_000, help="Characters to generate.")]
 Temperature = Annotated[float, typer.Option(min=0.01, max=10.0, help="Sampling temperature (lower: safer).")]
 TopK = Annotated[int | None, typer.Option("--top-k", min=1, help="Sample among the k likeliest characters only.")]
-
-
-def _train_worker(data: CharLMData, model_fields: dict[str, Any], config: Any, out: Path, resume: bool) -> None:
-    train(data, model_fields, config, out, resume)
 
 
 def _stream(model: CharLM, prompt: str, length: int, temperature: float, top_k: int | None, seed: int) -> None:
@@ -52,44 +35,25 @@ def _stream(model: CharLM, prompt: str, length: int, temperature: float, top_k: 
 
 
 @app.command("train")
+@train_options("charlm", PRESETS, "full", preset_help="Corpus size and budget")
 def train_command(
-    preset: Annotated[str, typer.Option(help=f"Corpus size and budget: {', '.join(PRESETS)}.")] = "full",
+    run: TrainRun,
     corpus: Annotated[str | None, typer.Option(help="A UTF-8 text file instead of Shakespeare.")] = None,
-    cell: Annotated[str | None, typer.Option(help="rnn, gru, lstm, peephole or layernorm.")] = None,
-    out: OutDir = Path("runs/charlm"),
-    overrides: Overrides = None,
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    seed: Seed = None,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    quiet: Quiet = False,
     sample: Annotated[int, typer.Option(min=0, help="Characters to generate after training.")] = 500,
 ) -> None:
     """Train a character model, report bits per character on held-out text, and write a passage."""
-    with user_errors():
-        extra = [f"corpus={corpus}"] * (corpus is not None) + [f"cell={cell}"] * (cell is not None)
-        data, model_fields, config = configure(
-            preset, [*(overrides or []), *extra], epochs=epochs, max_steps=max_steps, seed=seed,
-            progress=False if quiet else None,
-        )  # fmt: skip
-        if not is_main_process():
-            train(data, model_fields, config, out, resume)
-            return
-        console.print(f"[bold]charlm[/] preset {preset}: {model_fields['cell']} {model_fields['num_layers']}x"
-                      f"{model_fields['hidden_size']}, {config.max_steps or config.epochs} "
-                      f"{'steps' if config.max_steps else 'epochs'} of batch {config.batch_size} -> {out}")  # fmt: skip
-        if nproc > 1:
-            launch(_train_worker, nproc, data, model_fields, config, out, resume)
-            model = CharLM.from_pretrained(out)
-            figures = {}
+    with run.session():
+        settings = run.configure(configure, corpus=corpus)
+        _, model_fields, config = settings
+        trained = run.train(train, settings, stack_shape(model_fields), metric="validation bits per character")
+        if trained is None:  # trained in other processes: the model is in the folder, without figures
+            model, figures = CharLM.from_pretrained(run.out), {}
         else:
-            model, result, figures = train(data, model_fields, config, out, resume)
-            console.print(f"stopped after {result.steps} steps ({result.stopped}, {result.seconds:.0f} s)")
+            model, _, figures = trained
         if figures:
             console.print(f"validation: [bold]{figures['val_bpc']:.3f} bits per character[/] "
                           f"(unigram baseline {figures['unigram_bpc']:.3f})")  # fmt: skip
-        console.print(f"model, checkpoint, metrics.jsonl and curves.png in {out}")
+        console.print(run.saved_line())
         if sample:
             console.rule("a generated passage")
             characters = model.vocabulary.characters

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import typer
 from rich.table import Table
 
-from ...training.distributed import launch
-from ..options import Checkpoint, Epochs, MaxSteps, Nproc, OutDir, Overrides, Quiet, Resume, Seed, console, user_errors
+from ..commands import TrainRun, stack_shape, train_options
+from ..options import Checkpoint, console, user_errors
 from .data import read_sequence_csv
 from .model import SequenceClassifier, predict_logits
 from .task import (
     CONFUSION_FILE,
     PRESETS,
     SPLITS,
-    ClassifyData,
     Evaluation,
     configure,
     evaluate_set,
@@ -41,10 +40,6 @@ DataFile = Annotated[
 ]
 
 
-def _train_worker(data: ClassifyData, model_fields: dict[str, Any], config: Any, out: Path, resume: bool) -> None:
-    train(data, model_fields, config, out, resume)
-
-
 def _summary(name: str, evaluation: Evaluation) -> str:
     return (f"{name}: [bold]accuracy {evaluation.accuracy:.1%}[/] of {int(evaluation.matrix.sum())} sequences "
             f"(chance {1 / len(evaluation.classes):.1%}, most frequent class {evaluation.best_constant:.1%}); "
@@ -52,42 +47,27 @@ def _summary(name: str, evaluation: Evaluation) -> str:
 
 
 @app.command("train")
+@train_options("classify", PRESETS, "default", preset_help="Model and budget")
 def train_command(
-    preset: Annotated[str, typer.Option(help=f"Model and budget: {', '.join(PRESETS)}.")] = "default",
+    run: TrainRun,
     data: DataFile = None,
     test: Annotated[Path | None, typer.Option(help="A CSV of test sequences (with --data).")] = None,
-    cell: Annotated[str | None, typer.Option(help="rnn, gru, lstm, peephole or layernorm.")] = None,
-    out: OutDir = Path("runs/classify"),
-    overrides: Overrides = None,
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    seed: Seed = None,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    quiet: Quiet = False,
 ) -> None:
     """Train a classifier; report validation and test accuracy and draw the confusion matrix."""
-    with user_errors():
-        extra = [f"{name}={value}" for name, value in (("dataset", data), ("test", test), ("cell", cell))
-                 if value is not None]  # fmt: skip
-        settings, model_fields, config = configure(preset, [*(overrides or []), *extra], epochs=epochs,
-                                                   max_steps=max_steps, seed=seed,
-                                                   progress=False if quiet else None)  # fmt: skip
+    with run.session():
+        settings = run.configure(configure, dataset=data, test=test)
+        data_settings, model_fields, _ = settings
         direction = "bidirectional " if model_fields["bidirectional"] else ""
-        console.print(f"[bold]classify[/] preset {preset}: {direction}{model_fields['cell']} "
-                      f"{model_fields['num_layers']}x{model_fields['hidden_size']}, {model_fields['pooling']} pooling, "
-                      f"{config.max_steps or config.epochs} {'steps' if config.max_steps else 'epochs'} of batch "
-                      f"{config.batch_size} on {settings.dataset} -> {out}")  # fmt: skip
-        if nproc > 1:
-            launch(_train_worker, nproc, settings, model_fields, config, out, resume)
-            evaluations = final_evaluations(SequenceClassifier.from_pretrained(out), load_splits(settings), out)
+        shape = f"{direction}{stack_shape(model_fields)}, {model_fields['pooling']} pooling"
+        trained = run.train(train, settings, shape, data_settings.dataset)
+        if trained is None:  # trained in other processes: the model is in the folder
+            model = SequenceClassifier.from_pretrained(run.out)
+            evaluations = final_evaluations(model, load_splits(data_settings), run.out)
         else:
-            _, result, evaluations = train(settings, model_fields, config, out, resume)
-            console.print(f"stopped after {result.steps} steps ({result.stopped}, {result.seconds:.0f} s); "
-                          f"best validation loss at step {result.best_step}")  # fmt: skip
+            _, _, evaluations = trained
         for name, evaluation in evaluations.items():
             console.print(_summary(name, evaluation), highlight=False)
-        console.print(f"model, checkpoint, metrics.jsonl, curves.png and {CONFUSION_FILE} in {out}")
+        console.print(run.saved_line(CONFUSION_FILE))
 
 
 def _per_class_table(evaluation: Evaluation) -> Table:

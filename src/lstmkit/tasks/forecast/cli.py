@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 import typer
 from rich.table import Table
 
-from ...training.distributed import launch
-from ..options import Checkpoint, Epochs, MaxSteps, Nproc, OutDir, Overrides, Quiet, Resume, Seed, console, user_errors
+from ..commands import TrainRun, stack_shape, train_options
+from ..options import Checkpoint, console, user_errors
 from .data import Series
 from .model import Forecaster
 from .task import (
@@ -42,17 +41,7 @@ Columns = Annotated[
     list[str] | None,
     typer.Option("--column", help="A CSV column to read (repeat; the first is the target, the others extra inputs)."),
 ]
-Threads = Annotated[
-    int,
-    typer.Option(
-        min=1, max=256, help="Intra-op threads. The models are small: 1 is fastest, and immune to other jobs."
-    ),
-]
 TimeColumn = Annotated[str | None, typer.Option("--time-column", help="A CSV column of times (numbers or ISO dates).")]
-
-
-def _train_worker(data: ForecastData, model_fields: dict[str, Any], config: Any, out: Path, resume: bool) -> None:
-    train(data, model_fields, config, out, resume)
 
 
 def _table(evaluation: Evaluation, series: Series) -> Table:
@@ -75,61 +64,38 @@ def _data_settings(checkpoint: Path, csv: Path | None, time_column: str | None) 
 
 
 @app.command("train")
+@train_options("forecast", PRESETS, "co2", preset_help="Series, model and budget", threads=1)
 def train_command(
-    preset: Annotated[str, typer.Option(help=f"Series, model and budget: {', '.join(PRESETS)}.")] = "co2",
+    run: TrainRun,
     csv: CsvFile = None,
     column: Columns = None,
     time_column: TimeColumn = None,
     season: Annotated[int | None, typer.Option(min=1, help="Season in steps, for the seasonal-naive baseline.")] = None,
     window: Annotated[int | None, typer.Option(min=1, help="Input window in steps.")] = None,
     horizon: Annotated[int | None, typer.Option(min=1, help="Steps predicted at once.")] = None,
-    cell: Annotated[str | None, typer.Option(help="rnn, gru, lstm, peephole or layernorm.")] = None,
-    out: OutDir = Path("runs/forecast"),
-    overrides: Overrides = None,
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    seed: Seed = None,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    quiet: Quiet = False,
-    threads: Threads = 1,
 ) -> None:
     """Train a forecaster; compare it with the naive and seasonal-naive baselines on the held-out
     tail and draw the forecast plot."""
-    with user_errors():
-        torch.set_num_threads(threads)
+    with run.session():
         if column and csv is None:
             raise ValueError("--column and --time-column read a CSV: give --csv FILE too")
-        given = (("series", csv), ("time_column", time_column), ("season", season), ("window", window),
-                 ("horizon", horizon), ("cell", cell))  # fmt: skip
-        extra = [f"{name}={value}" for name, value in given if value is not None]
-        if column:
-            extra.append(f"columns={','.join(column)}")
-        settings, model_fields, config = configure(preset, [*(overrides or []), *extra], epochs=epochs,
-                                                   max_steps=max_steps, seed=seed,
-                                                   progress=False if quiet else None)  # fmt: skip
-        series = load_data(settings)
-        split_series(series, settings, model_fields["window"], model_fields["horizon"])
-        console.print(f"[bold]forecast[/] preset {preset}: {model_fields['cell']} {model_fields['num_layers']}x"
-                      f"{model_fields['hidden_size']}, window {model_fields['window']} -> horizon "
-                      f"{model_fields['horizon']}, {config.max_steps or config.epochs} "
-                      f"{'steps' if config.max_steps else 'epochs'} of batch {config.batch_size} on "
-                      f"{series.source} ({len(series)} steps, columns {', '.join(series.columns)}) -> {out}",
-                      highlight=False)  # fmt: skip
-        for note in series.notes:
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
-        if nproc > 1:
-            launch(_train_worker, nproc, settings, model_fields, config, out, resume)
-            model = Forecaster.from_pretrained(out)
-            parts = split_series(series, settings, model.config.window, model.config.horizon)
-            evaluations = final_evaluations(model, parts, out)
+        settings = run.configure(configure, series=csv, columns=",".join(column) if column else None,
+                                 time_column=time_column, season=season, window=window, horizon=horizon)  # fmt: skip
+        data_settings, model_fields, _ = settings
+        series = load_data(data_settings)
+        split_series(series, data_settings, model_fields["window"], model_fields["horizon"])
+        shape = f"{stack_shape(model_fields)}, window {model_fields['window']} -> horizon {model_fields['horizon']}"
+        source = f"{series.source} ({len(series)} steps, columns {', '.join(series.columns)})"
+        trained = run.train(train, settings, shape, source, notes=series.notes, metric="validation MAE")
+        if trained is None:  # trained in other processes: the model is in the folder
+            model = Forecaster.from_pretrained(run.out)
+            parts = split_series(series, data_settings, model.config.window, model.config.horizon)
+            evaluations = final_evaluations(model, parts, run.out)
         else:
-            _, result, evaluations = train(settings, model_fields, config, out, resume)
-            console.print(f"stopped after {result.steps} steps ({result.stopped}, {result.seconds:.0f} s); "
-                          f"best validation MAE at step {result.best_step}")  # fmt: skip
+            _, _, evaluations = trained
         for evaluation in evaluations.values():
             console.print(_table(evaluation, series))
-        console.print(f"model, checkpoint, metrics.jsonl, curves.png and {FORECAST_FILE} in {out}")
+        console.print(run.saved_line(FORECAST_FILE))
 
 
 @app.command("evaluate")

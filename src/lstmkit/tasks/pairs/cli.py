@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ...training.distributed import launch
-from ..options import Checkpoint, Epochs, MaxSteps, Nproc, OutDir, Overrides, Quiet, Resume, Seed, console, user_errors
+from ..commands import TrainRun, train_options
+from ..options import Checkpoint, console, user_errors
 from .data import read_quora_tsv
 from .model import PairClassifier, predict_probabilities
-from .task import PRESETS, SPLITS, Evaluation, PairsData, configure, evaluate_set, load_splits, read_task_data, train
+from .task import PRESETS, SPLITS, Evaluation, configure, evaluate_set, load_splits, read_task_data, split_set, train
 
 app = typer.Typer(
     help="Sentence-pair similarity (default data: King James / World English Bible verse pairs).",
@@ -24,10 +24,6 @@ DataFile = Annotated[
 ]
 
 
-def _train_worker(data: PairsData, model_fields: dict[str, Any], config: Any, out: Path, resume: bool) -> None:
-    train(data, model_fields, config, out, resume)
-
-
 def _summary(name: str, evaluation: Evaluation) -> str:
     return (f"{name}: [bold]accuracy {evaluation.accuracy:.1%}[/], F1 {evaluation.f1:.3f}, ROC-AUC "
             f"{evaluation.roc_auc:.3f} over {len(evaluation.labels):,} pairs at threshold {evaluation.threshold:.3f} "
@@ -35,44 +31,26 @@ def _summary(name: str, evaluation: Evaluation) -> str:
 
 
 @app.command("train")
-def train_command(
-    preset: Annotated[str, typer.Option(help=f"Model and budget: {', '.join(PRESETS)}.")] = "default",
-    data: DataFile = None,
-    cell: Annotated[str | None, typer.Option(help="rnn, gru, lstm, peephole or layernorm.")] = None,
-    out: OutDir = Path("runs/pairs"),
-    overrides: Overrides = None,
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    seed: Seed = None,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    quiet: Quiet = False,
-) -> None:
+@train_options("pairs", PRESETS, "default", preset_help="Model and budget")
+def train_command(run: TrainRun, data: DataFile = None) -> None:
     """Train a pair classifier; pick the decision threshold on validation; report validation and
     test accuracy, F1 and ROC-AUC."""
-    with user_errors():
-        extra = [f"{name}={value}" for name, value in (("dataset", data), ("cell", cell)) if value is not None]
-        settings, model_fields, config = configure(preset, [*(overrides or []), *extra], epochs=epochs,
-                                                   max_steps=max_steps, seed=seed,
-                                                   progress=False if quiet else None)  # fmt: skip
+    with run.session():
+        settings = run.configure(configure, dataset=data)
+        data_settings, model_fields, _ = settings
         sizes = "->".join(str(size) for size in model_fields["hidden_sizes"])
-        console.print(f"[bold]pairs[/] preset {preset}: {model_fields['architecture']} bidirectional "
-                      f"{model_fields['cell']} {sizes}, {config.max_steps or config.epochs} "
-                      f"{'steps' if config.max_steps else 'epochs'} of batch {config.batch_size} on "
-                      f"{settings.dataset} -> {out}")  # fmt: skip
-        if nproc > 1:
-            launch(_train_worker, nproc, settings, model_fields, config, out, resume)
-            model, splits = PairClassifier.from_pretrained(out), load_splits(settings)
+        shape = f"{model_fields['architecture']} bidirectional {model_fields['cell']} {sizes}"
+        trained = run.train(train, settings, shape, data_settings.dataset)
+        if trained is None:  # trained in other processes: the model is in the folder
+            model, splits = PairClassifier.from_pretrained(run.out), load_splits(data_settings)
             evaluations = {name: evaluate_set(model, splits[name]) for name in ("validation", "test")}
         else:
-            _, result, evaluations = train(settings, model_fields, config, out, resume)
-            console.print(f"stopped after {result.steps} steps ({result.stopped}, {result.seconds:.0f} s); "
-                          f"best validation loss at step {result.best_step}")  # fmt: skip
+            _, _, evaluations = trained
         console.print(f"decision threshold {evaluations['validation'].threshold:.3f} (best validation "
-                      f"{settings.threshold_metric})")  # fmt: skip
+                      f"{data_settings.threshold_metric})")  # fmt: skip
         for name, evaluation in evaluations.items():
             console.print(_summary(name, evaluation), highlight=False)
-        console.print(f"model, checkpoint, metrics.jsonl and curves.png in {out}")
+        console.print(run.saved_line())
 
 
 @app.command("evaluate")
@@ -93,10 +71,7 @@ def evaluate_command(
         if data is not None:
             pairs = read_quora_tsv(data, drop_empty=drop_empty)
         else:
-            settings = read_task_data(checkpoint)
-            if split not in SPLITS:
-                raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-            pairs = load_splits(settings)[split]
+            pairs = split_set(read_task_data(checkpoint), split)
         console.print(_summary(pairs.source, evaluate_set(model, pairs, threshold)), highlight=False)
 
 
