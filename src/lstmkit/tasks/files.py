@@ -45,18 +45,21 @@ def read_csv(path: str | Path, error: type[ValueError], expected: str) -> tuple[
     than the header and a file without rows are an ``error``."""
     path = Path(path)
     reader = csv.reader(read_text(path, error, expected).splitlines())
-    header = next((fields for fields in reader if any(field.strip() for field in fields)), None)
-    if header is None:
-        raise error(f"{path}: no column names; expected {expected}")
-    names = [name.strip() for name in header]
-    check_header(path, names, error)
-    rows = []
-    for fields in reader:
-        if any(field.strip() for field in fields):
-            if len(fields) != len(names):
-                raise error(f"{path}, line {reader.line_num}: {len(fields)} fields, expected {len(names)} (the "
-                            "header's columns)")  # fmt: skip
-            rows.append((reader.line_num, fields))
+    try:
+        header = next((fields for fields in reader if any(field.strip() for field in fields)), None)
+        if header is None:
+            raise error(f"{path}: no column names; expected {expected}")
+        names = [name.strip() for name in header]
+        check_header(path, names, error)
+        rows = []
+        for fields in reader:
+            if any(field.strip() for field in fields):
+                if len(fields) != len(names):
+                    raise error(f"{path}, line {reader.line_num}: {len(fields)} fields, expected {len(names)} (the "
+                                "header's columns)")  # fmt: skip
+                rows.append((reader.line_num, fields))
+    except csv.Error as problem:  # a field longer than the csv module's limit (131,072 characters)
+        raise error(f"{path}, line {reader.line_num}: {problem}; expected comma-separated fields") from None
     if not rows:
         raise error(f"{path}: a header but no rows; expected one row per time step")
     return names, rows
