@@ -5,6 +5,7 @@ and the line where there is one."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -44,7 +45,8 @@ def read_csv(path: str | Path, error: type[ValueError], expected: str) -> tuple[
     (``expected``: what it should hold); duplicated columns, a row with another number of fields
     than the header and a file without rows are an ``error``."""
     path = Path(path)
-    reader = csv.reader(read_text(path, error, expected).splitlines())
+    # lines end at \n, \r\n or \r only: str.splitlines would also cut fields at a form feed or U+2028
+    reader = csv.reader(io.StringIO(read_text(path, error, expected), newline=""))
     try:
         header = next((fields for fields in reader if any(field.strip() for field in fields)), None)
         if header is None:

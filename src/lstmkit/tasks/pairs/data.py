@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -149,7 +150,8 @@ def read_quora_tsv(path: str | Path, drop_empty: bool = False) -> PairSet:
     returned set's ``source`` says how many and on which lines (the public Quora file has a few)."""
     path = Path(path)
     expected = f"a header ({chr(9).join(QUORA_COLUMNS)}) and rows of pairs"
-    rows = csv.reader(read_text(path, PairsDataError, expected).splitlines(keepends=True), delimiter="\t", strict=True)
+    text = io.StringIO(read_text(path, PairsDataError, expected), newline="")  # not splitlines: see files.read_csv
+    rows = csv.reader(text, delimiter="\t", strict=True)
     try:
         header = [name.strip() for name in next(rows)]
         missing = [name for name in REQUIRED if name not in header]
