@@ -13,6 +13,7 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for checkpoints, metrics, curves and the model.")]
 Overrides = Annotated[
@@ -62,10 +63,11 @@ def intra_op_threads(threads: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the library's input errors into one clear line on stderr and exit code 2."""
+    """Turn the library's input errors into one clear line on stderr and exit code 2. The line is
+    plain text: brackets that came from a file (a column named ``[/]``) are shown, not read as markup."""
     try:
         yield
     except (ValueError, KeyError, FileNotFoundError, TypeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        error_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
