@@ -24,7 +24,7 @@ from lstmkit.tasks.charlm.data import (
     shakespeare_plays,
     unigram_bits_per_character,
 )
-from lstmkit.tasks.charlm.model import CharLM, CharLMConfig, bits_per_character, generate
+from lstmkit.tasks.charlm.model import CharLM, CharLMConfig, bits_per_character, generate, next_characters
 from lstmkit.tasks.charlm.task import configure, train
 
 
@@ -123,6 +123,23 @@ def test_generation_is_seeded_never_unknown_and_greedy_at_top_k_1() -> None:
         next(generate(model, "a", 1, temperature=0))
 
 
+def test_next_characters_are_the_softmax_of_a_step_by_step_run() -> None:
+    torch.manual_seed(0)
+    model = CharLM(CharLMConfig("abcdef", hidden_size=16, embedding_size=4)).eval()
+    state = None
+    with torch.no_grad():  # the prompt fed one character at a time, carrying the state
+        for i in model.vocabulary.encode("cab?").tolist():
+            logits, state = model(torch.tensor([[i]]), state)
+    expected = F.softmax(logits[0, -1].double(), dim=-1)[1:]
+    listed = next_characters(model, "cab?", k=3)
+    assert len(listed) == 3 and [p for _, p in listed] == sorted((p for _, p in listed), reverse=True)
+    for character, probability in listed:
+        assert probability == pytest.approx(float(expected["abcdef".index(character)]), abs=1e-6)
+    assert {c for c, _ in next_characters(model, "a", k=100)} == set("abcdef")  # all, never the unknown one
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        next_characters(model, "")
+
+
 def test_text_files_are_checked(tmp_path: Path) -> None:
     """A corpus file's problems are CorpusErrors (every kind of problem: test_task_common.py)."""
     binary = tmp_path / "data.bin"
@@ -144,6 +161,8 @@ def test_command_line_train_generate_evaluate(tmp_path: Path) -> None:
     assert result.output.startswith("To be") and len(result.output.strip()) >= 25
     result = runner.invoke(app, ["charlm", "evaluate", "--checkpoint", str(out), "--split", "test"])
     assert result.exit_code == 0 and "test:" in result.output, result.output
+    result = runner.invoke(app, ["charlm", "predict", "To be, or not to b", "--checkpoint", str(out), "--top-k", "3"])
+    assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 3, result.output
 
 
 def test_command_line_trains_on_a_user_text_file(tmp_path: Path) -> None:
@@ -161,6 +180,7 @@ def test_command_line_trains_on_a_user_text_file(tmp_path: Path) -> None:
         (["train", "--set", "characters=abc"], "--set characters=...: the characters come from the training text"),
         (["train", "--corpus", "/nonexistent/file.txt"], "no such file"),
         (["generate", "--checkpoint", "/nonexistent"], "no config.json"),
+        (["predict", "", "--checkpoint", "/nonexistent"], "no config.json"),
     ],
 )
 def test_command_line_errors_are_clear(arguments: list[str], message: str) -> None:

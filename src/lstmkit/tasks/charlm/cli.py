@@ -1,4 +1,4 @@
-"""``lstmkit charlm train|evaluate|generate``."""
+"""``lstmkit charlm train|evaluate|generate|predict``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from ..commands import TrainRun, stack_shape, train_options
 from ..options import Checkpoint, console, user_errors
-from .model import CharLM, generate
+from .model import CharLM, generate, next_characters
 from .task import PRESETS, configure, evaluate_split, read_task_data, train
 
 app = typer.Typer(help="Character-level language model (default corpus: Shakespeare's plays).", no_args_is_help=True)
@@ -22,11 +22,15 @@ Temperature = Annotated[float, typer.Option(min=0.01, max=10.0, help="Sampling t
 TopK = Annotated[int | None, typer.Option("--top-k", min=1, help="Sample among the k likeliest characters only.")]
 
 
-def _stream(model: CharLM, prompt: str, length: int, temperature: float, top_k: int | None, seed: int) -> None:
+def _note_unknown(model: CharLM, prompt: str) -> None:
     unknown = model.vocabulary.unknown_in(prompt)
     if unknown:
         console.print(f"[yellow]note:[/] the prompt's characters {unknown!r} were never seen in training; "
                       "the model reads them as unknown", highlight=False)  # fmt: skip
+
+
+def _stream(model: CharLM, prompt: str, length: int, temperature: float, top_k: int | None, seed: int) -> None:
+    _note_unknown(model, prompt)
     generator = torch.Generator().manual_seed(seed)
     typer.echo(prompt, nl=False)
     for character in generate(model, prompt, length, temperature=temperature, top_k=top_k, generator=generator):
@@ -90,3 +94,17 @@ def generate_command(
     """Stream text from a trained model, continuing a prompt."""
     with user_errors():
         _stream(CharLM.from_pretrained(checkpoint), prompt, length, temperature, top_k, seed)
+
+
+@app.command("predict")
+def predict_command(
+    prompt: Annotated[str, typer.Argument(help="The text so far.")],
+    checkpoint: Checkpoint = Path("runs/charlm"),
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=1000, help="How many characters to list.")] = 5,
+) -> None:
+    """The likeliest next characters after a prompt, with their probabilities."""
+    with user_errors():
+        model = CharLM.from_pretrained(checkpoint)
+        _note_unknown(model, prompt)
+        for character, probability in next_characters(model, prompt, top_k):
+            typer.echo(f"{character!r:>6}  {probability:6.1%}")

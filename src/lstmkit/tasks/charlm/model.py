@@ -88,6 +88,26 @@ def bits_per_character(model: CharLM, ids: Tensor, window: int = 256, batch_size
 
 
 @torch.no_grad()
+def next_characters(model: CharLM, prompt: str, k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` likeliest next characters after ``prompt`` with their probabilities, likeliest
+    first (the unknown character, which generation never produces, is left out).
+
+    >>> model = CharLM(CharLMConfig("ab", hidden_size=4, embedding_size=2))
+    >>> [character for character, _ in next_characters(model, "ab", k=5)] in (["a", "b"], ["b", "a"])
+    True
+    """
+    if not prompt:
+        raise ValueError("the prompt is empty: give at least one character")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    model.eval()
+    logits, _ = model(model.vocabulary.encode(prompt)[None])
+    probabilities = F.softmax(logits[0, -1], dim=-1)[1:]  # id 0, the unknown character, left out
+    top = probabilities.topk(min(k, probabilities.numel()))
+    return [(model.vocabulary.decode([int(i) + 1]), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+
+
+@torch.no_grad()
 def generate(
     model: CharLM,
     prompt: str,
