@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import torch
 import typer
 
-from ..tasks.options import Checkpoint, Seed, console, user_errors
+from ..tasks.options import Checkpoint, Seed, Threads, console, intra_op_threads, user_errors
 from ..training.checkpoint import atomic_write
 
 app = typer.Typer(
@@ -29,23 +26,6 @@ Quick = Annotated[bool, typer.Option("--quick", help="Small budgets: a couple of
 Kinds = Annotated[str | None, typer.Option(help="Cells, comma-separated: rnn, gru, lstm, peephole, layernorm.")]
 Steps = Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps per training run.")]
 Hidden = Annotated[int | None, typer.Option("--hidden-size", min=1, help="Units of every model.")]
-Threads = Annotated[
-    int,
-    typer.Option(
-        min=1, max=256, help="Intra-op threads. The models are small: 1 is fastest, and immune to other jobs."
-    ),
-]
-
-
-@contextlib.contextmanager
-def intra_op_threads(threads: int) -> Iterator[None]:
-    """Run with ``threads`` intra-op threads, then restore the number there was."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def parse_list(name: str, text: str, convert: type = str) -> tuple:
