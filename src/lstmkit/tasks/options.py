@@ -63,11 +63,14 @@ def intra_op_threads(threads: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the library's input errors into one clear line on stderr and exit code 2. The line is
-    plain text: brackets that came from a file (a column named ``[/]``) are shown, not read as markup."""
+    """Turn the library's input errors, and a file or folder that cannot be read or written (a file
+    where the output folder goes), into one clear line on stderr and exit code 2. The line is plain
+    text: brackets that came from a file (a column named ``[/]``) are shown, not read as markup."""
     try:
         yield
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        if isinstance(error, OSError) and error.filename is not None:
+            message = f"{error.filename}: {error.strerror}"
         error_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
