@@ -243,17 +243,23 @@ def read_pretrained_config(directory: str | Path, task: str) -> dict[str, Any]:
 
 
 def load_pretrained(directory: str | Path, task: str, build: Callable[[dict[str, Any]], nn.Module]) -> nn.Module:
-    """Build the model of ``task`` from its ``config.json`` with ``build`` and load its weights."""
+    """Build the model of ``task`` from its ``config.json`` with ``build`` and load its weights.
+
+    The model is first built on the ``meta`` device (shapes, no memory) and checked against the
+    weights file, so a config that asks for billions of weights is refused instead of allocated."""
     directory = Path(directory)
     if directory.is_file():
         directory = directory.parent
+    config = read_pretrained_config(directory, task)
     try:
-        model = build(read_pretrained_config(directory, task))
+        with torch.device("meta"):
+            skeleton = build(config)
     except CheckpointError:
         raise
-    except (ValueError, TypeError) as error:  # a config field of the wrong name or type: name the file too
-        raise CheckpointError(f"{directory / CONFIG_NAME}: {error}") from None
+    except (ValueError, TypeError, RuntimeError) as error:  # a field of the wrong name, type or size (too large
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {error}") from None  # to describe): name the file too
     tensors, _ = _read_safetensors(directory / WEIGHTS_NAME)
-    check_state_dict(model, tensors, str(directory / WEIGHTS_NAME))
+    check_state_dict(skeleton, tensors, str(directory / WEIGHTS_NAME))
+    model = build(config)  # as large as the weights file, now that they fit
     model.load_state_dict(tensors)
     return model.eval()
