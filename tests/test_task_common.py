@@ -17,6 +17,7 @@ from lstmkit.tasks import TASKS
 from lstmkit.tasks.files import read_csv, read_text
 from lstmkit.tasks.runner import DataField, Preset, TaskSettings, write_task_file
 from lstmkit.training import TrainConfig
+from lstmkit.training.trainer import TrainingDiverged
 
 SHARED_OPTIONS = ("--preset", "--cell", "--out", "--set", "--epochs", "--max-steps", "--seed", "--resume", "--nproc",
                   "--quiet", "--threads")  # fmt: skip
@@ -73,6 +74,18 @@ def test_threads_apply_to_the_command_and_are_restored_after_it(task: str, monke
     finally:
         torch.set_num_threads(before)
     assert seen == [1 if task == "forecast" else 2, 3, 2], "forecast runs on one thread unless told otherwise"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_diverged_run_ends_in_one_line_and_exit_code_1(task: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def configure(*_: object, **__: object) -> None:
+        raise TrainingDiverged("the training loss is nan at step 9 (epoch 2); the last good checkpoint is kept")
+
+    monkeypatch.setattr(f"lstmkit.tasks.{task}.cli.configure", configure)
+    result = runner.invoke(app, [task, "train"])
+    assert result.exit_code == 1, result.output
+    assert "training stopped: the training loss is nan at step 9" in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit), "a clean exit, no traceback"
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..training.trainer import TrainingDiverged
+
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for checkpoints, metrics, curves and the model.")]
 Overrides = Annotated[
     list[str] | None,
@@ -64,10 +66,15 @@ def intra_op_threads(threads: int) -> Iterator[None]:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the library's input errors, and a file or folder that cannot be read or written (a file
-    where the output folder goes), into one clear line on stderr and exit code 2. The line is plain
-    text: brackets that came from a file (a column named ``[/]``) are shown, not read as markup."""
+    where the output folder goes), into one clear line on stderr and exit code 2; a training run that
+    diverged (its message names the step and the checkpoint kept) into one line and exit code 1. The
+    line is plain text: brackets that came from a file (a column named ``[/]``) are shown, not read
+    as markup."""
     try:
         yield
+    except TrainingDiverged as error:
+        error_console.print(f"[bold red]training stopped:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except (ValueError, KeyError, TypeError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         if isinstance(error, OSError) and error.filename is not None:
