@@ -290,6 +290,12 @@ def test_metrics_and_threshold_match_scikit_learn() -> None:
         roc_auc(torch.ones(3), torch.rand(3))
     with pytest.raises(ValueError, match="unknown threshold metric 'auc'"):
         choose_threshold(labels, scores, "auc")
+    with pytest.raises(ValueError, match="labels must be 0 or 1; got 2"):
+        roc_auc(torch.tensor([0, 1, 2]), torch.rand(3))
+    with pytest.raises(ValueError, match="labels must be 0 or 1; got -1"):
+        accuracy_and_f1(torch.tensor([0, -1, 1]), torch.rand(3), 0.5)
+    with pytest.raises(ValueError, match=r"expected one score per label, shape \(3,\); got \(2,\)"):
+        roc_auc(torch.tensor([0, 1, 1]), torch.rand(2))
 
 
 # -- training -------------------------------------------------------------------------------------

@@ -169,13 +169,21 @@ def predict_probabilities(
     return probabilities
 
 
+def _zero_one(name: str, values: Tensor) -> Tensor:
+    """``values`` as booleans, or a ``ValueError`` naming the first value that is not 0 or 1."""
+    bad = (values != 0) & (values != 1)
+    if bool(bad.any()):
+        raise ValueError(f"{name} must be 0 or 1; got {values[bad][0].item()!r}")
+    return values.bool()
+
+
 def binary_counts(labels: Tensor, predictions: Tensor) -> dict[str, int]:
     """True/false positives/negatives of 0/1 ``predictions`` against 0/1 ``labels``.
 
     >>> binary_counts(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0]))
     {'tp': 1, 'fp': 1, 'fn': 1, 'tn': 1}
     """
-    labels, predictions = labels.bool(), predictions.bool()
+    labels, predictions = _zero_one("labels", labels), _zero_one("predictions", predictions)
     return {
         "tp": int((labels & predictions).sum()),
         "fp": int((~labels & predictions).sum()),
@@ -203,7 +211,9 @@ def roc_auc(labels: Tensor, scores: Tensor) -> float:
     >>> roc_auc(torch.tensor([0, 0, 1, 1]), torch.tensor([0.1, 0.4, 0.35, 0.8]))
     0.75
     """
-    labels = labels.bool()
+    labels = _zero_one("labels", labels)
+    if scores.shape != labels.shape:
+        raise ValueError(f"expected one score per label, shape {tuple(labels.shape)}; got {tuple(scores.shape)}")
     positives, negatives = int(labels.sum()), int((~labels).sum())
     if not positives or not negatives:
         raise ValueError(f"ROC-AUC needs both classes; got {positives} positives and {negatives} negatives")
