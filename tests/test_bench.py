@@ -266,7 +266,7 @@ def test_cli_tiny_end_to_end(tmp_path) -> None:
 def test_cli_rejects_bad_options(tmp_path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["bench", "--shapes", "1x2x3", "--out-dir", str(tmp_path)])
-    assert result.exit_code != 0 and "T x B x I x H" in result.output
+    assert result.exit_code == 2 and "'--shapes'" in result.output and "T x B x I x H" in result.output
     result = runner.invoke(app, ["bench", "--only", "nope", "--out-dir", str(tmp_path)])
-    assert result.exit_code != 0 and "unknown implementation" in result.output
+    assert result.exit_code == 2 and "'--only'" in result.output and "unknown implementation" in result.output
     assert not (tmp_path / "results.json").exists()

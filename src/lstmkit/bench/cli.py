@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+
+def _option(name: str, parse: Callable[[Any], Any], value: Any) -> Any:
+    """``parse(value)``, its ``ValueError`` reported as a bad value of the option ``name``."""
+    try:
+        return parse(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=f"'{name}'") from None
 
 
 def bench_command(
@@ -54,10 +63,10 @@ def bench_command(
         if steady_state is not None:
             settings["steady_state"] = steady_state
         if shapes is not None:
-            settings["shapes"] = suite.parse_shapes(shapes)
+            settings["shapes"] = _option("--shapes", suite.parse_shapes, shapes)
         if only is not None:
             settings["only"] = [key.strip() for key in only.split(",") if key.strip()]
-            peers.select(settings["only"])  # unknown keys fail here, before anything runs
+            _option("--only", peers.select, settings["only"])  # unknown keys fail here, before anything runs
         for name, value in (("repeats", repeats), ("warmup", warmup), ("target_ms", target_ms)):
             if value is not None:
                 settings[name] = value
