@@ -184,7 +184,7 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;
   at::Tensor gates = project_input(a, s, bias);  // x W_ih^T + b_ih + b_hh, all steps
   auto gate_steps = steps_of(gates);  // written in place by the recurrent GEMM
-  const at::Tensor w_hh_t = param(a, 1).t();
+  const StepGemm recurrent(param(a, 1), s.B, /*transpose=*/true);  // gates[t] += h_{t-1} W_hh^T
   // with a projection: m = o tanh(c_t) of every step (padded rows stay zero) and h_t = m W_hr^T
   const auto options = a.x.options();
   const at::Tensor m = !projection ? at::Tensor()
@@ -197,7 +197,7 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
     const auto w = peepholes<scalar_t>(a, variant);
     for (int64_t k = 0; k < s.T; ++k) {
       const int64_t t = loop.time(k);
-      at::addmm_out(gate_steps[t], gate_steps[t], loop.gemm_in(t), w_hh_t);  // gates[t] += h_{t-1} W_hh^T
+      recurrent.run(gate_steps[t], loop.gemm_in(t), /*accumulate=*/true);  // gates[t] += h_{t-1} W_hh^T
       const auto p = loop.rows<scalar_t>(k);
       forward_step(p, gate_steps[t].data_ptr<scalar_t>(), w, a.store,
                    projection ? m_steps[t].data_ptr<scalar_t>() : nullptr);
@@ -227,6 +227,7 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
   const at::Tensor dhp = projection ? at::empty({T, B, s.R}, options) : at::Tensor();  // dL/dh_t of every step
   const auto dhp_steps = projection ? steps_of(dhp) : std::vector<at::Tensor>();
   at::Tensor dm = projection ? at::empty({B, H}, options) : at::Tensor();
+  const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // dh_{t-1} += dgates[t] W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_backward", [&] {
     const auto w = peepholes<scalar_t>(a, variant);
     for (int64_t k = T - 1; k >= 0; --k) {  // processed steps in reverse order
@@ -238,7 +239,7 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
       }
       backward_step(p, gates.data_ptr<scalar_t>() + t * B * 4 * H, dgate_steps[t].data_ptr<scalar_t>(), w,
                     projection ? dm.data_ptr<scalar_t>() : nullptr);
-      loop.add_recurrent(dgate_steps[t], param(a, 1));  // dh_{t-1} += dgates[t] W_hh
+      loop.add_recurrent(dgate_steps[t], recurrent);  // dh_{t-1} += dgates[t] W_hh
     }
   });
   auto dstates = loop.initial_state_grads();
