@@ -212,13 +212,13 @@ std::vector<at::Tensor> layernorm_lstm_forward(const SequenceArgs& a) {
   const at::Tensor chat = a.store ? make({T, B, H}) : at::Tensor();
   const at::Tensor rstd = a.store ? make({T, B, 2}) : at::Tensor();
   at::Tensor raw_hh = at::empty({B, 4 * H}, options);  // h_{t-1} W_hh^T of one step
-  const at::Tensor w_hh_t = param(a, 1).t();
+  const StepGemm recurrent(param(a, 1), B, /*transpose=*/true);  // h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_forward", [&] {
     using T_ = scalar_t;
     const auto ln = norms<T_>(a);
     for (int64_t k = 0; k < T; ++k) {
       const int64_t t = loop.time(k);
-      at::mm_out(raw_hh, loop.gemm_in(t), w_hh_t);
+      recurrent.run(raw_hh, loop.gemm_in(t), /*accumulate=*/false);
       Kept<T_> kept{};
       if (a.store) kept = {xhat.data_ptr<T_>() + t * B * 4 * H, chat.data_ptr<T_>() + t * B * H,
                            rstd.data_ptr<T_>() + t * B * 2};
@@ -246,6 +246,7 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
   at::Tensor draw = at::empty({T, B, 4 * H}, options);
   at::Tensor dcn = at::empty({T, B, H}, options);
   const auto draw_steps = steps_of(draw);
+  const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // d(h W_hh^T) W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_backward", [&] {
     using T_ = scalar_t;
     const auto ln = norms<T_>(a);
@@ -256,7 +257,7 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
       const Grads<T_> d{dgates.data_ptr<T_>() + t * B * 4 * H, draw.data_ptr<T_>() + t * B * 4 * H,
                         dcn.data_ptr<T_>() + t * B * H};
       backward_step(loop.rows<T_>(k), gates.data_ptr<T_>() + t * B * 4 * H, kept, ln, d);
-      loop.add_recurrent(draw_steps[t], param(a, 1));  // dh_{t-1} += d(h W_hh^T) W_hh
+      loop.add_recurrent(draw_steps[t], recurrent);  // dh_{t-1} += d(h W_hh^T) W_hh
     }
   });
   auto dstates = loop.initial_state_grads();
