@@ -160,14 +160,15 @@ TORCH_LAYERS = {
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@pytest.mark.parametrize("batch", [1, 8])  # MKL's packed W_hh: forward only at batch 1, both ways above
 @pytest.mark.parametrize("kernel", list(TORCH_LAYERS))
-def test_matches_torch_float32(kernel: str) -> None:
+def test_matches_torch_float32(kernel: str, batch: int) -> None:
     """A longer float32 run of a kernel against torch.nn's own layer (oneDNN for the LSTM): outputs,
     final states and the gradients of every weight."""
     layer = TORCH_LAYERS[kernel]()
-    x = torch.randn(60, 8, 16)
+    x = torch.randn(60, batch, 16)
     sizes = (layer.proj_size or layer.hidden_size, layer.hidden_size)[: len(native.KERNELS[kernel][1])]
-    initial = tuple(torch.randn(1, 8, size) for size in sizes)
+    initial = tuple(torch.randn(1, batch, size) for size in sizes)
     output, final = layer(x, initial if len(initial) > 1 else initial[0])
     final = final if isinstance(final, tuple) else (final,)
     weights = list(layer.parameters())  # weight_ih, weight_hh, bias_ih, bias_hh(, weight_hr): the kernel's order

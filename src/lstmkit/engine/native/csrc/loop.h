@@ -37,6 +37,10 @@ void parallel_rows(int64_t batch, int64_t gate_width, const Row& row) {
 // a plain GEMM repacks the weight at every call, which for the few rows of one time step costs as
 // much as the product (measured: 32 x 128 x 512 per step 20 -> 12 us, 16 x 512 x 2048 274 -> 93 us,
 // 2 threads). Weak symbols: where torch has no MKL they are null and at::addmm_out runs instead.
+// Packed memory is resident memory: the layout of a k x n operand with n < k (the backward's W_hh,
+// n = H, k = 4H) touches 5 times its size (1.3 MB for 512 x 128 floats, measured), more than a
+// whole training step needs at batch 1, so at batch 1 only the forward's W_hh^T (n >= k) is packed.
+inline bool worth_packing(int64_t batch, int64_t n, int64_t k) { return batch > 1 || n >= k; }
 extern "C" {
 size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
 void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
@@ -52,7 +56,9 @@ class StepGemm {
       : w_(transpose ? w.t() : w), batch_(batch), n_(w_.size(1)), k_(w_.size(0)) {
     constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162;
     const bool mkl = cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr && cblas_sgemm_pack_get_size;
-    if (!mkl || w.scalar_type() != at::kFloat || !w.is_contiguous() || batch == 0 || n_ == 0 || k_ == 0) return;
+    if (!mkl || w.scalar_type() != at::kFloat || !w.is_contiguous() || batch == 0 || n_ == 0 || k_ == 0 ||
+        !worth_packing(batch, n_, k_))
+      return;
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, batch, n_, k_);
     packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float)) + 1}, w.options());
     const int ld = static_cast<int>(w.size(1));
