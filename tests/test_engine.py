@@ -126,3 +126,26 @@ def test_auto_sends_lstm_inference_to_torch_and_training_elsewhere(monkeypatch) 
     lstm(x)  # needs gradients: native
     lstmkit.GRU(3, 4, engine="auto")(x)  # GRU: native is faster than torch's
     assert calls == ["torch"]
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.1, 0.5, 0.9, 0.999])
+def test_zoneout_masks_are_bernoulli_of_the_rate(rate: float) -> None:
+    """The masks (16-bit uniform integers, four from each 64-bit draw) keep an old value with the
+    zoneout rate, in every one of the four lanes a draw fills, and repeat under the same seed."""
+    options = engine.SequenceOptions(zoneout=rate, training=True)
+    state = (torch.zeros(64, 30), torch.zeros(64, 50))
+    torch.manual_seed(3)
+    masks = options.zoneout_masks(state, 100)
+    assert [(m.shape, m.dtype) for m in masks] == [((100, 64, 30), torch.bool), ((100, 64, 50), torch.bool)]
+    lanes = masks[1].flatten().view(-1, 4).double()
+    spread = 5 * (rate * (1 - rate) / lanes.shape[0]) ** 0.5  # five standard deviations of one lane's mean
+    assert torch.allclose(lanes.mean(0), torch.full((4,), rate, dtype=torch.float64), atol=spread, rtol=0)
+    assert abs(masks[0].double().mean().item() - rate) < spread
+    torch.manual_seed(3)
+    assert all(torch.equal(a, b) for a, b in zip(masks, options.zoneout_masks(state, 100), strict=True))
+
+
+def test_zoneout_masks_only_in_training() -> None:
+    state = (torch.zeros(2, 3),)
+    assert engine.SequenceOptions(zoneout=0.3, training=False).zoneout_masks(state, 4) == [None]
+    assert engine.SequenceOptions(zoneout=0.0, training=True).zoneout_masks(state, 4) == [None]
