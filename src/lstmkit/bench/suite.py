@@ -417,7 +417,7 @@ def markdown(result: dict) -> str:
         "reset, `output.sum().backward()`. Memory: peak resident memory of one training step above the model "
         "and its input, each in a fresh process (VmHWM after resetting it through /proc/self/clear_refs). "
         "`graph (training)`: what computed a training step's output, lstmkit's engine (its autograd Function: "
-        "LSTM/GRUSequenceFunction native, FusedSequenceFunction fused) or the top autograd node.",
+        "CellSequenceFunction native, FusedSequenceFunction fused) or the top autograd node.",
         "",
     ]
     if result.get("skipped"):
