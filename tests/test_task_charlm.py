@@ -4,6 +4,8 @@ that beats the unigram baseline on unseen plays, generation, and the command lin
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,15 @@ def test_command_line_trains_in_two_processes(tmp_path: Path) -> None:
     _, records = train_in_two_processes(arguments, out)
     assert CharLM.from_pretrained(out).config.hidden_size == 64
     assert len([line for line in records if '"train"' in line]) == 1, "only rank 0 writes the metrics"
+
+
+def test_torchrun_trains_in_two_processes_and_leaves_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "torchrun"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "lstmkit", "charlm", "train", "--preset", "sentence", "--max-steps", "10", "--sample", "0",
+               "--out", str(out), "--quiet"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "terminate called" not in result.stderr, "a process aborted at exit"
+    assert result.stdout.count("stopped after 10 steps") == 1, "only rank 0 reports"
+    assert CharLM.from_pretrained(out).config.hidden_size == 64

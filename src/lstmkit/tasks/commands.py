@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from ..training import TrainConfig, TrainResult
-from ..training.distributed import launch
+from ..training.distributed import launch, leave_process_group
 from .options import (
     Cell,
     Epochs,
@@ -88,6 +88,7 @@ class TrainRun:
         ``torchrun`` process other than rank 0 trains in silence and ends the command."""
         if not is_main_process():
             train(*settings, self.out, self.resume)
+            leave_process_group()
             raise typer.Exit()
         console.print(self.headline(model, settings[2], data), highlight=False)
         for note in notes:
@@ -96,6 +97,7 @@ class TrainRun:
             launch(train, self.nproc, *settings, self.out, self.resume)
             return None
         trained = train(*settings, self.out, self.resume)
+        leave_process_group()
         console.print(stopped_line(trained[1], metric))
         return trained
 

@@ -39,6 +39,16 @@ def init_from_environment() -> bool:
     return True
 
 
+def leave_process_group() -> None:
+    """Wait for every process, then tear the group down (nothing when not distributed). Call it once
+    the work succeeded: a process that exits while another still works, or without tearing its
+    group down, can abort at exit ("terminate called without an active exception", seen in CI).
+    After a failure there is no teardown: the launcher stops the other processes."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_sum(value: float) -> float:
     """The sum of ``value`` over all processes (``value`` itself when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -60,10 +70,8 @@ def _worker(rank: int, world: int, port: int, function: Callable[..., Any], args
     )
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     init_from_environment()
-    try:
-        function(*args)
-    finally:
-        dist.destroy_process_group()
+    function(*args)
+    leave_process_group()
 
 
 def launch(function: Callable[..., Any], nproc: int, *args: Any) -> None:
