@@ -12,8 +12,10 @@
 //           the gates and c_t, then c_t's moments, LN(c_t) and h_t.
 // Backward: per step a fused row pass (three sweeps: dL/dLN(c) and its moments, the gate
 //           gradients and dc_{t-1}, then the layer norm's backward onto h W_hh^T) and
-//           dh_{t-1} += d(h W_hh^T) W_hh. After the loop dW_hh, the gains and biases as single
-//           GEMMs/sums, and the input layer norm's backward (ATen's) for dW_ih and dx.
+//           dh_{t-1} += d(h W_hh^T) W_hh. The gradients of γ_hh, γ_c and β_c are summed in the
+//           second sweep, into one row per thread (no (T, B, 4H) product to make and reduce).
+//           After the loop dW_hh and the biases as a single GEMM and sums, and the input layer
+//           norm's backward (ATen's) for dW_ih and dx.
 // Masks, zoneout, reverse: see loop.h.
 
 #include "loop.h"
@@ -104,8 +106,22 @@ template <typename T>
 struct Grads {
   T* dgates;  // (B, 4H) d(pre-activations) = d LN(h W_hh^T) = d(xg)
   T* draw;    // (B, 4H) d(h W_hh^T)
-  T* dcn;     // (B, H) d LN(c_t), for γ_c and β_c
+  T* dcn;     // (B, H) d LN(c_t) of the step, between the first and second sweep
+  T* norms;   // (threads, 6H) each thread's running sums of dγ_hh (4H), dγ_c (H) and dβ_c (H)
+  int64_t threads;
+
+  T* norms_of_this_thread(int64_t H) const {
+    const int64_t thread = at::get_thread_num();
+    TORCH_INTERNAL_ASSERT(thread < threads, "thread ", thread, " of ", threads);
+    return norms + thread * 6 * H;
+  }
 };
+
+// sum[0, n) += v
+template <typename T>
+inline void accumulate(T* sum, int64_t n, const Vectorized<T>& v) {
+  (Vectorized<T>::loadu(sum, n) + v).store(sum, n);
+}
 
 template <typename T>
 void backward_step(const BackwardRows<T>& p, const T* gates, const Kept<T>& kept, const Norms<T>& ln,
@@ -115,7 +131,6 @@ void backward_step(const BackwardRows<T>& p, const T* gates, const Kept<T>& kept
   auto zero = [&](int64_t b) {
     std::fill(d.dgates + 4 * b * H, d.dgates + 4 * (b + 1) * H, T(0));
     std::fill(d.draw + 4 * b * H, d.draw + 4 * (b + 1) * H, T(0));
-    std::fill(d.dcn + b * H, d.dcn + (b + 1) * H, T(0));
   };
   p.for_rows(4 * H, zero, [&](int64_t b) {
     const T* g = gates + 4 * b * H;
@@ -123,6 +138,7 @@ void backward_step(const BackwardRows<T>& p, const T* gates, const Kept<T>& kept
     const T* xhat = kept.xhat + 4 * b * H;
     T* dg = d.dgates + 4 * b * H;
     T* dcn = d.dcn + b * H;
+    T* sums = d.norms_of_this_thread(H);  // dγ_hh, dγ_c, dβ_c
     const T rstd = kept.rstd[2 * b], c_rstd = kept.rstd[2 * b + 1];
     auto tanh_cn = [&](int64_t j, int64_t n) {  // tanh(LN(c_t)) recomputed
       return tanh(Vec::loadu(chat + j, n) * Vec::loadu(ln.g_c + j, n) + Vec::loadu(ln.b_c + j, n));
@@ -147,8 +163,12 @@ void backward_step(const BackwardRows<T>& p, const T* gates, const Kept<T>& kept
       const Vec gg = Vec::loadu(g + 2 * H + j, n);
       const Vec o = Vec::loadu(g + 3 * H + j, n);
       const Vec c_prev = Vec::loadu(p.c_old + b * H + j, n);
-      const Vec d_chat = Vec::loadu(dcn + j, n) * Vec::loadu(ln.g_c + j, n);
-      const Vec dc_t = dc.now + Vec(c_rstd) * (d_chat - Vec(m1) - Vec::loadu(chat + j, n) * Vec(m2));
+      const Vec d_cn = Vec::loadu(dcn + j, n);
+      const Vec c_hat = Vec::loadu(chat + j, n);
+      accumulate(sums + 4 * H + j, n, d_cn * c_hat);  // dγ_c += d LN(c_t) ĉ_t
+      accumulate(sums + 5 * H + j, n, d_cn);          // dβ_c += d LN(c_t)
+      const Vec d_chat = d_cn * Vec::loadu(ln.g_c + j, n);
+      const Vec dc_t = dc.now + Vec(c_rstd) * (d_chat - Vec(m1) - c_hat * Vec(m2));
       Vec dpre[4];
       dpre[0] = dc_t * gg * dsigmoid(i);                     // d(pre-i) = dc_t g σ'(i)
       dpre[1] = dc_t * c_prev * dsigmoid(f);                 // d(pre-f) = dc_t c_{t-1} σ'(f)
@@ -157,9 +177,11 @@ void backward_step(const BackwardRows<T>& p, const T* gates, const Kept<T>& kept
       for (int k = 0; k < 4; ++k) {
         const int64_t col = k * H + j;
         dpre[k].store(dg + col, n);
+        const Vec x_hat = Vec::loadu(xhat + col, n);
+        accumulate(sums + col, n, dpre[k] * x_hat);  // dγ_hh += d pre x̂
         const Vec dxhat = Vec::set(Vec(T(0)), dpre[k] * Vec::loadu(ln.g_hh + col, n), n);  // d x̂ = d pre γ_hh
         s3 = s3 + dxhat;
-        s4 = s4 + dxhat * Vec::loadu(xhat + col, n);
+        s4 = s4 + dxhat * x_hat;
       }
       p.store_dh(b, j, n, dh.old);  // h_{t-1} reaches h_t only through the recurrent GEMM
       p.store_dc(b, j, n, dc_t * f + dc.old);  // dc_{t-1} = dc_t f (+ zoneout's share)
@@ -205,12 +227,11 @@ std::vector<at::Tensor> layernorm_lstm_forward(const SequenceArgs& a) {
   auto [xg, mean_ih, rstd_ih] = at::native_layer_norm(raw_ih, {4 * H}, param(a, 4), bias, a.eps);
   at::Tensor gates = xg.view({T, B, 4 * H});
   const auto gate_steps = steps_of(gates);
-  // padded rows never write these: zeros keep the gradient sums over them exact
+  // what the backward reads of the valid rows (padded rows are never read)
   const auto options = a.x.options();
-  auto make = [&](at::IntArrayRef shape) { return a.valid ? at::zeros(shape, options) : at::empty(shape, options); };
-  const at::Tensor xhat = a.store ? make({T, B, 4 * H}) : at::Tensor();
-  const at::Tensor chat = a.store ? make({T, B, H}) : at::Tensor();
-  const at::Tensor rstd = a.store ? make({T, B, 2}) : at::Tensor();
+  const at::Tensor xhat = a.store ? at::empty({T, B, 4 * H}, options) : at::Tensor();
+  const at::Tensor chat = a.store ? at::empty({T, B, H}, options) : at::Tensor();
+  const at::Tensor rstd = a.store ? at::empty({T, B, 2}, options) : at::Tensor();
   at::Tensor raw_hh = at::empty({B, 4 * H}, options);  // h_{t-1} W_hh^T of one step
   const StepGemm recurrent(param(a, 1), B, /*transpose=*/true);  // h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_forward", [&] {
@@ -244,7 +265,9 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
   const auto options = a.x.options();
   at::Tensor dgates = at::empty({T, B, 4 * H}, options);
   at::Tensor draw = at::empty({T, B, 4 * H}, options);
-  at::Tensor dcn = at::empty({T, B, H}, options);
+  at::Tensor dcn = at::empty({B, H}, options);
+  const int64_t threads = at::get_num_threads();
+  at::Tensor norm_sums = at::zeros({threads, 6 * H}, options);
   const auto draw_steps = steps_of(draw);
   const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // d(h W_hh^T) W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_backward", [&] {
@@ -255,7 +278,7 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
       const Kept<T_> kept{xhat.data_ptr<T_>() + t * B * 4 * H, chat.data_ptr<T_>() + t * B * H,
                           rstd.data_ptr<T_>() + t * B * 2};
       const Grads<T_> d{dgates.data_ptr<T_>() + t * B * 4 * H, draw.data_ptr<T_>() + t * B * 4 * H,
-                        dcn.data_ptr<T_>() + t * B * H};
+                        dcn.data_ptr<T_>(), norm_sums.data_ptr<T_>(), threads};
       backward_step(loop.rows<T_>(k), gates.data_ptr<T_>() + t * B * 4 * H, kept, ln, d);
       loop.add_recurrent(draw_steps[t], recurrent);  // dh_{t-1} += d(h W_hh^T) W_hh
     }
@@ -272,9 +295,10 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
   }
   if (needs_param(a, 1)) dw_hh = weight_grad(draw, loop.gemm_inputs());  // dW_hh = sum_t d(h W_hh^T)_t^T h_{t-1}
   auto [db_ih, db_hh] = shared_bias_grads(a, dgates);
-  if (needs_param(a, 5)) dg_hh = row_sum(dgates * xhat);  // dγ_hh = sum_t d pre_t x̂_t
-  if (needs_param(a, 6)) dg_c = row_sum(dcn * chat);      // dγ_c = sum_t d LN(c_t) ĉ_t
-  if (needs_param(a, 7)) db_c = row_sum(dcn);             // dβ_c = sum_t d LN(c_t)
+  const at::Tensor norm_grads = norm_sums.sum(0);  // the threads' sums added up
+  if (needs_param(a, 5)) dg_hh = norm_grads.narrow(0, 0, 4 * H);  // dγ_hh = sum_t d pre_t x̂_t
+  if (needs_param(a, 6)) dg_c = norm_grads.narrow(0, 4 * H, H);   // dγ_c = sum_t d LN(c_t) ĉ_t
+  if (needs_param(a, 7)) db_c = norm_grads.narrow(0, 5 * H, H);   // dβ_c = sum_t d LN(c_t)
   return gradients(dx, {dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, dg_c, db_c}, dstates);
 }
 
