@@ -187,12 +187,10 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, bool reset_after) {
   c10::NoGradGuard no_grad;
   ForwardLoop loop(a, s);
   at::Tensor xg = project_input(a, s, a.params[2]);  // x W_ih^T + b_ih, all steps
-  const auto xg_steps = steps_of(xg);
   const at::Tensor& w_hh = param(a, 1);
   const OptTensor& b_hh = a.params[3];
   // reset_after: hn of every step; before: r * h_{t-1} of every step
   at::Tensor kept = a.store || !reset_after ? at::empty({T, B, H}, a.x.options()) : at::empty({0}, a.x.options());
-  const auto kept_steps = a.store || !reset_after ? steps_of(kept) : std::vector<at::Tensor>();
   // the recurrent GEMMs' scratch: [hr, hz, hn] (reset_after) or [hr, hz] and hn
   at::Tensor hg = at::empty({B, reset_after ? 3 * H : 2 * H}, a.x.options());
   at::Tensor hn = at::empty({B, H}, a.x.options());
@@ -205,16 +203,18 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, bool reset_after) {
     for (int64_t k = 0; k < T; ++k) {
       const int64_t t = loop.time(k);
       const auto p = loop.rows<T_>(k);
+      const at::Tensor h_in = loop.gemm_in(t).view();
+      const Step xg_t{xg, t}, kept_t{kept, t};
       // [hr, hz (, hn)] = h_{t-1} W^T + b
-      b_g ? at::addmm_out(hg, *b_g, loop.gemm_in(t), w_t) : at::mm_out(hg, loop.gemm_in(t), w_t);
+      b_g ? at::addmm_out(hg, *b_g, h_in, w_t) : at::mm_out(hg, h_in, w_t);
       if (reset_after) {
-        after_forward_step(p, xg_steps[t].data_ptr<T_>(), hg.data_ptr<T_>(),
-                           a.store ? kept_steps[t].data_ptr<T_>() : nullptr, a.store);
+        after_forward_step(p, xg_t.data<T_>(), hg.data_ptr<T_>(), a.store ? kept_t.data<T_>() : nullptr, a.store);
       } else {
-        before_gates(p, xg_steps[t].data_ptr<T_>(), hg.data_ptr<T_>(), kept_steps[t].data_ptr<T_>());
+        before_gates(p, xg_t.data<T_>(), hg.data_ptr<T_>(), kept_t.data<T_>());
         // hn = (r * h_{t-1}) W_hn^T + b_hn
-        b_n ? at::addmm_out(hn, *b_n, kept_steps[t], w_n_t) : at::mm_out(hn, kept_steps[t], w_n_t);
-        before_candidate(p, xg_steps[t].data_ptr<T_>(), hn.data_ptr<T_>(), a.store);
+        const at::Tensor rh = kept_t.view();
+        b_n ? at::addmm_out(hn, *b_n, rh, w_n_t) : at::mm_out(hn, rh, w_n_t);
+        before_candidate(p, xg_t.data<T_>(), hn.data_ptr<T_>(), a.store);
       }
     }
   });
@@ -235,8 +235,6 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
   at::Tensor dxg = at::empty({T, B, 3 * H}, a.x.options());
   at::Tensor dhg = reset_after ? at::empty({T, B, 3 * H}, a.x.options()) : at::Tensor();
   at::Tensor drh = at::empty({B, H}, a.x.options());
-  const auto dxg_steps = steps_of(dxg);
-  const auto dhg_steps = reset_after ? steps_of(dhg) : std::vector<at::Tensor>();
   const at::Tensor w_rz = w_hh.narrow(0, 0, 2 * H);
   const at::Tensor w_n = w_hh.narrow(0, 2 * H, H);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_backward", [&] {
@@ -245,17 +243,19 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
       const int64_t t = loop.time(k);
       const auto p = loop.rows<T_>(k);
       const T_* g = gates.data_ptr<T_>() + t * B * 3 * H;
+      const Step dxg_t{dxg, t};
       if (reset_after) {
-        after_backward_step(p, g, kept.data_ptr<T_>() + t * B * H, dxg_steps[t].data_ptr<T_>(),
-                            dhg_steps[t].data_ptr<T_>());
-        loop.add_recurrent(dhg_steps[t], w_hh);  // dh_{t-1} += d[hr, hz, hn] W_hh
+        const Step dhg_t{dhg, t};
+        after_backward_step(p, g, kept.data_ptr<T_>() + t * B * H, dxg_t.data<T_>(), dhg_t.data<T_>());
+        loop.add_recurrent(dhg_t.view(), w_hh);  // dh_{t-1} += d[hr, hz, hn] W_hh
         continue;
       }
-      before_backward_candidate(p, g, dxg_steps[t].data_ptr<T_>());
-      at::mm_out(drh, dxg_steps[t].narrow(1, 2 * H, H), w_n);  // d(r h) = d(pre-n) W_hn
-      before_backward_reset(p, g, drh.data_ptr<T_>(), dxg_steps[t].data_ptr<T_>(),
-                            loop.accumulator().data_ptr<T_>(), loop.accumulator_fresh());
-      loop.add_recurrent(dxg_steps[t].narrow(1, 0, 2 * H), w_rz, false);  // dh_{t-1} += d[pre-r, pre-z] W_hrz
+      before_backward_candidate(p, g, dxg_t.data<T_>());
+      const at::Tensor dxg_view = dxg_t.view();
+      at::mm_out(drh, dxg_view.narrow(1, 2 * H, H), w_n);  // d(r h) = d(pre-n) W_hn
+      before_backward_reset(p, g, drh.data_ptr<T_>(), dxg_t.data<T_>(), loop.accumulator().data_ptr<T_>(),
+                            loop.accumulator_fresh());
+      loop.add_recurrent(dxg_view.narrow(1, 0, 2 * H), w_rz, false);  // dh_{t-1} += d[pre-r, pre-z] W_hrz
     }
   });
   auto dstates = loop.initial_state_grads();

@@ -226,7 +226,6 @@ std::vector<at::Tensor> layernorm_lstm_forward(const SequenceArgs& a) {
   // xg = LN(x W_ih^T; γ_ih) + b_ih + b_hh for all steps
   auto [xg, mean_ih, rstd_ih] = at::native_layer_norm(raw_ih, {4 * H}, param(a, 4), bias, a.eps);
   at::Tensor gates = xg.view({T, B, 4 * H});
-  const auto gate_steps = steps_of(gates);
   // what the backward reads of the valid rows (padded rows are never read)
   const auto options = a.x.options();
   const at::Tensor xhat = a.store ? at::empty({T, B, 4 * H}, options) : at::Tensor();
@@ -239,11 +238,11 @@ std::vector<at::Tensor> layernorm_lstm_forward(const SequenceArgs& a) {
     const auto ln = norms<T_>(a);
     for (int64_t k = 0; k < T; ++k) {
       const int64_t t = loop.time(k);
-      recurrent.run(raw_hh, loop.gemm_in(t), /*accumulate=*/false);
+      recurrent.run(Step{raw_hh}, loop.gemm_in(t), /*accumulate=*/false);
       Kept<T_> kept{};
       if (a.store) kept = {xhat.data_ptr<T_>() + t * B * 4 * H, chat.data_ptr<T_>() + t * B * H,
                            rstd.data_ptr<T_>() + t * B * 2};
-      forward_step(loop.rows<T_>(k), gate_steps[t].data_ptr<T_>(), raw_hh.data_ptr<T_>(), ln, kept);
+      forward_step(loop.rows<T_>(k), Step{gates, t}.data<T_>(), raw_hh.data_ptr<T_>(), ln, kept);
     }
   });
   if (!a.store) return loop.results({gates});
@@ -268,7 +267,6 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
   at::Tensor dcn = at::empty({B, H}, options);
   const int64_t threads = at::get_num_threads();
   at::Tensor norm_sums = at::zeros({threads, 6 * H}, options);
-  const auto draw_steps = steps_of(draw);
   const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // d(h W_hh^T) W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_backward", [&] {
     using T_ = scalar_t;
@@ -280,7 +278,7 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
       const Grads<T_> d{dgates.data_ptr<T_>() + t * B * 4 * H, draw.data_ptr<T_>() + t * B * 4 * H,
                         dcn.data_ptr<T_>(), norm_sums.data_ptr<T_>(), threads};
       backward_step(loop.rows<T_>(k), gates.data_ptr<T_>() + t * B * 4 * H, kept, ln, d);
-      loop.add_recurrent(draw_steps[t], recurrent);  // dh_{t-1} += d(h W_hh^T) W_hh
+      loop.add_recurrent(Step{draw, t}, recurrent);  // dh_{t-1} += d(h W_hh^T) W_hh
     }
   });
   auto dstates = loop.initial_state_grads();

@@ -66,15 +66,18 @@ class StepGemm {
                      packed_.data_ptr<float>());
   }
 
-  void run(at::Tensor& c, const at::Tensor& a, bool accumulate) const {
+  void run(const Step& c, const Step& a, bool accumulate) const {
     constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151;
-    if (packed_.defined() && a.is_contiguous() && c.is_contiguous() && a.size(0) == batch_) {
-      cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, batch_, n_, k_, a.data_ptr<float>(), k_,
-                          packed_.data_ptr<float>(), n_, accumulate ? 1.0f : 0.0f, c.data_ptr<float>(), n_);
-    } else if (accumulate) {
-      at::addmm_out(c, c, a, w_);
+    if (packed_.defined() && a.contiguous() && c.contiguous() && a.rows() == batch_) {
+      cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, batch_, n_, k_, a.data<float>(), k_,
+                          packed_.data_ptr<float>(), n_, accumulate ? 1.0f : 0.0f, c.data<float>(), n_);
+      return;
+    }
+    at::Tensor out = c.view();
+    if (accumulate) {
+      at::addmm_out(out, out, a.view(), w_);
     } else {
-      at::mm_out(c, a, w_);
+      at::mm_out(out, a.view(), w_);
     }
   }
 
@@ -287,13 +290,11 @@ class ForwardLoop {
       at::Tensor first = h_rec_.select(0, time(0));
       at::mul_out(first, a.state0[0], *a.rmask);
     }
-    gemm_in_.resize(T);
-    for (int64_t t = 0; t < T; ++t) gemm_in_[t] = a.rmask ? h_rec_.select(0, t) : hist_[0].select(0, slot_in(t, a.reverse));
   }
 
   int64_t time(int64_t k) const { return time_of(k, s_.T, a_.reverse); }
   // h entering step t as the recurrent GEMM sees it (times the recurrent mask).
-  const at::Tensor& gemm_in(int64_t t) const { return gemm_in_[t]; }
+  Step gemm_in(int64_t t) const { return a_.rmask ? Step{h_rec_, t} : Step{hist_[0], slot_in(t, a_.reverse)}; }
 
   template <typename T>
   ForwardRows<T> rows(int64_t k) const {
@@ -309,7 +310,7 @@ class ForwardLoop {
       p.c_old = hist_[1].data_ptr<T>() + slot_in(t, rev) * B * H;
       p.c_new = hist_[1].data_ptr<T>() + slot_out(t, rev) * B * H;
     }
-    p.h_gemm = gemm_in_[t].data_ptr<T>();
+    p.h_gemm = gemm_in(t).data<T>();
     p.out = output_.data_ptr<T>() + t * B * R;
     p.prev_out = k > 0 ? output_.data_ptr<T>() + time(k - 1) * B * R : nullptr;
     p.h_rec_next = (a_.rmask && k + 1 < s_.T) ? h_rec_.data_ptr<T>() + time(k + 1) * B * R : nullptr;
@@ -341,7 +342,6 @@ class ForwardLoop {
   Shapes s_;
   int states_;
   at::Tensor output_, hist_[2], h_rec_;
-  std::vector<at::Tensor> gemm_in_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -425,8 +425,8 @@ class BackwardLoop {
     }
   }
   // The same with W packed once for the whole loop (see StepGemm; built with transpose = false).
-  void add_recurrent(const at::Tensor& g, const StepGemm& w, bool first = true) {
-    w.run(accumulator(), g, !(first && a_.rmask));
+  void add_recurrent(const Step& g, const StepGemm& w, bool first = true) {
+    w.run(Step{accumulator()}, g, !(first && a_.rmask));
   }
 
   // After the loop: {dh0, dc0}.

@@ -183,26 +183,24 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
   ForwardLoop loop(a, s);
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;
   at::Tensor gates = project_input(a, s, bias);  // x W_ih^T + b_ih + b_hh, all steps
-  auto gate_steps = steps_of(gates);  // written in place by the recurrent GEMM
   const StepGemm recurrent(param(a, 1), s.B, /*transpose=*/true);  // gates[t] += h_{t-1} W_hh^T
   // with a projection: m = o tanh(c_t) of every step (padded rows stay zero) and h_t = m W_hr^T
   const auto options = a.x.options();
   const at::Tensor m = !projection ? at::Tensor()
                        : a.valid  ? at::zeros({s.T, s.B, s.H}, options)
                                   : at::empty({s.T, s.B, s.H}, options);
-  const auto m_steps = projection ? steps_of(m) : std::vector<at::Tensor>();
   at::Tensor hp = projection ? at::empty({s.B, s.R}, options) : at::Tensor();
   const at::Tensor w_hr_t = projection ? param(a, 4).t() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_forward", [&] {
     const auto w = peepholes<scalar_t>(a, variant);
     for (int64_t k = 0; k < s.T; ++k) {
       const int64_t t = loop.time(k);
-      recurrent.run(gate_steps[t], loop.gemm_in(t), /*accumulate=*/true);  // gates[t] += h_{t-1} W_hh^T
+      recurrent.run(Step{gates, t}, loop.gemm_in(t), /*accumulate=*/true);  // gates[t] += h_{t-1} W_hh^T
       const auto p = loop.rows<scalar_t>(k);
-      forward_step(p, gate_steps[t].data_ptr<scalar_t>(), w, a.store,
-                   projection ? m_steps[t].data_ptr<scalar_t>() : nullptr);
+      const Step m_t{m, t};
+      forward_step(p, Step{gates, t}.data<scalar_t>(), w, a.store, projection ? m_t.data<scalar_t>() : nullptr);
       if (projection) {
-        at::mm_out(hp, m_steps[t], w_hr_t);  // h_t = W_hr (o tanh(c_t))
+        at::mm_out(hp, m_t.view(), w_hr_t);  // h_t = W_hr (o tanh(c_t))
         projection_forward(p, hp.data_ptr<scalar_t>());
       }
     }
@@ -221,11 +219,9 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
   check_same(gates, "gates", a.x, {T, B, 4 * H});
   const auto options = a.x.options();
   at::Tensor dgates = at::empty({T, B, 4 * H}, options);
-  const auto dgate_steps = steps_of(dgates);
   const at::Tensor m = projection ? loop.saved(1) : at::Tensor();
   if (projection) check_same(m, "m", a.x, {T, B, H});
   const at::Tensor dhp = projection ? at::empty({T, B, s.R}, options) : at::Tensor();  // dL/dh_t of every step
-  const auto dhp_steps = projection ? steps_of(dhp) : std::vector<at::Tensor>();
   at::Tensor dm = projection ? at::empty({B, H}, options) : at::Tensor();
   const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // dh_{t-1} += dgates[t] W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_backward", [&] {
@@ -234,12 +230,13 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
       const int64_t t = loop.time(k);
       const auto p = loop.rows<scalar_t>(k);
       if (projection) {
-        projection_backward(p, dhp_steps[t].data_ptr<scalar_t>());
-        at::mm_out(dm, dhp_steps[t], param(a, 4));  // d(o tanh(c_t)) = dh_t W_hr
+        const Step dhp_t{dhp, t};
+        projection_backward(p, dhp_t.data<scalar_t>());
+        at::mm_out(dm, dhp_t.view(), param(a, 4));  // d(o tanh(c_t)) = dh_t W_hr
       }
-      backward_step(p, gates.data_ptr<scalar_t>() + t * B * 4 * H, dgate_steps[t].data_ptr<scalar_t>(), w,
+      backward_step(p, gates.data_ptr<scalar_t>() + t * B * 4 * H, Step{dgates, t}.data<scalar_t>(), w,
                     projection ? dm.data_ptr<scalar_t>() : nullptr);
-      loop.add_recurrent(dgate_steps[t], recurrent);  // dh_{t-1} += dgates[t] W_hh
+      loop.add_recurrent(Step{dgates, t}, recurrent);  // dh_{t-1} += dgates[t] W_hh
     }
   });
   auto dstates = loop.initial_state_grads();
