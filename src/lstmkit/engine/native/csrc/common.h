@@ -129,6 +129,33 @@ inline T sum_lanes(const Vectorized<T>& v, int64_t n) {
 // without -fopenmp it silently runs on one thread.
 inline int64_t grain_rows(int64_t gate_width) { return std::max<int64_t>(1, LSTMKIT_GRAIN / gate_width); }
 
+// sum[0, n) += v
+template <typename T>
+inline void accumulate(T* sum, int64_t n, const Vectorized<T>& v) {
+  (Vectorized<T>::loadu(sum, n) + v).store(sum, n);
+}
+
+// Sums over the batch rows of every step, kept as one running row per thread (threads, width) and
+// added up after the loop: no (T, B, width) product and no pass over one afterwards.
+class ThreadSums {
+ public:
+  ThreadSums(int64_t width, const at::TensorOptions& options)
+      : threads_(at::get_num_threads()), width_(width), sums_(at::zeros({threads_, width}, options)) {}
+
+  // The calling thread's running row (inside at::parallel_for).
+  template <typename T>
+  T* mine() const {
+    const int64_t thread = at::get_thread_num();
+    TORCH_INTERNAL_ASSERT(thread < threads_, "thread ", thread, " of ", threads_);
+    return static_cast<T*>(sums_.data_ptr()) + thread * width_;
+  }
+  at::Tensor total() const { return sums_.sum(0); }
+
+ private:
+  int64_t threads_, width_;
+  at::Tensor sums_;
+};
+
 // Calls f(j, n) for the SIMD chunks [j, j + n) of a row of `width` values (the last one partial).
 template <typename T, typename F>
 inline void for_chunks(int64_t width, const F& f) {

@@ -13,8 +13,8 @@
 // Backward: per step a fused row pass (three sweeps: dL/dLN(c) and its moments, the gate
 //           gradients and dc_{t-1}, then the layer norm's backward onto h W_hh^T) and
 //           dh_{t-1} += d(h W_hh^T) W_hh. The gradients of γ_hh, γ_c and β_c are summed in the
-//           second sweep, into one row per thread (no (T, B, 4H) product to make and reduce).
-//           After the loop dW_hh and the biases as a single GEMM and sums, and the input layer
+//           second sweep, into one row per thread (no (T, B, 4H) product to make and reduce), and
+//           so is the biases'. After the loop dW_hh as a single GEMM, and the input layer
 //           norm's backward (ATen's) for dW_ih and dx.
 // Masks, zoneout, reverse: see loop.h.
 
@@ -107,21 +107,8 @@ struct Grads {
   T* dgates;  // (B, 4H) d(pre-activations) = d LN(h W_hh^T) = d(xg)
   T* draw;    // (B, 4H) d(h W_hh^T)
   T* dcn;     // (B, H) d LN(c_t) of the step, between the first and second sweep
-  T* norms;   // (threads, 6H) each thread's running sums of dγ_hh (4H), dγ_c (H) and dβ_c (H)
-  int64_t threads;
-
-  T* norms_of_this_thread(int64_t H) const {
-    const int64_t thread = at::get_thread_num();
-    TORCH_INTERNAL_ASSERT(thread < threads, "thread ", thread, " of ", threads);
-    return norms + thread * 6 * H;
-  }
+  const ThreadSums& sums;  // (10H) dγ_hh (4H), dγ_c (H), dβ_c (H) and the biases' gradient (4H)
 };
-
-// sum[0, n) += v
-template <typename T>
-inline void accumulate(T* sum, int64_t n, const Vectorized<T>& v) {
-  (Vectorized<T>::loadu(sum, n) + v).store(sum, n);
-}
 
 template <typename T>
 void backward_step(const BackwardRows<T>& p, const T* gates, const Kept<T>& kept, const Norms<T>& ln,
@@ -138,7 +125,7 @@ void backward_step(const BackwardRows<T>& p, const T* gates, const Kept<T>& kept
     const T* xhat = kept.xhat + 4 * b * H;
     T* dg = d.dgates + 4 * b * H;
     T* dcn = d.dcn + b * H;
-    T* sums = d.norms_of_this_thread(H);  // dγ_hh, dγ_c, dβ_c
+    T* sums = d.sums.template mine<T>();  // dγ_hh, dγ_c, dβ_c, db
     const T rstd = kept.rstd[2 * b], c_rstd = kept.rstd[2 * b + 1];
     auto tanh_cn = [&](int64_t j, int64_t n) {  // tanh(LN(c_t)) recomputed
       return tanh(Vec::loadu(chat + j, n) * Vec::loadu(ln.g_c + j, n) + Vec::loadu(ln.b_c + j, n));
@@ -179,6 +166,7 @@ void backward_step(const BackwardRows<T>& p, const T* gates, const Kept<T>& kept
         dpre[k].store(dg + col, n);
         const Vec x_hat = Vec::loadu(xhat + col, n);
         accumulate(sums + col, n, dpre[k] * x_hat);  // dγ_hh += d pre x̂
+        accumulate(sums + 6 * H + col, n, dpre[k]);  // db += d pre
         const Vec dxhat = Vec::set(Vec(T(0)), dpre[k] * Vec::loadu(ln.g_hh + col, n), n);  // d x̂ = d pre γ_hh
         s3 = s3 + dxhat;
         s4 = s4 + dxhat * x_hat;
@@ -265,8 +253,7 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
   at::Tensor dgates = at::empty({T, B, 4 * H}, options);
   at::Tensor draw = at::empty({T, B, 4 * H}, options);
   at::Tensor dcn = at::empty({B, H}, options);
-  const int64_t threads = at::get_num_threads();
-  at::Tensor norm_sums = at::zeros({threads, 6 * H}, options);
+  const ThreadSums sums(10 * H, options);
   const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // d(h W_hh^T) W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_backward", [&] {
     using T_ = scalar_t;
@@ -276,7 +263,7 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
       const Kept<T_> kept{xhat.data_ptr<T_>() + t * B * 4 * H, chat.data_ptr<T_>() + t * B * H,
                           rstd.data_ptr<T_>() + t * B * 2};
       const Grads<T_> d{dgates.data_ptr<T_>() + t * B * 4 * H, draw.data_ptr<T_>() + t * B * 4 * H,
-                        dcn.data_ptr<T_>(), norm_sums.data_ptr<T_>(), threads};
+                        dcn.data_ptr<T_>(), sums};
       backward_step(loop.rows<T_>(k), gates.data_ptr<T_>() + t * B * 4 * H, kept, ln, d);
       loop.add_recurrent(Step{draw, t}, recurrent);  // dh_{t-1} += d(h W_hh^T) W_hh
     }
@@ -292,8 +279,8 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
     dg_ih = d_gain;
   }
   if (needs_param(a, 1)) dw_hh = weight_grad(draw, loop.gemm_inputs());  // dW_hh = sum_t d(h W_hh^T)_t^T h_{t-1}
-  auto [db_ih, db_hh] = shared_bias_grads(a, dgates);
-  const at::Tensor norm_grads = norm_sums.sum(0);  // the threads' sums added up
+  const at::Tensor norm_grads = sums.total();  // the threads' sums added up
+  auto [db_ih, db_hh] = shared_bias_grads(a, [&] { return norm_grads.narrow(0, 6 * H, 4 * H); });
   if (needs_param(a, 5)) dg_hh = norm_grads.narrow(0, 0, 4 * H);  // dγ_hh = sum_t d pre_t x̂_t
   if (needs_param(a, 6)) dg_c = norm_grads.narrow(0, 4 * H, H);   // dγ_c = sum_t d LN(c_t) ĉ_t
   if (needs_param(a, 7)) db_c = norm_grads.narrow(0, 5 * H, H);   // dβ_c = sum_t d LN(c_t)

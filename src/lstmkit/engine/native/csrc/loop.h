@@ -482,10 +482,15 @@ inline std::vector<at::Tensor> gradients(at::Tensor dx, std::vector<at::Tensor> 
 inline bool needs_param(const SequenceArgs& a, size_t k) { return k + 1 < a.needs.size() && a.needs[k + 1]; }
 
 // The same gradient for bias_ih and bias_hh when they are added together: never alias the two.
-inline std::pair<at::Tensor, at::Tensor> shared_bias_grads(const SequenceArgs& a, const at::Tensor& dgates) {
+// db: the sum over all T*B rows of the pre-activations' gradient, computed only when wanted.
+template <typename Sum>
+std::pair<at::Tensor, at::Tensor> shared_bias_grads(const SequenceArgs& a, const Sum& db_of) {
   if (!needs_param(a, 2) && !needs_param(a, 3)) return {};
-  const at::Tensor db = row_sum(dgates);
+  const at::Tensor db = db_of();
   return {needs_param(a, 2) ? db : at::Tensor(), needs_param(a, 3) ? (needs_param(a, 2) ? db.clone() : db) : at::Tensor()};
+}
+inline std::pair<at::Tensor, at::Tensor> shared_bias_grads(const SequenceArgs& a, const at::Tensor& dgates) {
+  return shared_bias_grads(a, [&] { return row_sum(dgates); });
 }
 
 }  // namespace lstmkit

@@ -7,7 +7,8 @@
 //
 //   i = σ(xi + hi [+ w_ci c_{t-1}]),  f = σ(xf + hf [+ w_cf c_{t-1}]),  g = tanh(xg + hg),
 //   c_t = f c_{t-1} + i g,  o = σ(xo + ho [+ w_co c_t]),  h_t = o tanh(c_t)  [h_t = W_hr (o tanh(c_t))]
-//   with [xi, xf, xg, xo] = x W_ih^T + b_ih + b_hh and [hi, hf, hg, ho] = h_{t-1} W_hh^T.
+//   with [xi, xf, xg, xo] = x W_ih^T + b_ih + b_hh and [hi, hf, hg, ho] = h_{t-1} W_hh^T
+//   (the biases are added in the pointwise pass).
 // With a projection h is P wide: weight_hh (4H, P), weight_hr (P, H), h0 (B, P).
 //
 // Forward:  one GEMM for the input projection of all T*B rows; per step gates[t] += h_{t-1} W_hh^T
@@ -17,8 +18,9 @@
 //           handing h_t on.
 // Backward: per step (reverse order) one fused pass computing dgates[t] (with a projection first
 //           a pass collecting dh_t and the GEMM dm = dh_t W_hr), then dh_{t-1} += dgates[t] W_hh
-//           (one GEMM); after the loop, over all T*B rows at once (and dW_hr = sum_t dh_t^T m_t):
-//           dW_ih = dgates^T x, dW_hh = dgates^T h_prev, db = sum dgates, dx = dgates W_ih, and the
+//           (one GEMM), db summed in the pass (one running row per thread); after the loop, over
+//           all T*B rows at once (and dW_hr = sum_t dh_t^T m_t):
+//           dW_ih = dgates^T x, dW_hh = dgates^T h_prev, dx = dgates W_ih, and the
 //           peephole weights' gradients as sums over steps (the gate gradient times the cell state
 //           it saw).
 // Masks, zoneout, reverse: see loop.h.
@@ -37,9 +39,11 @@ struct Peepholes {  // diagonal weights, or all nullptr for a plain LSTM
   const T* co = nullptr;
 };
 
+// bias: b_ih + b_hh (4H) or nullptr, added here rather than broadcast into the input projection
+// (addmm's broadcast copy of the bias cost as much as this whole pass at (50, 32, 64, 128)).
 // m: with a projection, where o tanh(c_t) goes (B, H) instead of on to h_t.
 template <typename T>
-void forward_step(const ForwardRows<T>& p, T* gates, const Peepholes<T>& w, bool store, T* m) {
+void forward_step(const ForwardRows<T>& p, T* gates, const T* bias, const Peepholes<T>& w, bool store, T* m) {
   using Vec = Vectorized<T>;
   const int64_t H = p.H;
   p.for_rows(4 * H, [&](int64_t b) {
@@ -51,14 +55,21 @@ void forward_step(const ForwardRows<T>& p, T* gates, const Peepholes<T>& w, bool
       const Vec c_prev = Vec::loadu(p.c_old + b * H + j, n);
       Vec pre_i = Vec::loadu(gi + j, n);
       Vec pre_f = Vec::loadu(gf + j, n);
+      Vec pre_g = Vec::loadu(gg + j, n);
       Vec pre_o = Vec::loadu(go + j, n);
+      if (bias) {
+        pre_i = pre_i + Vec::loadu(bias + j, n);
+        pre_f = pre_f + Vec::loadu(bias + H + j, n);
+        pre_g = pre_g + Vec::loadu(bias + 2 * H + j, n);
+        pre_o = pre_o + Vec::loadu(bias + 3 * H + j, n);
+      }
       if (w.ci) {  // the input and forget gates look at the old cell state
         pre_i = pre_i + Vec::loadu(w.ci + j, n) * c_prev;
         pre_f = pre_f + Vec::loadu(w.cf + j, n) * c_prev;
       }
       const Vec i = sigmoid(pre_i);                // i = σ(x W_ii + h W_hi + b_i [+ w_ci c_{t-1}])
       const Vec f = sigmoid(pre_f);                // f = σ(x W_if + h W_hf + b_f [+ w_cf c_{t-1}])
-      const Vec g = tanh(Vec::loadu(gg + j, n));   // g = tanh(x W_ig + h W_hg + b_g)   candidate
+      const Vec g = tanh(pre_g);                   // g = tanh(x W_ig + h W_hg + b_g)   candidate
       const Vec c = f * c_prev + i * g;            // c_t = f * c_{t-1} + i * g
       if (w.co) pre_o = pre_o + Vec::loadu(w.co + j, n) * c;  // the output gate looks at the new one
       const Vec o = sigmoid(pre_o);                // o = σ(x W_io + h W_ho + b_o [+ w_co c_t])
@@ -102,8 +113,10 @@ void projection_backward(const BackwardRows<T>& p, T* dhp) {
 }
 
 // dm: with a projection, dL/d(o tanh(c_t)) (B, H) from projection_backward's GEMM.
+// db: where the biases' gradient (4H) is summed, or nullptr.
 template <typename T>
-void backward_step(const BackwardRows<T>& p, const T* gates, T* dgates, const Peepholes<T>& w, const T* dm) {
+void backward_step(const BackwardRows<T>& p, const T* gates, T* dgates, const Peepholes<T>& w, const T* dm,
+                   const ThreadSums* db) {
   using Vec = Vectorized<T>;
   using Split = typename BackwardRows<T>::Split;
   const int64_t H = p.H;
@@ -117,6 +130,7 @@ void backward_step(const BackwardRows<T>& p, const T* gates, T* dgates, const Pe
     T* dgf = dgi + H;
     T* dgg = dgf + H;
     T* dgo = dgg + H;
+    T* sums = db ? db->template mine<T>() : nullptr;
     for_chunks<T>(H, [&](int64_t j, int64_t n) {
       const Vec i = Vec::loadu(gi + j, n);
       const Vec f = Vec::loadu(gf + j, n);
@@ -139,6 +153,12 @@ void backward_step(const BackwardRows<T>& p, const T* gates, T* dgates, const Pe
       d_f.store(dgf + j, n);
       d_g.store(dgg + j, n);
       d_o.store(dgo + j, n);
+      if (sums) {  // db += d(pre-activations)
+        accumulate(sums + j, n, d_i);
+        accumulate(sums + H + j, n, d_f);
+        accumulate(sums + 2 * H + j, n, d_g);
+        accumulate(sums + 3 * H + j, n, d_o);
+      }
       if (!dm) p.store_dh(b, j, n, dh.old);  // the recurrent part dgates W_hh is added by the GEMM later
       p.store_dc(b, j, n, dc_old);
     });
@@ -181,8 +201,8 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
   const bool projection = variant == Variant::kProjection;
   c10::NoGradGuard no_grad;  // no autograd graph when called directly with tensors that require grad
   ForwardLoop loop(a, s);
-  const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;
-  at::Tensor gates = project_input(a, s, bias);  // x W_ih^T + b_ih + b_hh, all steps
+  const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;  // added per step
+  at::Tensor gates = project_input(a, s, std::nullopt);  // x W_ih^T, all steps
   const StepGemm recurrent(param(a, 1), s.B, /*transpose=*/true);  // gates[t] += h_{t-1} W_hh^T
   // with a projection: m = o tanh(c_t) of every step (padded rows stay zero) and h_t = m W_hr^T
   const auto options = a.x.options();
@@ -198,7 +218,8 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
       recurrent.run(Step{gates, t}, loop.gemm_in(t), /*accumulate=*/true);  // gates[t] += h_{t-1} W_hh^T
       const auto p = loop.rows<scalar_t>(k);
       const Step m_t{m, t};
-      forward_step(p, Step{gates, t}.data<scalar_t>(), w, a.store, projection ? m_t.data<scalar_t>() : nullptr);
+      forward_step(p, Step{gates, t}.data<scalar_t>(), data_or_null<scalar_t>(bias), w, a.store,
+                   projection ? m_t.data<scalar_t>() : nullptr);
       if (projection) {
         at::mm_out(hp, m_t.view(), w_hr_t);  // h_t = W_hr (o tanh(c_t))
         projection_forward(p, hp.data_ptr<scalar_t>());
@@ -224,6 +245,8 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
   const at::Tensor dhp = projection ? at::empty({T, B, s.R}, options) : at::Tensor();  // dL/dh_t of every step
   at::Tensor dm = projection ? at::empty({B, H}, options) : at::Tensor();
   const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // dh_{t-1} += dgates[t] W_hh
+  const bool bias_grads = needs_param(a, 2) || needs_param(a, 3);
+  const std::optional<ThreadSums> db = bias_grads ? std::make_optional<ThreadSums>(4 * H, options) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_backward", [&] {
     const auto w = peepholes<scalar_t>(a, variant);
     for (int64_t k = T - 1; k >= 0; --k) {  // processed steps in reverse order
@@ -235,7 +258,7 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
         at::mm_out(dm, dhp_t.view(), param(a, 4));  // d(o tanh(c_t)) = dh_t W_hr
       }
       backward_step(p, gates.data_ptr<scalar_t>() + t * B * 4 * H, Step{dgates, t}.data<scalar_t>(), w,
-                    projection ? dm.data_ptr<scalar_t>() : nullptr);
+                    projection ? dm.data_ptr<scalar_t>() : nullptr, db ? &*db : nullptr);
       loop.add_recurrent(Step{dgates, t}, recurrent);  // dh_{t-1} += dgates[t] W_hh
     }
   });
@@ -244,7 +267,7 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
   at::Tensor dx, dw_ih, dw_hh;
   input_grads(a, s, dgates, dx, dw_ih);
   if (needs_param(a, 1)) dw_hh = weight_grad(dgates, loop.gemm_inputs());  // dW_hh = sum_t dgates_t^T h_{t-1}
-  auto [db_ih, db_hh] = shared_bias_grads(a, dgates);
+  auto [db_ih, db_hh] = shared_bias_grads(a, [&] { return db->total(); });  // summed in the loop
   std::vector<at::Tensor> dparams{dw_ih, dw_hh, db_ih, db_hh};
   if (projection) dparams.push_back(needs_param(a, 4) ? weight_grad(dhp, m) : at::Tensor());  // dW_hr = sum_t dh_t^T m_t
   if (variant == Variant::kPeephole) {
