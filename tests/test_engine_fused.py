@@ -90,8 +90,10 @@ USER_CELLS = ["cifg", "peephole_cifg", "norm"]
 
 
 @pytest.fixture(autouse=True)
-def _uncompiled():
-    """Eager steps unless a test asks for compilation (compiling costs seconds per shape)."""
+def _uncompiled(monkeypatch):
+    """Eager steps unless a test asks for compilation (compiling costs seconds per shape); never
+    the generated native kernels (tests/test_engine_generated.py), so that the Python loop is what runs."""
+    monkeypatch.setattr(python_fused, "_generated_kernel", lambda cell, inputs: None)
     python_fused.set_compile(False)
     yield
     python_fused.set_compile(None)

@@ -49,10 +49,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
-from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 
 from ..cells import Cell, GRUCell, State
+from .native import generated, is_available, run_generated
+from .native.generated import fingerprint, parametrize_in
 from .options import SequenceOptions, SequenceResult, time_steps
 
 COMPILE_VARIABLE = "LSTMKIT_COMPILE"
@@ -453,33 +454,14 @@ def _warn_once(cell: Cell, error: Exception) -> None:
         )
 
 
-def _fingerprint(cell: Cell) -> tuple:
-    """The plain attributes (activations, eps, flags, ...) of the cell and its submodules, which a
-    traced step bakes in: with the options and the shapes, what makes two cells' steps the same
-    compiled code (parameters and buffers are arguments of that code; another tensor the cell holds
-    is a constant of it, so it counts by identity)."""
-    items: list = [type(cell)]
-    for prefix, module in cell.named_modules():
-        items.append((prefix, type(module)))
-        for name, value in sorted(vars(module).items()):
-            if name.startswith("_"):
-                continue
-            try:
-                hash(value)
-                items.append((name, id(value) if isinstance(value, Tensor) else value))
-            except TypeError:
-                items.append((name, id(value)))
-    return tuple(items)
-
-
 def _steps_for(cell: Cell, options: _Options, bound: _Bound, x: Tensor, random: bool) -> _Steps:
     """The step functions for one call: compiled ones when the setting asks for it and they could be made."""
     eager = _EagerSteps(cell, options)
     mode = compile_mode()
-    if mode == "0" or random or x.device.type != "cpu" or _parametrized(cell):
+    if mode == "0" or random or x.device.type != "cpu" or parametrize_in(cell):
         return _Steps(eager, None)
     used = tuple((bound.names[k], tuple(bound.tensors[k].shape)) for k in bound.used)
-    key = (options, used, tuple(bound.weight_hh.shape), cell.state_sizes, x.shape[1], x.dtype, _fingerprint(cell))
+    key = (options, used, tuple(bound.weight_hh.shape), cell.state_sizes, x.shape[1], x.dtype, fingerprint(cell))
     entry = _compiled.pop(key, None) or _CacheEntry()
     _compiled[key] = entry
     while len(_compiled) > _CACHE_SIZE:
@@ -488,12 +470,6 @@ def _steps_for(cell: Cell, options: _Options, bound: _Bound, x: Tensor, random: 
     if entry.compiled is None and not entry.failed and (mode == "1" or entry.steps >= COMPILE_AFTER_STEPS):
         entry.compiled = _CompiledSteps(options)
     return _Steps(eager, entry)
-
-
-def _parametrized(cell: Cell) -> bool:
-    """A parametrised tensor (``torch.nn.utils.parametrize``) is computed on access: a trace would
-    bake in its value, so such cells run uncompiled."""
-    return any(parametrize.is_parametrized(module) for module in cell.modules())
 
 
 class _Reads(TorchFunctionMode):
@@ -683,17 +659,30 @@ def _check_step(cell: Cell, new: State, old: Sequence[Tensor]) -> None:
 # entry point
 
 
+def _generated_kernel(cell: Cell, inputs: Tensor):
+    """The cell's step compiled into the native loop (:mod:`lstmkit.engine.native.generated`) when
+    the compile setting asks for it and the step translates, else ``None``."""
+    if inputs.device.type != "cpu" or not is_available():
+        return None
+    return generated.kernel_for(cell, inputs.shape[0], compile_mode(), COMPILE_AFTER_STEPS)
+
+
 def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> SequenceResult:
     """:func:`lstmkit.engine.reference.run_sequence` as one fused autograd node, for a call
     :func:`supports` accepts. Same arguments (except ``trace``) and result; zoneout masks are drawn
     exactly as the reference draws them."""
-    options = SequenceOptions(**options)
+    given = options
+    options = SequenceOptions(**given)
     state = options.check(cell, inputs, state)
     reason = why_not(cell, inputs)
     if reason:
         raise ValueError(f"the fused engine cannot run {cell!r}: {reason}")
     if inputs.shape[0] == 0 or inputs.shape[1] == 0:
         raise ValueError(f"inputs must have at least one step and one sequence, got shape {tuple(inputs.shape)}")
+    kernel = _generated_kernel(cell, inputs)
+    if kernel is not None:
+        module, translation = kernel
+        return run_generated(cell, module, translation.tensors, inputs, state, **given)
     state = tuple(s.contiguous() for s in state)
     valid, recurrent_mask = options.valid, options.recurrent_mask
     keep = options.zoneout_masks(state, inputs.shape[0])

@@ -5,7 +5,8 @@ with its LSTM/GRU forms :func:`lstm_sequence`, :func:`gru_sequence`; :func:`run_
 :func:`lstmkit.engine.reference.run_sequence` signature for :class:`lstmkit.RNNCell`,
 :class:`lstmkit.LSTMCell`, :class:`lstmkit.PeepholeLSTMCell`, :class:`lstmkit.LayerNormLSTMCell`
 and :class:`lstmkit.GRUCell`); :func:`supports` and :func:`is_available` for dispatch. See
-``build.py`` for how and where the extension is compiled and ``csrc/`` for the kernels.
+``build.py`` for how and where the extension is compiled and ``csrc/`` for the kernels, and
+``generated.py`` for user-defined cells translated to C++ (:func:`run_generated`).
 """
 
 from .functions import (
@@ -18,6 +19,7 @@ from .functions import (
     kernel_of,
     lstm_sequence,
     run_cell,
+    run_generated,
     run_lstm_cell,
     supports,
 )
@@ -32,6 +34,7 @@ __all__ = [
     "kernel_of",
     "lstm_sequence",
     "run_cell",
+    "run_generated",
     "run_lstm_cell",
     "supports",
 ]

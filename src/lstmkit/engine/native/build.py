@@ -88,40 +88,39 @@ def _ensure_ninja_on_path() -> None:
             return
 
 
-def _build(verbose: bool) -> ModuleType:
+def compile_module(
+    name: str, sources: list[Path], directory: Path, include_paths: list[Path] = (), verbose: bool = False
+) -> ModuleType:
+    """Build (or load from ``directory``) the extension ``name`` from ``sources``, with OpenMP,
+    else without it; the build is serialised across processes by an ``flock`` (see the module docstring)."""
     from torch.utils import cpp_extension
 
     _ensure_ninja_on_path()
     isa = instruction_set()
-    directory = build_directory(isa)
     directory.mkdir(parents=True, exist_ok=True)
-    sources = [str(CSRC / source) for source in SOURCES]
+    common = {
+        "sources": [str(source) for source in sources],
+        "extra_include_paths": [str(path) for path in include_paths],
+        "build_directory": str(directory),
+        "verbose": verbose,
+    }
     with open(directory / "lstmkit.flock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
         (directory / "lock").unlink(missing_ok=True)  # we hold the flock: any cpp_extension lock is a dead process's
-        return _load(cpp_extension, isa, sources, directory, verbose)
+        try:
+            # libgomp is the one torch already loaded (same soname), so there is one OpenMP runtime.
+            return cpp_extension.load(
+                name=name, extra_cflags=compile_flags(isa, openmp=True), extra_ldflags=["-fopenmp"], **common
+            )
+        except (RuntimeError, OSError, ImportError):
+            # e.g. a compiler without OpenMP: build single-threaded pointwise passes instead
+            return cpp_extension.load(name=f"{name}_noomp", extra_cflags=compile_flags(isa, openmp=False), **common)
 
 
-def _load(cpp_extension: ModuleType, isa: str, sources: list[str], directory: Path, verbose: bool) -> ModuleType:
-    try:
-        # libgomp is the one torch already loaded (same soname), so there is one OpenMP runtime.
-        return cpp_extension.load(
-            name=f"lstmkit_native_{isa}",
-            sources=sources,
-            extra_cflags=compile_flags(isa, openmp=True),
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(directory),
-            verbose=verbose,
-        )
-    except (RuntimeError, OSError, ImportError):
-        # e.g. a compiler without OpenMP: build single-threaded pointwise passes instead
-        return cpp_extension.load(
-            name=f"lstmkit_native_{isa}_noomp",
-            sources=sources,
-            extra_cflags=compile_flags(isa, openmp=False),
-            build_directory=str(directory),
-            verbose=verbose,
-        )
+def _build(verbose: bool) -> ModuleType:
+    isa = instruction_set()
+    sources = [CSRC / source for source in SOURCES]
+    return compile_module(f"lstmkit_native_{isa}", sources, build_directory(isa), verbose=verbose)
 
 
 def load_extension(verbose: bool = False) -> ModuleType | None:

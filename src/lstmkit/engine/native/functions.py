@@ -17,7 +17,7 @@ need the compiled extension: :func:`is_available` says whether it could be built
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -70,6 +70,7 @@ class _Options:
     reverse: bool
     carry_output: bool
     eps: float
+    module: ModuleType | None = field(default=None, compare=False)  # a generated cell's own kernel module
 
 
 class CellSequenceFunction(torch.autograd.Function):
@@ -94,7 +95,7 @@ class CellSequenceFunction(torch.autograd.Function):
         state0 = list(tensors[options.params : options.params + options.states])
         zoneout = list(tensors[options.params + options.states :])
         needs_grad = ctx.needs_input_grad[1] or any(ctx.needs_input_grad[4 : 4 + options.params + options.states])
-        output, *rest = _extension().forward(
+        output, *rest = (options.module or _extension()).forward(
             options.kernel, x, params, state0, valid, recurrent_mask, zoneout,
             options.zoneout_rate, options.reverse, options.carry_output, options.eps, needs_grad,
         )  # fmt: skip
@@ -114,7 +115,7 @@ class CellSequenceFunction(torch.autograd.Function):
         saved = rest[options.params + options.zoneout_masks :]
         need = ctx.needs_input_grad
         needs = [need[1], *need[4 : 4 + options.params]]
-        dx, *grads = _extension().backward(
+        dx, *grads = (options.module or _extension()).backward(
             options.kernel, grad_output, list(grad_states), x, params, saved, valid, recurrent_mask, zoneout,
             options.zoneout_rate, options.reverse, options.carry_output, options.eps, needs,
         )  # fmt: skip
@@ -136,6 +137,7 @@ def cell_sequence(
     zoneout_masks: State | None = None,
     zoneout_rate: float = 0.0,
     eps: float = 0.0,
+    module: ModuleType | None = None,
 ) -> tuple[Tensor, State]:
     """Run one layer direction of a cell's ``kernel`` (a key of :data:`KERNELS`) over ``input``
     ``(T, B, I)`` natively; returns ``(output, final_state)``.
@@ -149,14 +151,16 @@ def cell_sequence(
     (shaped like ``h``) multiplies ``h`` before the recurrent multiply. Zoneout: ``zoneout_masks``,
     one ``(T, B, size)`` mask per state (bool or 0/1), keeps the old value where set (training);
     without masks, ``zoneout_rate`` mixes ``rate * old + (1 - rate) * new`` (evaluation). ``eps``:
-    the layer norms' epsilon (``layernorm_lstm``).
+    the layer norms' epsilon (``layernorm_lstm``). ``module``: a generated cell's kernel module
+    (:mod:`lstmkit.engine.native.generated`), which runs instead of ``kernel``.
     """
-    if kernel not in KERNELS:
+    if module is None and kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}: expected one of {sorted(KERNELS)}")
     masks = [] if zoneout_masks is None else [m.to(input.dtype) if m.dtype == torch.bool else m for m in zoneout_masks]
     options = _Options(
-        kernel, len(params), len(state), len(masks), float(zoneout_rate), bool(reverse), bool(carry_output), float(eps)
-    )
+        kernel, len(params), len(state), len(masks), float(zoneout_rate), bool(reverse), bool(carry_output), float(eps),
+        module,
+    )  # fmt: skip
     output, *final = CellSequenceFunction.apply(options, input, valid, recurrent_mask, *params, *state, *masks)
     return output, tuple(final)
 
@@ -259,17 +263,38 @@ def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> Sequen
     Same arguments (except ``trace``) and result; zoneout masks are drawn exactly as the reference
     draws them, so under the same seed both engines compute the same thing.
     """
-    options = SequenceOptions(**options)
-    state = options.check(cell, inputs, state)
     if not supports(cell, inputs):
         raise ValueError(f"the native engine does not support {cell!r} with {inputs.dtype} input on {inputs.device}")
     kernel = kernel_of(cell)
+    return _run(cell, kernel, KERNELS[kernel][0], None, inputs, state, options)
+
+
+def run_generated(
+    cell: Cell, module: ModuleType, tensors: tuple[str, ...], inputs: Tensor, state: State, **options: Any
+) -> SequenceResult:
+    """:func:`run_cell` for a cell whose step :mod:`~lstmkit.engine.native.generated` compiled into
+    ``module``; ``tensors``: the names of the parameters and buffers that step takes."""
+    return _run(cell, "generated", tensors, module, inputs, state, options)
+
+
+def _run(
+    cell: Cell,
+    kernel: str,
+    own: tuple[str, ...],
+    module: ModuleType | None,
+    inputs: Tensor,
+    state: State,
+    options: dict[str, Any],
+) -> SequenceResult:
+    options = SequenceOptions(**options)
+    state = options.check(cell, inputs, state)
     masks = options.zoneout_masks(state, inputs.shape[0])
     bias_ih, bias_hh = cell.bias_ih, cell.bias_hh
     if (bias_ih is None) != (bias_hh is None):  # one bias per gate (Keras layers): the other is zero
         bias_ih = torch.zeros_like(bias_hh) if bias_ih is None else bias_ih
         bias_hh = torch.zeros_like(bias_ih) if bias_hh is None else bias_hh
-    params = [cell.weight_ih, cell.weight_hh, bias_ih, bias_hh, *(getattr(cell, n) for n in KERNELS[kernel][0])]
+    tensors = dict((*cell.named_parameters(), *cell.named_buffers()))
+    params = [cell.weight_ih, cell.weight_hh, bias_ih, bias_hh, *(tensors[n] for n in own)]
     output, final = cell_sequence(
         kernel,
         inputs.contiguous(),
@@ -282,6 +307,7 @@ def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> Sequen
         zoneout_masks=None if masks[0] is None else tuple(masks),
         zoneout_rate=options.zoneout,
         eps=getattr(cell, "eps", 0.0),
+        module=module,
     )
     return SequenceResult(output, final)
 

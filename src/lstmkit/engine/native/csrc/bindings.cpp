@@ -1,13 +1,8 @@
-// Python bindings of the native time loops (the only file that includes torch/extension.h).
-//
-// Two entry points serve every cell, named by its kernel:
-//   forward(kernel, x, params, state0, valid, recurrent_mask, zoneout, zoneout_rate, reverse,
-//           carry_output, eps, store) -> [output, final states..., saved...]
-//   backward(kernel, grad_output, grad_state, x, params, saved, valid, recurrent_mask, zoneout,
-//            zoneout_rate, reverse, carry_output, eps, needs) -> [dx, d params..., d initial states...]
+// Python bindings of the native time loops of the built-in cells: the two entry points of
+// entry.h, with the kernel named by a string.
 #include <torch/extension.h>
 
-#include "common.h"
+#include "entry.h"
 
 namespace lstmkit {
 namespace {
@@ -30,36 +25,12 @@ const Kernel& kernel(const std::string& name) {
   TORCH_CHECK_VALUE(false, "unknown kernel '", name, "'");
 }
 
-SequenceArgs arguments(const Kernel& k, const at::Tensor& x, std::vector<OptTensor> params, OptTensor valid,
-                       OptTensor rmask, std::vector<at::Tensor> zoneout, double zoneout_rate, bool reverse,
-                       bool carry_output, double eps) {
-  TORCH_CHECK_VALUE(static_cast<int>(params.size()) == k.params, k.name, " takes ", k.params, " parameters, got ",
-                    params.size());
-  SequenceArgs a;
-  a.x = x;
-  a.params = std::move(params);
-  a.valid = std::move(valid);
-  a.rmask = std::move(rmask);
-  a.zoneout = std::move(zoneout);
-  a.zoneout_rate = zoneout_rate;
-  a.reverse = reverse;
-  a.carry_output = carry_output;
-  a.eps = eps;
-  return a;
-}
-
 std::vector<at::Tensor> forward(const std::string& name, const at::Tensor& x, std::vector<OptTensor> params,
                                 std::vector<at::Tensor> state0, OptTensor valid, OptTensor rmask,
                                 std::vector<at::Tensor> zoneout, double zoneout_rate, bool reverse, bool carry_output,
                                 double eps, bool store) {
-  const Kernel& k = kernel(name);
-  SequenceArgs a = arguments(k, x, std::move(params), std::move(valid), std::move(rmask), std::move(zoneout),
-                             zoneout_rate, reverse, carry_output, eps);
-  TORCH_CHECK_VALUE(static_cast<int>(state0.size()) == k.states, k.name, " takes ", k.states,
-                    " initial states, got ", state0.size());
-  a.state0 = std::move(state0);
-  a.store = store;
-  return k.forward(a);
+  return run_forward(kernel(name), x, std::move(params), std::move(state0), std::move(valid), std::move(rmask),
+                     std::move(zoneout), zoneout_rate, reverse, carry_output, eps, store);
 }
 
 std::vector<at::Tensor> backward(const std::string& name, const at::Tensor& grad_output,
@@ -67,17 +38,9 @@ std::vector<at::Tensor> backward(const std::string& name, const at::Tensor& grad
                                  std::vector<OptTensor> params, std::vector<at::Tensor> saved, OptTensor valid,
                                  OptTensor rmask, std::vector<at::Tensor> zoneout, double zoneout_rate, bool reverse,
                                  bool carry_output, double eps, std::vector<bool> needs) {
-  const Kernel& k = kernel(name);
-  SequenceArgs a = arguments(k, x, std::move(params), std::move(valid), std::move(rmask), std::move(zoneout),
-                             zoneout_rate, reverse, carry_output, eps);
-  TORCH_CHECK_VALUE(needs.size() == a.params.size() + 1, "needs: one flag for the input and one per parameter");
-  TORCH_CHECK_VALUE(grad_output.defined(), "grad_output is undefined");
-  a.grad_output = grad_output;
-  a.grad_state = std::move(grad_state);
-  a.saved = std::move(saved);
-  a.needs = std::move(needs);
-  for (size_t p = 0; p < a.params.size(); ++p) a.needs[p + 1] = a.needs[p + 1] && a.params[p].has_value();
-  return k.backward(a);
+  return run_backward(kernel(name), grad_output, std::move(grad_state), x, std::move(params), std::move(saved),
+                      std::move(valid), std::move(rmask), std::move(zoneout), zoneout_rate, reverse, carry_output, eps,
+                      std::move(needs));
 }
 
 }  // namespace

@@ -1,0 +1,291 @@
+"""User cells translated to C++ and run in the native loop (``lstmkit.engine.native.generated``),
+against the reference autograd loop as the oracle: outputs, final states and every gradient under
+every option, gradcheck in float64, the dispatch from the fused engine, and what does not translate.
+
+Each translated kind of cell is compiled once (about 25 s) and then loaded from the cache, so the
+module uses three cells that between them cover the translation: a CIFG LSTM (xg and hg enter as a
+sum), the same with a peephole parameter, and a one-state cell that uses xg and hg apart, has a
+two-block parameter and most of the operations the translation knows.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import core_helpers
+import pytest
+import torch
+import torch.nn.functional as F
+from core_helpers import CIFGCell, make_valid
+from torch import nn
+
+import lstmkit
+from lstmkit.engine import native, python_fused
+from lstmkit.engine.native import generated
+
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(not native.is_available(), reason="no C++ toolchain for the native engine"),
+]
+
+
+class PeepholeCIFGCell(CIFGCell):
+    """CIFG whose input gate sees the previous cell state: a parameter used by pointwise only."""
+
+    def __init__(self, input_size, hidden_size, **kwargs):
+        super().__init__(input_size, hidden_size, **kwargs)
+        self.weight_ci = nn.Parameter(torch.empty(hidden_size, dtype=self.weight_ih.dtype))
+        self.reset_parameters()
+
+    def pointwise(self, xg, hg, state):
+        h, c = state
+        i, g, o = (xg + hg).chunk(3, dim=-1)
+        i = torch.sigmoid(i + self.weight_ci * c)
+        g, o = torch.tanh(g), torch.sigmoid(o)
+        c = (1 - i) * c + i * g
+        return (o * torch.tanh(c), c), (i, g, o)
+
+
+class GatedCell(lstmkit.Cell):
+    """One state; xg and hg apart (a reset gate on the recurrent candidate, as in GRU); a (2H)
+    gain; relu, clamp, exp, sqrt, abs, division, powers, where, comparisons and slices."""
+
+    gate_names = ("r", "z", "n")
+
+    def __init__(self, input_size, hidden_size, **kwargs):
+        super().__init__(input_size, hidden_size, **kwargs)
+        self.gain = nn.Parameter(torch.empty(2 * hidden_size, dtype=self.weight_ih.dtype))
+        self.reset_parameters()
+
+    def pointwise(self, xg, hg, state):
+        (h,) = state
+        size = self.hidden_size
+        x_r, x_z, x_n = xg.chunk(3, dim=-1)
+        h_rz, h_n = hg[:, : 2 * size], hg[:, 2 * size :]
+        gain_r, gain_z = self.gain.split(size)
+        r = torch.sigmoid(x_r + h_rz[:, :size] * (1 + gain_r))
+        z = torch.clamp(torch.exp(-F.relu(x_z + h_rz[:, size:])) ** 2, 0.05, 0.95)
+        n = torch.tanh(x_n + r * h_n) / torch.sqrt(1 + 0.1 * gain_z * gain_z) - gain_z.abs() * 0.1
+        n = torch.where(n > -0.9, n, n * 0.5 - 0.45)
+        return ((1 - z) * n + z * h,), (r, z, n)
+
+
+CELLS = {
+    "cifg": lambda dtype: CIFGCell(3, 5, dtype=dtype),
+    "peephole_cifg": lambda dtype: PeepholeCIFGCell(3, 5, dtype=dtype),
+    "gated": lambda dtype: GatedCell(3, 5, dtype=dtype),
+}
+
+
+def kernel(cell: lstmkit.Cell):
+    """The cell's compiled kernel, made now (compile setting "1")."""
+    made = generated.kernel_for(cell, 1, "1", 0)
+    assert made is not None, generated.why_not(cell)
+    return made
+
+
+def run_generated(cell, x, state, **options):
+    module, translation = kernel(cell)
+    return native.run_generated(cell, module, translation.tensors, x, state, **options)
+
+
+def run_both(cell, steps=6, batch=4, **options):
+    return core_helpers.run_both(run_generated, cell, steps, batch, **options)
+
+
+OPTIONS = {
+    "plain": {},
+    "lengths, reverse": {"valid": make_valid("lengths", 6, 4), "reverse": True},
+    "holes, carry_output": {"valid": make_valid("holes", 6, 4), "carry_output": True},
+    "zoneout training": {"zoneout": 0.3, "training": True, "valid": make_valid("holes", 6, 4)},
+    "zoneout evaluation": {"zoneout": 0.3, "training": False},
+}
+
+
+@pytest.mark.parametrize("options", list(OPTIONS))
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_matches_reference_float64(kind: str, options: str) -> None:
+    cell = CELLS[kind](torch.float64)
+    expected, actual = run_both(cell, **OPTIONS[options])
+    core_helpers.assert_same(expected, actual, **core_helpers.ENGINE_TOLERANCE[torch.float64])
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_recurrent_mask_and_float32(kind: str) -> None:
+    cell = CELLS[kind](torch.float32)
+    mask = (torch.rand(9, cell.recurrent_size) > 0.4).float() / 0.6
+    expected, actual = run_both(cell, 7, 9, recurrent_mask=mask, valid=make_valid("holes", 7, 9))
+    core_helpers.assert_same(expected, actual, **core_helpers.ENGINE_TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("kind", ["peephole_cifg", "gated"])
+def test_gradcheck(kind: str) -> None:
+    """Finite differences in float64 through the generated kernel, with padding and zoneout masks fixed by seed."""
+    cell = CELLS[kind](torch.float64)
+    module, translation = kernel(cell)
+    x = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    state = tuple(torch.randn(3, 5, dtype=torch.float64, requires_grad=True) for _ in cell.state_sizes)
+    own = [p for n, p in cell.named_parameters() if n in translation.tensors]
+
+    def function(x, *tensors):
+        torch.manual_seed(3)
+        initial = tensors[: len(state)]
+        result = native.run_generated(
+            cell, module, translation.tensors, x, initial,
+            valid=make_valid("holes", 4, 3), zoneout=0.25, training=True, reverse=True,
+        )  # fmt: skip
+        return (result.output, *result.state)
+
+    assert torch.autograd.gradcheck(function, (x, *state, cell.weight_ih, *own))
+
+
+def test_fused_engine_dispatches_to_the_generated_kernel(monkeypatch) -> None:
+    """With compilation on, the fused engine runs a translatable cell natively; off, in Python;
+    under "auto" once COMPILE_AFTER_STEPS steps ran with the kind of cell."""
+    cell = CIFGCell(3, 5)
+    x = torch.randn(6, 2, 3)
+    state = cell.initial_state(2, x)
+
+    def node(mode):
+        python_fused.set_compile(mode)
+        try:
+            return type(python_fused.run_cell(cell, x, state).output.grad_fn).__name__
+        finally:
+            python_fused.set_compile(None)
+
+    assert node(True) == "CellSequenceFunctionBackward"
+    assert node(False) != "CellSequenceFunctionBackward"
+    monkeypatch.setattr(generated, "_entries", {})
+    monkeypatch.setattr(python_fused, "COMPILE_AFTER_STEPS", 10)
+    eager = python_fused._EagerSteps
+    monkeypatch.setattr(python_fused, "_steps_for", lambda *a: python_fused._Steps(eager(cell, a[1]), None))
+    assert node("auto") != "CellSequenceFunctionBackward"  # 6 steps
+    assert node("auto") == "CellSequenceFunctionBackward"  # 12
+
+
+def test_layer_with_a_user_cell_matches_reference() -> None:
+    """A bidirectional two-layer Recurrent of a user cell: the generated kernel in both directions."""
+    torch.manual_seed(0)
+    layer = lstmkit.Recurrent(PeepholeCIFGCell, 3, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
+    x = torch.randn(7, 2, 3, dtype=torch.float64)
+    python_fused.set_compile(True)
+    try:
+        output, _ = layer(x)
+        assert type(output.grad_fn).__name__ != "StackBackward0"
+        (output**2).sum().backward()
+        grads = [p.grad.clone() for p in layer.parameters()]
+    finally:
+        python_fused.set_compile(None)
+    layer.zero_grad()
+    layer.engine = "reference"
+    expected, _ = layer(x)
+    (expected**2).sum().backward()
+    torch.testing.assert_close(output, expected, rtol=1e-10, atol=1e-12)
+    for grad, parameter in zip(grads, layer.parameters(), strict=True):
+        torch.testing.assert_close(grad, parameter.grad, rtol=1e-10, atol=1e-12)
+
+
+class NormCell(lstmkit.Cell):
+    gate_names = ("z", "n")
+
+    def __init__(self, input_size, hidden_size, **kwargs):
+        super().__init__(input_size, hidden_size, **kwargs)
+        self.norm = nn.LayerNorm(hidden_size, dtype=self.weight_ih.dtype)
+
+    def pointwise(self, xg, hg, state):
+        (h,) = state
+        z, n = (xg + hg).chunk(2, dim=-1)
+        z = torch.sigmoid(z)
+        return ((1 - z) * self.norm(n) + z * h,), (z, n)
+
+
+class DropoutCell(CIFGCell):
+    def pointwise(self, xg, hg, state):
+        return super().pointwise(F.dropout(xg, 0.3, training=True), hg, state)
+
+
+class CapturingCell(CIFGCell):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scale = torch.linspace(0.5, 1.5, self.hidden_size)  # a plain attribute, not a buffer
+
+    def pointwise(self, xg, hg, state):
+        (h, c), gates = super().pointwise(xg, hg, state)
+        return (h * self.scale, c), gates
+
+
+class ThreeStateCell(CIFGCell):
+    state_names = ("h", "c", "m")
+
+    def pointwise(self, xg, hg, state):
+        (h, c), gates = super().pointwise(xg, hg, state[:2])
+        return (h, c, state[2] + c), gates
+
+
+class WideStateCell(CIFGCell):
+    @property
+    def state_sizes(self):
+        return (self.hidden_size, 2 * self.hidden_size)
+
+
+class OwnWeightCell(CIFGCell):
+    def pointwise(self, xg, hg, state):
+        (h, c), gates = super().pointwise(xg + self.bias_ih, hg, state)
+        return (h, c), gates
+
+
+UNTRANSLATABLE = {
+    "layer norm": (NormCell, "native_layer_norm has no C\\+\\+ translation"),
+    "dropout": (DropoutCell, "has no C\\+\\+ translation"),
+    "captured tensor": (CapturingCell, "does not get as a parameter"),
+    "three states": (ThreeStateCell, "one or two of hidden_size"),
+    "wide state": (WideStateCell, "one or two of hidden_size"),
+    "standard weight": (OwnWeightCell, "pointwise uses bias_ih itself"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNTRANSLATABLE))
+def test_untranslatable_cells_say_why_and_stay_on_the_python_loop(case: str) -> None:
+    kind, message = UNTRANSLATABLE[case]
+    cell = kind(3, 4)
+    with pytest.raises(generated.Untranslatable, match=message):
+        generated.translate(cell)
+    assert generated.kernel_for(cell, 1, "1", 0) is None
+    assert generated.why_not(cell)
+
+
+def test_a_failed_build_warns_once_and_falls_back(monkeypatch) -> None:
+    def fail(translation):
+        raise RuntimeError("compiler exploded")
+
+    monkeypatch.setattr(generated, "build", fail)
+    monkeypatch.setattr(generated, "_entries", {})
+    monkeypatch.setattr(generated, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="did not build .*compiler exploded.*CIFGCell runs on the Python loop"):
+        assert generated.kernel_for(CIFGCell(3, 6), 1, "1", 0) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert generated.kernel_for(CIFGCell(3, 6), 1, "1", 0) is None  # remembered, no second warning
+
+
+def test_bad_input_to_a_generated_module_raises() -> None:
+    """Wrong dtype, shape or a missing parameter reaching the C++ code: a Python error, not a crash."""
+    cell = PeepholeCIFGCell(3, 5)
+    module, translation = kernel(cell)
+    x = torch.randn(4, 2, 3)
+    params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, cell.weight_ci]
+    state = [torch.zeros(2, 5), torch.zeros(2, 5)]
+
+    def forward(x=x, params=params, state=state):
+        with torch.no_grad():
+            return module.forward("generated", x, params, state, None, None, [], 0.0, False, False, 0.0, False)
+
+    assert forward()[0].shape == (4, 2, 5)
+    with pytest.raises(TypeError, match="dtype"):
+        forward(x=x.double())
+    with pytest.raises(ValueError, match="a parameter of the cell must have shape"):
+        forward(params=[*params[:4], torch.zeros(7)])
+    with pytest.raises(ValueError, match="takes 5 parameters"):
+        forward(params=params[:4])
+    with pytest.raises(ValueError, match="h0 must have shape"):
+        forward(state=[torch.zeros(3, 5), torch.zeros(2, 5)])
