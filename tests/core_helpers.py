@@ -32,6 +32,23 @@ CIFGCell: type[lstmkit.Cell] = load_example("custom_cell").CIFGCell
 """The coupled input-forget gate LSTM of ``examples/custom_cell.py``: a cell as a user writes it."""
 
 
+class PeepholeCIFGCell(CIFGCell):
+    """CIFG whose input gate sees the previous cell state: a parameter used by pointwise only."""
+
+    def __init__(self, input_size, hidden_size, **kwargs):
+        super().__init__(input_size, hidden_size, **kwargs)
+        self.weight_ci = torch.nn.Parameter(torch.empty(hidden_size, dtype=self.weight_ih.dtype))
+        self.reset_parameters()
+
+    def pointwise(self, xg, hg, state):
+        h, c = state
+        i, g, o = (xg + hg).chunk(3, dim=-1)
+        i = torch.sigmoid(i + self.weight_ci * c)
+        g, o = torch.tanh(g), torch.sigmoid(o)
+        c = (1 - i) * c + i * g
+        return (o * torch.tanh(c), c), (i, g, o)
+
+
 def make_valid(kind: str, steps: int, batch: int) -> torch.Tensor | None:
     """A ``(steps, batch)`` mask of real steps: ``"none"``, ``"lengths"`` (a padded batch, one
     sequence of length 0) or ``"holes"`` (arbitrary, as Keras masks may be)."""

@@ -15,7 +15,7 @@ import core_helpers
 import pytest
 import torch
 import torch.nn.functional as F
-from core_helpers import CIFGCell, make_valid
+from core_helpers import CIFGCell, PeepholeCIFGCell, make_valid
 from torch import nn
 
 import lstmkit
@@ -24,23 +24,6 @@ from lstmkit.engine import python_fused
 from lstmkit.engine.reference import run_sequence
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: more intra-op threads only contend
-
-
-class PeepholeCIFGCell(CIFGCell):
-    """CIFG whose input gate sees the previous cell state: an extra parameter used by pointwise only."""
-
-    def __init__(self, input_size, hidden_size, **kwargs):
-        super().__init__(input_size, hidden_size, **kwargs)
-        self.weight_ci = nn.Parameter(torch.empty(hidden_size, dtype=self.weight_ih.dtype))
-        self.reset_parameters()
-
-    def pointwise(self, xg, hg, state):
-        h, c = state
-        i, g, o = (xg + hg).chunk(3, dim=-1)
-        i = torch.sigmoid(i + self.weight_ci * c)
-        g, o = torch.tanh(g), torch.sigmoid(o)
-        c = (1 - i) * c + i * g
-        return (o * torch.tanh(c), c), (i, g, o)
 
 
 class NormCell(lstmkit.Cell):

@@ -16,7 +16,7 @@ import core_helpers
 import pytest
 import torch
 import torch.nn.functional as F
-from core_helpers import CIFGCell, make_valid
+from core_helpers import CIFGCell, PeepholeCIFGCell, make_valid
 from torch import nn
 
 import lstmkit
@@ -27,23 +27,6 @@ pytestmark = [
     pytest.mark.usefixtures("one_thread"),
     pytest.mark.skipif(not native.is_available(), reason="no C++ toolchain for the native engine"),
 ]
-
-
-class PeepholeCIFGCell(CIFGCell):
-    """CIFG whose input gate sees the previous cell state: a parameter used by pointwise only."""
-
-    def __init__(self, input_size, hidden_size, **kwargs):
-        super().__init__(input_size, hidden_size, **kwargs)
-        self.weight_ci = nn.Parameter(torch.empty(hidden_size, dtype=self.weight_ih.dtype))
-        self.reset_parameters()
-
-    def pointwise(self, xg, hg, state):
-        h, c = state
-        i, g, o = (xg + hg).chunk(3, dim=-1)
-        i = torch.sigmoid(i + self.weight_ci * c)
-        g, o = torch.tanh(g), torch.sigmoid(o)
-        c = (1 - i) * c + i * g
-        return (o * torch.tanh(c), c), (i, g, o)
 
 
 class GatedCell(lstmkit.Cell):

@@ -7,8 +7,9 @@
 * ``"fused"``: any cell whose maths is in ``pointwise`` (user cells, peepholes, projections, ...)
   as one autograd node: hoisted input projection, one ``addmm`` and the pointwise step per step
   without an autograd graph, a reverse loop of per-step vector-Jacobian products and the weight
-  gradients as single matrix multiplies; the steps optionally compiled with TorchInductor
-  (:mod:`lstmkit.engine.python_fused`, ``$LSTMKIT_COMPILE``).
+  gradients as single matrix multiplies (:mod:`lstmkit.engine.python_fused`). With compilation on
+  (``$LSTMKIT_COMPILE``) a step that translates to C++ runs in the native loop instead
+  (:mod:`lstmkit.engine.native.generated`); one that does not has its steps compiled by TorchInductor.
 * ``"torch"``: PyTorch's own fused kernels (``torch._VF``; oneDNN for LSTM) for whole stacks of
   plain LSTM/GRU/RNN cells without lstmkit's extras (:mod:`lstmkit.engine.fused_torch`).
 * ``"auto"`` (default): for plain stacks, torch's kernels for LSTM inference and for RNN cells

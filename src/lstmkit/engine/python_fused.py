@@ -16,7 +16,9 @@ The whole sequence (one layer, one direction) is one :class:`torch.autograd.Func
   summed over steps.
 
 **Compiled steps.** The per-step work in Python is a dozen small tensor operations each way, which
-is what a small batch spends its time on. With compilation on, the forward step (recurrent ``addmm``
+is what a small batch spends its time on. With compilation on, a cell whose step translates to C++
+(:mod:`lstmkit.engine.native.generated`) runs its whole sequence in the native loop instead of
+this one. Otherwise the forward step (recurrent ``addmm``
 + pointwise + zoneout + masking) and the backward step (its vector-Jacobian product via
 :func:`torch.func.vjp`, the recurrent multiply's input gradient, the parameter-gradient sums) are
 each traced once with :func:`torch.fx.experimental.proxy_tensor.make_fx` and compiled by
@@ -47,13 +49,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.overrides import TorchFunctionMode
 
 from ..cells import Cell, GRUCell, State
 from .native import generated, is_available, run_generated
-from .native.generated import fingerprint, parametrize_in
+from .native.generated import PointwiseModule, fingerprint, parametrize_in
 from .options import SequenceOptions, SequenceResult, time_steps
 
 COMPILE_VARIABLE = "LSTMKIT_COMPILE"
@@ -169,17 +171,6 @@ def _after_pointwise(
     return tuple(torch.where(where, new, old) for new, old in zip(new_state, state, strict=True)), output
 
 
-class _Pointwise(nn.Module):
-    """``cell.pointwise`` as a module's forward, for :func:`torch.func.functional_call`."""
-
-    def __init__(self, cell: Cell) -> None:
-        super().__init__()
-        self.cell = cell
-
-    def forward(self, xg: Tensor, hg: Tensor, state: State) -> tuple[Tensor, ...]:
-        return tuple(self.cell.pointwise(xg, hg, state)[0])
-
-
 @dataclass
 class _Bound:
     """The per-call constants of the step functions."""
@@ -280,7 +271,7 @@ class _CompiledSteps:
         return torch.func.functional_call(module, prefixed, (xg, hg, tuple(state)), strict=False)
 
     def _forward_function(self, bound: _Bound) -> Callable:
-        options, module = self.options, _Pointwise(bound.cell)
+        options, module = self.options, PointwiseModule(bound.cell)
         names = [bound.names[k] for k in bound.used]
 
         def forward(*flat):
@@ -293,7 +284,7 @@ class _CompiledSteps:
 
     def _backward_function(self, bound: _Bound, differentiated: tuple[int, ...]) -> Callable:
         """``differentiated``: positions in ``bound.used`` of the tensors whose gradients are summed."""
-        options, module, carry = self.options, _Pointwise(bound.cell), self.carry
+        options, module, carry = self.options, PointwiseModule(bound.cell), self.carry
         names = [bound.names[k] for k in bound.used]
 
         def backward(*flat):

@@ -382,7 +382,7 @@ class _Translator:
 # tracing and writing the C++ struct
 
 
-class _Pointwise(nn.Module):
+class PointwiseModule(nn.Module):
     """``cell.pointwise`` as a module's forward, for :func:`torch.func.functional_call`."""
 
     def __init__(self, cell: Cell) -> None:
@@ -406,7 +406,7 @@ def _trace(cell: Cell) -> tuple[fx.GraphModule, fx.GraphModule, list[str]]:
     """The step and its vector-Jacobian product as ATen graphs, and the tensors they read."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    module = _Pointwise(cell)
+    module = PointwiseModule(cell)
     named = [(n, t) for n, t in (*cell.named_parameters(), *cell.named_buffers())]
     for name, tensor in named:
         if not tensor.is_floating_point():
@@ -675,4 +675,14 @@ def why_not(cell: Cell) -> str | None:
     return None if entry is None else entry.failed
 
 
-__all__ = ["Translation", "Untranslatable", "build", "kernel_for", "translate", "why_not"]
+__all__ = [
+    "PointwiseModule",
+    "Translation",
+    "Untranslatable",
+    "build",
+    "fingerprint",
+    "kernel_for",
+    "parametrize_in",
+    "translate",
+    "why_not",
+]
