@@ -94,6 +94,8 @@ def measure(key: str, shape: tuple[int, int, int, int], threads: int = 2, timeou
     Returns the child's figures, or ``{"error": ...}`` when the child failed."""
     request = json.dumps({"key": key, "shape": list(shape), "threads": threads})
     env = {**os.environ, **CHILD_ENV}
+    if env.get("LSTMKIT_COMPILE", "auto").strip().lower() == "auto":
+        env["LSTMKIT_COMPILE"] = "1"  # the timed rows ran past the compile threshold: the same engine here
     try:
         done = subprocess.run(
             [sys.executable, "-c", _CHILD, request],

@@ -231,6 +231,8 @@ def run(config: Config, progress: Progress | None = None) -> dict:
                 summary[peer.key] = row
                 say("  " + _progress_line(peer, row))
             entry["modes"][mode] = summary
+        # what ran once warmed up: lstmkit's fused engine hands a compiled user cell to the native loop
+        entry["graph"] = {peer.key: _graph(peer, shape) for peer in chosen}
         if memory_reason is None:
             say(f"[{shape_name(shape)}] peak memory of one training step, one process per implementation")
             keys = [peer.key for peer in chosen]
@@ -415,9 +417,11 @@ def markdown(result: dict) -> str:
         f"round-robin, under the same load as the rows): **{gemm['peak_gflops']:.1f} GFLOP/s** "
         f"(median {gemm['median_gflops']:.1f}). Inference: `eval()`, `no_grad`. Training: one step, gradients "
         "reset, `output.sum().backward()`. Memory: peak resident memory of one training step above the model "
-        "and its input, each in a fresh process (VmHWM after resetting it through /proc/self/clear_refs). "
-        "`graph (training)`: what computed a training step's output, lstmkit's engine (its autograd Function: "
-        "CellSequenceFunction native, FusedSequenceFunction fused) or the top autograd node.",
+        "and its input, each in a fresh process (VmHWM after resetting it through /proc/self/clear_refs; "
+        "`LSTMKIT_COMPILE=auto` becomes `1` there, so that a user cell runs compiled as in the timed rows). "
+        "`graph (training)`: what computed a warmed-up training step's output, lstmkit's engine (its autograd "
+        "Function: CellSequenceFunction native, including user cells compiled into the native loop, "
+        "FusedSequenceFunction fused) or the top autograd node.",
         "",
     ]
     if result.get("skipped"):
