@@ -189,7 +189,7 @@ class _Translator:
             return _Value("const", [_literal(float(item))])
         raise Untranslatable(f"argument {item!r} is not a tensor or a number")
 
-    def _emit(self, node: fx.Node, kind: str, expressions: Sequence[str], mask: bool = False) -> _Value:
+    def _emit(self, kind: str, expressions: Sequence[str], mask: bool = False) -> _Value:
         names = []
         self.emitted += 1
         for k, expression in enumerate(expressions):
@@ -224,7 +224,7 @@ class _Translator:
         count = counts.pop() if counts else 1
         if any(a.mask for a in args) and not selects:
             raise Untranslatable(f"{node.format_node()} computes with a boolean tensor")
-        return self._emit(node, kind, [make(*(a.block(k) for a in args)) for k in range(count)], mask)
+        return self._emit(kind, [make(*(a.block(k) for a in args)) for k in range(count)], mask)
 
     # one node -----------------------------------------------------------------------------
 
@@ -297,7 +297,7 @@ class _Translator:
             value = self._value(args[0])
             dtype = kwargs.get("dtype")
             if value.mask and dtype is not None and dtype.is_floating_point:
-                return self._emit(node, value.kind, [f"Vec::blendv(Vec(T(0)), Vec(T(1)), {b})" for b in value.blocks])
+                return self._emit(value.kind, [f"Vec::blendv(Vec(T(0)), Vec(T(1)), {b})" for b in value.blocks])
             if dtype is None or dtype in (torch.float32, torch.float64):
                 return value
             raise Untranslatable(f"conversion to {dtype}")
@@ -399,7 +399,6 @@ class Translation:
 
     source: str
     tensors: tuple[str, ...]  # parameters and buffers pointwise reads, after the four standard ones
-    summed: bool  # xg and hg enter only as xg + hg
 
 
 def _trace(cell: Cell) -> tuple[fx.GraphModule, fx.GraphModule, list[str]]:
@@ -488,13 +487,11 @@ def _translate_graph(
     else:
         for placeholder, (data, bias) in zip(placeholders[:2], loads.values(), strict=True):
             blocks = [f"(in.load({data}, {k}, j, n) + in.load({bias}, {k}, j, n))" for k in range(gates)]
-            t.values[placeholder] = t._emit(placeholder, "row", blocks)
+            t.values[placeholder] = t._emit("row", blocks)
     for s, placeholder in enumerate(placeholders[2 : 2 + states]):
-        t.values[placeholder] = t._emit(placeholder, "row", [f"in.load(in.state[{s}], 0, j, n)"])
+        t.values[placeholder] = t._emit("row", [f"in.load(in.state[{s}], 0, j, n)"])
     for q, (placeholder, blocks) in enumerate(zip(placeholders[2 + states :], tensor_blocks, strict=False)):
-        t.values[placeholder] = t._emit(
-            placeholder, "col", [f"in.load(in.params[{q}], {m}, j, n)" for m in range(blocks)]
-        )
+        t.values[placeholder] = t._emit("col", [f"in.load(in.params[{q}], {m}, j, n)" for m in range(blocks)])
     for s, placeholder in enumerate(placeholders[2 + states + len(tensor_blocks) :]):
         t.values[placeholder] = _Value("row", [f"d_new[{s}]"])
     for node in graph.nodes:
@@ -549,7 +546,7 @@ def translate(cell: Cell) -> Translation:
         elif not (grad.kind == "const" and grad.blocks[0] == _literal(0.0)):
             raise Untranslatable(f"the gradient of {name} is not a sum over the batch")
         offset += count
-    return Translation(_render(cell, states, gates, summed, blocks, forward_lines, backward_lines), tuple(used), summed)
+    return Translation(_render(cell, states, gates, summed, blocks, forward_lines, backward_lines), tuple(used))
 
 
 def _render(cell, states, gates, summed, blocks, forward_lines, backward_lines) -> str:
