@@ -402,3 +402,26 @@ def test_run_cell_names_bad_arguments() -> None:
         native.run_cell(cell, x, state, zoneout=-0.1)
     with pytest.raises(TypeError, match="unexpected keyword argument 'zonout'"):
         native.run_cell(cell, x, state, zonout=0.1)
+
+
+def test_instruction_set_is_the_best_the_cpu_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build picks the widest vectors the CPU's flags allow; LSTMKIT_ISA may ask for a lesser one,
+    never for one the CPU lacks."""
+    from lstmkit.engine.native import build
+
+    avx512 = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}
+    cases = [
+        (avx512, "", "avx512"),
+        (avx512, "avx2", "avx2"),
+        (avx512, "generic", "generic"),
+        ({"avx2", "fma", "avx512f"}, "", "avx2"),  # AVX-512 without the BW/VL/DQ parts ATen's code uses
+        ({"avx2", "fma"}, "avx512", "avx2"),  # asked for what the CPU lacks: ignored
+        ({"avx2"}, "", "generic"),  # AVX2 without FMA
+        (set(), "nonsense", "generic"),
+    ]
+    for flags, requested, expected in cases:
+        monkeypatch.setattr(build, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setenv("LSTMKIT_ISA", requested)
+        assert build.instruction_set() == expected, (flags, requested)
+        assert f"-DCPU_CAPABILITY={expected.upper()}" in build.compile_flags(expected) or expected == "generic"
+    assert build.build_directory("avx2") != build.build_directory("avx512")  # never the wrong binary
