@@ -73,11 +73,14 @@ def test_matches_reference(kind: str, dtype: torch.dtype, reverse: bool, valid: 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_batch_split_across_threads(kind: str) -> None:
-    """Enough rows for the pointwise pass to be split between threads (at::parallel_for)."""
+    """Enough rows for the batch to be split between threads: the pointwise pass (at::parallel_for),
+    or the whole loop, a block of rows per thread (RowBlocks; 48 + 49 rows, or 3 + 4 on 2 threads)."""
     cell = make_cell(kind, 8, 32, torch.float64)
-    valid = make_valid("holes", 4, 96)
-    expected, actual = run_both(cell, 4, 96, valid=valid, carry_output=True, reverse=True)
-    assert_same(expected, actual, torch.float64)
+    for batch in (97, 7):
+        valid = make_valid("holes", 4, batch)
+        mask = (torch.rand(batch, cell.recurrent_size) > 0.4).double() / 0.6
+        expected, actual = run_both(cell, 4, batch, valid=valid, carry_output=True, reverse=True, recurrent_mask=mask)
+        assert_same(expected, actual, torch.float64)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -160,7 +163,9 @@ TORCH_LAYERS = {
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
-@pytest.mark.parametrize("batch", [1, 8])  # MKL's packed W_hh: forward only at batch 1, both ways above
+# MKL's packed W_hh: forward only at batch 1, both ways above; 8 and 9 rows: a block of rows per thread
+# (RowBlocks, 4 + 4 and 4 + 5 rows, a packed weight per block size)
+@pytest.mark.parametrize("batch", [1, 8, 9])
 @pytest.mark.parametrize("kernel", list(TORCH_LAYERS))
 def test_matches_torch_float32(kernel: str, batch: int) -> None:
     """A longer float32 run of a kernel against torch.nn's own layer (oneDNN for the LSTM): outputs,

@@ -82,32 +82,35 @@ struct GeneratedKernel {
     const at::Tensor hg = kSummed ? at::Tensor() : at::empty({s.T, B, G}, a.x.options());
     const at::Tensor b_ih = bias(a, s, kSummed);
     const at::Tensor b_hh = kSummed || !a.params[3] ? b_ih.new_zeros({G}) : *a.params[3];
-    const StepGemm recurrent(param(a, 1), B, /*transpose=*/true);
+    const RowBlocks blocks(B, param(a, 1), /*split=*/true);
+    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true);
     AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "generated_forward", [&] {
       using T = scalar_t;
       const std::vector<const T*> params = param_pointers<T>(a);
-      for (int64_t k = 0; k < s.T; ++k) {
-        const int64_t t = loop.time(k);
-        if (kSummed) {
-          recurrent.run(Step{xg, t}, loop.gemm_in(t), /*accumulate=*/true);  // xg[t] += h_{t-1} W_hh^T
-        } else {
-          recurrent.run(Step{hg, t}, loop.gemm_in(t), /*accumulate=*/false);  // hg[t] = h_{t-1} W_hh^T
-        }
-        const auto p = loop.rows<T>(k);
-        const T* xg_t = Step{xg, t}.data<T>();
-        const T* hg_t = kSummed ? nullptr : Step{hg, t}.data<T>();
-        p.for_rows(G, [&](int64_t b) {
-          const StepIn<T> in{s.H,          xg_t + b * G, hg_t ? hg_t + b * G : nullptr, b_ih.data_ptr<T>(),
-                             b_hh.data_ptr<T>(), {p.h_old + b * s.H, kStates > 1 ? p.c_old + b * s.H : nullptr},
-                             params.data()};
-          for_chunks<T>(s.H, [&](int64_t j, int64_t n) {
-            std::array<Vectorized<T>, kStates> next;
-            Cell::forward(in, j, n, next.data());
-            if constexpr (kStates > 1) p.emit_c(b, j, n, next[1]);
-            p.emit_h(b, j, n, next[0]);
+      blocks.run([&] {
+        for (int64_t k = 0; k < s.T; ++k) {
+          const int64_t t = loop.time(k);
+          if (kSummed) {
+            recurrent.run(Step{xg, t}, loop.gemm_in(t), /*accumulate=*/true);  // xg[t] += h_{t-1} W_hh^T
+          } else {
+            recurrent.run(Step{hg, t}, loop.gemm_in(t), /*accumulate=*/false);  // hg[t] = h_{t-1} W_hh^T
+          }
+          const auto p = loop.rows<T>(k);
+          const T* xg_t = Step{xg, t}.data<T>();
+          const T* hg_t = kSummed ? nullptr : Step{hg, t}.data<T>();
+          p.for_rows(G, [&](int64_t b) {
+            const StepIn<T> in{s.H,          xg_t + b * G, hg_t ? hg_t + b * G : nullptr, b_ih.data_ptr<T>(),
+                               b_hh.data_ptr<T>(), {p.h_old + b * s.H, kStates > 1 ? p.c_old + b * s.H : nullptr},
+                               params.data()};
+            for_chunks<T>(s.H, [&](int64_t j, int64_t n) {
+              std::array<Vectorized<T>, kStates> next;
+              Cell::forward(in, j, n, next.data());
+              if constexpr (kStates > 1) p.emit_c(b, j, n, next[1]);
+              p.emit_h(b, j, n, next[0]);
+            });
           });
-        });
-      }
+        }
+      });
     });
     return kSummed ? loop.results({xg}) : loop.results({xg, hg});
   }
@@ -129,53 +132,56 @@ struct GeneratedKernel {
     const at::Tensor b_hh = kSummed || !a.params[3] ? b_ih.new_zeros({G}) : *a.params[3];
     const int64_t bias_width = kSummed ? G : 2 * G;  // the running sums: d biases, then d params
     const ThreadSums sums(bias_width + param_width(H), options);
-    const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // dh_{t-1} += dhg[t] W_hh
+    const RowBlocks blocks(B, param(a, 1), /*split=*/true);
+    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false);  // dh_{t-1} += dhg[t] W_hh
     AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "generated_backward", [&] {
       using T = scalar_t;
       using Vec = Vectorized<T>;
       const std::vector<const T*> params = param_pointers<T>(a);
-      for (int64_t k = s.T - 1; k >= 0; --k) {
-        const int64_t t = loop.time(k);
-        const auto p = loop.rows<T>(k);
-        const T* xg_t = Step{xg, t}.data<T>();
-        const T* hg_t = kSummed ? nullptr : Step{hg, t}.data<T>();
-        T* dxg_t = Step{dxg, t}.data<T>();
-        T* dhg_t = Step{dhg, t}.data<T>();
-        auto zero = [&](int64_t b) {
-          std::fill(dxg_t + b * G, dxg_t + (b + 1) * G, T(0));
-          if (!kSummed) std::fill(dhg_t + b * G, dhg_t + (b + 1) * G, T(0));
-        };
-        p.for_rows(G, zero, [&](int64_t b) {
-          const StepIn<T> in{H,          xg_t + b * G, hg_t ? hg_t + b * G : nullptr, b_ih.data_ptr<T>(),
-                             b_hh.data_ptr<T>(), {p.h_old + b * H, kStates > 1 ? p.c_old + b * H : nullptr},
-                             params.data()};
-          T* row_sums = sums.template mine<T>();
-          for_chunks<T>(H, [&](int64_t j, int64_t n) {
-            const auto dh = p.dh_new(b, j, n);
-            std::array<Vec, kStates> d_new, d_old;
-            d_new[0] = dh.now;
-            typename BackwardRows<T>::Split dc{Vec(T(0)), Vec(T(0))};
-            if constexpr (kStates > 1) {
-              dc = p.dc_new(b, j, n);
-              d_new[1] = dc.now;
-            }
-            std::array<Vec, kGates> d_xg, d_hg;
-            Cell::backward(in, d_new.data(), j, n, d_xg.data(), d_hg.data(), d_old.data(), row_sums + bias_width);
-            for (int g = 0; g < kGates; ++g) {
-              const int64_t col = g * H + j;
-              d_xg[g].store(dxg_t + b * G + col, n);
-              accumulate(row_sums + col, n, d_xg[g]);  // db_ih (+ db_hh) += d xg
-              if (!kSummed) {
-                d_hg[g].store(dhg_t + b * G + col, n);
-                accumulate(row_sums + G + col, n, d_hg[g]);  // db_hh += d hg
+      blocks.run([&] {
+        for (int64_t k = s.T - 1; k >= 0; --k) {
+          const int64_t t = loop.time(k);
+          const auto p = loop.rows<T>(k);
+          const T* xg_t = Step{xg, t}.data<T>();
+          const T* hg_t = kSummed ? nullptr : Step{hg, t}.data<T>();
+          T* dxg_t = Step{dxg, t}.data<T>();
+          T* dhg_t = Step{dhg, t}.data<T>();
+          auto zero = [&](int64_t b) {
+            std::fill(dxg_t + b * G, dxg_t + (b + 1) * G, T(0));
+            if (!kSummed) std::fill(dhg_t + b * G, dhg_t + (b + 1) * G, T(0));
+          };
+          p.for_rows(G, zero, [&](int64_t b) {
+            const StepIn<T> in{H,          xg_t + b * G, hg_t ? hg_t + b * G : nullptr, b_ih.data_ptr<T>(),
+                               b_hh.data_ptr<T>(), {p.h_old + b * H, kStates > 1 ? p.c_old + b * H : nullptr},
+                               params.data()};
+            T* row_sums = sums.template mine<T>();
+            for_chunks<T>(H, [&](int64_t j, int64_t n) {
+              const auto dh = p.dh_new(b, j, n);
+              std::array<Vec, kStates> d_new, d_old;
+              d_new[0] = dh.now;
+              typename BackwardRows<T>::Split dc{Vec(T(0)), Vec(T(0))};
+              if constexpr (kStates > 1) {
+                dc = p.dc_new(b, j, n);
+                d_new[1] = dc.now;
               }
-            }
-            p.store_dh(b, j, n, d_old[0] + dh.old);  // the recurrent GEMM's share is added after the pass
-            if constexpr (kStates > 1) p.store_dc(b, j, n, d_old[1] + dc.old);
+              std::array<Vec, kGates> d_xg, d_hg;
+              Cell::backward(in, d_new.data(), j, n, d_xg.data(), d_hg.data(), d_old.data(), row_sums + bias_width);
+              for (int g = 0; g < kGates; ++g) {
+                const int64_t col = g * H + j;
+                d_xg[g].store(dxg_t + b * G + col, n);
+                accumulate(row_sums + col, n, d_xg[g]);  // db_ih (+ db_hh) += d xg
+                if (!kSummed) {
+                  d_hg[g].store(dhg_t + b * G + col, n);
+                  accumulate(row_sums + G + col, n, d_hg[g]);  // db_hh += d hg
+                }
+              }
+              p.store_dh(b, j, n, d_old[0] + dh.old);  // the recurrent GEMM's share is added after the pass
+              if constexpr (kStates > 1) p.store_dc(b, j, n, d_old[1] + dc.old);
+            });
           });
-        });
-        loop.add_recurrent(Step{dhg, t}, recurrent);  // dh_{t-1} += dhg[t] W_hh
-      }
+          loop.add_recurrent(Step{dhg, t}, recurrent);  // dh_{t-1} += dhg[t] W_hh
+        }
+      });
     });
     auto dstates = loop.initial_state_grads();
     at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;

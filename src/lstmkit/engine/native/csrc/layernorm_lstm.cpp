@@ -220,18 +220,21 @@ std::vector<at::Tensor> layernorm_lstm_forward(const SequenceArgs& a) {
   const at::Tensor chat = a.store ? at::empty({T, B, H}, options) : at::Tensor();
   const at::Tensor rstd = a.store ? at::empty({T, B, 2}, options) : at::Tensor();
   at::Tensor raw_hh = at::empty({B, 4 * H}, options);  // h_{t-1} W_hh^T of one step
-  const StepGemm recurrent(param(a, 1), B, /*transpose=*/true);  // h_{t-1} W_hh^T
+  const RowBlocks blocks(B, param(a, 1), /*split=*/true);
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true);  // h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_forward", [&] {
     using T_ = scalar_t;
     const auto ln = norms<T_>(a);
-    for (int64_t k = 0; k < T; ++k) {
-      const int64_t t = loop.time(k);
-      recurrent.run(Step{raw_hh}, loop.gemm_in(t), /*accumulate=*/false);
-      Kept<T_> kept{};
-      if (a.store) kept = {xhat.data_ptr<T_>() + t * B * 4 * H, chat.data_ptr<T_>() + t * B * H,
-                           rstd.data_ptr<T_>() + t * B * 2};
-      forward_step(loop.rows<T_>(k), Step{gates, t}.data<T_>(), raw_hh.data_ptr<T_>(), ln, kept);
-    }
+    blocks.run([&] {
+      for (int64_t k = 0; k < T; ++k) {
+        const int64_t t = loop.time(k);
+        recurrent.run(Step{raw_hh}, loop.gemm_in(t), /*accumulate=*/false);
+        Kept<T_> kept{};
+        if (a.store) kept = {xhat.data_ptr<T_>() + t * B * 4 * H, chat.data_ptr<T_>() + t * B * H,
+                             rstd.data_ptr<T_>() + t * B * 2};
+        forward_step(loop.rows<T_>(k), Step{gates, t}.data<T_>(), raw_hh.data_ptr<T_>(), ln, kept);
+      }
+    });
   });
   if (!a.store) return loop.results({gates});
   return loop.results({gates, xhat, chat, rstd, raw_ih, mean_ih, rstd_ih});
@@ -254,19 +257,22 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
   at::Tensor draw = at::empty({T, B, 4 * H}, options);
   at::Tensor dcn = at::empty({B, H}, options);
   const ThreadSums sums(10 * H, options);
-  const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // d(h W_hh^T) W_hh
+  const RowBlocks blocks(B, param(a, 1), /*split=*/true);
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false);  // d(h W_hh^T) W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_backward", [&] {
     using T_ = scalar_t;
     const auto ln = norms<T_>(a);
-    for (int64_t k = T - 1; k >= 0; --k) {
-      const int64_t t = loop.time(k);
-      const Kept<T_> kept{xhat.data_ptr<T_>() + t * B * 4 * H, chat.data_ptr<T_>() + t * B * H,
-                          rstd.data_ptr<T_>() + t * B * 2};
-      const Grads<T_> d{dgates.data_ptr<T_>() + t * B * 4 * H, draw.data_ptr<T_>() + t * B * 4 * H,
-                        dcn.data_ptr<T_>(), sums};
-      backward_step(loop.rows<T_>(k), gates.data_ptr<T_>() + t * B * 4 * H, kept, ln, d);
-      loop.add_recurrent(Step{draw, t}, recurrent);  // dh_{t-1} += d(h W_hh^T) W_hh
-    }
+    blocks.run([&] {
+      for (int64_t k = T - 1; k >= 0; --k) {
+        const int64_t t = loop.time(k);
+        const Kept<T_> kept{xhat.data_ptr<T_>() + t * B * 4 * H, chat.data_ptr<T_>() + t * B * H,
+                            rstd.data_ptr<T_>() + t * B * 2};
+        const Grads<T_> d{dgates.data_ptr<T_>() + t * B * 4 * H, draw.data_ptr<T_>() + t * B * 4 * H,
+                          dcn.data_ptr<T_>(), sums};
+        backward_step(loop.rows<T_>(k), gates.data_ptr<T_>() + t * B * 4 * H, kept, ln, d);
+        loop.add_recurrent(Step{draw, t}, recurrent);  // dh_{t-1} += d(h W_hh^T) W_hh
+      }
+    });
   });
   auto dstates = loop.initial_state_grads();
 

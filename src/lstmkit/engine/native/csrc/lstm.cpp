@@ -203,7 +203,8 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
   ForwardLoop loop(a, s);
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;  // added per step
   at::Tensor gates = project_input(a, s, std::nullopt);  // x W_ih^T, all steps
-  const StepGemm recurrent(param(a, 1), s.B, /*transpose=*/true);  // gates[t] += h_{t-1} W_hh^T
+  const RowBlocks blocks(s.B, param(a, 1), /*split=*/!projection);  // a projection's GEMM takes the whole batch
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true);  // gates[t] += h_{t-1} W_hh^T
   // with a projection: m = o tanh(c_t) of every step (padded rows stay zero) and h_t = m W_hr^T
   const auto options = a.x.options();
   const at::Tensor m = !projection ? at::Tensor()
@@ -213,18 +214,20 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
   const at::Tensor w_hr_t = projection ? param(a, 4).t() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_forward", [&] {
     const auto w = peepholes<scalar_t>(a, variant);
-    for (int64_t k = 0; k < s.T; ++k) {
-      const int64_t t = loop.time(k);
-      recurrent.run(Step{gates, t}, loop.gemm_in(t), /*accumulate=*/true);  // gates[t] += h_{t-1} W_hh^T
-      const auto p = loop.rows<scalar_t>(k);
-      const Step m_t{m, t};
-      forward_step(p, Step{gates, t}.data<scalar_t>(), data_or_null<scalar_t>(bias), w, a.store,
-                   projection ? m_t.data<scalar_t>() : nullptr);
-      if (projection) {
-        at::mm_out(hp, m_t.view(), w_hr_t);  // h_t = W_hr (o tanh(c_t))
-        projection_forward(p, hp.data_ptr<scalar_t>());
+    blocks.run([&] {
+      for (int64_t k = 0; k < s.T; ++k) {
+        const int64_t t = loop.time(k);
+        recurrent.run(Step{gates, t}, loop.gemm_in(t), /*accumulate=*/true);  // gates[t] += h_{t-1} W_hh^T
+        const auto p = loop.rows<scalar_t>(k);
+        const Step m_t{m, t};
+        forward_step(p, Step{gates, t}.data<scalar_t>(), data_or_null<scalar_t>(bias), w, a.store,
+                     projection ? m_t.data<scalar_t>() : nullptr);
+        if (projection) {
+          at::mm_out(hp, m_t.view(), w_hr_t);  // h_t = W_hr (o tanh(c_t))
+          projection_forward(p, hp.data_ptr<scalar_t>());
+        }
       }
-    }
+    });
   });
   return projection ? loop.results({gates, m}) : loop.results({gates});
 }
@@ -244,23 +247,26 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
   if (projection) check_same(m, "m", a.x, {T, B, H});
   const at::Tensor dhp = projection ? at::empty({T, B, s.R}, options) : at::Tensor();  // dL/dh_t of every step
   at::Tensor dm = projection ? at::empty({B, H}, options) : at::Tensor();
-  const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // dh_{t-1} += dgates[t] W_hh
+  const RowBlocks blocks(B, param(a, 1), /*split=*/!projection);
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false);  // dh_{t-1} += dgates[t] W_hh
   const bool bias_grads = needs_param(a, 2) || needs_param(a, 3);
   const std::optional<ThreadSums> db = bias_grads ? std::make_optional<ThreadSums>(4 * H, options) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_backward", [&] {
     const auto w = peepholes<scalar_t>(a, variant);
-    for (int64_t k = T - 1; k >= 0; --k) {  // processed steps in reverse order
-      const int64_t t = loop.time(k);
-      const auto p = loop.rows<scalar_t>(k);
-      if (projection) {
-        const Step dhp_t{dhp, t};
-        projection_backward(p, dhp_t.data<scalar_t>());
-        at::mm_out(dm, dhp_t.view(), param(a, 4));  // d(o tanh(c_t)) = dh_t W_hr
+    blocks.run([&] {
+      for (int64_t k = T - 1; k >= 0; --k) {  // processed steps in reverse order
+        const int64_t t = loop.time(k);
+        const auto p = loop.rows<scalar_t>(k);
+        if (projection) {
+          const Step dhp_t{dhp, t};
+          projection_backward(p, dhp_t.data<scalar_t>());
+          at::mm_out(dm, dhp_t.view(), param(a, 4));  // d(o tanh(c_t)) = dh_t W_hr
+        }
+        backward_step(p, gates.data_ptr<scalar_t>() + t * B * 4 * H, Step{dgates, t}.data<scalar_t>(), w,
+                      projection ? dm.data_ptr<scalar_t>() : nullptr, db ? &*db : nullptr);
+        loop.add_recurrent(Step{dgates, t}, recurrent);  // dh_{t-1} += dgates[t] W_hh
       }
-      backward_step(p, gates.data_ptr<scalar_t>() + t * B * 4 * H, Step{dgates, t}.data<scalar_t>(), w,
-                    projection ? dm.data_ptr<scalar_t>() : nullptr, db ? &*db : nullptr);
-      loop.add_recurrent(Step{dgates, t}, recurrent);  // dh_{t-1} += dgates[t] W_hh
-    }
+    });
   });
   auto dstates = loop.initial_state_grads();
 

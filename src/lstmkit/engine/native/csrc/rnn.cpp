@@ -55,13 +55,16 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Activation act) {
   ForwardLoop loop(a, s);
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;
   at::Tensor pre = project_input(a, s, bias);  // x W_ih^T + b_ih + b_hh, all steps
-  const StepGemm recurrent(param(a, 1), s.B, /*transpose=*/true);  // pre[t] += h_{t-1} W_hh^T
+  const RowBlocks blocks(s.B, param(a, 1), /*split=*/true);
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true);  // pre[t] += h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "rnn_forward", [&] {
-    for (int64_t k = 0; k < s.T; ++k) {
-      const int64_t t = loop.time(k);
-      recurrent.run(Step{pre, t}, loop.gemm_in(t), /*accumulate=*/true);  // pre[t] += h_{t-1} W_hh^T
-      forward_step(loop.rows<scalar_t>(k), Step{pre, t}.data<scalar_t>(), act, a.store);
-    }
+    blocks.run([&] {
+      for (int64_t k = 0; k < s.T; ++k) {
+        const int64_t t = loop.time(k);
+        recurrent.run(Step{pre, t}, loop.gemm_in(t), /*accumulate=*/true);  // pre[t] += h_{t-1} W_hh^T
+        forward_step(loop.rows<scalar_t>(k), Step{pre, t}.data<scalar_t>(), act, a.store);
+      }
+    });
   });
   return loop.results({pre});
 }
@@ -75,14 +78,17 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Activation act) {
   const at::Tensor& hs = loop.saved(0);
   check_same(hs, "activations", a.x, {T, B, H});
   at::Tensor dpre = at::empty({T, B, H}, a.x.options());
-  const StepGemm recurrent(param(a, 1), B, /*transpose=*/false);  // dh_{t-1} += dpre[t] W_hh
+  const RowBlocks blocks(B, param(a, 1), /*split=*/true);
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false);  // dh_{t-1} += dpre[t] W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "rnn_backward", [&] {
-    for (int64_t k = T - 1; k >= 0; --k) {
-      const int64_t t = loop.time(k);
-      backward_step(loop.rows<scalar_t>(k), hs.data_ptr<scalar_t>() + t * B * H, Step{dpre, t}.data<scalar_t>(),
-                    act);
-      loop.add_recurrent(Step{dpre, t}, recurrent);  // dh_{t-1} += dpre[t] W_hh
-    }
+    blocks.run([&] {
+      for (int64_t k = T - 1; k >= 0; --k) {
+        const int64_t t = loop.time(k);
+        backward_step(loop.rows<scalar_t>(k), hs.data_ptr<scalar_t>() + t * B * H, Step{dpre, t}.data<scalar_t>(),
+                      act);
+        loop.add_recurrent(Step{dpre, t}, recurrent);  // dh_{t-1} += dpre[t] W_hh
+      }
+    });
   });
   auto dstates = loop.initial_state_grads();
   at::Tensor dx, dw_ih, dw_hh;
