@@ -430,3 +430,27 @@ def test_instruction_set_is_the_best_the_cpu_has(monkeypatch: pytest.MonkeyPatch
         assert build.instruction_set() == expected, (flags, requested)
         assert f"-DCPU_CAPABILITY={expected.upper()}" in build.compile_flags(expected) or expected == "generic"
     assert build.build_directory("avx2") != build.build_directory("avx512")  # never the wrong binary
+
+
+LOSSES = {  # each hands backward a differently laid out dL/d output
+    "sum": lambda out: out.sum(),  # expanded: every stride 0
+    "row sums": lambda out: (out.sum(-1) * torch.arange(out.shape[1], dtype=out.dtype)).sum(),  # strides (0, 1, 0)
+    "batch-major": lambda out: (out.transpose(0, 1) * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(),
+    "dense": lambda out: (out**2).sum(),
+}
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("batch", [3, 10])  # 10: a block of rows per thread
+def test_gradient_layouts(loss: str, batch: int) -> None:
+    """The gradient of the output is read in its own layout (expanded, per-row, transposed) rather
+    than copied out: every weight's gradient matches torch.nn.LSTM's."""
+    layer = nn.LSTM(6, 20, dtype=torch.float64)
+    x = torch.randn(7, batch, 6, dtype=torch.float64)
+    weights = list(layer.parameters())
+    expected = torch.autograd.grad(LOSSES[loss](layer(x)[0]), weights)
+    initial = (torch.zeros(batch, 20, dtype=torch.float64),) * 2
+    output, _ = native.cell_sequence("lstm", x, weights, initial)
+    actual = torch.autograd.grad(LOSSES[loss](output), weights)
+    for want, got in zip(expected, actual, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
