@@ -282,6 +282,8 @@ def test_config_overrides_are_typed_and_checked() -> None:
         config_from_dict(TrainConfig, {"optimizer": "sgdx"})
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match=r"need 0 < lr <= 1e\+06, .* got 1e\+38"):
+        apply_overrides(TrainConfig(), ["lr=1e38"])
 
 
 def test_empty_training_set_is_refused() -> None:

@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 C = TypeVar("C")
 
 OPTIMIZERS = ("adam", "adamw")
+# Far above any useful rate, and far below where the optimizers' float32 step sizes overflow
+# (Adam's first step is lr / (1 - beta1) = 10 lr: lr = 1e38 crashed inside torch.optim).
+MAX_LR = 1e6
 SCHEDULES = ("constant", "cosine", "linear")
 ON_NONFINITE = ("stop", "skip")
 
@@ -59,8 +62,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 or None, got {value}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0; got {self.lr}, "
+        if not 0 < self.lr <= MAX_LR or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError(f"need 0 < lr <= {MAX_LR:g}, weight_decay >= 0, warmup_steps >= 0; got {self.lr}, "
                              f"{self.weight_decay}, {self.warmup_steps}")  # fmt: skip
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
