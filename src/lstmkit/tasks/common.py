@@ -42,6 +42,7 @@ def recurrent_layer(
     'GRUCell'
     """
     check_cell(kind)
+    check_stack_size(kind, input_size, hidden_size, num_layers, bidirectional)
     return Recurrent(
         CELL_KINDS[kind],
         input_size,
@@ -51,6 +52,36 @@ def recurrent_layer(
         dropout=dropout if num_layers > 1 else 0.0,
         bidirectional=bidirectional,
     )
+
+
+# Far beyond any model these tasks train, and refused before anything is built: a billion layers
+# took forever to construct, a billion hidden units failed deep inside torch's allocator.
+MAX_LAYERS = 1024
+MAX_PARAMETERS = 2**31
+
+
+def check_stack_size(kind: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool) -> None:
+    """Refuse a stack of more than :data:`MAX_LAYERS` layers or :data:`MAX_PARAMETERS` weights
+    (counted as gate blocks of ``hidden_size x (inputs + hidden_size + 2)``) before it is built.
+
+    >>> check_stack_size("lstm", 64, 10**9, 1, False)
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 lstm layer(s) of 1000000000 units would have about 4.0e+18 weights (1.6e+10 GB ...
+    """
+    if num_layers > MAX_LAYERS:
+        raise ValueError(f"num_layers must be at most {MAX_LAYERS}, got {num_layers}")
+    blocks = {"rnn": 1, "gru": 3}.get(kind, 4)
+    directions = 2 if bidirectional else 1
+    count = 0
+    for layer in range(num_layers):
+        inputs = input_size if layer == 0 else directions * hidden_size
+        count += directions * blocks * hidden_size * (inputs + hidden_size + 2)
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            f"{num_layers} {kind} layer(s) of {hidden_size} units would have about {count:.1e} weights "
+            f"({count * 4 / 10**9:.1e} GB in float32); at most 2**31 are built"
+        )
 
 
 def check_cell(kind: str) -> None:
