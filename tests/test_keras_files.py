@@ -201,6 +201,9 @@ def test_a_siamese_functional_model_with_shared_layers_and_masks(tmp_path: Path)
     np.testing.assert_allclose(keras_output(again, left, right), changed, rtol=0, atol=1e-6)
     with pytest.raises(KerasFileError, match=r"'bidirectional_\d+' \(Bidirectional\): weight shapes do not fit"):
         load_keras_weights(model_from_config(_with_units(_config(keras_file), 4, 5)), weights_file)
+    for units, kind in ((4, "Bidirectional"), (7, "Dense")):  # a billion units: refused before any allocation
+        with pytest.raises(KerasFileError, match=rf"\({kind}\) would have about .*e\+1\d weights"):
+            model_from_config(_with_units(_config(keras_file), units, 10**9))
 
 
 def _with_units(config: dict, old: int, new: int) -> dict:

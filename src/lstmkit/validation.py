@@ -13,6 +13,26 @@ if TYPE_CHECKING:
     from .cells import Cell, State
 
 
+# Far beyond any model lstmkit's tasks and Keras files hold; sizes are checked against it before
+# anything is allocated (a billion units otherwise failed deep inside torch's allocator).
+MAX_WEIGHTS = 2**31
+
+
+def check_weight_count(what: str, count: int) -> None:
+    """Refuse building ``what`` with more than :data:`MAX_WEIGHTS` weights.
+
+    >>> check_weight_count("Dense(1000000000)", 64 * 10**9)
+    Traceback (most recent call last):
+    ...
+    ValueError: Dense(1000000000) would have about 6.4e+10 weights (2.6e+02 GB in float32); at most 2**31 are built
+    """
+    if count > MAX_WEIGHTS:
+        gigabytes = count * 4 / 10**9
+        raise ValueError(
+            f"{what} would have about {count:.1e} weights ({gigabytes:.1e} GB in float32); at most 2**31 are built"
+        )
+
+
 def check_tensor(name: str, value: object, dtype: torch.dtype | None = None) -> Tensor:
     """A floating tensor with no NaN-free guarantee needed; the dtype must match ``dtype``."""
     if not isinstance(value, Tensor):

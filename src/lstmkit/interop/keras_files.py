@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import zipfile
 import zlib
@@ -55,6 +56,7 @@ from ..keras.convert import _split
 from ..keras.initializers import KERAS_ACTIVATIONS
 from ..keras.layers import Bidirectional, _KerasRNN
 from ..training.checkpoint import atomic_write
+from ..validation import check_weight_count
 
 INSTALL_HINT = "pip install h5py"
 RECURRENT = ("LSTM", "GRU", "SimpleRNN")
@@ -473,7 +475,9 @@ def _build_layer(entry: Mapping[str, Any], where: str) -> nn.Module:
     if kind == "InputLayer":
         return nn.Identity()
     if kind == "Embedding":
-        return Embedding(int(config["input_dim"]), int(config["output_dim"]), mask_zero=bool(config.get("mask_zero")))
+        rows, columns = int(config["input_dim"]), int(config["output_dim"])
+        _check_size(owner, rows * columns)
+        return Embedding(rows, columns, mask_zero=bool(config.get("mask_zero")))
     if kind == "Dropout":
         return nn.Dropout(float(config.get("rate", 0.0)))
     if kind == "Activation":
@@ -484,6 +488,7 @@ def _build_layer(entry: Mapping[str, Any], where: str) -> nn.Module:
         size = _input_size(entry)
         if size is None:
             raise KerasFileError(f"{owner}: the config has no build_config input_shape to size it")
+        _check_size(owner, int(config["units"]) * (size + 1))
         return Dense(int(config["units"]), size, config.get("activation"), bool(config.get("use_bias", True)))
     if kind == "TimeDistributed":
         inner = config.get("layer")
@@ -507,8 +512,16 @@ def _build_layer(entry: Mapping[str, Any], where: str) -> nn.Module:
         raise KerasFileError(f"{owner}: {error}") from None
     if size is not None:
         for layer in layers:
+            _check_size(owner, sum(math.prod(shape) for shape in layer.keras_weight_shapes(size)))
             layer.build(size)
     return module
+
+
+def _check_size(owner: str, count: int) -> None:
+    try:
+        check_weight_count(owner, count)
+    except ValueError as error:
+        raise KerasFileError(str(error)) from None
 
 
 def _reference(value: Any) -> Any:

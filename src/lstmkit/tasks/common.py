@@ -17,6 +17,7 @@ from torch import nn
 from ..cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
 from ..layers import Recurrent
 from ..training import TrainConfig, apply_overrides, config_from_dict, load_pretrained, save_pretrained
+from ..validation import check_weight_count
 
 CELL_KINDS: dict[str, type[Cell]] = {
     "rnn": RNNCell,
@@ -54,15 +55,12 @@ def recurrent_layer(
     )
 
 
-# Far beyond any model these tasks train, and refused before anything is built: a billion layers
-# took forever to construct, a billion hidden units failed deep inside torch's allocator.
-MAX_LAYERS = 1024
-MAX_PARAMETERS = 2**31
+MAX_LAYERS = 1024  # far beyond any stack these tasks train: a billion layers took forever to build
 
 
 def check_stack_size(kind: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool) -> None:
-    """Refuse a stack of more than :data:`MAX_LAYERS` layers or :data:`MAX_PARAMETERS` weights
-    (counted as gate blocks of ``hidden_size x (inputs + hidden_size + 2)``) before it is built.
+    """Refuse a stack of more than :data:`MAX_LAYERS` layers or :data:`~lstmkit.validation.MAX_WEIGHTS`
+    weights (counted as gate blocks of ``hidden_size x (inputs + hidden_size + 2)``) before it is built.
 
     >>> check_stack_size("lstm", 64, 10**9, 1, False)
     Traceback (most recent call last):
@@ -77,11 +75,7 @@ def check_stack_size(kind: str, input_size: int, hidden_size: int, num_layers: i
     for layer in range(num_layers):
         inputs = input_size if layer == 0 else directions * hidden_size
         count += directions * blocks * hidden_size * (inputs + hidden_size + 2)
-    if count > MAX_PARAMETERS:
-        raise ValueError(
-            f"{num_layers} {kind} layer(s) of {hidden_size} units would have about {count:.1e} weights "
-            f"({count * 4 / 10**9:.1e} GB in float32); at most 2**31 are built"
-        )
+    check_weight_count(f"{num_layers} {kind} layer(s) of {hidden_size} units", count)
 
 
 def check_cell(kind: str) -> None:
