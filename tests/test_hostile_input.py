@@ -319,6 +319,7 @@ BAD_SETTINGS = [
     (["charlm", "train", "--set", "lr=1e38"], "need 0 < lr <= 1e+06"),
     (["charlm", "train", "--set", "num_layers=1000000000"], "num_layers must be at most 1024, got 1000000000"),
     (["forecast", "train", "--set", "hidden_size=1000000000"], "would have about 4.0e+18 weights"),
+    (["charlm", "train", "--set", "embedding_size=1000000000"], "x 1000000000 would have about"),
     (["charlm", "train", "--set", "weight_decay=inf"], "weight_decay: expected a finite number, got 'inf'"),
     (["charlm", "train", "--set", "min_lr_ratio=2"], "min_lr_ratio must lie in [0, 1], got 2.0"),
     (["charlm", "train", "--set", "seq_len=0"], "seq_len and stride must be positive"),

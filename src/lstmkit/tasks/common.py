@@ -78,6 +78,17 @@ def check_stack_size(kind: str, input_size: int, hidden_size: int, num_layers: i
     check_weight_count(f"{num_layers} {kind} layer(s) of {hidden_size} units", count)
 
 
+def embedding(num_embeddings: int, embedding_dim: int, **options: Any) -> nn.Embedding:
+    """``nn.Embedding(num_embeddings, embedding_dim, **options)``, refused before it is built if it
+    would have more than :data:`~lstmkit.validation.MAX_WEIGHTS` weights.
+
+    >>> embedding(40, 8).weight.shape
+    torch.Size([40, 8])
+    """
+    check_weight_count(f"an embedding of {num_embeddings} x {embedding_dim}", num_embeddings * embedding_dim)
+    return nn.Embedding(num_embeddings, embedding_dim, **options)
+
+
 def check_cell(kind: str) -> None:
     """Refuse a cell name outside :data:`CELL_KINDS`.
 

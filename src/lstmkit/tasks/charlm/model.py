@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..common import TaskModel, check_cell, recurrent_layer
+from ..common import TaskModel, check_cell, embedding, recurrent_layer
 from .data import Vocabulary
 
 
@@ -50,7 +50,7 @@ class CharLM(TaskModel):
         super().__init__(config)
         self.vocabulary = Vocabulary(config.characters)
         vocab_size = len(self.vocabulary)
-        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
+        self.embedding = embedding(vocab_size, config.embedding_size)
         self.rnn = recurrent_layer(
             config.cell, config.embedding_size, config.hidden_size, config.num_layers, dropout=config.dropout
         )

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...training import pad_sequences
-from ..common import TaskModel, check_cell, recurrent_layer
+from ..common import TaskModel, check_cell, embedding, recurrent_layer
 from .data import Vocabulary
 
 ARCHITECTURES = ("siamese", "single")
@@ -69,7 +69,7 @@ class PairClassifier(TaskModel):
     def __init__(self, config: PairsConfig) -> None:
         super().__init__(config)
         self.vocabulary = Vocabulary(config.words)
-        self.embedding = nn.Embedding(len(self.vocabulary), config.embedding_size, padding_idx=Vocabulary.pad)
+        self.embedding = embedding(len(self.vocabulary), config.embedding_size, padding_idx=Vocabulary.pad)
         sizes = [config.embedding_size, *(2 * size for size in config.hidden_sizes)]
         self.encoder = nn.ModuleList(
             recurrent_layer(config.cell, sizes[i], hidden, bidirectional=True)
