@@ -68,9 +68,10 @@ def use_torch_kernels(
     kernel = fused_torch.kernel_name(layer)
     if kernel.startswith("rnn") or not native.is_available():
         return True
-    tensors = [x, *layer.parameters(), *(initial or ())]
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return kernel == "lstm" and not needs_grad
+    if kernel != "lstm":
+        return False
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *layer.parameters(), *(initial or ())))
+    return not needs_grad
 
 
 def run_sequence(
