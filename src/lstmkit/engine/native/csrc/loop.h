@@ -436,9 +436,10 @@ class ForwardLoop {
 
 // ---------------------------------------------------------------------------------------------
 // dL/d output (T, B, R) as the backward pass reads it: rows of contiguous values, or one value per
-// row (column stride 0), at any time and row strides, so that the gradient of a sum or a mean over
-// the output (an expanded tensor) is read where it is instead of being copied out to (T, B, R)
-// (a fresh buffer every step: 6.5 MB at (100, 64, 256, 256)); anything else is made contiguous.
+// row (column stride 0), at any time and row strides, so that the gradient of a sum over the output
+// (an expanded tensor) or of a transposed output is read where it is instead of being copied out to
+// (T, B, R) (a fresh buffer every step: 6.5 MB at (100, 64, 256, 256)); anything else is made
+// contiguous.
 struct GradOutput {
   at::Tensor values;
 
