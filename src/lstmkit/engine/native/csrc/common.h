@@ -167,13 +167,14 @@ inline void for_chunks(int64_t width, const F& f) {
 // ---------------------------------------------------------------------------------------------
 // Argument checks: every problem is a Python exception (TypeError / ValueError), never a crash.
 // ---------------------------------------------------------------------------------------------
-inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& like, at::IntArrayRef shape) {
+inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& like, at::IntArrayRef shape,
+                       bool contiguous = true) {
   TORCH_CHECK_VALUE(t.defined(), name, " is undefined");
   TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor, got device ", t.device());
   TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type(),
                    " (the input's), got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
-  TORCH_CHECK_VALUE(t.is_contiguous(), name, " must be contiguous (call .contiguous())");
+  TORCH_CHECK_VALUE(!contiguous || t.is_contiguous(), name, " must be contiguous (call .contiguous())");
 }
 
 inline void check_valid(const OptTensor& valid, int64_t T, int64_t B) {
@@ -265,6 +266,9 @@ struct Step {
   at::Tensor view() const { return t < 0 ? tensor : tensor.select(0, t); }
   int64_t rows() const { return tensor.size(t < 0 ? 0 : 1); }
   bool contiguous() const { return tensor.is_contiguous(); }  // every step of a contiguous tensor is
+  // rows of contiguous values (a GEMM operand with leading dimension row_stride())
+  bool rows_contiguous() const { return tensor.stride(-1) == 1; }
+  int64_t row_stride() const { return tensor.stride(-2); }
 };
 
 }  // namespace lstmkit

@@ -76,7 +76,7 @@ struct GeneratedKernel {
   static std::vector<at::Tensor> forward(const SequenceArgs& a) {
     const Shapes s = check(a);
     c10::NoGradGuard no_grad;
-    ForwardLoop loop(a, s);
+    ForwardLoop loop(a, s, /*beside_input=*/true);
     const int64_t B = s.B, G = kGates * s.H;
     at::Tensor xg = project_input(a, s, std::nullopt);  // x W_ih^T, all steps
     const at::Tensor hg = kSummed ? at::Tensor() : at::empty({s.T, B, G}, a.x.options());
@@ -100,7 +100,7 @@ struct GeneratedKernel {
           const T* hg_t = kSummed ? nullptr : Step{hg, t}.data<T>();
           p.for_rows(G, [&](int64_t b) {
             const StepIn<T> in{s.H,          xg_t + b * G, hg_t ? hg_t + b * G : nullptr, b_ih.data_ptr<T>(),
-                               b_hh.data_ptr<T>(), {p.h_old + b * s.H, kStates > 1 ? p.c_old + b * s.H : nullptr},
+                               b_hh.data_ptr<T>(), {p.h_old + b * p.hs, kStates > 1 ? p.c_old + b * s.H : nullptr},
                                params.data()};
             for_chunks<T>(s.H, [&](int64_t j, int64_t n) {
               std::array<Vectorized<T>, kStates> next;
@@ -152,7 +152,7 @@ struct GeneratedKernel {
           };
           p.for_rows(G, zero, [&](int64_t b) {
             const StepIn<T> in{H,          xg_t + b * G, hg_t ? hg_t + b * G : nullptr, b_ih.data_ptr<T>(),
-                               b_hh.data_ptr<T>(), {p.h_old + b * H, kStates > 1 ? p.c_old + b * H : nullptr},
+                               b_hh.data_ptr<T>(), {p.h_old + b * p.hs, kStates > 1 ? p.c_old + b * H : nullptr},
                                params.data()};
             T* row_sums = sums.template mine<T>();
             for_chunks<T>(H, [&](int64_t j, int64_t n) {
@@ -185,8 +185,7 @@ struct GeneratedKernel {
     });
     auto dstates = loop.initial_state_grads();
     at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
-    input_grads(a, s, dxg, dx, dw_ih);
-    if (needs_param(a, 1)) dw_hh = weight_grad(dhg, loop.gemm_inputs());  // dW_hh = sum_t dhg_t^T h_{t-1}
+    loop.weight_grads(dxg, dhg, dx, dw_ih, dw_hh);  // dW_ih = dxg^T x, dW_hh = sum_t dhg_t^T h_{t-1}
     const at::Tensor total = sums.total();
     if (kSummed) {
       std::tie(db_ih, db_hh) = shared_bias_grads(a, [&] { return total.narrow(0, 0, G); });

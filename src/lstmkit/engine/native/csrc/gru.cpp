@@ -46,7 +46,7 @@ void after_forward_step(const ForwardRows<T>& p, T* xg, const T* hg, T* hn_kept,
       const Vec z = sigmoid(Vec::loadu(xz + j, n) + Vec::loadu(hz + j, n));  // z = σ(xz + hz)  update gate
       const Vec h_n = Vec::loadu(hn + j, n);
       const Vec cand = tanh(Vec::loadu(xn + j, n) + r * h_n);               // n = tanh(xn + r * hn)
-      const Vec h_prev = Vec::loadu(p.h_old + b * H + j, n);
+      const Vec h_prev = Vec::loadu(p.h_old + b * p.hs + j, n);
       const Vec one(T(1));
       if (store) {  // what the backward pass needs: r, z, n and hn
         r.store(xr + j, n);
@@ -81,7 +81,7 @@ void after_backward_step(const BackwardRows<T>& p, const T* gates, const T* hn_k
       const Vec r = Vec::loadu(gr + j, n);
       const Vec z = Vec::loadu(gz + j, n);
       const Vec cand = Vec::loadu(gn + j, n);
-      const Vec h_prev = Vec::loadu(p.h_old + b * H + j, n);
+      const Vec h_prev = Vec::loadu(p.h_old + b * p.hs + j, n);
       const auto dh = p.dh_new(b, j, n);
       const Vec one(T(1));
       // h_t = (1 - z) n + z h_{t-1}
@@ -117,7 +117,7 @@ void before_gates(const ForwardRows<T>& p, T* xg, const T* hrz, T* rh) {
       const Vec z = sigmoid(Vec::loadu(xz + j, n) + Vec::loadu(hz + j, n));  // z = σ(xz + hz)  update gate
       r.store(xr + j, n);
       z.store(xz + j, n);
-      (r * Vec::loadu(p.h_gemm + b * H + j, n)).store(rh + b * H + j, n);  // r * h_{t-1}
+      (r * Vec::loadu(p.h_gemm + b * p.hs + j, n)).store(rh + b * H + j, n);  // r * h_{t-1}
     });
   });
 }
@@ -133,7 +133,7 @@ void before_candidate(const ForwardRows<T>& p, T* xg, const T* hn, bool store) {
       const Vec z = Vec::loadu(xz + j, n);
       const Vec cand = tanh(Vec::loadu(xn + j, n) + Vec::loadu(hn + b * H + j, n));  // n = tanh(xn + (r h) W_hn^T + b_hn)
       if (store) cand.store(xn + j, n);
-      const Vec h_prev = Vec::loadu(p.h_old + b * H + j, n);
+      const Vec h_prev = Vec::loadu(p.h_old + b * p.hs + j, n);
       p.emit_h(b, j, n, (Vec(T(1)) - z) * cand + z * h_prev);  // h_t = (1 - z) n + z h_{t-1}
     });
   });
@@ -153,7 +153,7 @@ void before_backward_candidate(const BackwardRows<T>& p, const T* gates, T* dxg)
     for_chunks<T>(H, [&](int64_t j, int64_t n) {
       const Vec z = Vec::loadu(gz + j, n);
       const Vec cand = Vec::loadu(gn + j, n);
-      const Vec h_prev = Vec::loadu(p.h_old + b * H + j, n);
+      const Vec h_prev = Vec::loadu(p.h_old + b * p.hs + j, n);
       const auto dh = p.dh_new(b, j, n);
       (dh.now * (Vec(T(1)) - z) * dtanh(cand)).store(dxn + j, n);  // d(pre-n) = dh (1 - z) (1 - n²)
       (dh.now * (h_prev - cand) * dsigmoid(z)).store(dxz + j, n);  // d(pre-z) = dh (h_{t-1} - n) σ'(z)
@@ -174,7 +174,7 @@ void before_backward_reset(const BackwardRows<T>& p, const T* gates, const T* dr
       const int64_t i = b * H + j;
       const Vec r = Vec::loadu(gr + j, n);
       const Vec d_rh = Vec::loadu(drh + i, n);
-      (d_rh * Vec::loadu(p.h_gemm + i, n) * dsigmoid(r)).store(dxr + j, n);
+      (d_rh * Vec::loadu(p.h_gemm + b * p.hs + j, n) * dsigmoid(r)).store(dxr + j, n);
       const Vec d_h = d_rh * r;
       (fresh ? d_h : Vec::loadu(acc + i, n) + d_h).store(acc + i, n);
     });

@@ -133,8 +133,9 @@ class StepGemm {
     const RowRange& mine = current_rows();
     const int64_t first = mine.active ? mine.begin : 0, rows = mine.active ? mine.end - mine.begin : a.rows();
     const at::Tensor* packed = packed_for(rows);
-    if (packed && a.contiguous() && c.contiguous()) {
-      cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, rows, n_, k_, a.data<float>() + first * k_, k_,
+    const int64_t lda = a.row_stride();
+    if (packed && a.rows_contiguous() && c.contiguous()) {
+      cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, rows, n_, k_, a.data<float>() + first * lda, lda,
                           packed->data_ptr<float>(), n_, accumulate ? 1.0f : 0.0f, c.data<float>() + first * n_, n_);
       return;
     }
@@ -180,6 +181,7 @@ template <typename T>
 struct ForwardRows {
   using Vec = Vectorized<T>;
   int64_t B, R, H;       // batch, width of h, width of c
+  int64_t hs;            // row stride of h_old, h_new and h_gemm (R, or I + R with x kept beside h)
   const T* h_old;        // (B, R) state entering the step
   const T* c_old;        // (B, H) or nullptr
   T* h_new;              // (B, R) state leaving the step
@@ -202,9 +204,9 @@ struct ForwardRows {
     const int64_t i = b * R + j;
     if (zh != nullptr || rate != T(0)) {
       const Vec z = zh ? Vec::loadu(zh + i, n) : Vec(rate);
-      h = z * Vec::loadu(h_old + i, n) + (Vec(T(1)) - z) * h;  // h' = z h_{t-1} + (1 - z) h_t
+      h = z * Vec::loadu(h_old + b * hs + j, n) + (Vec(T(1)) - z) * h;  // h' = z h_{t-1} + (1 - z) h_t
     }
-    h.store(h_new + i, n);
+    h.store(h_new + b * hs + j, n);
     h.store(out + i, n);
     if (h_rec_next) (h * Vec::loadu(rmask + i, n)).store(h_rec_next + i, n);
   }
@@ -221,8 +223,8 @@ struct ForwardRows {
 
   // Padded row: carry the state, output zero or the previous output.
   void carry(int64_t b) const {
-    const T* h = h_old + b * R;
-    std::copy(h, h + R, h_new + b * R);
+    const T* h = h_old + b * hs;
+    std::copy(h, h + R, h_new + b * hs);
     if (c_old) std::copy(c_old + b * H, c_old + (b + 1) * H, c_new + b * H);
     if (carry_output && prev_out) {
       std::copy(prev_out + b * R, prev_out + (b + 1) * R, out + b * R);
@@ -232,7 +234,7 @@ struct ForwardRows {
     if (h_rec_next) {
       for_chunks<T>(R, [&](int64_t j, int64_t n) {
         const int64_t i = b * R + j;
-        (Vec::loadu(h_old + i, n) * Vec::loadu(rmask + i, n)).store(h_rec_next + i, n);
+        (Vec::loadu(h_old + b * hs + j, n) * Vec::loadu(rmask + i, n)).store(h_rec_next + i, n);
       });
     }
   }
@@ -276,6 +278,7 @@ struct BackwardRows {
   const T* zh;
   const T* zc;
   T rate;
+  int64_t hs;            // row stride of h_old and h_gemm
   const T* h_old;        // (B, R) state entering the step
   const T* c_old;        // (B, H) or nullptr
   const T* h_gemm;       // (B, R) this step's recurrent GEMM input
@@ -367,14 +370,22 @@ struct BackwardRows {
 // ---------------------------------------------------------------------------------------------
 class ForwardLoop {
  public:
-  ForwardLoop(const SequenceArgs& a, const Shapes& s) : a_(a), s_(s), states_(a.state0.size()) {
+  // beside_input: keep each step's input x_t beside the h entering it, one (B, I + R) row block per
+  // slot, so that the backward pass gets dW_ih and dW_hh from one GEMM over [x | h] (see
+  // BackwardLoop::weight_grads); only without a recurrent mask (whose GEMM input is h * m).
+  ForwardLoop(const SequenceArgs& a, const Shapes& s, bool beside_input = false)
+      : a_(a), s_(s), states_(a.state0.size()) {
     const auto options = a.x.options();
     const int64_t T = s.T;
     output_ = at::empty({T, s.B, s.R}, options);
-    for (int k = 0; k < states_; ++k) {
-      hist_[k] = at::empty({T + 1, s.B, k == 0 ? s.R : s.H}, options);
-      hist_[k].select(0, a.reverse ? T : 0).copy_(a.state0[k]);
+    for (int k = 0; k < states_; ++k) hist_[k] = at::empty({T + 1, s.B, k == 0 ? s.R : s.H}, options);
+    if (beside_input && !a.rmask && T > 0) {
+      const at::Tensor slots = at::empty({T + 1, s.B, s.I + s.R}, options);
+      slots.narrow(0, a.reverse ? 1 : 0, T).narrow(2, 0, s.I).copy_(a.x);  // x_t in slot_in(t)
+      slots.select(0, a.reverse ? 0 : T).narrow(1, 0, s.I).zero_();       // the slot no step enters
+      hist_[0] = slots.narrow(2, s.I, s.R);
     }
+    for (int k = 0; k < states_; ++k) hist_[k].select(0, a.reverse ? T : 0).copy_(a.state0[k]);
     if (a.rmask && T > 0) {
       h_rec_ = at::empty({T, s.B, s.R}, options);
       at::Tensor first = h_rec_.select(0, time(0));
@@ -394,8 +405,10 @@ class ForwardLoop {
     p.B = B;
     p.R = R;
     p.H = H;
-    p.h_old = hist_[0].data_ptr<T>() + slot_in(t, rev) * B * R;
-    p.h_new = hist_[0].data_ptr<T>() + slot_out(t, rev) * B * R;
+    const int64_t slot = hist_[0].stride(0);
+    p.hs = hist_[0].stride(1);
+    p.h_old = hist_[0].data_ptr<T>() + slot_in(t, rev) * slot;
+    p.h_new = hist_[0].data_ptr<T>() + slot_out(t, rev) * slot;
     if (states_ > 1) {
       p.c_old = hist_[1].data_ptr<T>() + slot_in(t, rev) * B * H;
       p.c_new = hist_[1].data_ptr<T>() + slot_out(t, rev) * B * H;
@@ -433,6 +446,14 @@ class ForwardLoop {
   int states_;
   at::Tensor output_, hist_[2], h_rec_;
 };
+
+// Whether h (T + 1, B, R) is the h part of ForwardLoop's slots with the input beside it: rows of
+// I + R values, x_t then the h entering step t.
+inline bool is_beside_input(const at::Tensor& h, const Shapes& s) {
+  const int64_t row = s.I + s.R;
+  return h.defined() && s.T > 0 && h.dim() == 3 && h.sizes() == at::IntArrayRef({s.T + 1, s.B, s.R}) &&
+         h.stride(2) == 1 && h.stride(1) == row && h.stride(0) == s.B * row && h.storage_offset() >= s.I;
+}
 
 // ---------------------------------------------------------------------------------------------
 // dL/d output (T, B, R) as the backward pass reads it: rows of contiguous values, or one value per
@@ -472,7 +493,8 @@ class BackwardLoop {
     static const char* grad_names[] = {"grad_h_n", "grad_c_n"};
     for (int k = 0; k < states; ++k) {
       const int64_t width = k == 0 ? s.R : s.H;
-      check_same(a.saved[k], hist_names[k], x, {T + 1, B, width});
+      const bool beside_input = k == 0 && is_beside_input(a.saved[0], s);  // slots of [x | h] rows
+      check_same(a.saved[k], hist_names[k], x, {T + 1, B, width}, /*contiguous=*/!beside_input);
       dstate_[k] = a.grad_state[k].contiguous().clone();  // running dL/d(state), direct part
       check_same(dstate_[k], grad_names[k], x, {B, width});
     }
@@ -492,6 +514,14 @@ class BackwardLoop {
   at::Tensor states_entering(int k) const { return a_.saved[k].narrow(0, a_.reverse ? 1 : 0, s_.T); }
   // Every step's recurrent GEMM input, time-ordered (T, B, R): dW_hh = sum_t dG_t^T h_{t-1}.
   at::Tensor gemm_inputs() const { return a_.rmask && s_.T > 0 ? a_.saved[states_] : states_entering(0); }
+
+  // dx = dXG W_ih, dW_ih = dXG^T x and dW_hh = dHG^T h_{t-1} (as requested) from dXG and dHG
+  // (T, B, rows of W). When the forward kept x beside h (ForwardLoop's beside_input) and both weights
+  // see the same gradient (dXG = dHG: the pre-activations are xg + hg), dW_ih and dW_hh come from one
+  // GEMM over the [x | h] rows: dG is read once and the wider product runs faster. The two
+  // gradients are then column blocks of that product.
+  void weight_grads(const at::Tensor& dxg, const at::Tensor& dhg, at::Tensor& dx, at::Tensor& dw_ih,
+                    at::Tensor& dw_hh) const;
 
   template <typename T>
   BackwardRows<T> rows(int64_t k) const {
@@ -516,7 +546,8 @@ class BackwardLoop {
     } else {
       p.rate = static_cast<T>(a_.zoneout_rate);
     }
-    p.h_old = a_.saved[0].data_ptr<T>() + slot_in(t, rev) * B * R;
+    p.hs = a_.saved[0].stride(1);
+    p.h_old = a_.saved[0].data_ptr<T>() + slot_in(t, rev) * a_.saved[0].stride(0);
     p.c_old = states_ > 1 ? a_.saved[1].data_ptr<T>() + slot_in(t, rev) * B * H : nullptr;
     p.h_gemm = a_.rmask ? a_.saved[states_].data_ptr<T>() + t * B * R : p.h_old;
     return p;
@@ -607,6 +638,24 @@ std::pair<at::Tensor, at::Tensor> shared_bias_grads(const SequenceArgs& a, const
 }
 inline std::pair<at::Tensor, at::Tensor> shared_bias_grads(const SequenceArgs& a, const at::Tensor& dgates) {
   return shared_bias_grads(a, [&] { return row_sum(dgates); });
+}
+
+// BackwardLoop::weight_grads, after the GEMM helpers it uses.
+inline void BackwardLoop::weight_grads(const at::Tensor& dxg, const at::Tensor& dhg, at::Tensor& dx,
+                                       at::Tensor& dw_ih, at::Tensor& dw_hh) const {
+  const at::Tensor& h = a_.saved[0];
+  if (needs_param(a_, 0) && needs_param(a_, 1) && dxg.is_same(dhg) && is_beside_input(h, s_)) {
+    const int64_t row = s_.I + s_.R, first = h.storage_offset() - s_.I + (a_.reverse ? h.stride(0) : 0);
+    const at::Tensor xh = h.as_strided({s_.T * s_.B, row}, {row, 1}, first);  // [x_t | h entering t] rows
+    const at::Tensor dg = dxg.reshape({-1, dxg.size(-1)});
+    const at::Tensor dw = at::mm(dg.t(), xh);  // [dW_ih | dW_hh]
+    dw_ih = dw.narrow(1, 0, s_.I);
+    dw_hh = dw.narrow(1, s_.I, s_.R);
+    if (a_.needs[0]) dx = at::mm(dg, *a_.params[0]).view({s_.T, s_.B, s_.I});
+    return;
+  }
+  input_grads(a_, s_, dxg, dx, dw_ih);
+  if (needs_param(a_, 1)) dw_hh = weight_grad(dhg, gemm_inputs());
 }
 
 }  // namespace lstmkit

@@ -200,7 +200,7 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
   const Shapes s = check_lstm(a, variant);
   const bool projection = variant == Variant::kProjection;
   c10::NoGradGuard no_grad;  // no autograd graph when called directly with tensors that require grad
-  ForwardLoop loop(a, s);
+  ForwardLoop loop(a, s, /*beside_input=*/true);
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;  // added per step
   at::Tensor gates = project_input(a, s, std::nullopt);  // x W_ih^T, all steps
   const RowBlocks blocks(s.B, param(a, 1), /*split=*/!projection);  // a projection's GEMM takes the whole batch
@@ -271,8 +271,7 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
   auto dstates = loop.initial_state_grads();
 
   at::Tensor dx, dw_ih, dw_hh;
-  input_grads(a, s, dgates, dx, dw_ih);
-  if (needs_param(a, 1)) dw_hh = weight_grad(dgates, loop.gemm_inputs());  // dW_hh = sum_t dgates_t^T h_{t-1}
+  loop.weight_grads(dgates, dgates, dx, dw_ih, dw_hh);  // dW_ih = dgates^T x, dW_hh = sum_t dgates_t^T h_{t-1}
   auto [db_ih, db_hh] = shared_bias_grads(a, [&] { return db->total(); });  // summed in the loop
   std::vector<at::Tensor> dparams{dw_ih, dw_hh, db_ih, db_hh};
   if (projection) dparams.push_back(needs_param(a, 4) ? weight_grad(dhp, m) : at::Tensor());  // dW_hr = sum_t dh_t^T m_t

@@ -52,7 +52,7 @@ void backward_step(const BackwardRows<T>& p, const T* hs, T* dpre, Activation ac
 std::vector<at::Tensor> forward(const SequenceArgs& a, Activation act) {
   const Shapes s = check_common(a, 1, 1);
   c10::NoGradGuard no_grad;
-  ForwardLoop loop(a, s);
+  ForwardLoop loop(a, s, /*beside_input=*/true);
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;
   at::Tensor pre = project_input(a, s, bias);  // x W_ih^T + b_ih + b_hh, all steps
   const RowBlocks blocks(s.B, param(a, 1), /*split=*/true);
@@ -92,8 +92,7 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Activation act) {
   });
   auto dstates = loop.initial_state_grads();
   at::Tensor dx, dw_ih, dw_hh;
-  input_grads(a, s, dpre, dx, dw_ih);
-  if (needs_param(a, 1)) dw_hh = weight_grad(dpre, loop.gemm_inputs());  // dW_hh = sum_t dpre_t^T h_{t-1}
+  loop.weight_grads(dpre, dpre, dx, dw_ih, dw_hh);  // dW_ih = dpre^T x, dW_hh = sum_t dpre_t^T h_{t-1}
   auto [db_ih, db_hh] = shared_bias_grads(a, dpre);
   return gradients(dx, {dw_ih, dw_hh, db_ih, db_hh}, dstates);
 }
