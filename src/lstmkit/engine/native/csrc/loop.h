@@ -378,14 +378,11 @@ class ForwardLoop {
     const auto options = a.x.options();
     const int64_t T = s.T;
     output_ = at::empty({T, s.B, s.R}, options);
-    for (int k = 0; k < states_; ++k) hist_[k] = at::empty({T + 1, s.B, k == 0 ? s.R : s.H}, options);
-    if (beside_input && !a.rmask && T > 0) {
-      const at::Tensor slots = at::empty({T + 1, s.B, s.I + s.R}, options);
-      slots.narrow(0, a.reverse ? 1 : 0, T).narrow(2, 0, s.I).copy_(a.x);  // x_t in slot_in(t)
-      slots.select(0, a.reverse ? 0 : T).narrow(1, 0, s.I).zero_();       // the slot no step enters
-      hist_[0] = slots.narrow(2, s.I, s.R);
+    for (int k = 0; k < states_; ++k) {
+      hist_[k] = k == 0 && beside_input && !a.rmask && T > 0 ? h_beside_input()
+                                                              : at::empty({T + 1, s.B, k == 0 ? s.R : s.H}, options);
+      hist_[k].select(0, a.reverse ? T : 0).copy_(a.state0[k]);
     }
-    for (int k = 0; k < states_; ++k) hist_[k].select(0, a.reverse ? T : 0).copy_(a.state0[k]);
     if (a.rmask && T > 0) {
       h_rec_ = at::empty({T, s.B, s.R}, options);
       at::Tensor first = h_rec_.select(0, time(0));
@@ -441,6 +438,15 @@ class ForwardLoop {
   }
 
  private:
+  // The h history as the h part of (T + 1, B, I + R) slots whose x part holds x_t in slot_in(t).
+  at::Tensor h_beside_input() const {
+    const int64_t T = s_.T;
+    const at::Tensor slots = at::empty({T + 1, s_.B, s_.I + s_.R}, a_.x.options());
+    slots.narrow(0, a_.reverse ? 1 : 0, T).narrow(2, 0, s_.I).copy_(a_.x);  // x_t in slot_in(t)
+    slots.select(0, a_.reverse ? 0 : T).narrow(1, 0, s_.I).zero_();       // the slot no step enters
+    return slots.narrow(2, s_.I, s_.R);
+  }
+
   const SequenceArgs& a_;
   Shapes s_;
   int states_;
