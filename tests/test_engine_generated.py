@@ -68,8 +68,8 @@ def kernel(cell: lstmkit.Cell):
 
 
 def run_generated(cell, x, state, **options):
-    module, translation = kernel(cell)
-    return native.run_generated(cell, module, translation.tensors, x, state, **options)
+    name, translation = kernel(cell)
+    return native.run_generated(cell, name, translation.tensors, x, state, **options)
 
 
 def run_both(cell, steps=6, batch=4, **options):
@@ -105,7 +105,7 @@ def test_recurrent_mask_and_float32(kind: str) -> None:
 def test_gradcheck(kind: str) -> None:
     """Finite differences in float64 through the generated kernel, with padding and zoneout masks fixed by seed."""
     cell = CELLS[kind](torch.float64)
-    module, translation = kernel(cell)
+    name, translation = kernel(cell)
     x = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
     state = tuple(torch.randn(3, 5, dtype=torch.float64, requires_grad=True) for _ in cell.state_sizes)
     own = [p for n, p in cell.named_parameters() if n in translation.tensors]
@@ -114,7 +114,7 @@ def test_gradcheck(kind: str) -> None:
         torch.manual_seed(3)
         initial = tensors[: len(state)]
         result = native.run_generated(
-            cell, module, translation.tensors, x, initial,
+            cell, name, translation.tensors, x, initial,
             valid=make_valid("holes", 4, 3), zoneout=0.25, training=True, reverse=True,
         )  # fmt: skip
         return (result.output, *result.state)
@@ -136,14 +136,15 @@ def test_fused_engine_dispatches_to_the_generated_kernel(monkeypatch) -> None:
         finally:
             python_fused.set_compile(None)
 
-    assert node(True) == "CellSequenceFunctionBackward"
-    assert node(False) != "CellSequenceFunctionBackward"
+    native = "GeneratedBackwardFor_lstmkit_sequence_forward_defaultBackward"  # the operator's autograd node
+    assert node(True) == native
+    assert node(False) != native
     monkeypatch.setattr(generated, "_entries", {})
     monkeypatch.setattr(python_fused, "COMPILE_AFTER_STEPS", 10)
     eager = python_fused._EagerSteps
     monkeypatch.setattr(python_fused, "_steps_for", lambda *a: python_fused._Steps(eager(cell, a[1]), None))
-    assert node("auto") != "CellSequenceFunctionBackward"  # 6 steps
-    assert node("auto") == "CellSequenceFunctionBackward"  # 12
+    assert node("auto") != native  # 6 steps
+    assert node("auto") == native  # 12
 
 
 def test_layer_with_a_user_cell_matches_reference() -> None:
@@ -254,14 +255,14 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch) -> None:
 def test_bad_input_to_a_generated_module_raises() -> None:
     """Wrong dtype, shape or a missing parameter reaching the C++ code: a Python error, not a crash."""
     cell = PeepholeCIFGCell(3, 5)
-    module, translation = kernel(cell)
+    name, translation = kernel(cell)
     x = torch.randn(4, 2, 3)
     params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, cell.weight_ci]
     state = [torch.zeros(2, 5), torch.zeros(2, 5)]
 
     def forward(x=x, params=params, state=state):
         with torch.no_grad():
-            return module.forward("generated", x, params, state, None, None, [], 0.0, False, False, 0.0, False)
+            return torch.ops.lstmkit.sequence_forward(name, x, params, state, None, None, [], 0.0, False, False, 0.0, False)
 
     assert forward()[0].shape == (4, 2, 5)
     with pytest.raises(TypeError, match="dtype"):

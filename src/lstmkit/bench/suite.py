@@ -105,8 +105,8 @@ def shape_name(shape: Shape) -> str:
 
 
 def graph_of(output: torch.Tensor) -> str:
-    """What computed ``output``: the custom autograd Function (lstmkit's engines) if one is in its
-    graph, else ``autograd: <top node>``."""
+    """What computed ``output``: lstmkit's engines if one is in its graph (the native operator
+    ``lstmkit::sequence_forward`` or the fused engine's autograd Function), else ``autograd: <top node>``."""
     seen: set = set()
     todo = [output.grad_fn]
     while todo and len(seen) < 500:
@@ -115,7 +115,8 @@ def graph_of(output: torch.Tensor) -> str:
             continue
         seen.add(node)
         if isinstance(node, torch.autograd.function.BackwardCFunction):
-            return type(node).__name__.removesuffix("Backward")
+            name = type(node).__name__.removesuffix("Backward")
+            return "lstmkit::sequence_forward" if "lstmkit_sequence_forward" in name else name
         todo.extend(parent for parent, _ in node.next_functions)
     top = type(output.grad_fn).__name__ if output.grad_fn is not None else "none"
     return f"autograd: {top.removesuffix('Backward0')}"
@@ -420,7 +421,7 @@ def markdown(result: dict) -> str:
         "and its input, each in a fresh process (VmHWM after resetting it through /proc/self/clear_refs; "
         "`LSTMKIT_COMPILE=auto` becomes `1` there, so that a user cell runs compiled as in the timed rows). "
         "`graph (training)`: what computed a warmed-up training step's output, lstmkit's engine (its autograd "
-        "Function: CellSequenceFunction native, including user cells compiled into the native loop, "
+        "operator or Function: lstmkit::sequence_forward native, including user cells compiled into the native loop, "
         "FusedSequenceFunction fused) or the top autograd node.",
         "",
     ]

@@ -672,8 +672,8 @@ def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> Sequen
         raise ValueError(f"inputs must have at least one step and one sequence, got shape {tuple(inputs.shape)}")
     kernel = _generated_kernel(cell, inputs)
     if kernel is not None:
-        module, translation = kernel
-        return run_generated(cell, module, translation.tensors, inputs, state, **given)
+        name, translation = kernel
+        return run_generated(cell, name, translation.tensors, inputs, state, **given)
     state = tuple(s.contiguous() for s in state)
     valid, recurrent_mask = options.valid, options.recurrent_mask
     keep = options.zoneout_masks(state, inputs.shape[0])

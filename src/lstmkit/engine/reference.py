@@ -16,15 +16,26 @@ from ..cells import Cell, State
 from .options import SequenceOptions, SequenceResult, time_steps
 
 
-def run_sequence(cell: Cell, inputs: Tensor, state: State, *, trace: bool = False, **options: Any) -> SequenceResult:
+def run_sequence(
+    cell: Cell,
+    inputs: Tensor,
+    state: State,
+    *,
+    trace: bool = False,
+    zoneout_masks: list[Tensor] | None = None,
+    **options: Any,
+) -> SequenceResult:
     """Run ``cell`` over ``inputs`` ``(T, B, I)`` from ``state``; ``options`` are the fields of
     :class:`~lstmkit.engine.options.SequenceOptions` (masks, direction, recurrent dropout, zoneout),
-    and ``trace`` records every step's gates and states in the result."""
+    and ``trace`` records every step's gates and states in the result. ``zoneout_masks``: the
+    boolean 'keep the old value' masks ``(T, B, size)`` per state, when they were drawn already (a
+    recomputation); in training they are drawn here otherwise."""
     options = SequenceOptions(**options)
     steps = inputs.shape[0]
     projected = cell.project_input(inputs).unbind(0)  # one view per step: their backward is one stack
     valid, zoneout = options.valid, options.zoneout
-    zoneout_masks = options.zoneout_masks(state, steps)
+    if zoneout_masks is None:
+        zoneout_masks = options.zoneout_masks(state, steps)
     outputs: list[Tensor] = [inputs.new_empty(0)] * steps
     records: list[tuple[Tensor, ...]] = [()] * steps
     previous_output = torch.zeros_like(state[0])

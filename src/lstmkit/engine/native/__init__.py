@@ -6,12 +6,12 @@ with its LSTM/GRU forms :func:`lstm_sequence`, :func:`gru_sequence`; :func:`run_
 :class:`lstmkit.LSTMCell`, :class:`lstmkit.PeepholeLSTMCell`, :class:`lstmkit.LayerNormLSTMCell`
 and :class:`lstmkit.GRUCell`); :func:`supports` and :func:`is_available` for dispatch. See
 ``build.py`` for how and where the extension is compiled and ``csrc/`` for the kernels, and
-``generated.py`` for user-defined cells translated to C++ (:func:`run_generated`).
+``generated.py`` for user-defined cells translated to C++ (:func:`run_generated`), and ``ops.py``
+for the PyTorch operators (``torch.ops.lstmkit.sequence_forward/_backward``) every call goes through.
 """
 
 from .functions import (
     KERNELS,
-    CellSequenceFunction,
     NativeEngineUnavailable,
     cell_sequence,
     gru_sequence,
@@ -26,7 +26,6 @@ from .functions import (
 
 __all__ = [
     "KERNELS",
-    "CellSequenceFunction",
     "NativeEngineUnavailable",
     "cell_sequence",
     "gru_sequence",

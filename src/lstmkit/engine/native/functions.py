@@ -1,4 +1,4 @@
-"""The autograd Function over the native time loops, and the entry points the layers call.
+"""The entry points the layers call into the native time loops (:mod:`.ops`, PyTorch operators).
 
 Two levels:
 
@@ -11,117 +11,26 @@ Two levels:
   zoneout). It makes its inputs contiguous.
 
 Every cell has a kernel in ``csrc/`` (:data:`KERNELS`) with the same two entry points, forward and
-backward of a whole sequence, so one :class:`CellSequenceFunction` serves them all. Both levels
-need the compiled extension: :func:`is_available` says whether it could be built.
+backward of a whole sequence, both registered as operators in :mod:`.ops`. Both levels need the
+compiled extension: :func:`is_available` says whether it could be built.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ...cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell, State
 from ..options import SequenceOptions, SequenceResult
-from .build import load_extension, unavailable_reason
-
-# kernel -> its parameter slots after weight_ih, weight_hh, bias_ih, bias_hh, and its states
-KERNELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "rnn_tanh": ((), ("h",)),
-    "rnn_relu": ((), ("h",)),
-    "lstm": ((), ("h", "c")),
-    "lstm_projection": (("weight_hr",), ("h", "c")),
-    "peephole_lstm": (("weight_ci", "weight_cf", "weight_co"), ("h", "c")),
-    "layernorm_lstm": (("ln_weight_ih", "ln_weight_hh", "ln_weight_c", "ln_bias_c"), ("h", "c")),
-    "gru": ((), ("h",)),
-    "gru_reset_before": ((), ("h",)),
-}
-
-
-class NativeEngineUnavailable(RuntimeError):
-    """The C++ extension could not be built on this machine (see the warning emitted once)."""
+from .build import load_extension
+from .ops import GENERATED_PREFIX, KERNELS, sequence
 
 
 def is_available() -> bool:
     """Whether the native engine can run here (compiles the extension on the first call)."""
     return load_extension() is not None
-
-
-def _extension() -> ModuleType:
-    module = load_extension()
-    if module is None:
-        raise NativeEngineUnavailable(f"the lstmkit native engine is unavailable: {unavailable_reason()}")
-    return module
-
-
-@dataclass(frozen=True)
-class _Options:
-    """The non-tensor arguments of one :class:`CellSequenceFunction` call."""
-
-    kernel: str
-    params: int
-    states: int
-    zoneout_masks: int
-    zoneout_rate: float
-    reverse: bool
-    carry_output: bool
-    eps: float
-    module: ModuleType | None = field(default=None, compare=False)  # a generated cell's own kernel module
-
-
-class CellSequenceFunction(torch.autograd.Function):
-    """A whole sequence of one cell (one layer, one direction) as one autograd node.
-
-    ``apply(options, x, valid, recurrent_mask, *params, *initial_states, *zoneout_masks)``:
-    differentiable in ``x``, the parameters and the initial states; the masks are constants.
-    Returns ``(output, *final_states)``. First derivatives only (the backward is itself a native
-    loop, not differentiable again).
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: FunctionCtx,
-        options: _Options,
-        x: Tensor,
-        valid: Tensor | None,
-        recurrent_mask: Tensor | None,
-        *tensors: Tensor | None,
-    ) -> tuple[Tensor, ...]:
-        params = list(tensors[: options.params])
-        state0 = list(tensors[options.params : options.params + options.states])
-        zoneout = list(tensors[options.params + options.states :])
-        needs_grad = ctx.needs_input_grad[1] or any(ctx.needs_input_grad[4 : 4 + options.params + options.states])
-        output, *rest = (options.module or _extension()).forward(
-            options.kernel, x, params, state0, valid, recurrent_mask, zoneout,
-            options.zoneout_rate, options.reverse, options.carry_output, options.eps, needs_grad,
-        )  # fmt: skip
-        finals, saved = rest[: options.states], rest[options.states :]
-        if needs_grad:
-            ctx.save_for_backward(x, valid, recurrent_mask, *params, *zoneout, *saved)
-            ctx.options = options
-        return (output, *finals)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad_output: Tensor, *grad_states: Tensor) -> tuple[Tensor | None, ...]:
-        options: _Options = ctx.options
-        x, valid, recurrent_mask, *rest = ctx.saved_tensors
-        params = rest[: options.params]
-        zoneout = rest[options.params : options.params + options.zoneout_masks]
-        saved = rest[options.params + options.zoneout_masks :]
-        need = ctx.needs_input_grad
-        needs = [need[1], *need[4 : 4 + options.params]]
-        dx, *grads = (options.module or _extension()).backward(
-            options.kernel, grad_output, list(grad_states), x, params, saved, valid, recurrent_mask, zoneout,
-            options.zoneout_rate, options.reverse, options.carry_output, options.eps, needs,
-        )  # fmt: skip
-        dparams = [g if wanted else None for g, wanted in zip(grads[: options.params], needs[1:], strict=True)]
-        dstates = grads[options.params :]
-        return (None, dx if need[1] else None, None, None, *dparams, *dstates, *([None] * len(zoneout)))
 
 
 def cell_sequence(
@@ -137,9 +46,9 @@ def cell_sequence(
     zoneout_masks: State | None = None,
     zoneout_rate: float = 0.0,
     eps: float = 0.0,
-    module: ModuleType | None = None,
 ) -> tuple[Tensor, State]:
-    """Run one layer direction of a cell's ``kernel`` (a key of :data:`KERNELS`) over ``input``
+    """Run one layer direction of a cell's ``kernel`` (a key of :data:`KERNELS`, or a generated cell's
+    ``"generated:..."`` name from :func:`.ops.register_generated`) over ``input``
     ``(T, B, I)`` natively; returns ``(output, final_state)``.
 
     ``params``: ``weight_ih, weight_hh, bias_ih, bias_hh`` in PyTorch's layout (both biases or
@@ -151,18 +60,17 @@ def cell_sequence(
     (shaped like ``h``) multiplies ``h`` before the recurrent multiply. Zoneout: ``zoneout_masks``,
     one ``(T, B, size)`` mask per state (bool or 0/1), keeps the old value where set (training);
     without masks, ``zoneout_rate`` mixes ``rate * old + (1 - rate) * new`` (evaluation). ``eps``:
-    the layer norms' epsilon (``layernorm_lstm``). ``module``: a generated cell's kernel module
-    (:mod:`lstmkit.engine.native.generated`), which runs instead of ``kernel``.
+    the layer norms' epsilon (``layernorm_lstm``).
     """
-    if module is None and kernel not in KERNELS:
+    if kernel not in KERNELS and not kernel.startswith(GENERATED_PREFIX):
         raise ValueError(f"unknown kernel {kernel!r}: expected one of {sorted(KERNELS)}")
     masks = [] if zoneout_masks is None else [m.to(input.dtype) if m.dtype == torch.bool else m for m in zoneout_masks]
-    options = _Options(
-        kernel, len(params), len(state), len(masks), float(zoneout_rate), bool(reverse), bool(carry_output), float(eps),
-        module,
+    store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, *params, *state))
+    results = sequence(
+        kernel, input, [input.new_empty(0) if p is None else p for p in params], list(state), valid, recurrent_mask, masks, float(zoneout_rate), bool(reverse),
+        bool(carry_output), float(eps), store,
     )  # fmt: skip
-    output, *final = CellSequenceFunction.apply(options, input, valid, recurrent_mask, *params, *state, *masks)
-    return output, tuple(final)
+    return results[0], tuple(results[1 : 1 + len(state)])
 
 
 def lstm_sequence(
@@ -266,22 +174,21 @@ def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> Sequen
     if not supports(cell, inputs):
         raise ValueError(f"the native engine does not support {cell!r} with {inputs.dtype} input on {inputs.device}")
     kernel = kernel_of(cell)
-    return _run(cell, kernel, KERNELS[kernel][0], None, inputs, state, options)
+    return _run(cell, kernel, KERNELS[kernel][0], inputs, state, options)
 
 
-def run_generated(
-    cell: Cell, module: ModuleType, tensors: tuple[str, ...], inputs: Tensor, state: State, **options: Any
-) -> SequenceResult:
+def run_generated(cell: Cell, kernel: str, tensors: tuple[str, ...], inputs: Tensor, state: State, **options: Any
+                  ) -> SequenceResult:  # fmt: skip
     """:func:`run_cell` for a cell whose step :mod:`~lstmkit.engine.native.generated` compiled into
-    ``module``; ``tensors``: the names of the parameters and buffers that step takes."""
-    return _run(cell, "generated", tensors, module, inputs, state, options)
+    the operators' ``kernel`` (:func:`.ops.register_generated`); ``tensors``: the names of the
+    parameters and buffers that step takes."""
+    return _run(cell, kernel, tensors, inputs, state, options)
 
 
 def _run(
     cell: Cell,
     kernel: str,
     own: tuple[str, ...],
-    module: ModuleType | None,
     inputs: Tensor,
     state: State,
     options: dict[str, Any],
@@ -307,7 +214,6 @@ def _run(
         zoneout_masks=None if masks[0] is None else tuple(masks),
         zoneout_rate=options.zoneout,
         eps=getattr(cell, "eps", 0.0),
-        module=module,
     )
     return SequenceResult(output, final)
 

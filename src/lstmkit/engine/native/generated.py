@@ -37,9 +37,9 @@ from torch.nn.utils import parametrize
 
 from ...cells import Cell
 from .build import CSRC, build_directory, compile_module, instruction_set
+from .ops import STANDARD, register_generated
 
 TRACE_BATCH = 3  # rows of the example tensors the step is traced with
-STANDARD = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # the matrix multiplies' parameters
 HEADERS = ("generated_cell.h", "entry.h", "loop.h", "common.h")
 
 
@@ -399,6 +399,7 @@ class Translation:
 
     source: str
     tensors: tuple[str, ...]  # parameters and buffers pointwise reads, after the four standard ones
+    summed: bool  # xg and hg enter the step only as their sum (the loop then keeps xg alone)
 
 
 def _trace(cell: Cell) -> tuple[fx.GraphModule, fx.GraphModule, list[str]]:
@@ -546,7 +547,8 @@ def translate(cell: Cell) -> Translation:
         elif not (grad.kind == "const" and grad.blocks[0] == _literal(0.0)):
             raise Untranslatable(f"the gradient of {name} is not a sum over the batch")
         offset += count
-    return Translation(_render(cell, states, gates, summed, blocks, forward_lines, backward_lines), tuple(used))
+    source = _render(cell, states, gates, summed, blocks, forward_lines, backward_lines)
+    return Translation(source, tuple(used), summed)
 
 
 def _render(cell, states, gates, summed, blocks, forward_lines, backward_lines) -> str:
@@ -607,7 +609,7 @@ def build(translation: Translation) -> ModuleType:
 @dataclass
 class _Entry:
     steps: int = 0  # time steps run with this kind of cell
-    kernel: tuple[ModuleType, Translation] | None = None
+    kernel: tuple[str, Translation] | None = None  # the operators' kernel name (ops.register_generated)
     failed: str | None = None  # why this kind of cell runs on the Python loop
 
 
@@ -634,7 +636,7 @@ def fingerprint(cell: Cell) -> tuple:
     return tuple(items)
 
 
-def kernel_for(cell: Cell, steps: int, mode: str, after: int) -> tuple[ModuleType, Translation] | None:
+def kernel_for(cell: Cell, steps: int, mode: str, after: int) -> tuple[str, Translation] | None:
     """The compiled kernel of ``cell`` when the compile ``mode`` (``"0"``, ``"1"``, ``"auto"``: once
     ``after`` time steps ran with this kind of cell) asks for it and it could be made; counts
     ``steps`` towards ``after``. A cell that does not translate, or whose module does not build
@@ -655,7 +657,8 @@ def kernel_for(cell: Cell, steps: int, mode: str, after: int) -> tuple[ModuleTyp
             entry.failed = str(error)
             return None
         try:
-            entry.kernel = (build(translation), translation)
+            module = build(translation)
+            entry.kernel = (register_generated(module, translation.tensors, translation.summed, cell), translation)
         except Exception as error:  # compiler missing or failing on the generated code
             entry.failed = f"the generated C++ did not build ({type(error).__name__}: {error})"
             name = type(cell).__name__
