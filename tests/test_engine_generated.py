@@ -262,7 +262,8 @@ def test_bad_input_to_a_generated_module_raises() -> None:
 
     def forward(x=x, params=params, state=state):
         with torch.no_grad():
-            return torch.ops.lstmkit.sequence_forward(name, x, params, state, None, None, [], 0.0, False, False, 0.0, False)
+            op = torch.ops.lstmkit.sequence_forward
+            return op(name, x, params, state, None, None, [], 0.0, False, False, 0.0, False)
 
     assert forward()[0].shape == (4, 2, 5)
     with pytest.raises(TypeError, match="dtype"):

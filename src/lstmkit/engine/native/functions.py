@@ -67,8 +67,8 @@ def cell_sequence(
     masks = [] if zoneout_masks is None else [m.to(input.dtype) if m.dtype == torch.bool else m for m in zoneout_masks]
     store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, *params, *state))
     results = sequence(
-        kernel, input, [input.new_empty(0) if p is None else p for p in params], list(state), valid, recurrent_mask, masks, float(zoneout_rate), bool(reverse),
-        bool(carry_output), float(eps), store,
+        kernel, input, [input.new_empty(0) if p is None else p for p in params], list(state), valid, recurrent_mask,
+        masks, float(zoneout_rate), bool(reverse), bool(carry_output), float(eps), store,
     )  # fmt: skip
     return results[0], tuple(results[1 : 1 + len(state)])
 

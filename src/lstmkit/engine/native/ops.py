@@ -118,8 +118,9 @@ def sequence_forward(
 ) -> list[Tensor]:
     module, name = _module(kernel)
     results = module.forward(
-        name, x, _optional(params), state0, valid, recurrent_mask, zoneout, zoneout_rate, reverse, carry_output, eps, store
-    )
+        name, x, _optional(params), state0, valid, recurrent_mask, zoneout, zoneout_rate, reverse, carry_output, eps,
+        store,
+    )  # fmt: skip
     return list(results)
 
 
@@ -142,8 +143,8 @@ def sequence_backward(
 ) -> list[Tensor]:
     module, name = _module(kernel)
     results = module.backward(
-        name, grad_output, grad_state, x, _optional(params), saved, valid, recurrent_mask, zoneout, zoneout_rate, reverse,
-        carry_output, eps, needs,
+        name, grad_output, grad_state, x, _optional(params), saved, valid, recurrent_mask, zoneout, zoneout_rate,
+        reverse, carry_output, eps, needs,
     )  # fmt: skip
     # every result its own contiguous tensor: dW_ih and dW_hh are column blocks of one product, and a
     # kernel may hand back one tensor for two results (the layer norms' shared gradients)
