@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
@@ -140,10 +141,46 @@ class Recurrent(nn.Module):
         self._cells.append(cell)
 
     def _bind(self) -> None:
-        """Point every cell at this layer's current parameters (they may have been replaced by
-        ``load_state_dict(assign=True)``, ``functional_call`` or a conversion)."""
+        """Point every cell at this layer's weights as the module gives them now: read through the
+        module on every call, so that a replaced parameter (``load_state_dict(assign=True)``,
+        ``functional_call``), a ``torch.nn.utils.parametrize`` parametrization, spectral norm or
+        the legacy weight norm is what the cells compute with."""
         for owner, leaf, flat_name in self._bindings:
-            owner._parameters[leaf] = self._parameters[flat_name]
+            owner._parameters[leaf] = getattr(self, flat_name)
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """The weights' names in ``torch.nn.LSTM``'s order (layer, direction, then w_ih, w_hh, b_ih, b_hh, ...)."""
+        return [flat_name for _, _, flat_name in self._bindings]
+
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """The weights' names grouped per layer and direction, as ``torch.nn.LSTM._all_weights``."""
+        groups: dict[str, list[str]] = {}
+        for _, leaf, flat_name in self._bindings:
+            groups.setdefault(flat_name.removeprefix(leaf), []).append(flat_name)
+        return list(groups.values())
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        """The weights in ``torch.nn.LSTM``'s order, as the module gives them (parametrizations applied)."""
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every cell's parameters as the cell does at construction (``torch.nn``'s
+        uniform ``(-1/sqrt(hidden_size), 1/sqrt(hidden_size))`` for the built-in weights). A
+        parametrised weight's original tensor is re-initialised."""
+        for owner, leaf, flat_name in self._bindings:
+            owner._parameters[leaf] = self._stored(flat_name)
+        for cell in self._cells:
+            cell.reset_parameters()
+        self._bind()
+
+    def _stored(self, flat_name: str) -> Tensor:
+        """The tensor the module stores for a weight: the parameter, or a parametrization's original."""
+        if parametrize.is_parametrized(self, flat_name):
+            return self.parametrizations[flat_name].original
+        return self._parameters.get(flat_name, getattr(self, flat_name))
 
     @property
     def num_directions(self) -> int:

@@ -11,8 +11,6 @@ for the PyTorch operators (``torch.ops.lstmkit.sequence_forward/_backward``) eve
 """
 
 from .functions import (
-    KERNELS,
-    NativeEngineUnavailable,
     cell_sequence,
     gru_sequence,
     is_available,
@@ -23,6 +21,7 @@ from .functions import (
     run_lstm_cell,
     supports,
 )
+from .ops import KERNELS, NativeEngineUnavailable
 
 __all__ = [
     "KERNELS",
