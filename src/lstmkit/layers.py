@@ -19,8 +19,8 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
-from .engine import fused_torch, resolve_engine, run_sequence, use_torch_kernels
-from .validation import check_lengths, check_mask, check_tensor
+from .engine import choose_layer, fused_torch, resolve_engine, run_sequence
+from .validation import ShapeError, check_lengths, check_mask, check_tensor
 
 MERGE_MODES = ("concat", "sum", "mul", "ave")
 
@@ -220,6 +220,52 @@ class Recurrent(nn.Module):
         mask: Tensor | None = None,
         return_gates: bool = False,
     ):
+        device_type = (input.data if isinstance(input, PackedSequence) else input).device.type
+        if torch.is_autocast_enabled(device_type):
+            # lstmkit's kernels compute in the weights' dtype: autocast's float32 list, as the operators' rule
+            with torch.autocast(device_type, enabled=False):
+                input, hx = self._cast_to_weights(input), self._cast_to_weights(hx)
+                return self._forward(input, hx, lengths, mask, return_gates)
+        return self._forward(input, hx, lengths, mask, return_gates)
+
+    def _cast_to_weights(self, value):
+        """``value`` (a tensor, PackedSequence, tuple of them or ``None``) in the weights' dtype."""
+        dtype = self._cells[0].weight_ih.dtype
+        if isinstance(value, PackedSequence):
+            return value._replace(data=value.data.to(dtype)) if value.data.is_floating_point() else value
+        if isinstance(value, Tensor):
+            return value.to(dtype) if value.is_floating_point() else value
+        if isinstance(value, tuple | list):
+            return type(value)(self._cast_to_weights(v) for v in value)
+        return value
+
+    def _forward(self, input, hx, lengths, mask, return_gates):
+        x, lengths, initial, valid, batched, batch_first, packed = self._prepare(input, hx, lengths, mask)
+        chosen = choose_layer(
+            self, x, masked=mask is not None, traced=return_gates, lengths=lengths, initial=initial
+        )
+        if chosen is not None:
+            output, states = fused_torch.run_layers(self, x, initial, lengths)
+            traces: dict[str, dict[str, Tensor]] = {}
+        else:
+            output, states, traces = self._run_cells(x, initial, valid, mask is not None, return_gates)
+            traces = {
+                name: {key: self._to_layout(value, batched, self.batch_first) for key, value in trace.items()}
+                for name, trace in traces.items()
+            }
+        if not batched:
+            states = tuple(s.squeeze(1) for s in states)
+        state: Tensor | State = states[0] if len(states) == 1 else states
+        if packed is not None:
+            return_output: Tensor | PackedSequence = _repack(output, packed, lengths)
+        else:
+            return_output = self._to_layout(output, batched, batch_first)
+        return (return_output, state, traces) if return_gates else (return_output, state)
+
+    def _prepare(self, input, hx, lengths, mask) -> tuple:
+        """The call's checked arguments: time-major input ``(T, B, I)``, lengths as a tensor, the
+        initial states ``(L*D, B, size)`` or ``None``, the valid-step mask ``(T, B)`` or ``None``,
+        whether the input is batched, whether it is batch-first, and the PackedSequence if one came."""
         self._bind()
         dtype = self._cells[0].weight_ih.dtype
         packed = input if isinstance(input, PackedSequence) else None
@@ -240,11 +286,9 @@ class Recurrent(nn.Module):
             x = (x.transpose(0, 1) if batch_first else x) if batched else x.unsqueeze(1)
         steps, batch_size, features = x.shape
         if features != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"expected input feature size {self.input_size}, got {features} (input shape {tuple(x.shape)})"
             )
-        if batch_size == 0:
-            raise ValueError("empty batch: input has batch size 0")
         if steps == 0:
             raise ValueError("empty sequence: input has 0 time steps")
         if lengths is not None and mask is not None:
@@ -256,24 +300,7 @@ class Recurrent(nn.Module):
         if mask is not None:
             valid = self._time_major_mask(mask, steps, batch_size, batched)
         initial = self._initial_states(hx, batch_size, batched, x)
-
-        if use_torch_kernels(self, mask is not None, return_gates, lengths, initial, x):
-            output, states = fused_torch.run_layers(self, x, initial, lengths)
-            traces: dict[str, dict[str, Tensor]] = {}
-        else:
-            output, states, traces = self._run_cells(x, initial, valid, mask is not None, return_gates)
-            traces = {
-                name: {key: self._to_layout(value, batched, self.batch_first) for key, value in trace.items()}
-                for name, trace in traces.items()
-            }
-        if not batched:
-            states = tuple(s.squeeze(1) for s in states)
-        state: Tensor | State = states[0] if len(states) == 1 else states
-        if packed is not None:
-            return_output: Tensor | PackedSequence = _repack(output, packed, lengths)
-        else:
-            return_output = self._to_layout(output, batched, batch_first)
-        return (return_output, state, traces) if return_gates else (return_output, state)
+        return x, lengths, initial, valid, batched, batch_first, packed
 
     def _run_cells(
         self, x: Tensor, initial: State | None, valid: Tensor | None, masked: bool, trace: bool
@@ -347,7 +374,7 @@ class Recurrent(nn.Module):
             state = check_tensor(f"initial state {name}_0", state, like.dtype)
             expected = (layers, batch_size, size) if batched else (layers, size)
             if tuple(state.shape) != expected:
-                raise ValueError(
+                raise ShapeError(
                     f"expected initial state {name}_0 of shape {expected} "
                     f"(num_layers * num_directions, batch, {name} size), got {tuple(state.shape)}"
                 )

@@ -13,6 +13,15 @@ if TYPE_CHECKING:
     from .cells import Cell, State
 
 
+class ShapeError(ValueError, RuntimeError):
+    """A tensor of the wrong shape: ``RuntimeError`` as torch.nn raises it, ``ValueError`` as lstmkit did."""
+
+
+class ArgumentError(TypeError, ValueError):
+    """A bad argument whose class torch.nn and Python disagree on (a dtype mismatch, a float size, an
+    option a layer does not take): both ``TypeError`` and ``ValueError``."""
+
+
 # Far beyond any model lstmkit's tasks and Keras files hold; sizes are checked against it before
 # anything is allocated (a billion units otherwise failed deep inside torch's allocator).
 MAX_WEIGHTS = 2**31
@@ -40,7 +49,7 @@ def check_tensor(name: str, value: object, dtype: torch.dtype | None = None) -> 
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if dtype is not None and value.dtype != dtype:
-        raise TypeError(
+        raise ArgumentError(
             f"{name} has dtype {value.dtype} but the parameters are {dtype}; "
             f"convert one of them (e.g. input.to({dtype}) or module.to({value.dtype}))"
         )
@@ -95,6 +104,8 @@ def check_lengths(lengths: Sequence[int] | Tensor, batch_size: int, seq_len: int
             raise TypeError(f"lengths must be a sequence of ints or an integer tensor, got {lengths!r}") from error
     if lengths.dim() != 1 or lengths.shape[0] != batch_size:
         raise ValueError(f"expected lengths of shape ({batch_size},) (one per sequence), got {tuple(lengths.shape)}")
+    if torch.compiler.is_compiling():  # the values are not known while tracing
+        return lengths
     if batch_size and (int(lengths.min()) < 0 or int(lengths.max()) > seq_len):
         raise ValueError(
             f"lengths must lie in [0, {seq_len}] (the padded sequence length), "

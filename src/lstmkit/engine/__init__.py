@@ -18,60 +18,23 @@
   supports the call (not gate tracing, not cells that override ``step``/``project_*``), else reference.
 
 The choice comes from the ``engine=`` argument of a layer, else the ``LSTMKIT_ENGINE``
-environment variable, else ``"auto"``.
+environment variable, else ``"auto"``; :mod:`lstmkit.engine.dispatch` makes it, and
+:func:`explain` says which engine a layer call would run on and why. Under ``torch.compile`` and
+``torch.export`` ``"auto"`` does not pick torch's kernels (the native operators keep the batch and
+the sequence length dynamic).
 """
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..cells import Cell, State
-from . import fused_torch, native, python_fused
-from .native.build import unavailable_reason
+from . import native, python_fused
+from .dispatch import ENGINE_VARIABLE, ENGINES, Choice, choose_cell, choose_layer, explain, resolve_engine
 from .options import SequenceOptions, SequenceResult
 from .reference import run_sequence as run_reference
-
-if TYPE_CHECKING:
-    from ..layers import Recurrent
-
-ENGINES = ("auto", "native", "torch", "fused", "reference")
-ENGINE_VARIABLE = "LSTMKIT_ENGINE"
-
-
-def resolve_engine(engine: str | None = None) -> str:
-    """The engine asked for: the argument, else ``$LSTMKIT_ENGINE``, else ``"auto"``."""
-    source = "engine" if engine is not None else ENGINE_VARIABLE
-    engine = engine if engine is not None else os.environ.get(ENGINE_VARIABLE) or "auto"
-    if engine not in ENGINES:
-        raise ValueError(f"unknown {source} {engine!r}: expected one of {ENGINES}")
-    return engine
-
-
-def use_torch_kernels(
-    layer: Recurrent, masked: bool, traced: bool, lengths: Tensor | None, initial: State | None, x: Tensor
-) -> bool:
-    """Whether ``layer`` runs this call on torch's fused kernels (see the module docstring)."""
-    choice = resolve_engine(layer.engine)
-    if choice not in ("torch", "auto"):
-        return False
-    reason = fused_torch.why_not(layer, masked=masked, traced=traced, lengths=lengths)
-    if choice == "torch":
-        if reason:
-            raise ValueError(f"engine='torch' cannot be used: {reason}; use engine='auto' or 'reference'")
-        return True
-    if reason:
-        return False
-    kernel = fused_torch.kernel_name(layer)
-    if kernel.startswith("rnn") or not native.is_available():
-        return True
-    if kernel != "lstm":
-        return False
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *layer.parameters(), *(initial or ())))
-    return not needs_grad
 
 
 def run_sequence(
@@ -80,31 +43,23 @@ def run_sequence(
     """Run ``cell`` over ``inputs`` ``(T, B, I)`` from ``state`` on the chosen engine; ``options`` are
     the fields of :class:`SequenceOptions` and ``trace`` records the gates, as in
     :func:`lstmkit.engine.reference.run_sequence`."""
-    choice = resolve_engine(engine)
-    if choice in ("auto", "native"):
-        if native.supports(cell, inputs, trace=trace) and native.is_available():
-            return native.run_cell(cell, inputs, state, **options)
-        if choice == "native":
-            reason = unavailable_reason() or (
-                f"it does not run {cell!r} with {inputs.dtype} input on {inputs.device}"
-                + (" with gate tracing" if trace else "")
-            )
-            raise ValueError(f"engine='native' cannot be used: {reason}; use engine='auto' or 'reference'")
-    if choice in ("auto", "fused"):
-        reason = python_fused.why_not(cell, inputs, trace=trace)
-        if reason is None:
-            return python_fused.run_cell(cell, inputs, state, **options)
-        if choice == "fused":
-            raise ValueError(f"engine='fused' cannot be used: {reason}; use engine='auto' or 'reference'")
+    chosen = choose_cell(cell, inputs, engine=engine, trace=trace).engine
+    if chosen == "native":
+        return native.run_cell(cell, inputs, state, **options)
+    if chosen == "fused":
+        return python_fused.run_cell(cell, inputs, state, **options)
     return run_reference(cell, inputs, state, trace=trace, **options)
 
 
 __all__ = [
     "ENGINES",
     "ENGINE_VARIABLE",
+    "Choice",
     "SequenceOptions",
     "SequenceResult",
+    "choose_cell",
+    "choose_layer",
+    "explain",
     "resolve_engine",
     "run_sequence",
-    "use_torch_kernels",
 ]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..cells import GRUCell, LSTMCell, RNNCell
+from .kernels import torch_kernel_of
 
 if TYPE_CHECKING:
     from ..layers import Recurrent
@@ -21,16 +21,7 @@ if TYPE_CHECKING:
 
 def kernel_name(layer: Recurrent) -> str | None:
     """The ``torch._VF`` kernel that computes ``layer``'s cells exactly, or ``None``."""
-    cell = layer.cell(0, 0)
-    kind = type(cell)
-    if kind is RNNCell and cell.nonlinearity in ("tanh", "relu"):
-        return f"rnn_{cell.nonlinearity}"
-    plain = getattr(cell, "activation", None) is torch.tanh and getattr(cell, "gate_activation", None) is torch.sigmoid
-    if kind is LSTMCell and plain:
-        return "lstm"
-    if kind is GRUCell and plain and cell.reset_after:
-        return "gru"
-    return None
+    return torch_kernel_of(layer.cell(0, 0))
 
 
 def why_not(layer: Recurrent, *, masked: bool, traced: bool, lengths: Tensor | None) -> str | None:

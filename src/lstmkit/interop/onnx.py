@@ -62,6 +62,7 @@ from torch import Tensor, nn
 
 from ..cells import Cell, GRUCell, LSTMCell, RNNCell
 from ..engine import ENGINE_VARIABLE, fused_torch
+from ..engine.kernels import torch_kernel_of
 from ..keras.layers import _KerasRNN
 from ..layers import Recurrent
 
@@ -104,16 +105,9 @@ class OnnxExport:
 
 
 def _cell_kernel(cell: Cell) -> str | None:
-    """The ``torch._VF`` kernel computing ``cell`` exactly (what ONNX's LSTM/GRU/RNN ops compute)."""
-    plain = getattr(cell, "activation", None) is torch.tanh and getattr(cell, "gate_activation", None) is torch.sigmoid
-    kind = type(cell)
-    if kind is RNNCell and cell.activation in (torch.tanh, torch.relu):
-        return f"rnn_{'tanh' if cell.activation is torch.tanh else 'relu'}"
-    if kind is LSTMCell and plain and not cell.proj_size:
-        return "lstm"
-    if kind is GRUCell and plain and cell.reset_after:
-        return "gru"
-    return None
+    """The ``torch._VF`` kernel computing ``cell`` exactly (what ONNX's LSTM/GRU/RNN ops compute;
+    they have no projection)."""
+    return None if getattr(cell, "proj_size", 0) else torch_kernel_of(cell)
 
 
 def _describe_cell(cell: Cell) -> str:

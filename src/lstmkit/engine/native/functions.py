@@ -22,15 +22,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell, State
+from ...cells import Cell, State
+from ..kernels import kernel_of
 from ..options import SequenceOptions, SequenceResult
 from .build import load_extension
 from .ops import GENERATED_PREFIX, KERNELS, sequence
 
 
 def is_available() -> bool:
-    """Whether the native engine can run here (compiles the extension on the first call)."""
+    """Whether the native engine can run here (compiles the extension on the first call; a
+    constant to torch.compile)."""
     return load_extension() is not None
+
+
+# What torch.compiler.assume_constant_result(is_available) does, without importing torch._dynamo
+# (a second) whenever lstmkit is imported: torch.compile calls it instead of tracing the build.
+is_available._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def cell_sequence(
@@ -134,25 +141,6 @@ def _floats_on_cpu(cell: Cell, inputs: Tensor | None) -> bool:
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.float64):
         return False
     return inputs is None or (inputs.device.type == "cpu" and inputs.dtype == weight.dtype)
-
-
-def kernel_of(cell: object) -> str | None:
-    """The native kernel that runs ``cell`` (a key of :data:`KERNELS`), or ``None``: only the
-    built-in cells themselves (not subclasses, not parametrised) with their standard activations."""
-    kind = type(cell)
-    if kind is RNNCell:
-        return {torch.tanh: "rnn_tanh", torch.relu: "rnn_relu"}.get(cell.activation)
-    if kind in (LSTMCell, GRUCell):
-        if cell.activation is not torch.tanh or cell.gate_activation is not torch.sigmoid:
-            return None
-        if kind is GRUCell:
-            return "gru" if cell.reset_after else "gru_reset_before"
-        return "lstm_projection" if cell.proj_size else "lstm"
-    if kind is PeepholeLSTMCell:
-        return "peephole_lstm"
-    if kind is LayerNormLSTMCell:
-        return "layernorm_lstm"
-    return None
 
 
 def supports(cell: object, inputs: Tensor | None = None, *, trace: bool = False) -> bool:

@@ -1,0 +1,126 @@
+"""The one place that decides which engine runs a call, and :func:`explain`, which says so.
+
+Two decisions, in this order (see :mod:`lstmkit.engine` for the engines):
+
+1. :func:`choose_layer`: whether a whole stack runs on torch's fused kernels (``torch._VF``);
+2. else :func:`choose_cell`, per layer and direction: native, fused or reference.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from ..cells import Cell, State
+from . import fused_torch, native, python_fused
+from .kernels import kernel_of
+from .native.build import unavailable_reason
+
+if TYPE_CHECKING:
+    from ..layers import Recurrent
+
+ENGINES = ("auto", "native", "torch", "fused", "reference")
+ENGINE_VARIABLE = "LSTMKIT_ENGINE"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An engine and why it runs the call."""
+
+    engine: str  # "torch", "native", "fused" or "reference"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.engine}: {self.reason}"
+
+
+def resolve_engine(engine: str | None = None) -> str:
+    """The engine asked for: the argument, else ``$LSTMKIT_ENGINE``, else ``"auto"``."""
+    source = "engine" if engine is not None else ENGINE_VARIABLE
+    engine = engine if engine is not None else os.environ.get(ENGINE_VARIABLE) or "auto"
+    if engine not in ENGINES:
+        raise ValueError(f"unknown {source} {engine!r}: expected one of {ENGINES}")
+    return engine
+
+
+def choose_layer(
+    layer: Recurrent, x: Tensor, *, masked: bool, traced: bool, lengths: Tensor | None, initial: State | None
+) -> Choice | None:
+    """``Choice("torch", ...)`` when ``layer``'s whole stack runs this call on torch's fused kernels,
+    else ``None`` (each cell then goes through :func:`choose_cell`)."""
+    choice = resolve_engine(layer.engine)
+    if choice not in ("torch", "auto"):
+        return None
+    compiling = torch.compiler.is_compiling()
+    reason = fused_torch.why_not(layer, masked=masked, traced=traced, lengths=None if compiling else lengths)
+    if choice == "torch":
+        if reason:
+            raise ValueError(f"engine='torch' cannot be used: {reason}; use engine='auto' or 'reference'")
+        return Choice("torch", "engine='torch' was asked for")
+    if reason or compiling or x.shape[1] == 0:
+        return None  # under torch.compile/export the operators keep batch and length dynamic
+    kernel = fused_torch.kernel_name(layer)
+    if kernel.startswith("rnn"):
+        return Choice("torch", "plain RNN cells: torch's kernel runs at the per-step GEMM floor")
+    if not native.is_available():
+        return Choice("torch", f"the native engine is unavailable ({unavailable_reason()})")
+    if kernel != "lstm":
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *layer.parameters(), *(initial or ()))):
+        return None
+    return Choice("torch", "plain LSTM inference: oneDNN's forward runs at the per-step GEMM floor")
+
+
+def choose_cell(cell: Cell, inputs: Tensor, *, engine: str | None = None, trace: bool = False) -> Choice:
+    """The engine that runs ``cell`` over ``inputs`` ``(T, B, I)``; raises ``ValueError`` when the
+    engine asked for cannot."""
+    choice = resolve_engine(engine)
+    if inputs.shape[1] == 0:
+        return Choice("reference", "an empty batch")
+    if choice in ("auto", "native"):
+        if native.supports(cell, inputs, trace=trace) and native.is_available():
+            return Choice("native", f"{type(cell).__name__} has the native kernel {kernel_of(cell)!r}")
+        if choice == "native":
+            reason = unavailable_reason() or (
+                f"it does not run {cell!r} with {inputs.dtype} input on {inputs.device}"
+                + (" with gate tracing" if trace else "")
+            )
+            raise ValueError(f"engine='native' cannot be used: {reason}; use engine='auto' or 'reference'")
+    if choice in ("auto", "fused"):
+        reason = python_fused.why_not(cell, inputs, trace=trace)
+        if reason is None:
+            return Choice("fused", f"{type(cell).__name__} has no native kernel; its pointwise runs in the fused loop")
+        if choice == "fused":
+            raise ValueError(f"engine='fused' cannot be used: {reason}; use engine='auto' or 'reference'")
+        return Choice("reference", reason)
+    return Choice("reference", "engine='reference' was asked for")
+
+
+def explain(
+    layer: Recurrent,
+    input: Tensor,
+    hx: Tensor | tuple[Tensor, ...] | None = None,
+    *,
+    lengths: object = None,
+    mask: Tensor | None = None,
+    return_gates: bool = False,
+) -> Choice:
+    """The engine ``layer(input, hx, lengths=..., mask=..., return_gates=...)`` would run on, and why.
+
+    >>> import torch, lstmkit
+    >>> lstm = lstmkit.LSTM(4, 8)
+    >>> print(lstmkit.engine.explain(lstm, torch.randn(5, 2, 4)).engine)
+    native
+    >>> with torch.no_grad():
+    ...     print(lstmkit.engine.explain(lstm, torch.randn(5, 2, 4)))
+    torch: plain LSTM inference: oneDNN's forward runs at the per-step GEMM floor
+    """
+    x, lengths_tensor, initial = layer._prepare(input, hx, lengths, mask)[:3]
+    chosen = choose_layer(
+        layer, x, masked=mask is not None, traced=return_gates, lengths=lengths_tensor, initial=initial
+    )
+    return chosen or choose_cell(layer.cell(0, 0), x, engine=layer.engine, trace=return_gates)
