@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
 from .layers import GRU, LSTM, RNN, Recurrent, merge_directions
+from .quantization import quantize_dynamic
 
 try:
     __version__ = version("lstmkit")
@@ -23,4 +24,5 @@ __all__ = [
     "Recurrent",
     "__version__",
     "merge_directions",
+    "quantize_dynamic",
 ]
