@@ -77,11 +77,15 @@ def test_dtype_mismatch(lstm, x) -> None:
         lstm(x, (torch.zeros(2, B, H, dtype=torch.float64), torch.zeros(2, B, H)))
 
 
-def test_empty_batch(lstm) -> None:
-    with pytest.raises(ValueError, match="empty batch: input has batch size 0"):
-        lstm(torch.randn(T, 0, I))
-    with pytest.raises(ValueError, match="empty batch: input has batch size 0"):
-        lstmkit.LSTM(I, H, batch_first=True)(torch.randn(0, T, I))
+def test_empty_batch_gives_empty_outputs_as_torch() -> None:
+    """Batch size 0 is not an error in torch.nn: empty outputs and states of the right shapes."""
+    for batch_first in (False, True):
+        ours = lstmkit.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=batch_first)
+        theirs = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=batch_first)
+        x = torch.randn(0, T, I) if batch_first else torch.randn(T, 0, I)
+        (out, (h, c)), (want, (want_h, want_c)) = ours(x), theirs(x)
+        assert out.shape == want.shape and h.shape == want_h.shape and c.shape == want_c.shape
+        out.sum().backward()  # differentiable, like torch's
 
 
 def test_zero_time_steps(lstm) -> None:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .functional import Activation, activation_name, resolve_activation
+from .validation import ArgumentError
 
 State = tuple[Tensor, ...]
 Gates = tuple[Tensor, ...]
@@ -67,7 +68,9 @@ class Cell(nn.Module):
         if not self.gate_names:
             raise TypeError(f"{type(self).__name__} must set gate_names, e.g. ('i', 'f', 'g', 'o')")
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ArgumentError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+            if value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -98,7 +101,11 @@ class Cell(nn.Module):
         return (self.recurrent_size,) + (self.hidden_size,) * (len(self.state_names) - 1)
 
     def reset_parameters(self) -> None:
-        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as in ``torch.nn``."""
+        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as in ``torch.nn``; nothing
+        for a cell on the meta device (no values to set, and no random draws: a cell built to
+        recompute a sequence may be built inside a vmap)."""
+        if self.weight_ih.is_meta:
+            return
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
@@ -373,7 +380,7 @@ class LayerNormLSTMCell(Cell):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        if "ln_bias_c" not in self._parameters:  # called from Cell.__init__, before the LN parameters exist
+        if "ln_bias_c" not in self._parameters or self.weight_ih.is_meta:  # called from Cell.__init__, before the LN parameters exist
             return
         with torch.no_grad():
             for gain in (self.ln_weight_ih, self.ln_weight_hh, self.ln_weight_c):

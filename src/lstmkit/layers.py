@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
 from .engine import choose_layer, fused_torch, resolve_engine, run_sequence
-from .validation import ShapeError, check_lengths, check_mask, check_tensor
+from .validation import ArgumentError, ShapeError, check_lengths, check_mask, check_tensor
 
 MERGE_MODES = ("concat", "sum", "mul", "ave")
 
@@ -98,6 +98,11 @@ class Recurrent(nn.Module):
     ) -> None:
         super().__init__()
         self.engine = None if engine is None else resolve_engine(engine)
+        for name, value in (("batch_first", batch_first), ("bias", bias)):
+            if not isinstance(value, bool):
+                raise ArgumentError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+        if not isinstance(bidirectional, bool | int):
+            raise ArgumentError(f"bidirectional must be a bool, got {type(bidirectional).__name__} {bidirectional!r}")
         if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
         if merge_mode not in MERGE_MODES:
@@ -116,7 +121,7 @@ class Recurrent(nn.Module):
         self.num_layers = num_layers
         self.bias = bias
         self.batch_first = batch_first
-        self.bidirectional = bidirectional
+        self.bidirectional = bool(bidirectional)
         self.merge_mode = merge_mode
         self._cells: list[Cell] = []
         self._bindings: list[tuple[nn.Module, str, str]] = []
@@ -220,10 +225,10 @@ class Recurrent(nn.Module):
         mask: Tensor | None = None,
         return_gates: bool = False,
     ):
-        device_type = (input.data if isinstance(input, PackedSequence) else input).device.type
-        if torch.is_autocast_enabled(device_type):
+        data = input.data if isinstance(input, PackedSequence) else input
+        if isinstance(data, Tensor) and torch.is_autocast_enabled(data.device.type):
             # lstmkit's kernels compute in the weights' dtype: autocast's float32 list, as the operators' rule
-            with torch.autocast(device_type, enabled=False):
+            with torch.autocast(data.device.type, enabled=False):
                 input, hx = self._cast_to_weights(input), self._cast_to_weights(hx)
                 return self._forward(input, hx, lengths, mask, return_gates)
         return self._forward(input, hx, lengths, mask, return_gates)
@@ -421,6 +426,8 @@ def _recurrent_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     """A drop-in's ``__init__`` ``locals()`` as keyword arguments of :class:`Recurrent`: those it
     names, its own (``proj_size``, ``nonlinearity``: cell arguments) and the ``extras``."""
     own = {k: v for k, v in arguments.items() if k not in ("self", "__class__", "extras")}
+    if "proj_size" in arguments["extras"]:
+        raise ArgumentError("proj_size argument is only supported for LSTM, not RNN or GRU")
     return own | arguments["extras"]
 
 
@@ -453,6 +460,7 @@ class LSTM(Recurrent):
     ) -> None:
         super().__init__(LSTMCell, **_recurrent_arguments(locals()))
         self.proj_size = proj_size
+        self.mode = "LSTM"
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
@@ -482,6 +490,7 @@ class GRU(Recurrent):
         **extras: object,
     ) -> None:
         super().__init__(GRUCell, **_recurrent_arguments(locals()))
+        self.mode = "GRU"
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
@@ -513,6 +522,7 @@ class RNN(Recurrent):
     ) -> None:
         super().__init__(RNNCell, **_recurrent_arguments(locals()))
         self.nonlinearity = self._cells[0].nonlinearity
+        self.mode = f"RNN_{self.nonlinearity.upper()}"  # torch.nn.RNN's modes: RNN_TANH, RNN_RELU
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()

@@ -123,4 +123,4 @@ def explain(
     chosen = choose_layer(
         layer, x, masked=mask is not None, traced=return_gates, lengths=lengths_tensor, initial=initial
     )
-    return chosen or choose_cell(layer.cell(0, 0), x, engine=layer.engine, trace=return_gates)
+    return chosen or choose_cell(layer._cells[0], x, engine=layer.engine, trace=return_gates)

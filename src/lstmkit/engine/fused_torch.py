@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
 def kernel_name(layer: Recurrent) -> str | None:
     """The ``torch._VF`` kernel that computes ``layer``'s cells exactly, or ``None``."""
-    return torch_kernel_of(layer.cell(0, 0))
+    return torch_kernel_of(layer._cells[0])
 
 
 def why_not(layer: Recurrent, *, masked: bool, traced: bool, lengths: Tensor | None) -> str | None:
     """Why the fused torch kernel cannot run this call (``None`` when it can)."""
     if kernel_name(layer) is None:
-        return f"torch has no fused kernel for {layer.cell(0, 0)!r}"
+        return f"torch has no fused kernel for {layer._cells[0]!r}"
     reasons = {
         "masks": masked,
         "gate tracing": traced,
@@ -46,7 +46,7 @@ def run_layers(
     """All layers and directions of ``layer`` over time-major ``x`` in one fused call; returns the
     output ``(T, B, D*H)`` (zero past each length) and the final states ``(L*D, B, size)``."""
     kernel = getattr(torch._VF, kernel_name(layer))
-    cells = layer.cells
+    cells = layer._cells
     weights = [p for cell in cells for p in cell.parameters()]  # w_ih, w_hh, b_ih, b_hh(, w_hr): torch's order
     batch = x.shape[1]
     if initial is None:

@@ -237,14 +237,14 @@ def _unpack(ctx) -> tuple:
     return x, params, list(state0), valid, rmask, list(rest[:n_zoneout]), list(rest[n_zoneout:])
 
 
-def _gradients(ctx, grads: Sequence[Tensor | None]) -> tuple[Tensor | None, list, list]:
+def _gradients(ctx, grads: Sequence[Tensor | None], differentiable: bool) -> tuple[Tensor | None, list, list]:
     """``(dx, d params, d initial states)`` of the forward saved in ``ctx``, given the gradients of
-    its results (``None`` where a result was not used)."""
+    its results (``None`` where a result was not used); as a graph when ``differentiable``."""
     kernel, rate, reverse, carry, eps = ctx.options
     x, params, state0, valid, rmask, zoneout, saved = _unpack(ctx)
     grad_output = grads[0] if grads[0] is not None else x.new_zeros(x.shape[0], x.shape[1], state0[0].shape[1])
     grad_state = [torch.zeros_like(s) if g is None else g for s, g in zip(state0, grads[1:], strict=False)]
-    if torch.is_grad_enabled():  # the backward is differentiated in turn
+    if differentiable:
         return _differentiable_backward(
             kernel, x, params, state0, valid, rmask, zoneout, rate, reverse, carry, eps, grad_output, grad_state
         )
@@ -255,8 +255,19 @@ def _gradients(ctx, grads: Sequence[Tensor | None]) -> tuple[Tensor | None, list
     return results[0] if ctx.needs[0] else None, dparams, results[1 + len(params) :]
 
 
+_LEGACY_BATCHED = torch._C._parse_dispatch_key("Batched")  # torch.autograd's own vmap (is_grads_batched, jacobian)
+
+
+def _legacy_batched(tensor: Tensor | None) -> bool:
+    return tensor is not None and torch._C._dispatch_keys(tensor).has(_LEGACY_BATCHED)
+
+
 def _backward(ctx, grads: list[Tensor | None]) -> tuple:
-    dx, dparams, dstates = _gradients(ctx, grads)
+    # Grad mode is on in a backward only when it is differentiated in turn (create_graph=True). The
+    # legacy vmap of is_grads_batched and jacobian(vectorize=True) has no rule for operators returning
+    # lists, so batched gradients also take the differentiable path (ATen operators only).
+    differentiable = torch.is_grad_enabled() or any(_legacy_batched(g) for g in grads)
+    dx, dparams, dstates = _gradients(ctx, grads, differentiable=differentiable)
     return (None, dx, dparams, dstates, None, None, [None] * ctx.counts[2], None, None, None, None, None)
 
 
@@ -305,7 +316,7 @@ def _builtin_cell(kernel: str, input_size: int, hidden_size: int, proj_size: int
         "gru": lambda: GRUCell(input_size, hidden_size, reset_after=True, **common),
         "gru_reset_before": lambda: GRUCell(input_size, hidden_size, reset_after=False, **common),
     }
-    return factories[kernel]()
+    return factories[kernel]()  # on the meta device: no initial values drawn (it may run inside a vmap)
 
 
 @contextlib.contextmanager
@@ -396,7 +407,9 @@ class _FunctorchSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        dx, dparams, dstates = _gradients(ctx, grads)
+        # torch.func runs every backward with grad mode on and differentiates through its own levels:
+        # the native backward, whose operator a nested transform would refuse rather than get wrong
+        dx, dparams, dstates = _gradients(ctx, grads, differentiable=False)
         return (None, dx, *dparams, *dstates, *([None] * (2 + ctx.counts[2])))
 
 

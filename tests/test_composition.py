@@ -1,0 +1,181 @@
+"""lstmkit's layers compose with PyTorch's machinery as torch.nn's do: higher-order autograd,
+torch.func transforms, autocast, torch.compile, torch.export and parametrizations. Every check is
+against torch.nn.LSTM/GRU/RNN with copied weights, or against finite differences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils import parametrizations, parametrize
+
+import lstmkit
+
+PAIRS = {
+    "lstm": (lstmkit.LSTM, torch.nn.LSTM, {}),
+    "gru": (lstmkit.GRU, torch.nn.GRU, {}),
+    "rnn": (lstmkit.RNN, torch.nn.RNN, {}),
+    "lstm-2-bi": (lstmkit.LSTM, torch.nn.LSTM, {"num_layers": 2, "bidirectional": True}),
+    "lstm-proj": (lstmkit.LSTM, torch.nn.LSTM, {"proj_size": 3}),
+}
+T, B, I, H = 5, 3, 4, 6
+
+
+def twins(name: str, dtype=torch.float32, **extra):
+    ours_cls, torch_cls, options = PAIRS[name]
+    ours = ours_cls(I, H, dtype=dtype, **options, **extra)
+    theirs = torch_cls(I, H, dtype=dtype, **options, **extra)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_gradient_penalty_matches_torch(name: str) -> None:
+    """Double backward: d/dW of ||d out/d x||^2 (a gradient penalty) equals torch.nn's."""
+    results = []
+    for module in twins(name):
+        x = torch.randn(T, B, I, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        (dx,) = torch.autograd.grad(module(x)[0].sum(), x, create_graph=True)
+        assert dx.requires_grad
+        dx.pow(2).sum().backward()
+        results.append(grads(module))
+    ours, theirs = results
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn", "lstm-proj"])
+def test_gradgradcheck(name: str) -> None:
+    ours, _ = twins(name, dtype=torch.float64)
+    x = torch.randn(3, 2, I, dtype=torch.float64, requires_grad=True)
+    weights = [ours.weight_ih_l0, ours.weight_hh_l0]
+
+    def function(x, w_ih, w_hh):
+        with parametrize.cached():
+            output, _ = torch.func.functional_call(ours, {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh}, (x,))
+        return output
+
+    assert torch.autograd.gradgradcheck(function, (x, *weights))
+
+
+def test_functorch_transforms_match_torch() -> None:
+    ours, theirs = twins("lstm-2-bi")
+    x = torch.randn(T, B, I)
+    jac = [torch.func.jacrev(lambda a, m=m: m(a)[0])(x) for m in (ours, theirs)]
+    torch.testing.assert_close(jac[0], jac[1], rtol=1e-4, atol=1e-5)
+    vectorized = torch.autograd.functional.jacobian(lambda a: ours(a)[0].sum(0), x, vectorize=True)
+    torch.testing.assert_close(vectorized, jac[1].sum(0), rtol=1e-4, atol=1e-5)
+    batched = []
+    for module in (ours, theirs):
+        xx = x.clone().requires_grad_()
+        out = module(xx)[0]
+        cotangents = torch.randn(4, *out.shape, generator=torch.Generator().manual_seed(1))
+        batched.append(torch.autograd.grad(out, xx, cotangents, is_grads_batched=True)[0])
+    torch.testing.assert_close(batched[0], batched[1], rtol=1e-4, atol=1e-5)
+    stacked = torch.randn(2, T, B, I)
+    mapped = torch.func.vmap(lambda a: ours(a)[0])(stacked)  # torch.nn.LSTM has no batching rule: a loop
+    torch.testing.assert_close(mapped, torch.stack([theirs(a)[0] for a in stacked]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_autocast_training_runs_in_float32(name: str) -> None:
+    """Under bf16 autocast the layers compute in the weights' float32 (autocast's float32 list):
+    torch.nn's float32 results, and within bf16 tolerance of torch.nn under autocast."""
+    ours, theirs = twins(name)
+    x = torch.randn(T, B, I)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = ours(x.bfloat16())[0]
+        autocast_reference = theirs(x)[0]
+    output.sum().backward()
+    assert output.dtype == torch.float32
+    want = theirs(x.bfloat16().float())[0]
+    want.sum().backward()
+    torch.testing.assert_close(output, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(output, autocast_reference.float(), rtol=0.05, atol=0.05)
+    for key, value in grads(theirs).items():
+        torch.testing.assert_close(grads(ours)[key], value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm-2-bi"])
+def test_compile_fullgraph_trains_like_eager(name: str) -> None:
+    ours, _ = twins(name)
+    seen: list[str] = []
+
+    def backend(graph_module, example_inputs):
+        seen.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return graph_module.forward
+
+    compiled = torch.compile(ours, fullgraph=True, backend=backend)
+    results = []
+    for run in (compiled, ours):
+        x = torch.randn(T, B, I, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        run(x, lengths=torch.tensor([5, 2, 4]))[0].sum().backward()
+        results.append((x.grad, grads(ours)))
+        ours.zero_grad()
+    assert "lstmkit.sequence_forward.default" in seen  # the recurrence is one operator in the graph
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for key, value in results[1][1].items():
+        torch.testing.assert_close(results[0][1][key], value)
+
+
+@pytest.mark.slow
+def test_compile_with_inductor_matches_torch() -> None:
+    ours, theirs = twins("lstm")
+    x = torch.randn(T, B, I)
+    torch.testing.assert_close(torch.compile(ours, fullgraph=True)(x)[0], theirs(x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_export_with_dynamic_batch_and_length_matches_eager(name: str) -> None:
+    ours, theirs = twins(name)
+    steps, batch = torch.export.Dim("steps", min=2), torch.export.Dim("batch", min=2)
+    program = torch.export.export(ours, (torch.randn(T, B, I),), dynamic_shapes=({0: steps, 1: batch},))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert "lstmkit.sequence_forward.default" in targets
+    for shape in ((9, 2, I), (3, 7, I)):
+        x = torch.randn(shape)
+        torch.testing.assert_close(program.module()(x)[0], theirs(x)[0], rtol=1e-5, atol=1e-6)
+
+
+PARAMETRIZATIONS = {
+    "weight_norm": lambda m, name: parametrizations.weight_norm(m, name),
+    "spectral_norm": lambda m, name: parametrizations.spectral_norm(m, name),
+    "orthogonal": lambda m, name: parametrizations.orthogonal(m, name),
+    "legacy weight_norm": lambda m, name: torch.nn.utils.weight_norm(m, name),
+}
+
+
+@pytest.mark.parametrize("kind", list(PARAMETRIZATIONS))
+def test_parametrizations_train_like_torch(kind: str) -> None:
+    ours, theirs = twins("gru")
+    name = "weight_ih_l0" if kind == "orthogonal" else "weight_hh_l0"
+    for module in (ours, theirs):
+        torch.manual_seed(3)  # spectral norm draws its power-iteration vectors
+        PARAMETRIZATIONS[kind](module, name)
+        # in eval mode spectral norm keeps its vectors: torch.nn evaluates a weight twice per call
+        # (one power iteration each), lstmkit once
+        module.eval()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(T, B, I)
+    for module in (ours, theirs):
+        module(x)[0].pow(2).sum().backward()
+    torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=1e-5, atol=1e-6)
+    for key, value in grads(theirs).items():
+        torch.testing.assert_close(grads(ours)[key], value, rtol=1e-4, atol=1e-5)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ours.parameters())
+
+
+def test_explain_names_the_engine_and_why() -> None:
+    lstm = lstmkit.LSTM(I, H)
+    x = torch.randn(T, B, I)
+    assert lstmkit.engine.explain(lstm, x).engine == "native"
+    with torch.no_grad():
+        choice = lstmkit.engine.explain(lstm, x)
+    assert choice.engine == "torch" and "inference" in choice.reason
+    assert lstmkit.engine.explain(lstm, x, return_gates=True).engine == "reference"
+    assert lstmkit.engine.explain(lstmkit.LSTM(I, H, engine="reference"), x).engine == "reference"
+    peephole = lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, I, H)
+    assert "peephole_lstm" in lstmkit.engine.explain(peephole, x).reason
