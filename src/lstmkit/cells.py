@@ -380,7 +380,8 @@ class LayerNormLSTMCell(Cell):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        if "ln_bias_c" not in self._parameters or self.weight_ih.is_meta:  # called from Cell.__init__, before the LN parameters exist
+        # called from Cell.__init__ before the LN parameters exist; a meta cell has no values
+        if "ln_bias_c" not in self._parameters or self.weight_ih.is_meta:
             return
         with torch.no_grad():
             for gain in (self.ln_weight_ih, self.ln_weight_hh, self.ln_weight_c):

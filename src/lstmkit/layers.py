@@ -8,6 +8,7 @@ direction has its own cell; the cells see the layer's parameters, they do not ow
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -174,17 +175,29 @@ class Recurrent(nn.Module):
     def reset_parameters(self) -> None:
         """Re-initialise every cell's parameters as the cell does at construction (``torch.nn``'s
         uniform ``(-1/sqrt(hidden_size), 1/sqrt(hidden_size))`` for the built-in weights). A
-        parametrised weight's original tensor is re-initialised."""
+        parametrised weight's original is re-initialised; one split into several originals (weight
+        norm) gets torch.nn's uniform draw on each."""
+        split = []
         for owner, leaf, flat_name in self._bindings:
-            owner._parameters[leaf] = self._stored(flat_name)
+            stored = self._stored(flat_name)
+            if stored is None:
+                split.append(flat_name)
+                stored = getattr(self, flat_name).detach().clone()
+            owner._parameters[leaf] = stored
         for cell in self._cells:
             cell.reset_parameters()
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for flat_name in split:
+                for original in self.parametrizations[flat_name].parameters():
+                    original.uniform_(-bound, bound)
         self._bind()
 
-    def _stored(self, flat_name: str) -> Tensor:
-        """The tensor the module stores for a weight: the parameter, or a parametrization's original."""
+    def _stored(self, flat_name: str) -> Tensor | None:
+        """The tensor the module stores for a weight: the parameter, a parametrization's original, or
+        ``None`` when a parametrization keeps several originals."""
         if parametrize.is_parametrized(self, flat_name):
-            return self.parametrizations[flat_name].original
+            return getattr(self.parametrizations[flat_name], "original", None)
         return self._parameters.get(flat_name, getattr(self, flat_name))
 
     @property
