@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 from torch.overrides import TorchFunctionMode
 
 from ..cells import Cell, GRUCell, State
@@ -510,8 +510,8 @@ class FusedSequenceFunction(torch.autograd.Function):
     ``named_parameters`` order (the four matrix-multiply ones again, for a pointwise that uses
     them itself; autograd adds the two parts). Masks are constants.
 
-    First derivatives only: the backward is ``once_differentiable`` (a double backward raises);
-    use ``engine="reference"`` for gradient penalties and the like.
+    A backward that is differentiated in turn (``create_graph=True``) recomputes the sequence on the
+    reference loop and differentiates that, so second-order gradients are exact.
     """
 
     @staticmethod
@@ -576,62 +576,101 @@ class FusedSequenceFunction(torch.autograd.Function):
             ctx.save_for_backward(x, weight_ih, weight_hh, xg, hg_all, h_in, *initial)
             ctx.states = states[1:-1]
             ctx.spec, ctx.bound, ctx.impl = spec, bound, impl
+            ctx.parameters = rest[count:]
         return (output, *(s if s is not r else s.clone() for s, r in zip(state, initial, strict=True)))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: FunctionCtx, grad_output: Tensor | None, *grad_final: Tensor | None) -> tuple[Tensor | None, ...]:
-        spec: _Spec = ctx.spec
-        bound: _Bound = ctx.bound
-        options = spec.options
-        x, weight_ih, weight_hh, xg, hg_all, h_in, *initial = ctx.saved_tensors
-        states = [tuple(initial), *ctx.states]  # the state entering each step
-        need = ctx.needs_input_grad
-        steps, batch = x.shape[:2]
-        first = 6 + options.states  # where the parameters start among the inputs of apply
-        bound.wanted = tuple(k for k in range(spec.parameters) if need[first + k])
-        impl: _Steps = ctx.impl
-        grad_state = [
-            torch.zeros_like(s) if g is None else g.contiguous() for g, s in zip(grad_final, initial, strict=True)
-        ]
-        if grad_output is None:
-            grad_output = x.new_zeros(steps, batch, h_in.shape[-1])
-        grad_output = grad_output.contiguous()
-        sums: list[Tensor | None] = [None] * len(bound.wanted)
-        d_previous = None
-        shared = True
-        dxg: list[Tensor] = [xg] * steps
-        dhg: list[Tensor] = [xg] * steps
-        order = time_steps(steps, spec.reverse)
-        for s in range(steps - 1, -1, -1):
-            t = order[s]
-            grad_out = grad_output[t] if d_previous is None else grad_output[t] + d_previous
-            keep = None if spec.keep is None else [m[t] for m in spec.keep]
-            valid = None if spec.valid is None else spec.valid[t]
-            state = states[s]
-            if spec.rng is not None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.set_rng_state(spec.rng[s])
-                    result = impl.backward(bound, xg[t], hg_all[t], state, keep, valid, grad_state, grad_out, sums)
-            else:
+        if torch.is_grad_enabled():  # differentiated in turn
+            return _differentiable_backward(ctx, grad_output, grad_final)
+        with torch.no_grad():
+            return _backward(ctx, grad_output, grad_final)
+
+
+def _differentiable_backward(ctx: FunctionCtx, grad_output: Tensor | None, grad_final) -> tuple[Tensor | None, ...]:
+    """The gradients as a graph: the sequence recomputed on the reference loop from the tensors the
+    forward saw (the same masks and random draws), differentiated with ``create_graph=True``."""
+    from .native.ops import bind_tensors
+    from .reference import run_sequence as run_reference
+
+    spec: _Spec = ctx.spec
+    x, *_ = ctx.saved_tensors
+    initial = ctx.saved_tensors[6:]
+    parameters = list(ctx.parameters)
+    sources = [x, *initial, *parameters]
+    wanted = [t for t in sources if t.requires_grad]
+    with bind_tensors(spec.cell, dict(zip(spec.names, parameters, strict=False))), torch.random.fork_rng(devices=[]):
+        if spec.rng is not None:
+            torch.set_rng_state(spec.rng[0])
+        result = run_reference(
+            spec.cell, x, tuple(initial), valid=spec.valid, carry_output=spec.options.carry_output,
+            reverse=spec.reverse, recurrent_mask=spec.recurrent_mask, zoneout=spec.options.rate,
+            training=spec.keep is not None, zoneout_masks=spec.keep,
+        )  # fmt: skip
+        outputs = [result.output, *result.state]
+        grads = [grad_output, *grad_final]
+        pairs = [(o, g) for o, g in zip(outputs, grads, strict=True) if g is not None]
+        found = torch.autograd.grad(
+            [o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True, allow_unused=True
+        )
+    by_id = {id(t): g for t, g in zip(wanted, found, strict=True)}
+    grad = [by_id.get(id(t)) if t.requires_grad else None for t in sources]
+    count = len(initial)
+    return (None, grad[0], None, None, None, None, *grad[1 : 1 + count], *grad[1 + count :])
+
+
+def _backward(ctx: FunctionCtx, grad_output: Tensor | None, grad_final) -> tuple[Tensor | None, ...]:
+    spec: _Spec = ctx.spec
+    bound: _Bound = ctx.bound
+    options = spec.options
+    x, weight_ih, weight_hh, xg, hg_all, h_in, *initial = ctx.saved_tensors
+    states = [tuple(initial), *ctx.states]  # the state entering each step
+    need = ctx.needs_input_grad
+    steps, batch = x.shape[:2]
+    first = 6 + options.states  # where the parameters start among the inputs of apply
+    bound.wanted = tuple(k for k in range(spec.parameters) if need[first + k])
+    impl: _Steps = ctx.impl
+    grad_state = [
+        torch.zeros_like(s) if g is None else g.contiguous() for g, s in zip(grad_final, initial, strict=True)
+    ]
+    if grad_output is None:
+        grad_output = x.new_zeros(steps, batch, h_in.shape[-1])
+    grad_output = grad_output.contiguous()
+    sums: list[Tensor | None] = [None] * len(bound.wanted)
+    d_previous = None
+    shared = True
+    dxg: list[Tensor] = [xg] * steps
+    dhg: list[Tensor] = [xg] * steps
+    order = time_steps(steps, spec.reverse)
+    for s in range(steps - 1, -1, -1):
+        t = order[s]
+        grad_out = grad_output[t] if d_previous is None else grad_output[t] + d_previous
+        keep = None if spec.keep is None else [m[t] for m in spec.keep]
+        valid = None if spec.valid is None else spec.valid[t]
+        state = states[s]
+        if spec.rng is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.set_rng_state(spec.rng[s])
                 result = impl.backward(bound, xg[t], hg_all[t], state, keep, valid, grad_state, grad_out, sums)
-            dxg[t], dhg[t], grad_state, d_previous, sums = result
-            shared = shared and _same(dxg[t], dhg[t])
-        dxg_all = torch.stack(dxg).view(steps * batch, -1)
-        # xg and hg enter pointwise as a sum in most cells: then their gradients are one tensor, stacked once
-        dhg_all = dxg_all if shared else torch.stack(dhg).view(steps * batch, -1)
-        if bound.mask is not None:
-            h_in = h_in * bound.mask
-        grad_x = torch.mm(dxg_all, weight_ih).view_as(x) if need[1] else None
-        grad_w_ih = torch.mm(dxg_all.t(), x.reshape(steps * batch, -1)) if need[2] else None
-        grad_w_hh = torch.mm(dhg_all.t(), h_in.reshape(steps * batch, -1)) if need[3] else None
-        grad_b_ih = dxg_all.sum(0) if need[4] else None
-        grad_b_hh = dhg_all.sum(0) if need[5] else None
-        grad_state = [g if need[6 + k] else None for k, g in enumerate(grad_state)]
-        grad_parameters: list[Tensor | None] = [None] * spec.parameters
-        for k, g in zip(bound.wanted, sums, strict=True):
-            grad_parameters[k] = g
-        return (None, grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, *grad_state, *grad_parameters)
+        else:
+            result = impl.backward(bound, xg[t], hg_all[t], state, keep, valid, grad_state, grad_out, sums)
+        dxg[t], dhg[t], grad_state, d_previous, sums = result
+        shared = shared and _same(dxg[t], dhg[t])
+    dxg_all = torch.stack(dxg).view(steps * batch, -1)
+    # xg and hg enter pointwise as a sum in most cells: then their gradients are one tensor, stacked once
+    dhg_all = dxg_all if shared else torch.stack(dhg).view(steps * batch, -1)
+    if bound.mask is not None:
+        h_in = h_in * bound.mask
+    grad_x = torch.mm(dxg_all, weight_ih).view_as(x) if need[1] else None
+    grad_w_ih = torch.mm(dxg_all.t(), x.reshape(steps * batch, -1)) if need[2] else None
+    grad_w_hh = torch.mm(dhg_all.t(), h_in.reshape(steps * batch, -1)) if need[3] else None
+    grad_b_ih = dxg_all.sum(0) if need[4] else None
+    grad_b_hh = dhg_all.sum(0) if need[5] else None
+    grad_state = [g if need[6 + k] else None for k, g in enumerate(grad_state)]
+    grad_parameters: list[Tensor | None] = [None] * spec.parameters
+    for k, g in zip(bound.wanted, sums, strict=True):
+        grad_parameters[k] = g
+    return (None, grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, *grad_state, *grad_parameters)
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
