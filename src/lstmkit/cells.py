@@ -69,7 +69,7 @@ class Cell(nn.Module):
             raise TypeError(f"{type(self).__name__} must set gate_names, e.g. ('i', 'f', 'g', 'o')")
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ArgumentError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+                raise ArgumentError(f"{name} must be a positive int, got {value!r}")
             if value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.input_size = input_size
