@@ -179,3 +179,14 @@ def test_explain_names_the_engine_and_why() -> None:
     assert lstmkit.engine.explain(lstmkit.LSTM(I, H, engine="reference"), x).engine == "reference"
     peephole = lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, I, H)
     assert "peephole_lstm" in lstmkit.engine.explain(peephole, x).reason
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_jit_trace_passes_its_check_and_matches_torch(name: str) -> None:
+    ours, theirs = twins(name)
+    traced = torch.jit.trace(ours, (torch.randn(T, B, I),))  # raises if its sanity check fails
+    x = torch.randn(8, 2, I, requires_grad=True)
+    found = [torch.autograd.grad(run(x)[0].pow(2).sum(), x)[0] for run in (traced, theirs)]
+    torch.testing.assert_close(traced(x)[0], theirs(x)[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(found[0], found[1], rtol=1e-4, atol=1e-5)

@@ -55,14 +55,14 @@ def choose_layer(
     choice = resolve_engine(layer.engine)
     if choice not in ("torch", "auto"):
         return None
-    compiling = torch.compiler.is_compiling()
+    compiling = torch.compiler.is_compiling() or torch.jit.is_tracing()
     reason = fused_torch.why_not(layer, masked=masked, traced=traced, lengths=None if compiling else lengths)
     if choice == "torch":
         if reason:
             raise ValueError(f"engine='torch' cannot be used: {reason}; use engine='auto' or 'reference'")
         return Choice("torch", "engine='torch' was asked for")
     if reason or compiling or x.shape[1] == 0:
-        return None  # under torch.compile/export the operators keep batch and length dynamic
+        return None  # under torch.compile/export/jit.trace the operators keep batch and length dynamic
     kernel = fused_torch.kernel_name(layer)
     if kernel.startswith("rnn"):
         return Choice("torch", "plain RNN cells: torch's kernel runs at the per-step GEMM floor")

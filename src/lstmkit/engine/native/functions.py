@@ -72,7 +72,9 @@ def cell_sequence(
     if kernel not in KERNELS and not kernel.startswith(GENERATED_PREFIX):
         raise ValueError(f"unknown kernel {kernel!r}: expected one of {sorted(KERNELS)}")
     masks = [] if zoneout_masks is None else [m.to(input.dtype) if m.dtype == torch.bool else m for m in zoneout_masks]
-    store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, *params, *state))
+    # keep what the backward needs when it may run; a jit trace bakes the flag in, so it always keeps it
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, *params, *state))
+    store = needs_grad or torch.jit.is_tracing()
     results = sequence(
         kernel, input, [input.new_empty(0) if p is None else p for p in params], list(state), valid, recurrent_mask,
         masks, float(zoneout_rate), bool(reverse), bool(carry_output), float(eps), store,
