@@ -227,6 +227,10 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.options = (kernel, rate, reverse, carry, eps)
     ctx.needs = [x.requires_grad, *(p.requires_grad for p in params)]
     ctx.save_for_backward(x, *params, *state0, valid, rmask, *zoneout, *saved)
+    # the kept tensors are outputs only to reach the backward: no gradient flows into them, and none
+    # is made up as zeros for them (nor for an unused final state)
+    ctx.mark_non_differentiable(*saved)
+    ctx.set_materialize_grads(False)
 
 
 def _unpack(ctx) -> tuple:
