@@ -207,7 +207,8 @@ struct GeneratedKernel {
 }  // namespace lstmkit
 
 // The module of one generated cell: entry.h's forward and backward with this cell's kernel, so
-// CellSequenceFunction drives it like a built-in one (the kernel name argument is ignored).
+// the lstmkit::sequence_forward/_backward operators drive it like a built-in one (the kernel name
+// argument is ignored).
 #define LSTMKIT_GENERATED_MODULE(CELL)                                                                     \
   PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {                                                               \
     using lstmkit::GeneratedKernel;                                                                        \
