@@ -56,6 +56,7 @@ from torch.overrides import TorchFunctionMode
 from ..cells import Cell, GRUCell, State
 from .native import generated, is_available, run_generated
 from .native.generated import PointwiseModule, fingerprint, parametrize_in
+from .native.ops import bind_tensors, legacy_batched
 from .options import SequenceOptions, SequenceResult, time_steps
 
 COMPILE_VARIABLE = "LSTMKIT_COMPILE"
@@ -75,6 +76,8 @@ def why_not(cell: object, inputs: Tensor | None = None, *, trace: bool = False) 
         return "gate tracing runs on the reference loop"
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return "under torch.compile, torch.export or torch.jit tracing the reference loop is traced instead"
+    if torch._C._are_functorch_transforms_active():
+        return "under torch.func transforms (vmap, grad, jacrev) the reference loop runs instead"
     kind = type(cell)
     for method in ("step", "project_input", "project_hidden"):
         if method == "step" and kind.step is GRUCell.step and cell.reset_after:
@@ -581,16 +584,18 @@ class FusedSequenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad_output: Tensor | None, *grad_final: Tensor | None) -> tuple[Tensor | None, ...]:
-        if torch.is_grad_enabled():  # differentiated in turn
+        # differentiated in turn, or batched gradients (autograd's own vmap: is_grads_batched, jacobian)
+        if torch.is_grad_enabled() or any(legacy_batched(g) for g in (grad_output, *grad_final)):
             return _differentiable_backward(ctx, grad_output, grad_final)
-        with torch.no_grad():
+        # pointwise reads the cell's tensors itself: those the forward saw (functional_call may have
+        # put others back since)
+        with torch.no_grad(), bind_tensors(ctx.spec.cell, dict(zip(ctx.spec.names, ctx.parameters, strict=False))):
             return _backward(ctx, grad_output, grad_final)
 
 
 def _differentiable_backward(ctx: FunctionCtx, grad_output: Tensor | None, grad_final) -> tuple[Tensor | None, ...]:
     """The gradients as a graph: the sequence recomputed on the reference loop from the tensors the
     forward saw (the same masks and random draws), differentiated with ``create_graph=True``."""
-    from .native.ops import bind_tensors
     from .reference import run_sequence as run_reference
 
     spec: _Spec = ctx.spec
@@ -599,7 +604,8 @@ def _differentiable_backward(ctx: FunctionCtx, grad_output: Tensor | None, grad_
     parameters = list(ctx.parameters)
     sources = [x, *initial, *parameters]
     wanted = [t for t in sources if t.requires_grad]
-    with bind_tensors(spec.cell, dict(zip(spec.names, parameters, strict=False))), torch.random.fork_rng(devices=[]):
+    bound = bind_tensors(spec.cell, dict(zip(spec.names, parameters, strict=False)))
+    with bound, torch.random.fork_rng(devices=[]), torch.enable_grad():
         if spec.rng is not None:
             torch.set_rng_state(spec.rng[0])
         result = run_reference(

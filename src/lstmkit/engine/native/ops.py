@@ -70,9 +70,12 @@ _generated: dict[str, _Generated] = {}
 
 
 def register_generated(module: ModuleType, tensors: tuple[str, ...], summed: bool, cell: Cell) -> str:
-    """The kernel name under which the operators run a generated cell's ``module``."""
-    name = GENERATED_PREFIX + module.__name__
-    _generated.setdefault(name, _Generated(module, tensors, summed, cell))
+    """The kernel name under which the operators run a generated cell's ``module`` for cells like
+    ``cell`` (same kind and sizes: :func:`lstmkit.engine.native.generated.fingerprint`); called once
+    per kind. One module serves every size, so the name also counts the registrations: a
+    recomputation builds on a cell of the right sizes."""
+    name = f"{GENERATED_PREFIX}{module.__name__}/{len(_generated)}"
+    _generated[name] = _Generated(module, tensors, summed, cell)
     return name
 
 
@@ -262,7 +265,7 @@ def _gradients(ctx, grads: Sequence[Tensor | None], differentiable: bool) -> tup
 _LEGACY_BATCHED = torch._C._parse_dispatch_key("Batched")  # torch.autograd's own vmap (is_grads_batched, jacobian)
 
 
-def _legacy_batched(tensor: Tensor | None) -> bool:
+def legacy_batched(tensor: Tensor | None) -> bool:
     return tensor is not None and torch._C._dispatch_keys(tensor).has(_LEGACY_BATCHED)
 
 
@@ -270,7 +273,7 @@ def _backward(ctx, grads: list[Tensor | None]) -> tuple:
     # Grad mode is on in a backward only when it is differentiated in turn (create_graph=True). The
     # legacy vmap of is_grads_batched and jacobian(vectorize=True) has no rule for operators returning
     # lists, so batched gradients also take the differentiable path (ATen operators only).
-    differentiable = torch.is_grad_enabled() or any(_legacy_batched(g) for g in grads)
+    differentiable = torch.is_grad_enabled() or any(legacy_batched(g) for g in grads)
     dx, dparams, dstates = _gradients(ctx, grads, differentiable=differentiable)
     return (None, dx, dparams, dstates, None, None, [None] * ctx.counts[2], None, None, None, None, None)
 
