@@ -33,6 +33,28 @@ BAD_CALLS = {
     "proj_size not below hidden_size": lambda cls: cls(3, 5, proj_size=5),
     "string batch_first": lambda cls: cls(3, 5, batch_first="False"),
     "int bias": lambda cls: cls(3, 5, bias=1),
+    "zero time steps": lambda cls: cls(4, 6)(torch.randn(0, 3, 4)),
+    "zero hidden_size with proj_size": lambda cls: cls(5, 0, proj_size=0),
+}
+
+CELLS = [
+    (lstmkit.LSTMCell, torch.nn.LSTMCell),
+    (lstmkit.GRUCell, torch.nn.GRUCell),
+    (lstmkit.RNNCell, torch.nn.RNNCell),
+]
+
+
+def cell_state(cls, *shape):
+    state = torch.zeros(*shape)
+    return (state, state.clone()) if cls in (lstmkit.LSTMCell, torch.nn.LSTMCell) else state
+
+
+BAD_CELL_CALLS = {
+    "input feature size": lambda cls: cls(4, 6)(torch.randn(3, 7)),
+    "state batch": lambda cls: cls(4, 6)(torch.randn(3, 4), cell_state(cls, 1, 6)),
+    "state size": lambda cls: cls(4, 6)(torch.randn(3, 4), cell_state(cls, 3, 5)),
+    "input of rank 3": lambda cls: cls(4, 6)(torch.randn(2, 3, 4)),
+    "float64 input": lambda cls: cls(4, 6)(torch.randn(3, 4, dtype=torch.float64)),
 }
 
 
@@ -55,6 +77,15 @@ def test_bad_calls_raise_torchs_exception_class(case, ours, theirs) -> None:
     assert got is not None, f"torch.nn raises {type(want).__name__} for {case}, lstmkit accepted it"
     assert isinstance(got, type(want)), f"{case}: torch.nn raises {type(want).__name__}, lstmkit {type(got).__mro__}"
     assert str(got), "lstmkit's message says what was expected"
+
+
+@pytest.mark.parametrize("case", list(BAD_CELL_CALLS))
+@pytest.mark.parametrize(("ours", "theirs"), CELLS, ids=["LSTMCell", "GRUCell", "RNNCell"])
+def test_bad_cell_calls_raise_torchs_exception_class(case, ours, theirs) -> None:
+    want, got = outcome(BAD_CELL_CALLS[case], theirs), outcome(BAD_CELL_CALLS[case], ours)
+    assert (want is None) == (got is None), f"{case}: torch.nn {want!r}, lstmkit {got!r}"
+    if want is not None:
+        assert isinstance(got, type(want)), f"{case}: torch.nn raises {type(want).__name__}, lstmkit {got!r}"
 
 
 def test_proj_size_is_refused_on_gru_and_rnn_as_torch() -> None:

@@ -339,9 +339,11 @@ def test_cell_dtype_and_type(cell) -> None:
         cell(torch.randn(B, I), (torch.zeros(B, H, dtype=torch.float64), torch.zeros(B, H)))
 
 
-def test_cell_empty_batch(cell) -> None:
-    with pytest.raises(ValueError, match="empty batch: input has batch size 0"):
-        cell(torch.randn(0, I))
+def test_cell_empty_batch_as_torch(cell) -> None:
+    """torch.nn's cells return empty states for a batch of 0; so do lstmkit's."""
+    reference = torch.nn.LSTMCell(I, H)
+    states, want = cell(torch.randn(0, I)), reference(torch.randn(0, I))
+    assert [tuple(s.shape) for s in states] == [tuple(s.shape) for s in want]
 
 
 def test_bool_proj_size_is_rejected() -> None:

@@ -208,7 +208,9 @@ class LSTMCell(Cell):
         activation: str | Activation = "tanh",
         gate_activation: str | Activation = "sigmoid",
     ) -> None:
-        if not isinstance(proj_size, int) or isinstance(proj_size, bool) or not 0 <= proj_size < hidden_size:
+        sized = isinstance(hidden_size, int) and not isinstance(hidden_size, bool) and hidden_size > 0
+        bad = not isinstance(proj_size, int) or isinstance(proj_size, bool) or not 0 <= proj_size < hidden_size
+        if sized and bad:  # a bad hidden_size is reported first, by Cell
             raise ValueError(f"proj_size must be an int in [0, hidden_size={hidden_size}), got {proj_size!r}")
         self.proj_size = proj_size
         super().__init__(input_size, hidden_size, bias, device, dtype)

@@ -308,7 +308,7 @@ class Recurrent(nn.Module):
                 f"expected input feature size {self.input_size}, got {features} (input shape {tuple(x.shape)})"
             )
         if steps == 0:
-            raise ValueError("empty sequence: input has 0 time steps")
+            raise ShapeError("empty sequence: input has 0 time steps")
         if lengths is not None and mask is not None:
             raise ValueError("pass either lengths= (zero outputs past each length) or mask= (Keras masking), not both")
         valid = None

@@ -22,6 +22,11 @@ class ArgumentError(TypeError, ValueError):
     option a layer does not take): both ``TypeError`` and ``ValueError``."""
 
 
+class DtypeError(TypeError, ValueError, RuntimeError):
+    """Input and parameters of different dtypes: torch.nn's layers raise ``ValueError``, its cells
+    ``RuntimeError``, and lstmkit raised ``TypeError``."""
+
+
 # Far beyond any model lstmkit's tasks and Keras files hold; sizes are checked against it before
 # anything is allocated (a billion units otherwise failed deep inside torch's allocator).
 MAX_WEIGHTS = 2**31
@@ -49,7 +54,7 @@ def check_tensor(name: str, value: object, dtype: torch.dtype | None = None) -> 
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if dtype is not None and value.dtype != dtype:
-        raise ArgumentError(
+        raise DtypeError(
             f"{name} has dtype {value.dtype} but the parameters are {dtype}; "
             f"convert one of them (e.g. input.to({dtype}) or module.to({value.dtype}))"
         )
@@ -67,11 +72,9 @@ def check_cell_input(cell: Cell, input: Tensor, hx: Tensor | State | None) -> tu
     if not batched:
         input = input.unsqueeze(0)
     if input.shape[-1] != cell.input_size:
-        raise ValueError(
+        raise ShapeError(
             f"expected input feature size {cell.input_size}, got {input.shape[-1]} (shape {tuple(input.shape)})"
         )
-    if input.shape[0] == 0:
-        raise ValueError("empty batch: input has batch size 0")
     if hx is None:
         return batched, input, cell.initial_state(input.shape[0], input)
     states = (hx,) if isinstance(hx, Tensor) else tuple(hx)
@@ -85,7 +88,7 @@ def check_cell_input(cell: Cell, input: Tensor, hx: Tensor | State | None) -> tu
         state = check_tensor(f"state {name}", state, cell.weight_ih.dtype)
         expected = (input.shape[0], size) if batched else (size,)
         if tuple(state.shape) != expected:
-            raise ValueError(f"expected state {name} of shape {expected}, got {tuple(state.shape)}")
+            raise ShapeError(f"expected state {name} of shape {expected}, got {tuple(state.shape)}")
         checked.append(state if batched else state.unsqueeze(0))
     return batched, input, tuple(checked)
 
