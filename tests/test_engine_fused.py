@@ -1,10 +1,8 @@
-"""The fused engine for any cell (``lstmkit.engine.python_fused``) against its oracle, the reference loop.
-
-User cells (a CIFG LSTM as in ``examples/custom_cell.py``, one with peephole weights, one with a
-LayerNorm submodule, one drawing dropout inside ``pointwise``) and the built-in cells the engine
-runs, under every option of ``run_sequence``: outputs, final states and every gradient must agree
-(float64 to ~1e-10, float32 to 1e-5). Also gradcheck, determinism, dispatch, errors, and the
-compiled steps (one small test; all the others run uncompiled to stay fast).
+"""What is particular to the fused engine for any cell (``lstmkit.engine.python_fused``): a
+``pointwise`` that draws random numbers, partial and unused gradients, determinism, double
+backward, whole layers against the reference loop, dispatch, errors, and the compiled steps (a few
+small tests; all the others run uncompiled to stay fast). Its agreement with the reference loop for
+every cell and option is in ``tests/test_engine_conformance.py``.
 """
 
 from __future__ import annotations
@@ -26,27 +24,6 @@ from lstmkit.engine.reference import run_sequence
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: more intra-op threads only contend
 
 
-class NormCell(lstmkit.Cell):
-    """A GRU-like cell whose xg and hg are used apart, with an nn.LayerNorm submodule on the candidate."""
-
-    gate_names = ("z", "n")
-
-    def __init__(self, input_size, hidden_size, **kwargs):
-        super().__init__(input_size, hidden_size, **kwargs)
-        self.norm = nn.LayerNorm(hidden_size, dtype=self.weight_ih.dtype)
-        with torch.no_grad():
-            self.norm.weight.uniform_(0.5, 1.5)
-            self.norm.bias.uniform_(-0.5, 0.5)
-
-    def pointwise(self, xg, hg, state):
-        (h,) = state
-        x_z, x_n = xg.chunk(2, dim=-1)
-        h_z, h_n = hg.chunk(2, dim=-1)
-        z = torch.sigmoid(x_z + h_z)
-        n = torch.tanh(self.norm(x_n + h_n * z))
-        return ((1 - z) * n + z * h,), (z, n)
-
-
 class DropoutCIFGCell(CIFGCell):
     """Draws random numbers inside pointwise: the backward must replay the same draws."""
 
@@ -57,19 +34,6 @@ class DropoutCIFGCell(CIFGCell):
         g = F.dropout(torch.tanh(g), 0.3, training=self.training)
         c = (1 - i) * c + i * g
         return (o * torch.tanh(c), c), (i, g, o)
-
-
-CELLS = {
-    "cifg": lambda dtype: CIFGCell(3, 5, dtype=dtype),
-    "peephole_cifg": lambda dtype: PeepholeCIFGCell(3, 5, dtype=dtype),
-    "norm": lambda dtype: NormCell(3, 5, dtype=dtype),
-    "lstm": lambda dtype: lstmkit.LSTMCell(3, 5, dtype=dtype),
-    "lstm_proj": lambda dtype: lstmkit.LSTMCell(3, 6, proj_size=4, dtype=dtype),
-    "peephole": lambda dtype: lstmkit.PeepholeLSTMCell(3, 5, dtype=dtype),
-    "gru": lambda dtype: lstmkit.GRUCell(3, 5, dtype=dtype),
-    "rnn_relu": lambda dtype: lstmkit.RNNCell(3, 5, nonlinearity="relu", dtype=dtype),
-}
-USER_CELLS = ["cifg", "peephole_cifg", "norm"]
 
 
 @pytest.fixture(autouse=True)
@@ -89,52 +53,6 @@ def run_both(cell: lstmkit.Cell, steps: int = 6, batch: int = 4, **options) -> t
 
 def assert_same(expected: dict, actual: dict, dtype: torch.dtype = torch.float64) -> None:
     core_helpers.assert_same(expected, actual, **core_helpers.ENGINE_TOLERANCE[dtype])
-
-
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("valid", ["none", "lengths", "holes"])
-@pytest.mark.parametrize("kind", list(CELLS))
-def test_matches_reference(kind: str, valid: str, reverse: bool) -> None:
-    cell = CELLS[kind](torch.float64)
-    expected, actual = run_both(cell, valid=make_valid(valid, 6, 4), reverse=reverse)
-    assert_same(expected, actual)
-
-
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", USER_CELLS + ["lstm_proj"])
-def test_carry_output(kind: str, reverse: bool) -> None:
-    """Keras masks: a masked step repeats the previous output."""
-    cell = CELLS[kind](torch.float64)
-    expected, actual = run_both(cell, 8, 4, valid=make_valid("holes", 8, 4), carry_output=True, reverse=reverse)
-    assert_same(expected, actual)
-
-
-@pytest.mark.parametrize("valid", ["none", "holes"])
-@pytest.mark.parametrize("kind", USER_CELLS + ["lstm_proj"])
-def test_recurrent_mask(kind: str, valid: str) -> None:
-    cell = CELLS[kind](torch.float64)
-    mask = (torch.rand(4, cell.recurrent_size) > 0.4).double() / 0.6
-    expected, actual = run_both(cell, valid=make_valid(valid, 6, 4), recurrent_mask=mask, reverse=True)
-    assert_same(expected, actual)
-
-
-@pytest.mark.parametrize("training", [False, True])
-@pytest.mark.parametrize("kind", USER_CELLS + ["gru"])
-def test_zoneout(kind: str, training: bool) -> None:
-    """Training: the same masks as the reference (same draws from the same seed); evaluation: the expectation."""
-    cell = CELLS[kind](torch.float64)
-    expected, actual = run_both(cell, valid=make_valid("lengths", 6, 4), zoneout=0.2, training=training)
-    assert_same(expected, actual)
-
-
-@pytest.mark.parametrize("kind", USER_CELLS)
-def test_everything_at_once_in_float32(kind: str) -> None:
-    cell = CELLS[kind](torch.float32)
-    mask = (torch.rand(5, cell.recurrent_size) > 0.5).float() * 2
-    valid = make_valid("holes", 7, 5)
-    options = dict(valid=valid, carry_output=True, reverse=True, recurrent_mask=mask, zoneout=0.2, training=True)
-    expected, actual = run_both(cell, 7, 5, **options)
-    assert_same(expected, actual, torch.float32)
 
 
 def test_random_pointwise_replays_its_draws() -> None:
@@ -176,23 +94,6 @@ def test_gradient_of_unused_outputs() -> None:
         torch.autograd.grad(run(cell, x, state).state[1].sum(), x) for run in (run_sequence, python_fused.run_cell)
     ]
     torch.testing.assert_close(grads[1], grads[0], **core_helpers.ENGINE_TOLERANCE[torch.float64])
-
-
-@pytest.mark.parametrize("kind", ["cifg", "peephole_cifg", "norm"])
-def test_gradcheck(kind: str) -> None:
-    cell = CELLS[kind](torch.float64)
-    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
-    state = tuple(torch.randn(2, size, dtype=torch.float64, requires_grad=True) for size in cell.state_sizes)
-    valid = make_valid("holes", 4, 2)
-    mask = torch.tensor([[1.0, 0.0, 2.0, 1.0, 1.0], [0.0, 2.0, 1.0, 1.0, 2.0]], dtype=torch.float64)
-
-    def run(x, *tensors):
-        result = python_fused.run_cell(
-            cell, x, tensors[: len(state)], valid=valid, carry_output=True, reverse=True, recurrent_mask=mask
-        )
-        return (result.output, *result.state)
-
-    assert torch.autograd.gradcheck(run, (x, *state, *cell.parameters()))
 
 
 def test_deterministic() -> None:
