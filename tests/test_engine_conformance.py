@@ -257,21 +257,7 @@ class Known:
     cells: tuple[str, ...] = ()
 
 
-KNOWN_FAILURES = [
-    # python_fused.why_not refuses every call under torch.func transforms (the dispatcher then runs
-    # the reference loop), and run_cell asks why_not before it looks for a generated kernel: so the
-    # generated kernels, which run under torch.func through the operators, are refused as well.
-    *(
-        Known(
-            ("jacrev", "vmap"),
-            engine,
-            "python_fused.run_cell refuses under torch.func transforms: 'ValueError: the fused engine cannot run "
-            "CIFGCell(3, 4): under torch.func transforms (vmap, grad, jacrev) the reference loop runs instead'",
-            ValueError,
-        )
-        for engine in ("fused", "generated")
-    ),
-]
+KNOWN_FAILURES: list[Known] = []  # none today; an entry marks its cases xfail(strict=True)
 
 
 def cases(test: str, engines, settings=(None,), dtypes=(None,)) -> list:

@@ -58,6 +58,7 @@ from .native import generated, is_available, run_generated
 from .native.generated import PointwiseModule, fingerprint, parametrize_in
 from .native.ops import bind_tensors, legacy_batched
 from .options import SequenceOptions, SequenceResult, time_steps
+from .reference import run_sequence as run_reference
 
 COMPILE_VARIABLE = "LSTMKIT_COMPILE"
 COMPILE_AFTER_STEPS = 2000  # under "auto": compile once this many steps ran with the same cell kind, shape and options
@@ -76,8 +77,6 @@ def why_not(cell: object, inputs: Tensor | None = None, *, trace: bool = False) 
         return "gate tracing runs on the reference loop"
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return "under torch.compile, torch.export or torch.jit tracing the reference loop is traced instead"
-    if torch._C._are_functorch_transforms_active():
-        return "under torch.func transforms (vmap, grad, jacrev) the reference loop runs instead"
     kind = type(cell)
     for method in ("step", "project_input", "project_hidden"):
         if method == "step" and kind.step is GRUCell.step and cell.reset_after:
@@ -596,8 +595,6 @@ class FusedSequenceFunction(torch.autograd.Function):
 def _differentiable_backward(ctx: FunctionCtx, grad_output: Tensor | None, grad_final) -> tuple[Tensor | None, ...]:
     """The gradients as a graph: the sequence recomputed on the reference loop from the tensors the
     forward saw (the same masks and random draws), differentiated with ``create_graph=True``."""
-    from .reference import run_sequence as run_reference
-
     spec: _Spec = ctx.spec
     x, *_ = ctx.saved_tensors
     initial = ctx.saved_tensors[6:]
@@ -719,6 +716,8 @@ def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> Sequen
     if kernel is not None:
         name, translation = kernel
         return run_generated(cell, name, translation.tensors, inputs, state, **given)
+    if torch._C._are_functorch_transforms_active():  # torch.func cannot transform FusedSequenceFunction
+        return run_reference(cell, inputs, state, **given)
     state = tuple(s.contiguous() for s in state)
     valid, recurrent_mask = options.valid, options.recurrent_mask
     keep = options.zoneout_masks(state, inputs.shape[0])
