@@ -138,6 +138,10 @@ def _steady_calls(peer: Peer, shape: Shape, config: Config, graph: str) -> int:
     return math.ceil(threshold / shape[0]) + 2
 
 
+# the CPU flags that say which reduced-precision hardware a run had (AVX512-BF16, AMX, VNNI)
+REDUCED_PRECISION_FLAGS = {"avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx512_vnni", "avx_vnni"}
+
+
 def machine_info(threads: int) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -148,6 +152,7 @@ def machine_info(threads: int) -> dict:
     except OSError:
         pass
     from ..engine import native
+    from ..engine.native.build import cpu_flags, instruction_set
 
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -161,6 +166,8 @@ def machine_info(threads: int) -> dict:
         "torch_threads": torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "native_engine": native.is_available(),
+        "native_isa": instruction_set(),
+        "reduced_precision_flags": sorted(cpu_flags() & REDUCED_PRECISION_FLAGS),
         "load_average_start": list(os.getloadavg()),
     }
     try:
@@ -406,7 +413,9 @@ def markdown(result: dict) -> str:
         "",
         f"{machine['date']}; {machine['cpu']} ({machine['cpu_count']} CPUs), {config['threads']} threads; "
         f"torch {machine['torch']}, lstmkit {machine['lstmkit']}, Keras {machine.get('keras') or '–'}; "
-        f"native engine {'available' if machine.get('native_engine') else 'unavailable'}; "
+        f"native engine {'available' if machine.get('native_engine') else 'unavailable'}"
+        f" (built for {machine.get('native_isa', '?')}; bf16/int8 CPU flags: "
+        f"{', '.join(machine.get('reduced_precision_flags') or []) or 'none'}); "
         f"load average {load} at the start, {load_end} at the end; the run took {result['duration_s']:.0f} s.",
         "",
         f"Float32 throughout. Every implementation is timed round-robin in each of {config['repeats']} repetitions "

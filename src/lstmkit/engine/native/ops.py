@@ -155,7 +155,7 @@ def sequence_backward(
     owned: list[Tensor] = []
     for r in results:
         r = _placeholder(x) if r is None else r.contiguous()
-        if r.numel() and (r._base is not None or r.untyped_storage().data_ptr() in inputs):
+        if r.numel() and r.untyped_storage().data_ptr() in inputs:
             r = r.clone()
         inputs.add(r.untyped_storage().data_ptr())
         owned.append(r)
