@@ -58,6 +58,7 @@ from .native import generated, is_available, run_generated
 from .native.generated import PointwiseModule, fingerprint, parametrize_in
 from .native.ops import bind_tensors, legacy_batched
 from .options import SequenceOptions, SequenceResult, time_steps
+from .reference import recomputed_gradients
 from .reference import run_sequence as run_reference
 
 COMPILE_VARIABLE = "LSTMKIT_COMPILE"
@@ -593,31 +594,21 @@ class FusedSequenceFunction(torch.autograd.Function):
 
 
 def _differentiable_backward(ctx: FunctionCtx, grad_output: Tensor | None, grad_final) -> tuple[Tensor | None, ...]:
-    """The gradients as a graph: the sequence recomputed on the reference loop from the tensors the
-    forward saw (the same masks and random draws), differentiated with ``create_graph=True``."""
+    """The gradients as a graph: recomputed on the reference loop from the tensors the forward saw,
+    with the same masks and random draws (:func:`lstmkit.engine.reference.recomputed_gradients`)."""
     spec: _Spec = ctx.spec
     x, *_ = ctx.saved_tensors
-    initial = ctx.saved_tensors[6:]
+    initial = list(ctx.saved_tensors[6:])
     parameters = list(ctx.parameters)
-    sources = [x, *initial, *parameters]
-    wanted = [t for t in sources if t.requires_grad]
     bound = bind_tensors(spec.cell, dict(zip(spec.names, parameters, strict=False)))
-    with bound, torch.random.fork_rng(devices=[]), torch.enable_grad():
+    with bound, torch.random.fork_rng(devices=[]):
         if spec.rng is not None:
             torch.set_rng_state(spec.rng[0])
-        result = run_reference(
-            spec.cell, x, tuple(initial), valid=spec.valid, carry_output=spec.options.carry_output,
-            reverse=spec.reverse, recurrent_mask=spec.recurrent_mask, zoneout=spec.options.rate,
-            training=spec.keep is not None, zoneout_masks=spec.keep,
+        grad = recomputed_gradients(
+            spec.cell, x, tuple(initial), [x, *initial, *parameters], [grad_output, *grad_final], valid=spec.valid,
+            carry_output=spec.options.carry_output, reverse=spec.reverse, recurrent_mask=spec.recurrent_mask,
+            zoneout=spec.options.rate, training=spec.keep is not None, zoneout_masks=spec.keep,
         )  # fmt: skip
-        outputs = [result.output, *result.state]
-        grads = [grad_output, *grad_final]
-        pairs = [(o, g) for o, g in zip(outputs, grads, strict=True) if g is not None]
-        found = torch.autograd.grad(
-            [o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True, allow_unused=True
-        )
-    by_id = {id(t): g for t, g in zip(wanted, found, strict=True)}
-    grad = [by_id.get(id(t)) if t.requires_grad else None for t in sources]
     count = len(initial)
     return (None, grad[0], None, None, None, None, *grad[1 : 1 + count], *grad[1 + count :])
 

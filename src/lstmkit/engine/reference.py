@@ -65,6 +65,30 @@ def run_sequence(
     return result
 
 
+def recomputed_gradients(
+    cell: Cell,
+    inputs: Tensor,
+    state: State,
+    sources: list[Tensor],
+    grads: list[Tensor | None],
+    **options: Any,
+) -> list[Tensor | None]:
+    """The gradients of a sequence w.r.t. ``sources`` as a graph (``create_graph=True``), given
+    ``grads``, those of its output and final states (``None`` where one was not used): the sequence
+    recomputed here under autograd, with the options of :func:`run_sequence` (its zoneout masks
+    among them). How the other engines' backwards are differentiated in turn. ``None`` for a source
+    that does not require gradients or does not reach the results."""
+    with torch.enable_grad():
+        result = run_sequence(cell, inputs, state, **options)
+        pairs = [(r, g) for r, g in zip((result.output, *result.state), grads, strict=True) if g is not None]
+        wanted = [t for t in sources if t.requires_grad]
+        found = torch.autograd.grad(
+            [r for r, _ in pairs], wanted, [g for _, g in pairs], create_graph=True, allow_unused=True
+        )
+    by_id = {id(t): g for t, g in zip(wanted, found, strict=True)}
+    return [by_id.get(id(t)) for t in sources]
+
+
 def _zone_out(old: Tensor, new: Tensor, rate: float, keep_old: Tensor | None) -> Tensor:
     if keep_old is None:  # evaluation: the expectation of the random update
         return rate * old + (1 - rate) * new

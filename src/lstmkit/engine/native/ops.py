@@ -283,30 +283,18 @@ torch.library.register_autograd("lstmkit::sequence_forward", _backward, setup_co
 
 def _differentiable_backward(kernel, x, params, state0, valid, rmask, zoneout, rate, reverse, carry, eps, grad_output,
                              grad_state):  # fmt: skip
-    """The gradients of the sequence, as a graph: the sequence recomputed on the reference loop from
-    the tensors the forward saw, differentiated with ``create_graph=True``."""
-    from ..reference import run_sequence as run_reference
+    """The gradients of the sequence, as a graph: recomputed on the reference loop from the tensors
+    the forward saw (:func:`lstmkit.engine.reference.recomputed_gradients`)."""
+    from ..reference import recomputed_gradients
 
     masks = [m != 0 for m in zoneout] or None
-    with _bound_cell(kernel, x, params, state0, eps) as cell, torch.enable_grad():
-        result = run_reference(
-            cell, x, tuple(state0), valid=valid, carry_output=carry, reverse=reverse, recurrent_mask=rmask,
-            zoneout=rate, training=masks is not None, zoneout_masks=masks,
+    with _bound_cell(kernel, x, params, state0, eps) as cell:
+        found = recomputed_gradients(
+            cell, x, tuple(state0), [x, *params, *state0], [grad_output, *grad_state], valid=valid,
+            carry_output=carry, reverse=reverse, recurrent_mask=rmask, zoneout=rate, training=masks is not None,
+            zoneout_masks=masks,
         )  # fmt: skip
-        sources = [x, *params, *state0]
-        wanted = [t for t in sources if t.requires_grad]
-        found = torch.autograd.grad(
-            [result.output, *result.state], wanted, [grad_output, *grad_state], create_graph=True, allow_unused=True
-        )
-    by_id = {id(t): g for t, g in zip(wanted, found, strict=True)}
-
-    def grad_of(t: Tensor) -> Tensor | None:
-        if not t.requires_grad:
-            return None
-        g = by_id[id(t)]
-        return torch.zeros_like(t) if g is None else g
-
-    return grad_of(x), [grad_of(p) for p in params], [grad_of(s) for s in state0]
+    return found[0], found[1 : 1 + len(params)], found[1 + len(params) :]
 
 
 @functools.lru_cache(maxsize=64)
