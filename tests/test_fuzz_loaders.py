@@ -305,6 +305,20 @@ def test_checkpoints_with_random_or_mutated_bytes(checkpoint_file: bytes, data: 
     attempt(Loader(read_checkpoint, CheckpointError, check_checkpoint, seed, ".safetensors"), content, tmp_path)
 
 
+def test_checkpoint_whose_header_lost_its_task_is_refused(checkpoint_file: bytes, tmp_path: Path) -> None:
+    """The case hypothesis found: an edit of the JSON header that drops the "task" key (KeyError
+    before, a CheckpointError now)."""
+    header_size = int.from_bytes(checkpoint_file[:8], "little")
+    header = json.loads(checkpoint_file[8 : 8 + header_size])
+    del header["__metadata__"]["task"]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path = tmp_path / "no_task.safetensors"
+    path.write_bytes(len(text).to_bytes(8, "little") + text + checkpoint_file[8 + header_size :])
+    with pytest.raises(CheckpointError, match="metadata 'task' must name the task"):
+        read_checkpoint(path)
+
+
 def check_checkpoint(saved: dict, content: bytes) -> None:
     assert set(saved) >= {"model", "optimizer_tensors", "rng", "trainer_state", "model_config"}
 

@@ -178,6 +178,8 @@ def read_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
         raise CheckpointError(f"{path}: format {metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     if task is not None and metadata.get("task") != task:
         raise CheckpointError(f"{path}: a checkpoint of task {metadata.get('task')!r}, expected {task!r}")
+    if not isinstance(metadata.get("task"), str):
+        raise CheckpointError(f"{path}: metadata 'task' must name the task, got {metadata.get('task')!r}")
     if "rng.torch" not in tensors:
         raise CheckpointError(f"{path}: no random state (tensor 'rng.torch'); not a complete checkpoint")
     fields = {
