@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from torch import Tensor, nn
 
@@ -26,22 +27,24 @@ SEED_INPUT = [
 
 def lstm_arguments(constant: object) -> dict[str, object]:
     """The Keras ``LSTM`` arguments of the seed: sequences and states returned, kernels and recurrent
-    kernels filled with ``constant`` (a number, or a Keras initializer for Keras itself), biases 0."""
+    kernels filled with ``constant`` (a number, or a Keras initializer for Keras itself), bias
+    initializer 0; everything else is Keras' default, so ``unit_forget_bias=True`` starts the
+    forget-gate bias at 1."""
     return dict(
         return_sequences=True,
         return_state=True,
         kernel_initializer=constant,
         recurrent_initializer=constant,
         bias_initializer="zeros",
-        unit_forget_bias=False,
     )
 
 
-def lstm_outputs(units: int = 3, constant: float = 0.1) -> dict[str, Tensor]:
+def lstm_outputs(units: int = 3, constant: float = 0.1, unit_forget_bias: bool = True) -> dict[str, Tensor]:
     """Run the seed's 1x4x5 input through ``LSTM(units)`` and ``Bidirectional(LSTM(units))`` with
-    :func:`lstm_arguments`, as the Keras seed does."""
+    :func:`lstm_arguments`, as the Keras seed does (``unit_forget_bias=False``: the variant whose
+    forget-gate bias starts at 0 instead of Keras' default 1)."""
     x = torch.tensor([SEED_INPUT])
-    options = lstm_arguments(constant) | {"input_size": x.shape[-1]}
+    options = lstm_arguments(constant) | {"unit_forget_bias": unit_forget_bias, "input_size": x.shape[-1]}
     with torch.no_grad():
         sequence, h, c = keras.LSTM(units, **options)(x)
         bi = keras.Bidirectional(keras.LSTM(units, **options))
@@ -68,9 +71,13 @@ def print_lstm_outputs(console: Console | None = None) -> dict[str, Tensor]:
         rows = tensor[0].tolist()
         rows = rows if isinstance(rows[0], list) else [rows]
         text = "\n".join("  [" + ", ".join(f"{v: .6f}" for v in row) + "]" for row in rows)
-        console.print(f"[bold]{name}[/bold] {tuple(tensor.shape)}: {what}\n{text}")
+        console.print(f"[bold]{name}[/bold] {tuple(tensor.shape)}: {escape(what)}\n{text}")
 
-    console.rule("LSTM(3) on one sequence of 4 steps x 5 features (kernels = 0.1, bias = 0)")
+    console.rule("LSTM(3) on one sequence of 4 steps x 5 features (kernels = 0.1, bias initializer 0)")
+    console.print(
+        "The seed's code as written: Keras' default unit_forget_bias=True adds 1 to the forget-gate bias, "
+        "so the forget gate starts at sigmoid(1 + ...) and the memory c is kept longer."
+    )
     show("input", out["input"], "batch of 1 sequence, 4 time steps, 5 features")
     show("output sequence", out["sequence"], f"h_t at every step (return_sequences=True), {units} units")
     show("h", out["h"], "final hidden state = the last row of the output sequence (return_state=True)")
@@ -85,6 +92,10 @@ def print_lstm_outputs(console: Console | None = None) -> dict[str, Tensor]:
         "With equal constant weights the forward LSTM here equals the plain LSTM above, so its h and c "
         "repeat them; the backward one read the same steps in the other order."
     )
+    aside = lstm_outputs(unit_forget_bias=False)
+    console.rule("Aside, not the seed's code: unit_forget_bias=False")
+    show("h", aside["h"], "final hidden state with the forget-gate bias at 0 instead of 1")
+    show("c", aside["c"], "final cell state: smaller, as the forget gate lets less of the memory through")
     return out
 
 
