@@ -81,22 +81,24 @@ def test_functorch_transforms_match_torch() -> None:
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
-def test_autocast_training_runs_in_float32(name: str) -> None:
-    """Under bf16 autocast the layers compute in the weights' float32 (autocast's float32 list):
-    torch.nn's float32 results, and within bf16 tolerance of torch.nn under autocast."""
+def test_autocast_trains_with_float32_master_weights(name: str) -> None:
+    """Under bf16 autocast the layers keep float32 weights and gradients and return torch.nn's dtype
+    (bfloat16 for the LSTM, float32 for the GRU); outputs and gradients are within bfloat16
+    tolerance of float32 torch.nn."""
     ours, theirs = twins(name)
     x = torch.randn(T, B, I)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = ours(x.bfloat16())[0]
+        output, state = ours(x)
         autocast_reference = theirs(x)[0]
-    output.sum().backward()
-    assert output.dtype == torch.float32
-    want = theirs(x.bfloat16().float())[0]
+    assert output.dtype == autocast_reference.dtype
+    assert all(s.dtype == output.dtype for s in (state if isinstance(state, tuple) else (state,)))
+    output.float().sum().backward()
+    want = theirs(x)[0]
     want.sum().backward()
-    torch.testing.assert_close(output, want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(output, autocast_reference.float(), rtol=0.05, atol=0.05)
+    torch.testing.assert_close(output.float(), want, rtol=2e-2, atol=2e-2)
     for key, value in grads(theirs).items():
-        torch.testing.assert_close(grads(ours)[key], value, rtol=1e-4, atol=1e-5)
+        assert grads(ours)[key].dtype == torch.float32
+        assert (grads(ours)[key] - value).norm() <= 0.05 * value.norm(), key
 
 
 @pytest.mark.parametrize("name", ["gru", "lstm-2-bi"])

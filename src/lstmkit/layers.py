@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
 from .engine import choose_layer, fused_torch, resolve_engine, run_sequence
+from .engine.precision import bf16_gemms, bf16_gemms_active
 from .validation import ArgumentError, ShapeError, check_lengths, check_mask, check_tensor
 
 MERGE_MODES = ("concat", "sum", "mul", "ave")
@@ -76,7 +77,15 @@ class Recurrent(nn.Module):
         >>> out, (h_n, c_n) = layer(torch.randn(3, 5, 4), lengths=[5, 2, 4])
         >>> tuple(out.shape), tuple(h_n.shape)
         ((3, 5, 8), (2, 3, 8))
+
+    Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the weights stay float32 and the native
+    kernels run their GEMMs on bfloat16 operands (gates, cell state and weight gradients in
+    float32; :mod:`lstmkit.engine.precision`). Results come out in bfloat16, as
+    ``torch.nn.LSTM``'s do; :class:`GRU` and :class:`RNN` return float32, as ``torch.nn.GRU`` and
+    ``torch.nn.RNN`` do under autocast.
     """
+
+    autocast_output_dtype: torch.dtype = torch.bfloat16  # of results under CPU bfloat16 autocast
 
     def __init__(
         self,
@@ -240,22 +249,16 @@ class Recurrent(nn.Module):
     ):
         data = input.data if isinstance(input, PackedSequence) else input
         if isinstance(data, Tensor) and torch.is_autocast_enabled(data.device.type):
-            # lstmkit's kernels compute in the weights' dtype: autocast's float32 list, as the operators' rule
-            with torch.autocast(data.device.type, enabled=False):
-                input, hx = self._cast_to_weights(input), self._cast_to_weights(hx)
-                return self._forward(input, hx, lengths, mask, return_gates)
+            # The layer computes with its weights' dtype (float32 master weights) and autocast off; under
+            # bfloat16 autocast on the CPU its GEMMs take bfloat16 operands (see the class docstring).
+            device = data.device.type
+            bf16 = device == "cpu" and torch.get_autocast_dtype(device) == torch.bfloat16
+            dtype = self._cells[0].weight_ih.dtype
+            with torch.autocast(device, enabled=False), bf16_gemms(bf16):
+                input, hx = _cast(input, dtype), _cast(hx, dtype)
+                result = self._forward(input, hx, lengths, mask, return_gates)
+            return _cast(result, self.autocast_output_dtype) if bf16 else result
         return self._forward(input, hx, lengths, mask, return_gates)
-
-    def _cast_to_weights(self, value):
-        """``value`` (a tensor, PackedSequence, tuple of them or ``None``) in the weights' dtype."""
-        dtype = self._cells[0].weight_ih.dtype
-        if isinstance(value, PackedSequence):
-            return value._replace(data=value.data.to(dtype)) if value.data.is_floating_point() else value
-        if isinstance(value, Tensor):
-            return value.to(dtype) if value.is_floating_point() else value
-        if isinstance(value, tuple | list):
-            return type(value)(self._cast_to_weights(v) for v in value)
-        return value
 
     def _forward(self, input, hx, lengths, mask, return_gates):
         x, lengths, initial, valid, batched, batch_first, packed = self._prepare(input, hx, lengths, mask)
@@ -263,7 +266,10 @@ class Recurrent(nn.Module):
             self, x, masked=mask is not None, traced=return_gates, lengths=lengths, initial=initial
         )
         if chosen is not None:
-            output, states = fused_torch.run_layers(self, x, initial, lengths)
+            # under bfloat16 GEMMs torch's kernels run as torch.nn's do under autocast
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_gemms_active()):
+                output, states = fused_torch.run_layers(self, x, initial, lengths)
+            output, states = output.to(x.dtype), tuple(s.to(x.dtype) for s in states)
             traces: dict[str, dict[str, Tensor]] = {}
         else:
             output, states, traces = self._run_cells(x, initial, valid, mask is not None, return_gates)
@@ -426,6 +432,20 @@ class Recurrent(nn.Module):
         )
 
 
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` (a tensor, PackedSequence, or tuple/list/dict of them, or anything else) with its
+    floating-point tensors in ``dtype``."""
+    if isinstance(value, PackedSequence):
+        return value._replace(data=_cast(value.data, dtype))
+    if isinstance(value, Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, tuple | list):
+        return type(value)(_cast(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return {key: _cast(v, dtype) for key, v in value.items()}
+    return value
+
+
 def _repack(output: Tensor, packed: PackedSequence, lengths: Tensor) -> PackedSequence:
     """Pack a padded time-major output exactly as the input was packed (same batch order)."""
     if packed.sorted_indices is not None:
@@ -489,6 +509,8 @@ class GRU(Recurrent):
     ((2, 5, 6), (1, 2, 6))
     """
 
+    autocast_output_dtype = torch.float32  # as torch.nn.GRU's under CPU autocast
+
     def __init__(
         self,
         input_size: int,
@@ -518,6 +540,8 @@ class RNN(Recurrent):
     >>> tuple(out.shape)
     (5, 2, 6)
     """
+
+    autocast_output_dtype = torch.float32  # as torch.nn.RNN's under CPU autocast
 
     def __init__(
         self,

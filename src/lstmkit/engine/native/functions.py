@@ -25,8 +25,9 @@ from torch import Tensor
 from ...cells import Cell, State
 from ..kernels import kernel_of
 from ..options import SequenceOptions, SequenceResult
+from ..precision import bf16_gemms_active
 from .build import load_extension
-from .ops import GENERATED_PREFIX, KERNELS, sequence
+from .ops import BF16, GENERATED_PREFIX, KERNELS, sequence
 
 
 def is_available() -> bool:
@@ -67,10 +68,13 @@ def cell_sequence(
     (shaped like ``h``) multiplies ``h`` before the recurrent multiply. Zoneout: ``zoneout_masks``,
     one ``(T, B, size)`` mask per state (bool or 0/1), keeps the old value where set (training);
     without masks, ``zoneout_rate`` mixes ``rate * old + (1 - rate) * new`` (evaluation). ``eps``:
-    the layer norms' epsilon (``layernorm_lstm``).
+    the layer norms' epsilon (``layernorm_lstm``). Under :func:`~lstmkit.engine.precision.bf16_gemms`
+    a float32 call runs its GEMMs on bfloat16 operands (the kernel's :data:`~.ops.BF16` form).
     """
     if kernel not in KERNELS and not kernel.startswith(GENERATED_PREFIX):
         raise ValueError(f"unknown kernel {kernel!r}: expected one of {sorted(KERNELS)}")
+    if input.dtype == torch.float32 and bf16_gemms_active():
+        kernel += BF16
     masks = [] if zoneout_masks is None else [m.to(input.dtype) if m.dtype == torch.bool else m for m in zoneout_masks]
     # keep what the backward needs when it may run; a jit trace bakes the flag in, so it always keeps it
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, *params, *state))

@@ -16,7 +16,9 @@ recomputes the sequence on the reference loop (:mod:`lstmkit.engine.reference`) 
 tensors and masks and differentiates that, so second-order gradients are exact rather than zero.
 
 ``kernel`` names a built-in kernel (:data:`lstmkit.engine.native.KERNELS`) or a generated cell's
-module (``"generated:<module name>"``, :func:`register_generated`).
+module (``"generated:<module name>"``, :func:`register_generated`), optionally followed by
+:data:`BF16` (``"lstm+bf16"``): a float32 call whose GEMMs run on bfloat16 operands with float32
+results, the gates and states staying float32 (``csrc/loop.h``, "GEMM precision").
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ...cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCel
 from .build import load_extension, unavailable_reason
 
 GENERATED_PREFIX = "generated:"
+BF16 = "+bf16"  # a kernel name's suffix: the call's GEMMs on bfloat16 operands, float32 results
 # Kernels whose forward keeps x_t beside the h entering step t (ForwardLoop's beside_input): the h
 # history is then the h part of (T + 1, B, I + R) rows, unless a recurrent mask is given.
 _BESIDE_INPUT = ("rnn_tanh", "rnn_relu", "lstm", "lstm_projection", "peephole_lstm", GENERATED_PREFIX)
@@ -79,10 +82,15 @@ def register_generated(module: ModuleType, tensors: tuple[str, ...], summed: boo
     return name
 
 
+def base_kernel(kernel: str) -> str:
+    """``kernel`` without its precision suffix (:data:`BF16`)."""
+    return kernel.removesuffix(BF16)
+
+
 def _module(kernel: str) -> tuple[ModuleType, str]:
     """The extension module that runs ``kernel``, and the kernel's name inside it."""
     if kernel.startswith(GENERATED_PREFIX):
-        return _generated[kernel].module, "generated"
+        return _generated[base_kernel(kernel)].module, "generated" + kernel[len(base_kernel(kernel)) :]
     module = load_extension()
     if module is None:
         raise NativeEngineUnavailable(f"the lstmkit native engine is unavailable: {unavailable_reason()}")
@@ -168,6 +176,7 @@ def sequence_backward(
 
 def _saved_shapes(kernel: str, steps, batch, gates: int, hidden, store: bool) -> list[tuple | None]:
     """The shapes of the tensors a kernel's forward keeps after the histories (``None``: empty)."""
+    kernel = base_kernel(kernel)
     if kernel.startswith(GENERATED_PREFIX):
         hg = [] if _generated[kernel].summed else [(steps, batch, gates)]
         return [(steps, batch, gates), *hg]
@@ -189,7 +198,7 @@ def _(kernel, x, params, state0, valid, recurrent_mask, zoneout, zoneout_rate, r
     steps, batch, inputs = x.shape
     recurrent = state0[0].shape[1]
     hidden = state0[-1].shape[1] if len(state0) > 1 else recurrent
-    if kernel == "lstm_projection":
+    if base_kernel(kernel) == "lstm_projection":
         hidden = params[4].shape[1]
     torch._check(steps > 0, lambda: "the native loops need at least one time step")
     beside = recurrent_mask is None and kernel.startswith(_BESIDE_INPUT)
@@ -318,6 +327,7 @@ def _builtin_cell(kernel: str, input_size: int, hidden_size: int, proj_size: int
 def _bound_cell(kernel: str, x: Tensor, params: Sequence[Tensor | None], state0: Sequence[Tensor], eps: float
                 ) -> Iterator[Cell]:  # fmt: skip
     """A cell that computes ``kernel`` with ``params`` (the kernel's parameter list) as its tensors."""
+    kernel = base_kernel(kernel)
     if kernel.startswith(GENERATED_PREFIX):
         cell, own = _generated[kernel].cell, _generated[kernel].tensors
     else:

@@ -19,8 +19,9 @@ const Kernel kKernels[] = {
 };
 
 const Kernel& kernel(const std::string& name) {
+  const std::string base = kernel_base(name);
   for (const Kernel& k : kKernels) {
-    if (name == k.name) return k;
+    if (base == k.name) return k;
   }
   TORCH_CHECK_VALUE(false, "unknown kernel '", name, "'");
 }
@@ -29,7 +30,7 @@ std::vector<at::Tensor> forward(const std::string& name, const at::Tensor& x, st
                                 std::vector<at::Tensor> state0, OptTensor valid, OptTensor rmask,
                                 std::vector<at::Tensor> zoneout, double zoneout_rate, bool reverse, bool carry_output,
                                 double eps, bool store) {
-  return run_forward(kernel(name), x, std::move(params), std::move(state0), std::move(valid), std::move(rmask),
+  return run_forward(kernel(name), name, x, std::move(params), std::move(state0), std::move(valid), std::move(rmask),
                      std::move(zoneout), zoneout_rate, reverse, carry_output, eps, store);
 }
 
@@ -38,7 +39,7 @@ std::vector<at::Tensor> backward(const std::string& name, const at::Tensor& grad
                                  std::vector<OptTensor> params, std::vector<at::Tensor> saved, OptTensor valid,
                                  OptTensor rmask, std::vector<at::Tensor> zoneout, double zoneout_rate, bool reverse,
                                  bool carry_output, double eps, std::vector<bool> needs) {
-  return run_backward(kernel(name), grad_output, std::move(grad_state), x, std::move(params), std::move(saved),
+  return run_backward(kernel(name), name, grad_output, std::move(grad_state), x, std::move(params), std::move(saved),
                       std::move(valid), std::move(rmask), std::move(zoneout), zoneout_rate, reverse, carry_output, eps,
                       std::move(needs));
 }

@@ -83,7 +83,7 @@ struct GeneratedKernel {
     const at::Tensor b_ih = bias(a, s, kSummed);
     const at::Tensor b_hh = kSummed || !a.params[3] ? b_ih.new_zeros({G}) : *a.params[3];
     const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true);
+    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16);
     AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "generated_forward", [&] {
       using T = scalar_t;
       const std::vector<const T*> params = param_pointers<T>(a);
@@ -133,7 +133,7 @@ struct GeneratedKernel {
     const int64_t bias_width = kSummed ? G : 2 * G;  // the running sums: d biases, then d params
     const ThreadSums sums(bias_width + param_width(H), options);
     const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false);  // dh_{t-1} += dhg[t] W_hh
+    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16);  // dh_{t-1} += dhg[t] W_hh
     AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "generated_backward", [&] {
       using T = scalar_t;
       using Vec = Vectorized<T>;
@@ -207,26 +207,26 @@ struct GeneratedKernel {
 }  // namespace lstmkit
 
 // The module of one generated cell: entry.h's forward and backward with this cell's kernel, so
-// the lstmkit::sequence_forward/_backward operators drive it like a built-in one (the kernel name
-// argument is ignored).
+// the lstmkit::sequence_forward/_backward operators drive it like a built-in one (of the kernel
+// name only its precision suffix counts).
 #define LSTMKIT_GENERATED_MODULE(CELL)                                                                     \
   PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {                                                               \
     using lstmkit::GeneratedKernel;                                                                        \
     static const lstmkit::Kernel kernel{"generated", 4 + CELL::kParams, CELL::kStates,                    \
                                         GeneratedKernel<CELL>::forward, GeneratedKernel<CELL>::backward};  \
-    m.def("forward", [](const std::string&, const at::Tensor& x, std::vector<lstmkit::OptTensor> params,   \
+    m.def("forward", [](const std::string& name, const at::Tensor& x, std::vector<lstmkit::OptTensor> params,   \
                         std::vector<at::Tensor> state0, lstmkit::OptTensor valid, lstmkit::OptTensor rmask, \
                         std::vector<at::Tensor> zoneout, double rate, bool reverse, bool carry, double eps, \
                         bool store) {                                                                      \
-      return lstmkit::run_forward(kernel, x, std::move(params), std::move(state0), std::move(valid),       \
+      return lstmkit::run_forward(kernel, name, x, std::move(params), std::move(state0), std::move(valid),       \
                                   std::move(rmask), std::move(zoneout), rate, reverse, carry, eps, store); \
     });                                                                                                    \
-    m.def("backward", [](const std::string&, const at::Tensor& grad_output, std::vector<at::Tensor> grad_state, \
-                         const at::Tensor& x, std::vector<lstmkit::OptTensor> params,                      \
+    m.def("backward", [](const std::string& name, const at::Tensor& grad_output,                          \
+                         std::vector<at::Tensor> grad_state, const at::Tensor& x, std::vector<lstmkit::OptTensor> params,                      \
                          std::vector<at::Tensor> saved, lstmkit::OptTensor valid, lstmkit::OptTensor rmask, \
                          std::vector<at::Tensor> zoneout, double rate, bool reverse, bool carry, double eps, \
                          std::vector<bool> needs) {                                                        \
-      return lstmkit::run_backward(kernel, grad_output, std::move(grad_state), x, std::move(params),       \
+      return lstmkit::run_backward(kernel, name, grad_output, std::move(grad_state), x, std::move(params),       \
                                    std::move(saved), std::move(valid), std::move(rmask), std::move(zoneout), \
                                    rate, reverse, carry, eps, std::move(needs));                           \
     });                                                                                                    \

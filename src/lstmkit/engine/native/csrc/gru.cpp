@@ -194,8 +194,8 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, bool reset_after) {
   // the recurrent GEMMs' scratch: [hr, hz, hn] (reset_after) or [hr, hz] and hn
   at::Tensor hg = at::empty({B, reset_after ? 3 * H : 2 * H}, a.x.options());
   at::Tensor hn = at::empty({B, H}, a.x.options());
-  const at::Tensor w_t = (reset_after ? w_hh : w_hh.narrow(0, 0, 2 * H)).t();
-  const at::Tensor w_n_t = w_hh.narrow(0, 2 * H, H).t();
+  const StepWeight w_t((reset_after ? w_hh : w_hh.narrow(0, 0, 2 * H)).t(), B, a.bf16);
+  const StepWeight w_n_t(w_hh.narrow(0, 2 * H, H).t(), B, a.bf16);
   const OptTensor b_g = b_hh ? OptTensor(reset_after ? *b_hh : b_hh->narrow(0, 0, 2 * H)) : std::nullopt;
   const OptTensor b_n = b_hh ? OptTensor(b_hh->narrow(0, 2 * H, H)) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_forward", [&] {
@@ -206,14 +206,14 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, bool reset_after) {
       const at::Tensor h_in = loop.gemm_in(t).view();
       const Step xg_t{xg, t}, kept_t{kept, t};
       // [hr, hz (, hn)] = h_{t-1} W^T + b
-      b_g ? at::addmm_out(hg, *b_g, h_in, w_t) : at::mm_out(hg, h_in, w_t);
+      w_t.into(hg, h_in, b_g);
       if (reset_after) {
         after_forward_step(p, xg_t.data<T_>(), hg.data_ptr<T_>(), a.store ? kept_t.data<T_>() : nullptr, a.store);
       } else {
         before_gates(p, xg_t.data<T_>(), hg.data_ptr<T_>(), kept_t.data<T_>());
         // hn = (r * h_{t-1}) W_hn^T + b_hn
         const at::Tensor rh = kept_t.view();
-        b_n ? at::addmm_out(hn, *b_n, rh, w_n_t) : at::mm_out(hn, rh, w_n_t);
+        w_n_t.into(hn, rh, b_n);
         before_candidate(p, xg_t.data<T_>(), hn.data_ptr<T_>(), a.store);
       }
     }
@@ -235,8 +235,9 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
   at::Tensor dxg = at::empty({T, B, 3 * H}, a.x.options());
   at::Tensor dhg = reset_after ? at::empty({T, B, 3 * H}, a.x.options()) : at::Tensor();
   at::Tensor drh = at::empty({B, H}, a.x.options());
-  const at::Tensor w_rz = w_hh.narrow(0, 0, 2 * H);
-  const at::Tensor w_n = w_hh.narrow(0, 2 * H, H);
+  const StepWeight w_all(w_hh, B, a.bf16);
+  const StepWeight w_rz(w_hh.narrow(0, 0, 2 * H), B, a.bf16);
+  const StepWeight w_n(w_hh.narrow(0, 2 * H, H), B, a.bf16);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_backward", [&] {
     using T_ = scalar_t;
     for (int64_t k = T - 1; k >= 0; --k) {
@@ -247,12 +248,12 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
       if (reset_after) {
         const Step dhg_t{dhg, t};
         after_backward_step(p, g, kept.data_ptr<T_>() + t * B * H, dxg_t.data<T_>(), dhg_t.data<T_>());
-        loop.add_recurrent(dhg_t.view(), w_hh);  // dh_{t-1} += d[hr, hz, hn] W_hh
+        loop.add_recurrent(dhg_t.view(), w_all);  // dh_{t-1} += d[hr, hz, hn] W_hh
         continue;
       }
       before_backward_candidate(p, g, dxg_t.data<T_>());
       const at::Tensor dxg_view = dxg_t.view();
-      at::mm_out(drh, dxg_view.narrow(1, 2 * H, H), w_n);  // d(r h) = d(pre-n) W_hn
+      w_n.into(drh, dxg_view.narrow(1, 2 * H, H));  // d(r h) = d(pre-n) W_hn
       before_backward_reset(p, g, drh.data_ptr<T_>(), dxg_t.data<T_>(), loop.accumulator().data_ptr<T_>(),
                             loop.accumulator_fresh());
       loop.add_recurrent(dxg_view.narrow(1, 0, 2 * H), w_rz, false);  // dh_{t-1} += d[pre-r, pre-z] W_hrz
@@ -263,13 +264,13 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
   at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
   input_grads(a, s, dxg, dx, dw_ih);
   if (reset_after) {
-    if (needs_param(a, 1)) dw_hh = weight_grad(dhg, loop.gemm_inputs());  // dW_hh = sum_t d[hr,hz,hn]_t^T h_{t-1}
+    if (needs_param(a, 1)) dw_hh = weight_grad(a, dhg, loop.gemm_inputs());  // dW_hh = sum_t d[hr,hz,hn]_t^T h_{t-1}
     if (needs_param(a, 2)) db_ih = row_sum(dxg);
     if (needs_param(a, 3)) db_hh = row_sum(dhg);
   } else {
     if (needs_param(a, 1)) {  // dW_hrz = sum_t d[pre-r, pre-z]_t^T h_{t-1},  dW_hn = sum_t d(pre-n)_t^T (r h)_t
-      dw_hh = at::cat({weight_grad(dxg.narrow(2, 0, 2 * H), loop.gemm_inputs()),
-                       weight_grad(dxg.narrow(2, 2 * H, H), kept)});
+      dw_hh = at::cat({weight_grad(a, dxg.narrow(2, 0, 2 * H), loop.gemm_inputs()),
+                       weight_grad(a, dxg.narrow(2, 2 * H, H), kept)});
     }
     std::tie(db_ih, db_hh) = shared_bias_grads(a, dxg);  // every bias enters a pre-activation directly
   }

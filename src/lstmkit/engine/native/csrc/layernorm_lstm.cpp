@@ -221,7 +221,7 @@ std::vector<at::Tensor> layernorm_lstm_forward(const SequenceArgs& a) {
   const at::Tensor rstd = a.store ? at::empty({T, B, 2}, options) : at::Tensor();
   at::Tensor raw_hh = at::empty({B, 4 * H}, options);  // h_{t-1} W_hh^T of one step
   const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true);  // h_{t-1} W_hh^T
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16);  // h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_forward", [&] {
     using T_ = scalar_t;
     const auto ln = norms<T_>(a);
@@ -258,7 +258,7 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
   at::Tensor dcn = at::empty({B, H}, options);
   const ThreadSums sums(10 * H, options);
   const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false);  // d(h W_hh^T) W_hh
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16);  // d(h W_hh^T) W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_backward", [&] {
     using T_ = scalar_t;
     const auto ln = norms<T_>(a);
@@ -284,7 +284,7 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
     if (d_raw.defined()) input_grads(a, s, d_raw.view({T, B, 4 * H}), dx, dw_ih);
     dg_ih = d_gain;
   }
-  if (needs_param(a, 1)) dw_hh = weight_grad(draw, loop.gemm_inputs());  // dW_hh = sum_t d(h W_hh^T)_t^T h_{t-1}
+  if (needs_param(a, 1)) dw_hh = weight_grad(a, draw, loop.gemm_inputs());  // dW_hh = sum_t d(h W_hh^T)_t^T h_{t-1}
   const at::Tensor norm_grads = sums.total();  // the threads' sums added up
   auto [db_ih, db_hh] = shared_bias_grads(a, [&] { return norm_grads.narrow(0, 6 * H, 4 * H); });
   if (needs_param(a, 5)) dg_hh = norm_grads.narrow(0, 0, 4 * H);  // dγ_hh = sum_t d pre_t x̂_t

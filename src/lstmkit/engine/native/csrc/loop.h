@@ -56,6 +56,7 @@ class RowBlocks {
       count_ = threads;
   }
   int64_t count() const { return count_; }
+  int64_t batch() const { return batch_; }
   int64_t begin(int64_t k) const { return k * batch_ / count_; }
   int64_t rows(int64_t k) const { return begin(k + 1) - begin(k); }
 
@@ -99,6 +100,56 @@ void parallel_rows(int64_t batch, int64_t gate_width, const Row& row) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// GEMM precision.
+// ---------------------------------------------------------------------------------------------
+// Under bf16 GEMMs (SequenceArgs::bf16: a float32 call whose kernel name ends in "+bf16") a product
+// runs on bfloat16 copies of its operands through oneDNN (AMX or AVX512-BF16 where the CPU has
+// them), accumulates in float32 and comes back as float32 after one rounding to bfloat16. The gates,
+// the states and every sum over steps stay float32. A product takes bfloat16 only where that pays,
+// at kMinBf16Macs multiply-adds or more: below, converting the operands and oneDNN's call cost
+// more than the float32 product saves (measured on AVX512-BF16, per step, 2 threads: (1 x 128) x
+// (128 x 512) 9 us packed float32 vs 31 us bfloat16; (16 x 512) x (512 x 2048) 534 vs 243 us).
+constexpr int64_t kMinBf16Macs = int64_t{4} << 20;
+inline bool bf16_pays(bool bf16, int64_t m, int64_t n, int64_t k) { return bf16 && m * n * k >= kMinBf16Macs; }
+inline at::Tensor bf16_copy(const at::Tensor& t) { return t.to(at::kBFloat16); }
+
+// m1 m2 (m1 (m, k), m2 (k, n)), in the call's dtype.
+inline at::Tensor gemm(bool bf16, const at::Tensor& m1, const at::Tensor& m2) {
+  if (!bf16_pays(bf16, m1.size(0), m2.size(1), m1.size(1))) return at::mm(m1, m2);
+  return at::mm(bf16_copy(m1), bf16_copy(m2)).to(m1.scalar_type());
+}
+
+// A weight every step multiplies by, out = a W [+ bias] with W (k, n), in bfloat16 where it pays
+// for `rows` rows (the bfloat16 copy made once per call).
+class StepWeight {
+ public:
+  StepWeight(const at::Tensor& w, int64_t rows, bool bf16)
+      : w_(w), bf16_(bf16_pays(bf16, rows, w.size(1), w.size(0))) {
+    if (bf16_) w16_ = bf16_copy(w);
+  }
+  void into(at::Tensor& out, const at::Tensor& a, const OptTensor& bias = std::nullopt) const {
+    if (!bf16_) {
+      bias ? at::addmm_out(out, *bias, a, w_) : at::mm_out(out, a, w_);
+      return;
+    }
+    out.copy_(at::mm(bf16_copy(a), w16_));
+    if (bias) out.add_(*bias);
+  }
+  // out += a W
+  void add_into(at::Tensor& out, const at::Tensor& a) const {
+    if (bf16_) {
+      out.add_(at::mm(bf16_copy(a), w16_));
+    } else {
+      at::addmm_out(out, out, a, w_);
+    }
+  }
+
+ private:
+  at::Tensor w_, w16_;
+  bool bf16_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // The per-step GEMM with a weight that stays the same at every step.
 // ---------------------------------------------------------------------------------------------
 // MKL (in torch's x86 builds) can pack a GEMM operand once into its internal layout and reuse it;
@@ -119,10 +170,17 @@ void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k
 
 // c (B, n) = beta c + a (B, k) op(W), op(W) = W^T (transpose, W (n, k)) or W (W (k, n)), at every
 // step; inside RowBlocks::run, on the calling thread's rows only (a GEMM of their own, one thread).
+// Under bf16 GEMMs where it pays (see GEMM precision), on a bfloat16 copy of W and per-row scratch.
 class StepGemm {
  public:
-  StepGemm(const at::Tensor& w, const RowBlocks& blocks, bool transpose)
+  StepGemm(const at::Tensor& w, const RowBlocks& blocks, bool transpose, bool bf16)
       : w_(transpose ? w.t() : w), n_(w_.size(1)), k_(w_.size(0)) {
+    if (bf16_pays(bf16, blocks.rows(0), n_, k_)) {
+      w16_ = bf16_copy(w_);
+      a16_ = at::empty({blocks.batch(), k_}, w.options().dtype(at::kBFloat16));
+      c16_ = at::empty({blocks.batch(), n_}, w.options().dtype(at::kBFloat16));
+      return;
+    }
     const bool mkl = cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr && cblas_sgemm_pack_get_size;
     if (!mkl || w.scalar_type() != at::kFloat || !w.is_contiguous() || n_ == 0 || k_ == 0) return;
     for (int64_t k = 0; k < blocks.count(); ++k) pack(w, blocks.rows(k), transpose);
@@ -132,6 +190,10 @@ class StepGemm {
     constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151;
     const RowRange& mine = current_rows();
     const int64_t first = mine.active ? mine.begin : 0, rows = mine.active ? mine.end - mine.begin : a.rows();
+    if (w16_.defined()) {
+      run_bf16(c, a, first, rows, accumulate);
+      return;
+    }
     const at::Tensor* packed = packed_for(rows);
     const int64_t lda = a.row_stride();
     if (packed && a.rows_contiguous() && c.contiguous()) {
@@ -153,6 +215,14 @@ class StepGemm {
   }
 
  private:
+  // c[rows] (+)= a[rows] W on the bfloat16 copy: a's rows rounded into a16_, the product into c16_.
+  void run_bf16(const Step& c, const Step& a, int64_t first, int64_t rows, bool accumulate) const {
+    at::Tensor a16 = a16_.narrow(0, first, rows), c16 = c16_.narrow(0, first, rows);
+    at::Tensor out = c.view().narrow(0, first, rows);
+    a16.copy_(a.view().narrow(0, first, rows));
+    at::mm_out(c16, a16, w16_);
+    accumulate ? out.add_(c16) : out.copy_(c16);
+  }
   // W in MKL's layout for GEMMs of `rows` rows (once per distinct row count).
   void pack(const at::Tensor& w, int64_t rows, bool transpose) {
     constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162;
@@ -172,6 +242,7 @@ class StepGemm {
   at::Tensor w_;
   int n_, k_;
   std::vector<std::pair<int64_t, at::Tensor>> packed_;  // (rows, packed W)
+  at::Tensor w16_, a16_, c16_;                          // under bf16 GEMMs: W, a's rows, the product
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -568,12 +639,12 @@ class BackwardLoop {
 
   // dL/d(GEMM input) (+)= g w: a recurrent GEMM's share of dL/dh_{t-1}. The first product of a
   // step overwrites dh_rec unless a pointwise pass wrote it already (first = false).
-  void add_recurrent(const at::Tensor& g, const at::Tensor& w, bool first = true) {
+  void add_recurrent(const at::Tensor& g, const StepWeight& w, bool first = true) {
     at::Tensor& acc = accumulator();
     if (first && a_.rmask) {
-      at::mm_out(acc, g, w);
+      w.into(acc, g);
     } else {
-      at::addmm_out(acc, acc, g, w);
+      w.add_into(acc, g);
     }
   }
   // The same with W packed once for the whole loop (see StepGemm; built with transpose = false).
@@ -602,7 +673,8 @@ class BackwardLoop {
 inline at::Tensor project_input(const SequenceArgs& a, const Shapes& s, const OptTensor& bias) {
   const at::Tensor x2d = a.x.view({s.T * s.B, s.I});
   const at::Tensor& w_ih = *a.params[0];
-  const at::Tensor xg = bias ? at::addmm(*bias, x2d, w_ih.t()) : at::mm(x2d, w_ih.t());
+  at::Tensor xg = gemm(a.bf16, x2d, w_ih.t());
+  if (bias) xg.add_(*bias);
   return xg.view({s.T, s.B, w_ih.size(0)});
 }
 
@@ -610,13 +682,13 @@ inline at::Tensor project_input(const SequenceArgs& a, const Shapes& s, const Op
 inline void input_grads(const SequenceArgs& a, const Shapes& s, const at::Tensor& dxg, at::Tensor& dx,
                         at::Tensor& dw_ih) {
   const at::Tensor dxg2d = dxg.reshape({s.T * s.B, dxg.size(-1)});
-  if (a.needs[0]) dx = at::mm(dxg2d, *a.params[0]).view({s.T, s.B, s.I});
-  if (a.needs[1]) dw_ih = at::mm(dxg2d.t(), a.x.view({s.T * s.B, s.I}));
+  if (a.needs[0]) dx = gemm(a.bf16, dxg2d, *a.params[0]).view({s.T, s.B, s.I});
+  if (a.needs[1]) dw_ih = gemm(a.bf16, dxg2d.t(), a.x.view({s.T * s.B, s.I}));
 }
 
 // dW = dG^T H over all T*B rows: G (T, B, rows of W), H (T, B, columns of W).
-inline at::Tensor weight_grad(const at::Tensor& dg, const at::Tensor& h) {
-  return at::mm(dg.reshape({-1, dg.size(-1)}).t(), h.reshape({-1, h.size(-1)}));
+inline at::Tensor weight_grad(const SequenceArgs& a, const at::Tensor& dg, const at::Tensor& h) {
+  return gemm(a.bf16, dg.reshape({-1, dg.size(-1)}).t(), h.reshape({-1, h.size(-1)}));
 }
 
 // Sum over all T*B rows, (T, B, width) -> (width).
@@ -654,14 +726,14 @@ inline void BackwardLoop::weight_grads(const at::Tensor& dxg, const at::Tensor& 
     const int64_t row = s_.I + s_.R, first = h.storage_offset() - s_.I + (a_.reverse ? h.stride(0) : 0);
     const at::Tensor xh = h.as_strided({s_.T * s_.B, row}, {row, 1}, first);  // [x_t | h entering t] rows
     const at::Tensor dg = dxg.reshape({-1, dxg.size(-1)});
-    const at::Tensor dw = at::mm(dg.t(), xh);  // [dW_ih | dW_hh]
+    const at::Tensor dw = gemm(a_.bf16, dg.t(), xh);  // [dW_ih | dW_hh]
     dw_ih = dw.narrow(1, 0, s_.I);
     dw_hh = dw.narrow(1, s_.I, s_.R);
-    if (a_.needs[0]) dx = at::mm(dg, *a_.params[0]).view({s_.T, s_.B, s_.I});
+    if (a_.needs[0]) dx = gemm(a_.bf16, dg, *a_.params[0]).view({s_.T, s_.B, s_.I});
     return;
   }
   input_grads(a_, s_, dxg, dx, dw_ih);
-  if (needs_param(a_, 1)) dw_hh = weight_grad(dhg, gemm_inputs());
+  if (needs_param(a_, 1)) dw_hh = weight_grad(a_, dhg, gemm_inputs());
 }
 
 }  // namespace lstmkit

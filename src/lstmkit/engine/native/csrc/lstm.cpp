@@ -204,14 +204,15 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;  // added per step
   at::Tensor gates = project_input(a, s, std::nullopt);  // x W_ih^T, all steps
   const RowBlocks blocks(s.B, param(a, 1), /*split=*/!projection);  // a projection's GEMM takes the whole batch
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true);  // gates[t] += h_{t-1} W_hh^T
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16);  // gates[t] += h_{t-1} W_hh^T
   // with a projection: m = o tanh(c_t) of every step (padded rows stay zero) and h_t = m W_hr^T
   const auto options = a.x.options();
   const at::Tensor m = !projection ? at::Tensor()
                        : a.valid  ? at::zeros({s.T, s.B, s.H}, options)
                                   : at::empty({s.T, s.B, s.H}, options);
   at::Tensor hp = projection ? at::empty({s.B, s.R}, options) : at::Tensor();
-  const at::Tensor w_hr_t = projection ? param(a, 4).t() : at::Tensor();
+  const std::optional<StepWeight> w_hr_t =
+      projection ? std::make_optional<StepWeight>(param(a, 4).t(), s.B, a.bf16) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_forward", [&] {
     const auto w = peepholes<scalar_t>(a, variant);
     blocks.run([&] {
@@ -223,7 +224,7 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
         forward_step(p, Step{gates, t}.data<scalar_t>(), data_or_null<scalar_t>(bias), w, a.store,
                      projection ? m_t.data<scalar_t>() : nullptr);
         if (projection) {
-          at::mm_out(hp, m_t.view(), w_hr_t);  // h_t = W_hr (o tanh(c_t))
+          w_hr_t->into(hp, m_t.view());  // h_t = W_hr (o tanh(c_t))
           projection_forward(p, hp.data_ptr<scalar_t>());
         }
       }
@@ -247,8 +248,9 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
   if (projection) check_same(m, "m", a.x, {T, B, H});
   const at::Tensor dhp = projection ? at::empty({T, B, s.R}, options) : at::Tensor();  // dL/dh_t of every step
   at::Tensor dm = projection ? at::empty({B, H}, options) : at::Tensor();
+  const std::optional<StepWeight> w_hr = projection ? std::make_optional<StepWeight>(param(a, 4), B, a.bf16) : std::nullopt;
   const RowBlocks blocks(B, param(a, 1), /*split=*/!projection);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false);  // dh_{t-1} += dgates[t] W_hh
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16);  // dh_{t-1} += dgates[t] W_hh
   const bool bias_grads = needs_param(a, 2) || needs_param(a, 3);
   const std::optional<ThreadSums> db = bias_grads ? std::make_optional<ThreadSums>(4 * H, options) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_backward", [&] {
@@ -260,7 +262,7 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
         if (projection) {
           const Step dhp_t{dhp, t};
           projection_backward(p, dhp_t.data<scalar_t>());
-          at::mm_out(dm, dhp_t.view(), param(a, 4));  // d(o tanh(c_t)) = dh_t W_hr
+          w_hr->into(dm, dhp_t.view());  // d(o tanh(c_t)) = dh_t W_hr
         }
         backward_step(p, gates.data_ptr<scalar_t>() + t * B * 4 * H, Step{dgates, t}.data<scalar_t>(), w,
                       projection ? dm.data_ptr<scalar_t>() : nullptr, db ? &*db : nullptr);
@@ -274,7 +276,7 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
   loop.weight_grads(dgates, dgates, dx, dw_ih, dw_hh);  // dW_ih = dgates^T x, dW_hh = sum_t dgates_t^T h_{t-1}
   auto [db_ih, db_hh] = shared_bias_grads(a, [&] { return db->total(); });  // summed in the loop
   std::vector<at::Tensor> dparams{dw_ih, dw_hh, db_ih, db_hh};
-  if (projection) dparams.push_back(needs_param(a, 4) ? weight_grad(dhp, m) : at::Tensor());  // dW_hr = sum_t dh_t^T m_t
+  if (projection) dparams.push_back(needs_param(a, 4) ? weight_grad(a, dhp, m) : at::Tensor());  // dW_hr = sum_t dh_t^T m_t
   if (variant == Variant::kPeephole) {
     // dw_ci = sum_t d(pre-i) c_{t-1},  dw_cf = sum_t d(pre-f) c_{t-1},  dw_co = sum_t d(pre-o) c_t
     const at::Tensor dg = dgates.view({T, B, 4, H});
