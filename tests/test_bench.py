@@ -140,8 +140,8 @@ def test_select_adds_baselines_and_drops_keras() -> None:
 def test_peers_build_working_calls_and_graph_names_the_engine() -> None:
     shape = (3, 2, 4, 5)
     for peer in peers.select(None, keras=False):
-        for training in (False, True):
-            peer.build(shape, training)()
+        for mode in peer.modes:
+            peer.build(shape, mode == "training")()
     run = peers.get("user_lstm").build(shape, True)
     assert suite.graph_of(run.forward()) != ""
     assert suite.graph_of(torch.nn.LSTM(4, 5)(torch.randn(3, 2, 4))[0]).startswith("autograd:")

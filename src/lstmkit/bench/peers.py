@@ -1,5 +1,6 @@
 """The implementations the suite times: torch.nn, a naive autograd loop, Keras 3 (torch backend),
-and lstmkit's layers with and without extras.
+and lstmkit's layers with and without extras; in float32, and in reduced precision (bfloat16
+autocast, int8 dynamic quantization) beside torch.nn in the same precision.
 
 Each :class:`Peer` builds, for a shape ``(T, B, I, H)`` and a mode, a function doing one call:
 inference (``eval()``, ``torch.no_grad()``) or one training step (gradients set to ``None``,
@@ -37,6 +38,8 @@ class Peer:
     keras: bool = False
     steady_state: bool = False  # lstmkit auto engine: warm up past the compile threshold
     note: str = ""
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "int8" (dynamic quantization)
+    modes: tuple[str, ...] = ("inference", "training")  # the modes the row runs in
 
     @property
     def baseline(self) -> str:
@@ -120,6 +123,7 @@ def make_run(module: nn.Module, forward: Callable[[], Tensor], training: bool) -
 
     run = train_step if training else infer
     run.forward = forward  # type: ignore[attr-defined]
+    forward.module = module  # type: ignore[attr-defined]
     return run
 
 
@@ -130,6 +134,42 @@ def _torch_peer(kind: type[nn.Module]) -> Callable[[Shape, bool], Run]:
         return make_run(module, lambda: module(x)[0], training)
 
     return build
+
+
+def _autocast(build: Callable[[Shape, bool], Run]) -> Callable[[Shape, bool], Run]:
+    """``build``'s call with the forward under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the
+    backward runs outside, as in a training loop)."""
+
+    def build_autocast(shape: Shape, training: bool) -> Run:
+        forward = build(shape, training).forward  # type: ignore[attr-defined]
+        module = forward.module  # type: ignore[attr-defined]
+
+        def under_autocast() -> Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return forward()
+
+        return make_run(module, under_autocast, training)
+
+    return build_autocast
+
+
+def _quantized(quantize: Callable[[nn.Module], nn.Module]) -> Callable[[Shape, bool], Run]:
+    """Inference of an ``nn.LSTM``-shaped layer after int8 dynamic quantization by ``quantize``."""
+
+    def build(shape: Shape, training: bool) -> Run:
+        if training:
+            raise ValueError("int8 dynamically quantized layers run inference only")
+        torch.manual_seed(0)
+        module, x = quantize(lstmkit.LSTM(shape[2], shape[3]).eval()), _input(shape)
+        return make_run(module, lambda: module(x)[0], training)
+
+    return build
+
+
+def _torch_quantize_dynamic(module: nn.Module) -> nn.Module:
+    plain = nn.LSTM(module.input_size, module.hidden_size)
+    plain.load_state_dict(module.state_dict())
+    return torch.ao.quantization.quantize_dynamic(plain, {nn.LSTM}, dtype=torch.qint8)
 
 
 def _lstmkit_peer(make: Callable[[int, int], nn.Module], lengths: bool = False) -> Callable[[Shape, bool], Run]:
@@ -233,9 +273,57 @@ PEERS: tuple[Peer, ...] = (
         steady_state=True,
         note="the LSTM as a user cell: Python pointwise step, the maths of the naive loop",
     ),
+    Peer(
+        "nn_lstm_bf16",
+        "torch.nn.LSTM, bf16 autocast",
+        "lstm",
+        _autocast(_torch_peer(nn.LSTM)),
+        precision="bf16",
+    ),
+    Peer(
+        "lstmkit_lstm_bf16",
+        "lstmkit.LSTM, bf16 autocast",
+        "lstm",
+        _autocast(_lstmkit_peer(lstmkit.LSTM)),
+        steady_state=True,
+        precision="bf16",
+    ),
+    Peer(
+        "nn_lstm_int8",
+        "torch quantized LSTM (int8 dynamic)",
+        "lstm",
+        _quantized(_torch_quantize_dynamic),
+        precision="int8",
+        modes=("inference",),
+    ),
+    Peer(
+        "lstmkit_lstm_int8",
+        "lstmkit.quantize_dynamic(LSTM)",
+        "lstm",
+        _quantized(lstmkit.quantize_dynamic),
+        precision="int8",
+        modes=("inference",),
+        note="converts to torch's int8 dynamic LSTM: no kernel of lstmkit's own yet",
+    ),
     Peer("nn_gru", "torch.nn.GRU", "gru", _torch_peer(nn.GRU)),
     Peer("keras_gru", "Keras 3 GRU (torch)", "gru", _keras_peer("GRU"), keras=True),
     Peer("lstmkit_gru", "lstmkit.GRU", "gru", _lstmkit_peer(lstmkit.GRU), steady_state=True),
+    Peer(
+        "nn_gru_bf16",
+        "torch.nn.GRU, bf16 autocast",
+        "gru",
+        _autocast(_torch_peer(nn.GRU)),
+        precision="bf16",
+        note="torch.nn.GRU computes in float32 under CPU autocast",
+    ),
+    Peer(
+        "lstmkit_gru_bf16",
+        "lstmkit.GRU, bf16 autocast",
+        "gru",
+        _autocast(_lstmkit_peer(lstmkit.GRU)),
+        steady_state=True,
+        precision="bf16",
+    ),
     Peer(
         "reference_gru",
         "lstmkit.GRU, reference engine",

@@ -3,8 +3,9 @@
 For every shape and mode (inference, training step) all implementations are timed round-robin
 (:mod:`.timing`); each row gets its median time, its median paired ratio to ``torch.nn.LSTM`` (or
 ``torch.nn.GRU``) of the same repetitions, its achieved GEMM rate and that rate as a fraction of the
-machine's float32 ``torch.mm`` rate measured in the same run. Then the peak memory of one training
-step of every row, each in a fresh process (:mod:`.memory`).
+machine's ``torch.mm`` rate in the row's precision (float32, or bfloat16 for the bf16 rows)
+measured in the same run. Then the peak memory of one training step of every row, each in a fresh
+process (:mod:`.memory`).
 """
 
 from __future__ import annotations
@@ -201,6 +202,9 @@ def run(config: Config, progress: Progress | None = None) -> dict:
     say(f"{machine['cpu']}, torch {machine['torch']}, {config.threads} threads; measuring the GEMM peak")
     gemm = timing.gemm_peak(repeats=max(3, config.repeats))
     say(f"torch.mm 1024^3 float32: {gemm['peak_gflops']:.1f} GFLOP/s peak, {gemm['median_gflops']:.1f} median")
+    if any(peer.precision == "bf16" for peer in chosen):
+        gemm["bf16_peak_gflops"] = timing.gemm_peak(repeats=max(3, config.repeats), dtype="bfloat16")["peak_gflops"]
+        say(f"torch.mm 1024^3 bfloat16: {gemm['bf16_peak_gflops']:.1f} GFLOP/s peak")
     gemm["start_gflops"] = list(gemm.pop("gflops"))
     gemm["interleaved_gflops"] = []
     gemm_run, gemm_flop_count = timing.gemm_call(int(gemm["size"]))
@@ -213,6 +217,8 @@ def run(config: Config, progress: Progress | None = None) -> dict:
             training = mode == "training"
             runs, errors = {}, {}
             for peer in chosen:
+                if mode not in peer.modes:
+                    continue
                 try:
                     runs[peer.key] = peer.build(shape, training)
                 except Exception as error:  # one peer failing to build must not stop the suite
@@ -231,6 +237,8 @@ def run(config: Config, progress: Progress | None = None) -> dict:
             gemm["interleaved_gflops"] += [gemm_flop_count / t / 1e9 for t in timings.pop(GEMM_KEY).seconds]
             summary = timing.summarize(timings, {peer.key: peer.baseline for peer in chosen})
             for peer in chosen:
+                if mode not in peer.modes:
+                    continue
                 row = summary.get(peer.key) or {"median_ms": None, "error": errors.get(peer.key)}
                 flops = gemm_flops(shape, peer.gates, training)
                 row["gflop"] = flops / 1e9
@@ -243,18 +251,24 @@ def run(config: Config, progress: Progress | None = None) -> dict:
         entry["graph"] = {peer.key: _graph(peer, shape) for peer in chosen}
         if memory_reason is None:
             say(f"[{shape_name(shape)}] peak memory of one training step, one process per implementation")
-            keys = [peer.key for peer in chosen]
+            keys = [peer.key for peer in chosen if "training" in peer.modes]
             entry["memory"] = memory.measure_many(keys, shape, config.threads, jobs=config.memory_jobs)
             _memory_ratios(entry["memory"], chosen)
         shapes.append(entry)
     machine["load_average_end"] = list(os.getloadavg())
-    _peak_fractions(gemm, shapes)
+    _peak_fractions(gemm, shapes, {peer.key: peer.precision for peer in chosen})
     result = {
         "machine": machine,
         "config": {**asdict(config), "shapes": [list(shape) for shape in config.shapes]},
         "gemm": gemm,
         "implementations": {
-            peer.key: {"label": peer.label, "family": peer.family, "gates": peer.gates, "baseline": peer.baseline}
+            peer.key: {
+                "label": peer.label,
+                "family": peer.family,
+                "gates": peer.gates,
+                "baseline": peer.baseline,
+                "precision": peer.precision,
+            }
             | ({"note": peer.note} if peer.note else {})
             for peer in chosen
         },
@@ -267,16 +281,17 @@ def run(config: Config, progress: Progress | None = None) -> dict:
     return result
 
 
-def _peak_fractions(gemm: dict, shapes: list[dict]) -> None:
+def _peak_fractions(gemm: dict, shapes: list[dict], precisions: dict[str, str]) -> None:
     """The GEMM peak is the best torch.mm rate of the run (at the start and among the rows);
-    every row's GEMM rate as a fraction of it."""
+    every row's GEMM rate as a fraction of it, bf16 rows of the bfloat16 peak (int8 rows: none)."""
     gemm["peak_gflops"] = max(gemm["start_gflops"] + gemm["interleaved_gflops"])
     gemm["median_gflops"] = statistics.median(gemm["start_gflops"] + gemm["interleaved_gflops"])
+    peaks = {"fp32": gemm["peak_gflops"], "bf16": gemm.get("bf16_peak_gflops")}
     for entry in shapes:
         for summary in entry["modes"].values():
-            for row in summary.values():
-                rate = row.get("gflops")
-                row["peak_fraction"] = rate / gemm["peak_gflops"] if rate else None
+            for key, row in summary.items():
+                rate, peak = row.get("gflops"), peaks.get(precisions.get(key, "fp32"))
+                row["peak_fraction"] = rate / peak if rate and peak else None
 
 
 def _graph(peer: Peer, shape: Shape) -> str:
@@ -318,8 +333,10 @@ def _ratio(entry: dict, mode: str, key: str) -> float | None:
     return (entry["modes"].get(mode, {}).get(key) or {}).get("ratio")
 
 
-def _speedup(entry: dict, mode: str, slow: str, fast: str) -> float | None:
-    ratios = timing.paired_ratios(_times(entry, mode, slow), _times(entry, mode, fast))
+def _relative(entry: dict, mode: str, key: str, other: str) -> float | None:
+    """The median paired time ratio of row ``key`` to row ``other`` (a speed-up when ``key`` is the
+    slower one)."""
+    ratios = timing.paired_ratios(_times(entry, mode, key), _times(entry, mode, other))
     return statistics.median(ratios) if ratios else None
 
 
@@ -365,20 +382,40 @@ def targets(result: dict) -> list[dict]:
     add(
         "naive loop / user-defined cell, training (speed-up)",
         lambda s: 2.0,
-        lambda e: _speedup(e, "training", "naive_lstm", "user_lstm"),
+        lambda e: _relative(e, "training", "naive_lstm", "user_lstm"),
         kind=">=",
     )
     add(
         "Keras LSTM / lstmkit.LSTM, training (speed-up)",
         lambda s: 2.5,
-        lambda e: _speedup(e, "training", "keras_lstm", "lstmkit_lstm"),
+        lambda e: _relative(e, "training", "keras_lstm", "lstmkit_lstm"),
         kind=">=",
     )
     add(
         "Keras GRU / lstmkit.GRU, training (speed-up)",
         lambda s: 2.5,
-        lambda e: _speedup(e, "training", "keras_gru", "lstmkit_gru"),
+        lambda e: _relative(e, "training", "keras_gru", "lstmkit_gru"),
         kind=">=",
+    )
+    add(
+        "lstmkit.LSTM bf16 training / nn.LSTM bf16 (autocast)",
+        lambda s: 0.7,
+        lambda e: _relative(e, "training", "lstmkit_lstm_bf16", "nn_lstm_bf16"),
+    )
+    add(
+        "lstmkit.LSTM bf16 inference / nn.LSTM bf16 (autocast)",
+        lambda s: 1.0,
+        lambda e: _relative(e, "inference", "lstmkit_lstm_bf16", "nn_lstm_bf16"),
+    )
+    add(
+        "lstmkit.GRU bf16 training / nn.GRU (autocast)",
+        lambda s: 0.5,
+        lambda e: _relative(e, "training", "lstmkit_gru_bf16", "nn_gru_bf16"),
+    )
+    add(
+        "lstmkit int8 inference / torch quantized LSTM",
+        lambda s: 0.8,
+        lambda e: _relative(e, "inference", "lstmkit_lstm_int8", "nn_lstm_int8"),
     )
     add(
         "lstmkit.LSTM peak training memory / nn.LSTM",
@@ -418,15 +455,20 @@ def markdown(result: dict) -> str:
         f"{', '.join(machine.get('reduced_precision_flags') or []) or 'none'}); "
         f"load average {load} at the start, {load_end} at the end; the run took {result['duration_s']:.0f} s.",
         "",
-        f"Float32 throughout. Every implementation is timed round-robin in each of {config['repeats']} repetitions "
+        "Float32 except the rows marked bf16 (the forward under `torch.autocast(\"cpu\", torch.bfloat16)`, "
+        "float32 weights) and int8 (dynamic quantization, inference only); their targets compare them with "
+        "torch.nn in the same precision. "
+        f"Every implementation is timed round-robin in each of {config['repeats']} repetitions "
         f"(after warm-up; {WARMUP_TEXT[bool(config['steady_state'])]}); "
         "times are medians over repetitions, ratios the median of the per-repetition ratio to torch.nn.LSTM "
         "(torch.nn.GRU for GRU rows) of the same repetition. GFLOP/s counts only the matrix multiplies "
         "(`2·T·B·(I+H)·G·H` per forward, 3× for a training step); `% peak` is that against "
         f"the best rate of torch.mm 1024³ float32 in this run (timed at the start and within every "
         f"round-robin, under the same load as the rows): **{gemm['peak_gflops']:.1f} GFLOP/s** "
-        f"(median {gemm['median_gflops']:.1f}). Inference: `eval()`, `no_grad`. Training: one step, gradients "
-        "reset, `output.sum().backward()`. Memory: peak resident memory of one training step above the model "
+        f"(median {gemm['median_gflops']:.1f}); bf16 rows against torch.mm 1024³ bfloat16: "
+        f"{_number(gemm.get('bf16_peak_gflops'), 1)} GFLOP/s. Inference: `eval()`, `no_grad`. "
+        "Training: one step, gradients reset, `output.sum().backward()`. "
+        "Memory: peak resident memory of one training step above the model "
         "and its input, each in a fresh process (VmHWM after resetting it through /proc/self/clear_refs; "
         "`LSTMKIT_COMPILE=auto` becomes `1` there, so that a user cell runs compiled as in the timed rows). "
         "`graph (training)`: what computed a warmed-up training step's output, lstmkit's engine (its autograd "

@@ -137,12 +137,14 @@ def summarize(results: Mapping[str, Timing], baselines: Mapping[str, str | None]
     return summary
 
 
-def gemm_call(size: int = 1024) -> tuple[Callable[[], None], float]:
-    """One float32 ``torch.mm`` of two ``size x size`` matrices, and its flop count."""
+def gemm_call(size: int = 1024, dtype: str = "float32") -> tuple[Callable[[], None], float]:
+    """One ``torch.mm`` of two ``size x size`` matrices of ``dtype`` (``"float32"``, ``"bfloat16"``),
+    and its flop count."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(size, size).to(kind), torch.randn(size, size).to(kind)
+    out = torch.empty(size, size, dtype=kind)
 
     def run() -> None:
         torch.mm(a, b, out=out)
@@ -151,11 +153,15 @@ def gemm_call(size: int = 1024) -> tuple[Callable[[], None], float]:
 
 
 def gemm_peak(
-    size: int = 1024, repeats: int = 5, target_seconds: float = 0.1, clock: Clock = time.perf_counter
+    size: int = 1024,
+    repeats: int = 5,
+    target_seconds: float = 0.1,
+    clock: Clock = time.perf_counter,
+    dtype: str = "float32",
 ) -> dict[str, float | list[float]]:
-    """The machine's float32 matrix-multiply rate: ``torch.mm`` of two ``size x size`` matrices,
+    """The machine's matrix-multiply rate in ``dtype``: ``torch.mm`` of two ``size x size`` matrices,
     ``repeats`` timings; ``peak_gflops`` is the best timing, ``median_gflops`` the median."""
-    run, flops = gemm_call(size)
+    run, flops = gemm_call(size, dtype)
     for _ in range(3):
         run()
     calls = calibrate(run, target_seconds, clock)
