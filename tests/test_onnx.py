@@ -16,14 +16,21 @@ from typer.testing import CliRunner
 
 import lstmkit
 from lstmkit.cli import app
-from lstmkit.interop.onnx import ExportError, export_onnx, export_pretrained, onnxruntime_session, traceable_engine
+from lstmkit.interop.onnx import (
+    OPSETS,
+    ExportError,
+    export_onnx,
+    export_pretrained,
+    onnxruntime_session,
+    traceable_engine,
+)
 from lstmkit.keras import GRU as KerasGRU
 from lstmkit.keras import LSTM as KerasLSTM
 from lstmkit.keras import Bidirectional, SimpleRNN
 from lstmkit.tasks.charlm.model import CharLM, CharLMConfig
 from lstmkit.tasks.classify.model import ClassifyConfig, SequenceClassifier
 
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 # lstmkit itself runs an LSTM with a projection on torch's kernels, which say oneDNN lacks it
@@ -168,10 +175,39 @@ class PythonLoop(nn.Module):
 
 
 def test_verification_catches_a_graph_that_only_works_at_the_example_length(tmp_path: Path) -> None:
+    (tmp_path / "loop.onnx").write_bytes(b"an earlier export")
     with pytest.raises(ExportError, match="sequence 8.*dynamic_sequence=False"):
         export_onnx(PythonLoop(), torch.randn(2, 5, 4), tmp_path / "loop.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["loop.onnx"]  # no temporary file left
+    assert (tmp_path / "loop.onnx").read_bytes() == b"an earlier export"  # and the earlier file kept
     exported = export_onnx(PythonLoop(), torch.randn(2, 5, 4), tmp_path / "loop.onnx", dynamic_sequence=False)
     assert exported.verified == [(2, None), (3, None), (1, None)]
+
+
+@pytest.mark.parametrize("opset", [OPSETS[0], OPSETS[-1]])
+def test_the_supported_opsets_range_ends_export_valid_graphs(opset: int, tmp_path: Path) -> None:
+    """11 is the first opset in which a bidirectional LSTM with lengths exports (Sort), 20 torch's last."""
+    layer = lstmkit.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True).eval()
+    path = tmp_path / "layer.onnx"
+    lengths = torch.tensor([5, 3])
+    export_onnx(layer, torch.randn(2, 5, 4), path, example_kwargs={"lengths": lengths}, opset_version=opset)
+    graph = onnx.load(path)
+    onnx.checker.check_model(graph, full_check=True)
+    assert [entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx")] == [opset]
+    x, lengths = torch.randn(3, 9, 4), torch.tensor([9, 2, 6])
+    assert_close(run_onnx(path, {"input": x, "lengths": lengths}), flat(layer(x, lengths=lengths)))
+
+
+@pytest.mark.parametrize("opset", [7, 8, OPSETS[0] - 1, OPSETS[-1] + 1, 24, 99])
+def test_unsupported_opsets_are_refused_before_anything_is_written(opset: int, tmp_path: Path) -> None:
+    folder = charlm_folder(tmp_path)
+    out = tmp_path / "exports" / "charlm.onnx"
+    result = runner.invoke(app, ["export", "onnx", str(folder), str(out), "--opset", str(opset), "--no-verify"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"ONNX opset {opset} is not supported: use 11 to 20" in " ".join(result.output.split())
+    with pytest.raises(ExportError, match=f"opset {opset} is not supported: use 11 to 20"):
+        export_onnx(lstmkit.LSTM(4, 6), torch.randn(5, 2, 4), out, opset_version=opset, verify=False)
+    assert not out.parent.exists()
 
 
 def test_what_never_exports_fails_clearly(tmp_path: Path) -> None:

@@ -8,8 +8,18 @@ from typing import Annotated
 import typer
 
 from ..tasks.options import console, user_errors
+from .onnx import OPSETS, ExportError, check_opset
 
 app = typer.Typer(help="Export trained models to other formats.", no_args_is_help=True)
+
+
+def _supported_opset(opset: int | None) -> int | None:
+    """The ``--opset`` value, refused before anything is loaded when the export does not support it."""
+    try:
+        check_opset(opset)
+    except ExportError as error:
+        raise typer.BadParameter(str(error)) from None
+    return opset
 
 
 @app.command("onnx")
@@ -30,14 +40,19 @@ def onnx_command(
     with_state: Annotated[
         bool, typer.Option("--with-state", help="Make the initial recurrent state an input too (h_0, c_0).")
     ] = False,
-    opset: Annotated[int | None, typer.Option(min=7, help="ONNX opset (default: torch's).")] = None,
+    opset: Annotated[
+        int | None,
+        typer.Option(
+            callback=_supported_opset, help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (default: torch's, 20)."
+        ),
+    ] = None,
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check the graph in onnxruntime against the model.")
     ] = True,
 ) -> None:
     """Write any task's trained model (or a Keras .keras model) as ONNX, with dynamic batch and sequence
     axes, checked in onnxruntime."""
-    from .onnx import ExportError, export_pretrained
+    from .onnx import export_pretrained
 
     with user_errors():
         try:

@@ -51,6 +51,7 @@ import contextlib
 import inspect
 import os
 import re
+import secrets
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,11 @@ BATCH, SEQUENCE = "batch", "sequence"
 INSTALL_HINT = "pip install 'lstmkit[onnx]' (onnx, onnxruntime)"
 Axes = dict[int, str]
 STATE_PARAMETERS = ("hx", "state", "states", "initial_state")
+# The ONNX opsets an export may ask for, as tested with torch 2.13, onnx 1.23 and onnxruntime 1.32:
+# below 11 an LSTM with lengths does not export (Sort) and GRU/RNN graphs fail onnx's checker
+# (ConstantOfShape); torch's TorchScript exporter writes at most 20 (21-23 only relabel opset 20's
+# operators, with a warning that they are unsupported; from 24 on it refuses).
+OPSETS = range(11, 21)
 
 
 class ExportError(ValueError):
@@ -99,6 +105,19 @@ class OnnxExport:
     engine: str
     verified: list[tuple[int, int | None]] = field(default_factory=list)
     max_difference: float | None = None
+
+
+def check_opset(opset: int | None) -> None:
+    """Raise :class:`ExportError` (one line naming :data:`OPSETS`) for an opset the export does not
+    support; ``None`` (torch's default, 20) is fine.
+
+    >>> check_opset(7)
+    Traceback (most recent call last):
+    ...
+    lstmkit.interop.onnx.ExportError: ONNX opset 7 is not supported: use 11 to 20
+    """
+    if opset is not None and opset not in OPSETS:
+        raise ExportError(f"ONNX opset {opset} is not supported: use {OPSETS[0]} to {OPSETS[-1]}")
 
 
 # -- engines ---------------------------------------------------------------------------------------
@@ -537,6 +556,7 @@ def export_onnx(
 
     Returns an :class:`OnnxExport`. Raises :class:`ExportError` naming the part that cannot export.
     """
+    check_opset(opset_version)
     try:
         import onnx  # noqa: F401  (torch's exporter writes the file through it)
     except ImportError as error:
@@ -556,62 +576,106 @@ def export_onnx(
             )
     engine = "torch" if dynamic_sequence else "reference"
     sizes = _sizes(slots)
-    flat = [item.tensor for slot in slots for item in slot.inputs]
-    with traceable_engine(module, engine):
-        problems = dynamic_sequence_problems(module) if dynamic_sequence else []
-        if problems:
-            raise ExportError(
-                "cannot export with a dynamic sequence length: "
-                + "; ".join(problems)
-                + ". Export with dynamic_sequence=False to unroll the loop over the example's sequence length "
-                "(the batch stays dynamic)"
-            )
-        try:
-            outputs = _run(module, slots, flat)
-            axes = _output_axes(module, slots, sizes)
-        except ExportError:
-            raise
-        except ValueError as error:
-            if "engine='torch' cannot be used" in str(error):
-                raise ExportError(
-                    f"cannot export with a dynamic sequence length: {error}. Export with dynamic_sequence=False"
-                ) from None
-            raise
-        names = list(output_names) if output_names is not None else _output_names(module, [p for p, _ in outputs])
-        if len(names) != len(outputs):
-            raise ExportError(f"got {len(names)} output_names for {len(outputs)} output tensors")
-        in_names = [item.name for slot in slots for item in slot.inputs]
-        if set(in_names) & set(names):
-            raise ExportError(f"input and output names overlap: {sorted(set(in_names) & set(names))}")
-        all_axes = {item.name: item.axes for slot in slots for item in slot.inputs}
-        all_axes.update(dict(zip(names, axes, strict=True)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings of input checks; the exporter's deprecation notice
-            try:
-                torch.onnx.export(
-                    _Adapter(module, slots),
-                    tuple(flat),
-                    str(path),
-                    dynamo=False,
-                    input_names=in_names,
-                    output_names=names,
-                    dynamic_axes={name: value for name, value in all_axes.items() if value},
-                    opset_version=opset_version,
-                )
-            except torch.onnx.OnnxExporterError as error:
-                text = " ".join(str(error).split("[Caused by", 1)[0].split())
-                reason = re.search(r"because (.+?)\.", text) or re.search(r"^(.{1,300})", text)
-                source = re.search(r"# (\S+:\d+)", text)
-                raise ExportError(
-                    f"torch's ONNX exporter cannot export {type(module).__name__}: "
-                    + (f"the operation at {source.group(1)} fails: " if source else "")
-                    + (reason.group(1) if reason else type(error).__name__)
-                ) from None
-    result = OnnxExport(path, in_names, names, {k: v for k, v in all_axes.items() if v}, dynamic_sequence, engine)
-    if verify:
-        _verify(module, slots, sizes, result, rtol, atol)
+    flat = tuple(item.tensor for slot in slots for item in slot.inputs)
+    with _temporary_next_to(path) as written:
+        with traceable_engine(module, engine):
+            result = _describe_export(module, slots, sizes, path, output_names, dynamic_sequence, engine)
+            _write(_Adapter(module, slots), flat, written, result, opset_version)
+        _check_graph(written)
+        if verify:
+            _verify(module, slots, sizes, result, written, rtol, atol)
+        os.replace(written, path)
     return result
+
+
+def _describe_export(
+    module: nn.Module,
+    slots: list[_Slot],
+    sizes: dict[str, int],
+    path: Path,
+    output_names: Sequence[str] | None,
+    dynamic_sequence: bool,
+    engine: str,
+) -> OnnxExport:
+    """The export's names and dynamic axes, from running ``module`` (on its traceable engine) on the
+    example and on inputs of other sizes; raises :class:`ExportError` for what cannot export."""
+    problems = dynamic_sequence_problems(module) if dynamic_sequence else []
+    if problems:
+        raise ExportError(
+            "cannot export with a dynamic sequence length: "
+            + "; ".join(problems)
+            + ". Export with dynamic_sequence=False to unroll the loop over the example's sequence length "
+            "(the batch stays dynamic)"
+        )
+    try:
+        outputs = _run(module, slots, [item.tensor for slot in slots for item in slot.inputs])
+        axes = _output_axes(module, slots, sizes)
+    except ExportError:
+        raise
+    except ValueError as error:
+        if "engine='torch' cannot be used" in str(error):
+            raise ExportError(
+                f"cannot export with a dynamic sequence length: {error}. Export with dynamic_sequence=False"
+            ) from None
+        raise
+    names = list(output_names) if output_names is not None else _output_names(module, [p for p, _ in outputs])
+    if len(names) != len(outputs):
+        raise ExportError(f"got {len(names)} output_names for {len(outputs)} output tensors")
+    in_names = [item.name for slot in slots for item in slot.inputs]
+    if set(in_names) & set(names):
+        raise ExportError(f"input and output names overlap: {sorted(set(in_names) & set(names))}")
+    all_axes = {item.name: item.axes for slot in slots for item in slot.inputs}
+    all_axes.update(dict(zip(names, axes, strict=True)))
+    return OnnxExport(path, in_names, names, {k: v for k, v in all_axes.items() if v}, dynamic_sequence, engine)
+
+
+@contextlib.contextmanager
+def _temporary_next_to(path: Path) -> Iterator[Path]:
+    """A new file name in ``path``'s folder (``.<name>.<random>.tmp``), removed on leaving the block
+    unless it was renamed: the export writes there, and only a checked graph replaces ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        yield temporary
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write(adapter: _Adapter, flat: tuple[Tensor, ...], path: Path, export: OnnxExport, opset: int | None) -> None:
+    """``torch.onnx.export`` (TorchScript-based) of the adapted module to ``path``, its errors as
+    :class:`ExportError`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings of input checks; the exporter's deprecation notice
+        try:
+            torch.onnx.export(
+                adapter,
+                flat,
+                str(path),
+                dynamo=False,
+                input_names=export.input_names,
+                output_names=export.output_names,
+                dynamic_axes=export.dynamic_axes,
+                opset_version=opset,
+            )
+        except torch.onnx.OnnxExporterError as error:
+            text = " ".join(str(error).split("[Caused by", 1)[0].split())
+            reason = re.search(r"because (.+?)\.", text) or re.search(r"^(.{1,300})", text)
+            source = re.search(r"# (\S+:\d+)", text)
+            raise ExportError(
+                f"torch's ONNX exporter cannot export {type(adapter.module).__name__}: "
+                + (f"the operation at {source.group(1)} fails: " if source else "")
+                + (reason.group(1) if reason else type(error).__name__)
+            ) from None
+
+
+def _check_graph(path: Path) -> None:
+    """onnx's checker on the written graph, its complaint as :class:`ExportError`."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"the exported graph is not valid ONNX: {str(error).splitlines()[0][:300]}") from None
 
 
 def _probe_sizes(sizes: Mapping[str, int], dynamic_sequence: bool) -> list[dict[str, int]]:
@@ -642,9 +706,22 @@ def onnxruntime_session(path: str | Path) -> Any:
 
 
 def _verify(
-    module: nn.Module, slots: list[_Slot], sizes: Mapping[str, int], result: OnnxExport, rtol: float, atol: float
+    module: nn.Module,
+    slots: list[_Slot],
+    sizes: Mapping[str, int],
+    result: OnnxExport,
+    path: Path,
+    rtol: float,
+    atol: float,
 ) -> None:
-    session = onnxruntime_session(result.path)
+    """Run the graph at ``path`` in onnxruntime at the probe sizes and compare with ``module``; records
+    the sizes and the largest difference in ``result``, raises :class:`ExportError` on a mismatch."""
+    try:
+        session = onnxruntime_session(path)
+    except ImportError:
+        raise
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise ExportError(f"onnxruntime cannot load the exported graph: {str(error).splitlines()[0][:300]}") from None
     worst = 0.0
     was_training = [(sub, sub.training) for sub in module.modules()]
     module.eval()
@@ -756,6 +833,7 @@ def export_pretrained(
     ``with_state=True`` also makes the initial recurrent state an input (``h_0``, ``c_0``), for a
     model whose ``forward(..., state=None)`` returns ``(output, state)`` such as charlm: a runtime
     can then feed the state back to generate step by step."""
+    check_opset(options.get("opset_version"))
     if Path(directory).suffix == ".keras":
         from .keras_files import load_keras_file
 
