@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from task_helpers import assert_clear_error, runner, train_in_two_processes
+from safetensors.torch import load_file
+from task_helpers import assert_clear_error, flat, runner, train_in_two_processes
 
 from lstmkit.cli import app
+from lstmkit.precision import detect_cpu, resolve_precision
 from lstmkit.tasks.charlm.data import (
     TEST_PLAYS,
     VALIDATION_PLAYS,
@@ -28,6 +30,7 @@ from lstmkit.tasks.charlm.data import (
 )
 from lstmkit.tasks.charlm.model import CharLM, CharLMConfig, bits_per_character, generate, next_characters
 from lstmkit.tasks.charlm.task import configure, train
+from lstmkit.training import read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +216,39 @@ def test_torchrun_trains_in_two_processes_and_leaves_cleanly(tmp_path: Path) -> 
     assert "terminate called" not in result.stderr, "a process aborted at exit"
     assert result.stdout.count("stopped after 10 steps") == 1, "only rank 0 reports"
     assert CharLM.from_pretrained(out).config.hidden_size == 64
+
+
+def _dtypes(path: Path) -> set[torch.dtype]:
+    """The dtypes of the tensors of a safetensors file (the random state, bytes, left out)."""
+    return {tensor.dtype for name, tensor in load_file(str(path)).items() if name != "rng.torch"}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_training_at_a_precision_records_it_and_keeps_float32_weights(precision: str, tmp_path: Path) -> None:
+    out = tmp_path / precision
+    result = runner.invoke(app, ["charlm", "train", "--preset", "sentence", "--out", str(out), "--quiet",
+                                 "--max-steps", "6", "--sample", "5", "--precision", precision])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"precision {precision} (CPU: {detect_cpu().description})" in flat(result.output)
+    assert read_checkpoint(out / "checkpoint.safetensors")["train_config"]["precision"] == precision
+    assert _dtypes(out / "model.safetensors") == _dtypes(out / "checkpoint.safetensors") == {torch.float32}
+    for command in (["evaluate"], ["generate", "--length", "5"], ["predict", "To b"]):
+        result = runner.invoke(app, ["charlm", *command, "-c", str(out), "--precision", precision])
+        assert result.exit_code == 0, result.output
+
+
+def test_auto_precision_is_what_the_cpu_offers(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["charlm", "train", "--preset", "sentence", "--out", str(tmp_path), "--quiet",
+                                 "--max-steps", "2", "--sample", "0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    recorded = read_checkpoint(tmp_path / "checkpoint.safetensors")["train_config"]["precision"]
+    assert recorded == resolve_precision("auto")
+
+
+@pytest.mark.parametrize("command", [["train"], ["evaluate"], ["generate"], ["predict", "To b"]])
+def test_an_unknown_precision_is_one_line_and_exit_code_2(command: list[str], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["charlm", *command, "--precision", "fp16", *(["--out", str(tmp_path)] *
+                                                                           (command == ["train"]))])  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2
+    assert lines == ["error: unknown precision 'fp16': expected auto, bf16 or fp32"], result.stderr

@@ -20,7 +20,7 @@ from lstmkit.training import TrainConfig
 from lstmkit.training.trainer import TrainingDiverged
 
 SHARED_OPTIONS = ("--preset", "--cell", "--out", "--set", "--epochs", "--max-steps", "--seed", "--resume", "--nproc",
-                  "--quiet", "--threads")  # fmt: skip
+                  "--quiet", "--threads", "--precision")  # fmt: skip
 
 
 class FileError(ValueError):

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..precision import detect_cpu, resolve_precision
 from ..training import TrainConfig, TrainResult
 from ..training.distributed import launch, leave_process_group
 from .options import (
@@ -25,6 +26,7 @@ from .options import (
     Nproc,
     OutDir,
     Overrides,
+    Precision,
     Quiet,
     Resume,
     Seed,
@@ -59,6 +61,7 @@ class TrainRun:
     nproc: Nproc = 1
     quiet: Quiet = False
     threads: Threads = 0
+    precision: Precision = "auto"
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
@@ -76,7 +79,7 @@ class TrainRun:
         overrides = [*(self.overrides or []), *given_settings]
         progress = False if self.quiet else None
         return configure_task(self.preset, overrides, epochs=self.epochs, max_steps=self.max_steps, seed=self.seed,
-                              progress=progress)  # fmt: skip
+                              precision=resolve_precision(self.precision), progress=progress)  # fmt: skip
 
     def train(
         self, train: TrainFunction, settings: Settings, model: str, data: str | None = None, *,
@@ -102,12 +105,12 @@ class TrainRun:
         return trained
 
     def headline(self, model: str, config: TrainConfig, data: str | None = None) -> str:
-        """What the run trains: the task, the preset, the ``model``, the budget, the ``data`` and
-        the folder."""
+        """What the run trains: the task, the preset, the ``model``, the budget, the ``data``, the
+        folder, and the precision with what the CPU offers for it."""
         budget = f"{config.max_steps} steps" if config.max_steps else f"{config.epochs} epochs"
         source = f" on {data}" if data else ""
         return (f"[bold]{self.task}[/] preset {self.preset}: {model}, {budget} of batch {config.batch_size}{source} "
-                f"-> {self.out}")  # fmt: skip
+                f"-> {self.out}; precision {config.precision} (CPU: {detect_cpu().description})")  # fmt: skip
 
     def saved_line(self, *extra: str) -> str:
         """The files a run leaves in its folder (the ``extra`` ones after the usual)."""

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..precision import autocast_for, resolve_precision
 from ..training.trainer import TrainingDiverged
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for checkpoints, metrics, curves and the model.")]
@@ -36,6 +37,14 @@ Threads = Annotated[
         max=256,
         help="Intra-op threads (0: torch's default, one per core). Small models are fastest on 1, which is also "
         "immune to other jobs on the machine.",
+    ),
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto, bf16 or fp32. bf16 runs the model under bfloat16 autocast (weights and checkpoints stay "
+        "float32); auto is bf16 on a CPU with bf16 hardware (AVX512-BF16 or AMX), else fp32.",
     ),
 ]
 Checkpoint = Annotated[
@@ -61,6 +70,14 @@ def intra_op_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def model_session(precision: str) -> Iterator[None]:
+    """The body of a command that runs a trained model: its input errors reported as
+    :func:`user_errors` does, the model run at ``precision`` (``auto``, ``bf16`` or ``fp32``)."""
+    with user_errors(), autocast_for(resolve_precision(precision)):
+        yield
 
 
 @contextlib.contextmanager

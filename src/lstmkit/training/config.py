@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..precision import resolve_precision
+
 C = TypeVar("C")
 
 OPTIMIZERS = ("adam", "adamw")
@@ -29,6 +31,9 @@ class TrainConfig:
 
     The budget is ``epochs``, cut short by ``max_steps`` or ``max_seconds`` when given (a time
     budget makes runs machine-dependent; prefer ``max_steps`` for repeatable results).
+    ``precision`` is ``"fp32"``, ``"bf16"`` (the forward pass under CPU autocast; weights, optimizer
+    and checkpoints stay float32) or ``"auto"``, which becomes one of them at once (``"bf16"`` on a
+    CPU with bf16 hardware; see :func:`~lstmkit.precision.resolve_precision`).
 
         >>> TrainConfig(epochs=3, lr=1e-3).clip_grad_norm
         1.0
@@ -51,9 +56,11 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     on_nonfinite: str = "stop"
+    precision: str = "fp32"
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self.precision = resolve_precision(self.precision)
         positive = ("epochs", "batch_size", "log_every")
         for name in positive:
             if getattr(self, name) < 1:

@@ -3,7 +3,9 @@
 A task gives the :class:`Trainer` its model, its training examples, a ``collate`` that turns a list
 of examples into a batch, a ``loss`` that returns ``(sum of per-item losses, number of items)`` for a
 batch, and optionally an ``evaluate`` that returns held-out metrics. The trainer does the rest:
-optimiser and learning-rate schedule, gradient clipping, bucketed batches, early stopping, a rich
+optimiser and learning-rate schedule, gradient clipping, bucketed batches, early stopping, reduced
+precision (``TrainConfig.precision``: each step's forward pass and each evaluation under bf16
+autocast, the backward pass and the optimizer step on the float32 weights outside it), a rich
 progress bar, metrics in ``metrics.jsonl``, atomic checkpoints and ``--resume``, curves as a PNG,
 NaN/inf detection, and data-parallel training across processes.
 """
@@ -25,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..precision import autocast_for
 from . import checkpoint as ckpt
 from .batching import batch_indices, epoch_generator
 from .config import TrainConfig
@@ -221,9 +224,11 @@ class Trainer:
             raise ckpt.CheckpointError(f"cannot resume: no {CHECKPOINT_NAME} in {self.out_dir}")
         saved = ckpt.read_checkpoint(path, task=self.task)
         ours = dataclasses.asdict(self.config)
-        changed = {k for k in ours if k not in RESUMABLE_CHANGES and saved["train_config"].get(k) != ours[k]}
+        # a field newer than the checkpoint had its default then (precision: fp32)
+        theirs = dataclasses.asdict(TrainConfig()) | saved["train_config"]
+        changed = {k for k in ours if k not in RESUMABLE_CHANGES and theirs.get(k) != ours[k]}
         if changed:
-            details = ", ".join(f"{k}: {saved['train_config'].get(k)!r} -> {ours[k]!r}" for k in sorted(changed))
+            details = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours[k]!r}" for k in sorted(changed))
             raise ValueError(f"cannot resume {path}: the run was started with other settings ({details})")
         _check_trainer_state(saved["trainer_state"], path)
         ckpt.restore_checkpoint(saved, self.model, self.optimizer)
@@ -265,7 +270,8 @@ class Trainer:
             group["lr"] = lr
         batch = self.collate([self.train_set[i] for i in indices[self.rank :: self.world]])
         self.network.train()
-        loss_sum, count = self.loss_function(self.network, batch)
+        with autocast_for(self.config.precision):
+            loss_sum, count = self.loss_function(self.network, batch)
         global_count = all_reduce_sum(float(count))
         global_loss = all_reduce_sum(float(loss_sum.detach()))
         if global_count <= 0:
@@ -287,7 +293,7 @@ class Trainer:
         if self.evaluate_function is None:
             return False
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast_for(self.config.precision):
             metrics = {name: float(value) for name, value in self.evaluate_function(self.model).items()}
         if self.metric not in metrics:
             raise KeyError(f"evaluate returned {sorted(metrics)}, which lacks the tracked metric {self.metric!r}")
@@ -304,7 +310,12 @@ class Trainer:
         return self.config.patience is not None and self.bad_evaluations >= self.config.patience
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train until the budget is spent or early stopping triggers; returns a :class:`TrainResult`."""
+        """Train until the budget is spent or early stopping triggers; returns a :class:`TrainResult`.
+        Refused under ``torch.autocast``: autocast keeps its bf16 copies of the weights until it is
+        left, so the steps would run on the first step's weights (set ``precision="bf16"`` instead)."""
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("Trainer.fit called under torch.autocast, whose cached bf16 copies of the weights would "
+                               "not follow training; set TrainConfig.precision='bf16' instead")  # fmt: skip
         if self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             ckpt.remove_stale_temporaries(self.out_dir)  # type: ignore[arg-type]

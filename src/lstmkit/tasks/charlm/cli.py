@@ -9,8 +9,9 @@ from typing import Annotated
 import torch
 import typer
 
+from ...precision import autocast_for
 from ..commands import TrainRun, stack_shape, train_options
-from ..options import Checkpoint, console, user_errors
+from ..options import Checkpoint, Precision, console, model_session
 from .model import CharLM, generate, next_characters
 from .task import PRESETS, configure, evaluate_split, read_task_data, train
 
@@ -61,7 +62,8 @@ def train_command(
         if sample:
             console.rule("a generated passage")
             characters = model.vocabulary.characters
-            _stream(model, "\n" if "\n" in characters else characters[0], sample, 0.8, None, config.seed)
+            with autocast_for(config.precision):
+                _stream(model, "\n" if "\n" in characters else characters[0], sample, 0.8, None, config.seed)
 
 
 @app.command("evaluate")
@@ -69,9 +71,10 @@ def evaluate_command(
     checkpoint: Checkpoint = Path("runs/charlm"),
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
     corpus: Annotated[str | None, typer.Option(help="Evaluate on this text file instead.")] = None,
+    precision: Precision = "auto",
 ) -> None:
     """Bits per character of a trained model on a split of its corpus (or of another text)."""
-    with user_errors():
+    with model_session(precision):
         model = CharLM.from_pretrained(checkpoint)
         data = read_task_data(checkpoint)
         if corpus is not None:
@@ -90,9 +93,10 @@ def generate_command(
     temperature: Temperature = 0.8,
     top_k: TopK = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    precision: Precision = "auto",
 ) -> None:
     """Stream text from a trained model, continuing a prompt."""
-    with user_errors():
+    with model_session(precision):
         _stream(CharLM.from_pretrained(checkpoint), prompt, length, temperature, top_k, seed)
 
 
@@ -101,9 +105,10 @@ def predict_command(
     prompt: Annotated[str, typer.Argument(help="The text so far.")],
     checkpoint: Checkpoint = Path("runs/charlm"),
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=1000, help="How many characters to list.")] = 5,
+    precision: Precision = "auto",
 ) -> None:
     """The likeliest next characters after a prompt, with their probabilities."""
-    with user_errors():
+    with model_session(precision):
         model = CharLM.from_pretrained(checkpoint)
         _note_unknown(model, prompt)
         for character, probability in next_characters(model, prompt, top_k):

@@ -63,10 +63,11 @@ class CharLM(TaskModel):
 
 def cross_entropy_sum(model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
     """Summed next-character cross-entropy (nats) of windows ``(B, L + 1)`` and the number of
-    predictions: the training loss of the task."""
+    predictions: the training loss of the task (in float32, under bf16 autocast too)."""
     inputs, targets = batch[:, :-1], batch[:, 1:]
     logits, _ = model(inputs)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"), targets.numel()
+    logits = logits.float().reshape(-1, logits.shape[-1])
+    return F.cross_entropy(logits, targets.reshape(-1), reduction="sum"), targets.numel()
 
 
 @torch.no_grad()
@@ -102,7 +103,7 @@ def next_characters(model: CharLM, prompt: str, k: int = 5) -> list[tuple[str, f
         raise ValueError(f"k must be at least 1, got {k}")
     model.eval()
     logits, _ = model(model.vocabulary.encode(prompt)[None])
-    probabilities = F.softmax(logits[0, -1], dim=-1)[1:]  # id 0, the unknown character, left out
+    probabilities = F.softmax(logits[0, -1].float(), dim=-1)[1:]  # id 0, the unknown character, left out
     top = probabilities.topk(min(k, probabilities.numel()))
     return [(model.vocabulary.decode([int(i) + 1]), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
 
@@ -130,7 +131,7 @@ def generate(
     vocabulary = model.vocabulary
     ids = vocabulary.encode(prompt or "\n")
     logits, state = model(ids[None])
-    last = logits[0, -1]
+    last = logits[0, -1].float()  # sampled in float32, under bf16 autocast too
     for _ in range(length):
         scores = last / temperature
         scores[0] = -math.inf
@@ -140,4 +141,4 @@ def generate(
         next_id = int(torch.multinomial(F.softmax(scores, dim=-1), 1, generator=generator))
         yield vocabulary.decode([next_id])
         logits, state = model(torch.tensor([[next_id]]), state)
-        last = logits[0, -1]
+        last = logits[0, -1].float()

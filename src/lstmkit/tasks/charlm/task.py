@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
 from ..runner import DataField, Preset, TaskSettings, fit, write_task_file
 from .data import Corpus, Vocabulary, shakespeare_corpus, text_file_corpus, unigram_bits_per_character
@@ -104,10 +105,11 @@ def train(data: CharLMData, model_fields: dict[str, Any], config: TrainConfig, o
     windows = Windows(train_ids, data.seq_len, data.stride or data.seq_len)
     model, result, _ = fit(model, config, out_dir, resume, train_set=windows, collate=torch.stack,
                            loss=cross_entropy_sum, evaluate=evaluate, metric="val_bpc")  # fmt: skip
-    figures = {
-        "val_bpc": bits_per_character(model, validation_ids),
-        "unigram_bpc": unigram_bits_per_character(corpus.train, validation, vocabulary),
-    }
+    with autocast_for(config.precision):
+        figures = {
+            "val_bpc": bits_per_character(model, validation_ids),
+            "unigram_bpc": unigram_bits_per_character(corpus.train, validation, vocabulary),
+        }
     return model, result, figures
 
 

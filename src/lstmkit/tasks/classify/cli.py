@@ -10,8 +10,9 @@ import torch
 import typer
 from rich.table import Table
 
+from ...precision import autocast_for
 from ..commands import TrainRun, stack_shape, train_options
-from ..options import Checkpoint, console, user_errors
+from ..options import Checkpoint, Precision, console, model_session
 from .data import read_sequence_csv
 from .model import SequenceClassifier, predict_logits
 from .task import (
@@ -62,7 +63,8 @@ def train_command(
         trained = run.train(train, settings, shape, data_settings.dataset)
         if trained is None:  # trained in other processes: the model is in the folder
             model = SequenceClassifier.from_pretrained(run.out)
-            evaluations = final_evaluations(model, load_splits(data_settings), run.out)
+            with autocast_for(settings[2].precision):
+                evaluations = final_evaluations(model, load_splits(data_settings), run.out)
         else:
             _, _, evaluations = trained
         for name, evaluation in evaluations.items():
@@ -84,9 +86,10 @@ def evaluate_command(
     split: Annotated[str, typer.Option(help=f"{', '.join(SPLITS)} (of the data the model was trained on).")] = "test",
     data: Annotated[Path | None, typer.Option("--data", help="Evaluate on this labelled CSV instead.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw the confusion matrix into this PNG.")] = None,
+    precision: Precision = "auto",
 ) -> None:
     """Accuracy, per-class accuracy and (optionally) the confusion matrix of a trained model."""
-    with user_errors():
+    with model_session(precision):
         model = SequenceClassifier.from_pretrained(checkpoint)
         if data is not None:
             sequences = read_sequence_csv(data, features=model.config.features, classes=model.config.classes)
@@ -103,10 +106,11 @@ def evaluate_command(
 def predict_command(
     sequences: Annotated[Path, typer.Argument(help="A CSV of sequences (sequence_id, step, features...).")],
     checkpoint: Checkpoint = Path("runs/classify"),
+    precision: Precision = "auto",
 ) -> None:
     """Print the predicted class of every sequence of a CSV (tab-separated, with its probability).
     A label column, if any, is ignored."""
-    with user_errors():
+    with model_session(precision):
         model = SequenceClassifier.from_pretrained(checkpoint)
         found = read_sequence_csv(sequences, labelled=False, features=model.config.features)
         probabilities = torch.softmax(predict_logits(model, found.sequences), dim=1)

@@ -107,9 +107,9 @@ def collate(items: Sequence[tuple[Tensor, int]]) -> tuple[Tensor, Tensor, Tensor
 
 def cross_entropy_sum(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, int]:
     """Summed cross-entropy (nats) of a :func:`collate` batch and its number of sequences: the
-    training loss of the task."""
+    training loss of the task (in float32, under bf16 autocast too)."""
     padded, lengths, targets = batch
-    return F.cross_entropy(model(padded, lengths), targets, reduction="sum"), len(targets)
+    return F.cross_entropy(model(padded, lengths).float(), targets, reduction="sum"), len(targets)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
 from ...training.plots import plt
 from ..runner import DataField, Preset, TaskSettings, fit, write_png, write_task_file
@@ -210,7 +211,8 @@ def train(data: ClassifyData, model_fields: dict[str, Any], config: TrainConfig,
                               lengths=[len(sequence) for sequence, _ in examples])  # fmt: skip
     if rank != 0:  # the other processes of a data-parallel run leave the figures to rank 0
         return model, result, {}
-    return model, result, final_evaluations(model, splits, out_dir)
+    with autocast_for(config.precision):
+        return model, result, final_evaluations(model, splits, out_dir)
 
 
 def final_evaluations(model: SequenceClassifier, splits: Splits, out_dir: str | Path | None) -> dict[str, Evaluation]:

@@ -10,8 +10,9 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from ...precision import autocast_for
 from ..commands import TrainRun, stack_shape, train_options
-from ..options import Checkpoint, console, user_errors
+from ..options import Checkpoint, Precision, console, model_session
 from .data import Series
 from .model import Forecaster
 from .task import (
@@ -90,7 +91,8 @@ def train_command(
         if trained is None:  # trained in other processes: the model is in the folder
             model = Forecaster.from_pretrained(run.out)
             parts = split_series(series, data_settings, model.config.window, model.config.horizon)
-            evaluations = final_evaluations(model, parts, run.out)
+            with autocast_for(settings[2].precision):
+                evaluations = final_evaluations(model, parts, run.out)
         else:
             _, _, evaluations = trained
         for evaluation in evaluations.values():
@@ -105,10 +107,11 @@ def evaluate_command(
     csv: Annotated[Path | None, typer.Option("--csv", help="Evaluate on the tail of this CSV instead.")] = None,
     time_column: TimeColumn = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw the forecast plot into this PNG.")] = None,
+    precision: Precision = "auto",
 ) -> None:
     """MAE, RMSE and MASE of a trained model and of the baselines on a part of its series (or of a
     CSV with the model's columns, cut the same way)."""
-    with user_errors():
+    with model_session(precision):
         model = Forecaster.from_pretrained(checkpoint)
         data = _data_settings(checkpoint, csv, time_column)
         series = load_data(data, model.config.columns)
@@ -129,9 +132,10 @@ def predict_command(
     checkpoint: Checkpoint = Path("runs/forecast"),
     csv: Annotated[Path | None, typer.Option("--csv", help="Forecast after the end of this CSV instead.")] = None,
     time_column: TimeColumn = None,
+    precision: Precision = "auto",
 ) -> None:
     """Print the forecast of the next ``horizon`` steps after the end of the series (tab-separated)."""
-    with user_errors():
+    with model_session(precision):
         model = Forecaster.from_pretrained(checkpoint)
         series = load_data(_data_settings(checkpoint, csv, time_column), model.config.columns)
         times, values = predict_next(model, series)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
 from ...training.plots import plt
 from ..common import check_held_out
@@ -225,7 +226,8 @@ def train(data: ForecastData, model_fields: dict[str, Any], config: TrainConfig,
     examples = list(zip(inputs, targets, strict=True))
     model, result, rank = fit(model, config, out_dir, resume, train_set=examples, collate=_collate, loss=mse_sum,
                               evaluate=evaluate, metric="val_mae")  # fmt: skip
-    return model, result, final_evaluations(model, parts, out_dir if rank == 0 else None)
+    with autocast_for(config.precision):
+        return model, result, final_evaluations(model, parts, out_dir if rank == 0 else None)
 
 
 def final_evaluations(model: Forecaster, parts: Parts, out_dir: str | Path | None) -> dict[str, Evaluation]:

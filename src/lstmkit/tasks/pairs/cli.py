@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from ...precision import autocast_for
 from ..commands import TrainRun, train_options
-from ..options import Checkpoint, console, user_errors
+from ..options import Checkpoint, Precision, console, model_session
 from .data import read_quora_tsv
 from .model import PairClassifier, predict_probabilities
 from .task import PRESETS, SPLITS, Evaluation, configure, evaluate_set, load_splits, read_task_data, split_set, train
@@ -43,7 +44,8 @@ def train_command(run: TrainRun, data: DataFile = None) -> None:
         trained = run.train(train, settings, shape, data_settings.dataset)
         if trained is None:  # trained in other processes: the model is in the folder
             model, splits = PairClassifier.from_pretrained(run.out), load_splits(data_settings)
-            evaluations = {name: evaluate_set(model, splits[name]) for name in ("validation", "test")}
+            with autocast_for(settings[2].precision):
+                evaluations = {name: evaluate_set(model, splits[name]) for name in ("validation", "test")}
         else:
             _, _, evaluations = trained
         console.print(f"decision threshold {evaluations['validation'].threshold:.3f} (best validation "
@@ -64,9 +66,10 @@ def evaluate_command(
     drop_empty: Annotated[
         bool, typer.Option("--drop-empty", help="Leave out --data pairs with an empty question (else an error).")
     ] = False,
+    precision: Precision = "auto",
 ) -> None:
     """Accuracy, F1 and ROC-AUC of a trained model on a split of its data or on a Quora TSV."""
-    with user_errors():
+    with model_session(precision):
         model = PairClassifier.from_pretrained(checkpoint)
         if data is not None:
             pairs = read_quora_tsv(data, drop_empty=drop_empty)
@@ -80,9 +83,10 @@ def predict_command(
     first: Annotated[str, typer.Argument(help="The first sentence.")],
     second: Annotated[str, typer.Argument(help="The second sentence.")],
     checkpoint: Checkpoint = Path("runs/pairs"),
+    precision: Precision = "auto",
 ) -> None:
     """The probability that two sentences say the same, and the decision at the model's threshold."""
-    with user_errors():
+    with model_session(precision):
         model = PairClassifier.from_pretrained(checkpoint)
         vocabulary = model.vocabulary
         for name, sentence in (("first", first), ("second", second)):

@@ -148,9 +148,9 @@ def collate(items: Sequence[tuple[Tensor, Tensor, int]]) -> tuple[Tensor, Tensor
 def bce_sum(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, int]:
     """Summed binary cross-entropy (nats) of a :func:`collate` batch and its number of pairs: the
     training loss (the seed's sigmoid + binary cross-entropy, computed from the logits for
-    numerical stability)."""
+    numerical stability, in float32 under bf16 autocast too)."""
     *inputs, labels = batch
-    return F.binary_cross_entropy_with_logits(model(*inputs), labels, reduction="sum"), len(labels)
+    return F.binary_cross_entropy_with_logits(model(*inputs).float(), labels, reduction="sum"), len(labels)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
 from ..common import check_held_out
 from ..runner import DataField, Preset, TaskSettings, fit, write_task_file
@@ -212,11 +213,12 @@ def train(data: PairsData, model_fields: dict[str, Any], config: TrainConfig, ou
     lengths = [len(a) + len(b) for a, b, _ in examples]
     model, result, rank = fit(model, config, out_dir, resume, train_set=examples, collate=collate, loss=bce_sum,
                               evaluate=evaluate, metric="val_loss", lengths=lengths)  # fmt: skip
-    probabilities = predict_probabilities(model, validation)
-    model.config.threshold = choose_threshold(validation_labels, probabilities, data.threshold_metric)
+    with autocast_for(config.precision):
+        probabilities = predict_probabilities(model, validation)
+        model.config.threshold = choose_threshold(validation_labels, probabilities, data.threshold_metric)
+        evaluations = {name: evaluate_set(model, splits[name]) for name in ("validation", "test")}
     if out_dir is not None and rank == 0:
         model.save_pretrained(out_dir)
-    evaluations = {name: evaluate_set(model, splits[name]) for name in ("validation", "test")}
     return model, result, evaluations
 
 
