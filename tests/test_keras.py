@@ -200,5 +200,7 @@ def test_layer_signatures_take_keras_arguments() -> None:
         for name, param in inspect.signature(ours).parameters.items():
             if name in keras_params:
                 assert keras_params[name].default == param.default or name == "units", (ours, name)
+            elif name == "implementation":  # Keras' LSTM and GRU take it from **kwargs, default 2
+                assert param.default == 2 and theirs(2, implementation=1).cell.implementation == 1
             else:
                 assert name in ("zero_output_for_mask", "input_size", "device", "dtype", "reset_after"), name

@@ -241,8 +241,11 @@ def test_from_keras_rejects_bad_configs() -> None:
     bidirectional = {"merge_mode": "max", "layer": {"class_name": "SimpleRNN", "config": {"units": 4}}}
     with pytest.raises(ValueError, match=r"unknown merge_mode 'max'.*'concat', 'sum', 'mul', 'ave', None"):
         from_keras(bidirectional, weights + weights)
-    with pytest.warns(UserWarning, match="kernel_regularizer"):
-        from_keras({"units": 4, "kernel_regularizer": {"class_name": "L2"}}, weights)
+    with pytest.warns(UserWarning, match="kernel_constraint, kernel_regularizer"):  # no lstmkit equivalent
+        from_keras(
+            {"units": 4, "kernel_regularizer": {"class_name": "OrthogonalRegularizer"}, "kernel_constraint": {}},
+            weights,
+        )
 
 
 def test_bad_calls_name_expected_and_got() -> None:
@@ -251,8 +254,8 @@ def test_bad_calls_name_expected_and_got() -> None:
         lstm(torch.randn(5, 3))
     with pytest.raises(ValueError, match=r"expects inputs \(batch, timesteps, 3\), got 7 features"):
         lstm(torch.randn(2, 5, 7))
-    with pytest.raises(TypeError, match="must be a torch.Tensor, got ndarray"):
-        lstm(np.zeros((2, 5, 3), "float32"))
+    with pytest.raises(TypeError, match="must be a torch.Tensor, got list"):  # NumPy arrays are taken, as Keras
+        lstm(np.zeros((2, 5, 3), "float32").tolist())
     with pytest.raises(TypeError, match="dtype torch.float64 but the parameters are torch.float32"):
         lstm(torch.randn(2, 5, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"expected mask of shape \(2, 5\).*got \(2, 4\)"):

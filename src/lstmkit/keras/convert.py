@@ -20,11 +20,14 @@ from torch import nn
 from ..cells import Cell
 from ..layers import Recurrent
 from .initializers import INITIALIZERS, KERAS_ACTIVATIONS
-from .layers import GRU, LSTM, Bidirectional, SimpleRNN, _KerasRNN
+from .layers import GRU, LSTM, REGULARIZERS, Bidirectional, SimpleRNN, _KerasRNN
 from .layout import cell_to_keras
+from .regularizers import resolve_regularizer
 
 LAYERS: dict[str, type[_KerasRNN]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
-SUPPORTED = (*LAYERS, "Bidirectional")
+SUPPORTED = (*LAYERS, "Bidirectional", "RNN")
+CELLS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}  # keras.layers.RNN(cell) -> layer
+MODELS = ("Sequential", "Functional", "Model")
 
 # Config keys each layer takes (Keras name == lstmkit.keras name).
 _COMMON_KEYS = (
@@ -39,22 +42,15 @@ _COMMON_KEYS = (
     "return_state",
     "go_backwards",
     "stateful",
+    "unroll",
     "zero_output_for_mask",
 )
 _EXTRA_KEYS = {
-    "LSTM": ("recurrent_activation", "unit_forget_bias"),
-    "GRU": ("recurrent_activation", "reset_after"),
+    "LSTM": ("recurrent_activation", "unit_forget_bias", "implementation"),
+    "GRU": ("recurrent_activation", "reset_after", "implementation"),
     "SimpleRNN": (),
 }
-_IGNORED_IF_SET = (
-    "kernel_regularizer",
-    "recurrent_regularizer",
-    "bias_regularizer",
-    "activity_regularizer",
-    "kernel_constraint",
-    "recurrent_constraint",
-    "bias_constraint",
-)
+_IGNORED_IF_SET = ("kernel_constraint", "recurrent_constraint", "bias_constraint")
 # Parameters of Keras initializers that the lstmkit.keras names mean (others fall back, with a warning).
 _INITIALIZER_DEFAULTS = {
     "orthogonal": {"gain": 1.0},
@@ -72,13 +68,17 @@ def from_keras(
     dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """The lstmkit.keras layer equivalent to a Keras ``LSTM``, ``GRU``, ``SimpleRNN`` or
-    ``Bidirectional`` layer, from its ``get_config()`` and ``get_weights()``.
+    ``Bidirectional`` layer, or ``RNN`` over an ``LSTMCell``, ``GRUCell`` or ``SimpleRNNCell`` (the
+    layer of that cell), from its ``get_config()`` and ``get_weights()``.
 
     ``config`` is a layer's ``get_config()`` or its serialized form ``{"class_name": ..., "config":
     ...}`` (``keras.saving.serialize_keras_object``). A bare config names no class: pass
-    ``class_name=``, or it is inferred from the keys (``reset_after`` -> GRU, ``unit_forget_bias`` ->
-    LSTM, else SimpleRNN). The module's dtype is the weights' unless ``dtype`` is given.
-    Regularizers and constraints are ignored (with a warning); the forward pass is exact.
+    ``class_name=``, or it is inferred from the keys (``cell`` -> RNN, ``reset_after`` -> GRU,
+    ``unit_forget_bias`` -> LSTM, else SimpleRNN). The module's dtype is the weights' unless
+    ``dtype`` is given. L1/L2 regularizers carry over (:attr:`losses <lstmkit.keras.LSTM.losses>`);
+    other regularizers and constraints are ignored with a warning; the forward pass is exact. A
+    whole model's config (Sequential, functional) is refused: see
+    :mod:`lstmkit.interop.keras_files` for those.
 
         >>> import numpy as np
         >>> from lstmkit.keras import from_keras
@@ -147,7 +147,11 @@ def _split(config: Mapping[str, Any], class_name: str | None) -> tuple[str, dict
         class_name = class_name or config["class_name"]
         config = config["config"]
     if class_name is None:
-        if "layer" in config:
+        if "layers" in config:
+            class_name = "Functional" if "input_layers" in config else "Sequential"
+        elif "cell" in config:
+            class_name = "RNN"
+        elif "layer" in config:
             class_name = "Bidirectional"
         elif "reset_after" in config:
             class_name = "GRU"
@@ -155,21 +159,67 @@ def _split(config: Mapping[str, Any], class_name: str | None) -> tuple[str, dict
             class_name = "LSTM"
         else:
             class_name = "SimpleRNN"
-    class_name = class_name.rsplit(">", 1)[-1].rsplit(".", 1)[-1]  # "keras.layers.LSTM" -> "LSTM"
+    class_name = _short_name(class_name)
+    if class_name in MODELS:
+        layers = config.get("layers") if isinstance(config.get("layers"), list) else []
+        kinds = ", ".join(str(entry.get("class_name")) for entry in layers if isinstance(entry, Mapping))
+        raise ValueError(
+            f"expected a single recurrent layer's config, got a {class_name} model's with {len(layers)} layers "
+            f"({kinds}): pass one layer's get_config() and get_weights(), or read the whole model with "
+            "lstmkit.interop.keras_files.model_from_config or load_keras_file"
+        )
+    if class_name in CELLS:
+        raise ValueError(
+            f"a {class_name} config is one time step, not a layer: convert the keras.layers.RNN that holds it "
+            f"(or a {CELLS[class_name]} layer)"
+        )
     if class_name not in SUPPORTED:
         raise ValueError(f"unsupported Keras layer {class_name!r}: expected one of {SUPPORTED}")
+    if class_name == "RNN":
+        return _unwrap_cell(config)
     return class_name, dict(config)
+
+
+def _short_name(class_name: str) -> str:
+    return class_name.rsplit(">", 1)[-1].rsplit(".", 1)[-1]  # "keras.layers.LSTM" -> "LSTM"
+
+
+def _unwrap_cell(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A ``keras.layers.RNN(cell)`` config as the config of the cell's own layer: the cell's arguments
+    with the RNN's (``return_sequences``, ``go_backwards``, ...)."""
+    cell = config.get("cell")
+    if not isinstance(cell, Mapping) or not isinstance(cell.get("class_name"), str):
+        raise ValueError("an RNN config needs its serialized cell ({'class_name': ..., 'config': ...}) under 'cell'")
+    kind, cell_config = _short_name(cell["class_name"]), cell.get("config") or {}
+    if kind == "StackedRNNCells":
+        count = len(cell_config.get("cells") or [])
+        raise ValueError(
+            f"an RNN over a stack of {count} cells (StackedRNNCells): an lstmkit.keras layer holds one cell; "
+            "build one RNN layer per cell in Keras to convert them one by one"
+        )
+    if kind not in CELLS:
+        raise ValueError(f"unsupported cell {kind!r} in an RNN layer: expected one of {tuple(CELLS)}")
+    return CELLS[kind], {**cell_config, **{key: value for key, value in config.items() if key != "cell"}}
 
 
 def _layer(name: str, config: dict[str, Any], dtype: torch.dtype | None) -> _KerasRNN:
     if name not in LAYERS:
         raise ValueError(f"Bidirectional must wrap one of {tuple(LAYERS)}, got {name!r}")
     if "units" not in config:
-        raise ValueError(f"the {name} config has no 'units'")
+        raise ValueError(f"the {name} config has no 'units' (its keys: {', '.join(sorted(config)) or 'none'})")
+    arguments: dict[str, Any] = {}
     ignored = [key for key in _IGNORED_IF_SET if config.get(key) is not None]
+    for key in REGULARIZERS:
+        if config.get(key) is None:
+            continue
+        try:
+            resolve_regularizer(key, config[key])
+        except ValueError:  # e.g. Keras' OrthogonalRegularizer or a custom one
+            ignored.append(key)
+            continue
+        arguments[key] = config[key]
     if ignored:
         warnings.warn(f"lstmkit.keras ignores Keras {', '.join(ignored)} of this {name}", stacklevel=3)
-    arguments: dict[str, Any] = {}
     for key in _COMMON_KEYS + _EXTRA_KEYS[name]:
         if key not in config:
             continue

@@ -7,15 +7,21 @@ only at the boundary (:meth:`get_weights` / :meth:`set_weights`). Keras is never
 Shared arguments, as Keras' (keyword-only after ``units``): ``activation``, ``use_bias``,
 ``kernel_initializer``, ``recurrent_initializer``, ``bias_initializer`` (a name of
 :data:`INITIALIZERS`, a number or a callable filling a tensor; drawn on Keras-layout shapes, so with
-Keras' fans), ``dropout`` (on the inputs, one mask per sequence, training only),
-``recurrent_dropout`` (on ``h`` before the recurrent multiply, one mask per sequence),
-``return_sequences``, ``return_state``, ``go_backwards`` (the output sequence stays reversed),
-``stateful`` (final states carried to the next call until :meth:`reset_states`) and
-``zero_output_for_mask``; plus ``input_size``, ``device`` and ``dtype``.
+Keras' fans), ``kernel_regularizer``, ``recurrent_regularizer``, ``bias_regularizer`` and
+``activity_regularizer`` (see :mod:`lstmkit.keras.regularizers`; their penalties are
+:attr:`~_KerasRNN.losses`), ``dropout`` (on the inputs, one mask per sequence, training only),
+``recurrent_dropout`` (on ``h`` before the recurrent multiply, one mask per sequence; as in Keras,
+LSTM and GRU then draw one mask per gate for ``h`` and for the inputs), ``return_sequences``,
+``return_state``, ``go_backwards`` (the output sequence stays reversed), ``stateful`` (final states
+carried to the next call until :meth:`~_KerasRNN.reset_state`), ``unroll`` (accepted for Keras'
+sake; it changes nothing here) and ``zero_output_for_mask``; plus ``input_size``, ``device`` and
+``dtype`` (a floating ``torch.dtype`` or its name, e.g. ``"float32"``).
 
 ``forward(inputs (B, T, I), initial_state=None, mask=None, training=None)``: ``mask`` ``(B, T)``
 marks real steps; masked steps keep the state and repeat the previous output (zeros before the
-first real step), as Keras. ``training=None`` follows ``module.training``.
+first real step), as Keras. ``training=None`` follows ``module.training``. Inputs, initial states
+and masks may be NumPy arrays, as in Keras (cast to the layer's dtype); initial states also nested
+lists.
 
 Like Keras, a layer built without ``input_size`` creates its parameters on the first call, so an
 optimizer must be created after that call (or pass ``input_size=`` to build at once).
@@ -28,24 +34,41 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cells import Cell, GRUCell, LSTMCell, RNNCell
-from ..engine import run_sequence
+from ..cells import Cell, GRUCell, LSTMCell, RNNCell, State
+from ..engine import SequenceResult, run_sequence
+from ..engine.reference import run_sequence as run_reference
 from ..functional import Activation
 from ..layers import merge_directions
 from ..validation import check_mask, check_tensor
 from .initializers import Initializer, check_initializer, initialize, resolve_keras_activation
 from .layout import cell_to_keras, check_weights, load_keras
+from .regularizers import Regularizer, resolve_regularizer
 
-StateArg = Tensor | Sequence[Tensor] | None
+StateArg = Tensor | np.ndarray | Sequence[Any] | None
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+REGULARIZERS = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer")
 
 
 def _check_rate(name: str, value: float) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
     return float(value)
+
+
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A floating ``torch.dtype`` from itself or its name (``"float32"``, as Keras takes dtypes)."""
+    resolved = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    if dtype is not None and not (isinstance(resolved, torch.dtype) and resolved.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch.dtype or its name, e.g. 'float32', got {dtype!r}")
+    return resolved
 
 
 class _KerasRNN(nn.Module):
@@ -55,7 +78,9 @@ class _KerasRNN(nn.Module):
     state_names: ClassVar[tuple[str, ...]] = ("h",)
     cell: Cell | None
 
-    def __init__(self, units: int, *, device: Any = None, dtype: torch.dtype | None = None, **config: Any) -> None:
+    def __init__(
+        self, units: int, *, device: Any = None, dtype: torch.dtype | str | None = None, **config: Any
+    ) -> None:
         super().__init__()
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(f"units must be a positive int, got {units!r}")
@@ -66,13 +91,19 @@ class _KerasRNN(nn.Module):
                 resolve_keras_activation(config[key])
         _check_rate("dropout", config["dropout"])
         _check_rate("recurrent_dropout", config["recurrent_dropout"])
+        _check_flag("unroll", config["unroll"])
+        implementation = config.get("implementation", 2)
+        if implementation not in (1, 2) or isinstance(implementation, bool):
+            raise ValueError(f"implementation must be 1 or 2, got {implementation!r}")
+        self._penalties = {key: resolve_regularizer(key, config[key]) for key in REGULARIZERS}
         self._config_keys = ("units", *(key for key in config if key != "input_size"))
         self.units = units
         for key in self._config_keys[1:]:  # activation, use_bias, return_sequences, ... as attributes
             setattr(self, key, config[key])
-        self._factory = {"device": device, "dtype": dtype}
+        self._factory = {"device": device, "dtype": _resolve_dtype(dtype)}
         self.cell = None
         self._states: tuple[Tensor, ...] | None = None
+        self._activity_losses: list[Tensor] = []
         if config["input_size"] is not None:
             self.build(config["input_size"])
 
@@ -152,20 +183,43 @@ class _KerasRNN(nn.Module):
         """The carried states of a stateful layer (``None`` before the first call)."""
         return self._states
 
-    def reset_states(self) -> None:
-        """Zero the carried states of a stateful layer (Keras ``reset_states``)."""
+    def reset_state(self) -> None:
+        """Zero the carried states of a stateful layer (Keras 3 ``reset_state``)."""
         if self._states is not None:
             self._states = tuple(torch.zeros_like(s) for s in self._states)
 
+    def reset_states(self) -> None:
+        """Zero the carried states of a stateful layer (Keras' older name of :meth:`reset_state`)."""
+        self.reset_state()
+
+    # -- regularization -------------------------------------------------------------------------
+    @property
+    def losses(self) -> list[Tensor]:
+        """Keras' ``layer.losses``: the activity regularizer's penalties from the last call (one per
+        returned tensor, divided by the batch size, as Keras), then the kernel, recurrent kernel and
+        bias penalties computed from the current weights. Scalar tensors, differentiable: add them
+        to the training loss."""
+        return [*self._activity_losses, *self._weight_losses()]
+
+    def _weight_losses(self) -> list[Tensor]:
+        """The weight regularizers' penalties (none before the layer is built); sums of ``|w|`` and
+        ``w**2`` do not depend on the layout, so torch's matrices stand for Keras' transposes."""
+        cell = self.cell
+        if cell is None:
+            return []
+        weights = {"kernel_regularizer": lambda: cell.weight_ih, "recurrent_regularizer": lambda: cell.weight_hh}
+        if self.use_bias:  # Keras' bias: torch's bias_ih, and bias_hh where Keras keeps a second one
+            weights["bias_regularizer"] = lambda: torch.cat([b for b in (cell.bias_ih, cell.bias_hh) if b is not None])
+        return [penalty(weights[key]()) for key in weights if (penalty := self._penalties[key]) is not None]
+
     def forward(
         self,
-        inputs: Tensor,
+        inputs: Tensor | np.ndarray,
         initial_state: StateArg = None,
-        mask: Tensor | None = None,
+        mask: Tensor | np.ndarray | None = None,
         training: bool | None = None,
     ) -> Tensor | tuple[Tensor, ...]:
         x = self._check_inputs(inputs)
-        cell = self.cell
         training = self.training if training is None else training
         batch, steps, _ = x.shape
         state = self._initial_state(initial_state, batch, x)
@@ -173,34 +227,49 @@ class _KerasRNN(nn.Module):
         if mask is not None:
             mask = torch.as_tensor(mask) if isinstance(mask, np.ndarray) else mask
             valid = check_mask(mask, (batch, steps), "(batch, timesteps)").to(x.device).T
-        if training and self.dropout:  # one input mask per sequence, shared by all steps
-            x = x * _dropout_mask(x.new_empty(batch, 1, x.shape[-1]), self.dropout)
-        recurrent_mask = None
-        if training and self.recurrent_dropout:
-            recurrent_mask = _dropout_mask(x.new_empty(batch, self.units), self.recurrent_dropout)
         x = x.transpose(0, 1)
         if self.go_backwards:  # Keras walks the reversed sequence and keeps its outputs reversed
             x = x.flip(0)
             valid = None if valid is None else valid.flip(0)
-        result = run_sequence(
-            cell,
-            x,
-            state,
-            valid=valid,
-            carry_output=not self.zero_output_for_mask,
-            recurrent_mask=recurrent_mask,
-        )
+        result = self._run(x, state, valid, training)
         if self.stateful:
             self._states = tuple(s.detach() for s in result.state)
         output = result.output.transpose(0, 1) if self.return_sequences else result.output[-1]
-        return (output, *result.state) if self.return_state else output
+        outputs = (output, *result.state) if self.return_state else (output,)
+        activity = self._penalties["activity_regularizer"]
+        self._activity_losses = [] if activity is None else [activity(t) / t.shape[0] for t in outputs]
+        return outputs if self.return_state else output
+
+    def _run(self, x: Tensor, state: State, valid: Tensor | None, training: bool) -> SequenceResult:
+        """The time loop over time-major ``x`` with Keras' dropout in training. Both dropouts draw one
+        mask per sequence; with ``recurrent_dropout``, an LSTM or GRU draws one per gate (Keras'
+        implementation 1, for the inputs too), which runs on the reference engine: exact, not fast."""
+        cell = self.cell
+        options = {"valid": valid, "carry_output": not self.zero_output_for_mask}
+        gates, batch, features = cell.gate_count, x.shape[1], x.shape[2]
+        if training and self.recurrent_dropout and gates > 1:
+            input_masks = None
+            if self.dropout:
+                input_masks = _dropout_mask(x.new_empty(gates, batch, features), self.dropout)
+            recurrent_masks = _dropout_mask(x.new_empty(gates, batch, self.units), self.recurrent_dropout)
+            return run_reference(_PerGateDropout(cell, input_masks, recurrent_masks), x, state, **options)
+        if training and self.dropout:  # one input mask per sequence, shared by all steps
+            x = x * _dropout_mask(x.new_empty(batch, features), self.dropout)
+        recurrent_mask = None
+        if training and self.recurrent_dropout:
+            recurrent_mask = _dropout_mask(x.new_empty(batch, self.units), self.recurrent_dropout)
+        return run_sequence(cell, x, state, recurrent_mask=recurrent_mask, **options)
 
     def _describe(self) -> str:
         return f"{type(self).__name__}(units={self.units})" + (
             f" with input_size={self.input_size}" if self.built else ""
         )
 
-    def _check_inputs(self, inputs: Tensor) -> Tensor:
+    def _check_inputs(self, inputs: Tensor | np.ndarray) -> Tensor:
+        if isinstance(inputs, np.ndarray):  # as Keras: cast to the layer's dtype
+            like = self.cell.weight_ih if self.cell is not None else None
+            dtype = like.dtype if like is not None else self._factory["dtype"] or torch.get_default_dtype()
+            inputs = torch.as_tensor(inputs, dtype=dtype, device=like.device if like is not None else None)
         x = check_tensor("inputs", inputs)
         if x.dim() != 3:
             raise ValueError(
@@ -229,11 +298,24 @@ class _KerasRNN(nn.Module):
                     )
                 return self._states
             return self.cell.initial_state(batch, like)
-        states = (initial_state,) if isinstance(initial_state, Tensor) else tuple(initial_state)
+        if isinstance(initial_state, Tensor | np.ndarray):
+            states: tuple[Any, ...] = (initial_state,)
+        elif isinstance(initial_state, Sequence) and not isinstance(initial_state, str):
+            states = tuple(initial_state)
+        else:
+            raise TypeError(
+                f"initial_state must be a tensor, a NumPy array or a list of them {names}, "
+                f"got {type(initial_state).__name__}"
+            )
         if len(states) != len(names):
             raise ValueError(
-                f"{type(self).__name__} expects {len(names)} initial state tensor(s) {names}, got {len(states)}"
+                f"{type(self).__name__} expects {len(names)} initial state tensor(s) {names}, got {len(states)} "
+                "(a list or tuple holds one entry per state: pass a single state as a tensor or NumPy array)"
             )
+        states = tuple(
+            s if isinstance(s, Tensor) else torch.as_tensor(np.asarray(s), dtype=like.dtype, device=like.device)
+            for s in states
+        )
         for name, state in zip(names, states, strict=True):
             check_tensor(f"initial state {name}", state, like.dtype)
             if tuple(state.shape) != (batch, self.units):
@@ -259,10 +341,43 @@ def _dropout_mask(like: Tensor, rate: float) -> Tensor:
     return like.bernoulli_(keep) / keep
 
 
+def _gate_shifts(value: Tensor, masks: Tensor, weight: Tensor, size: int) -> Tensor:
+    """``(..., G * size)``: what each gate's block of ``weight`` adds when it reads
+    ``value * masks[k]`` rather than ``value * masks[-1]`` (zero for the last gate)."""
+    blocks = weight.split(size)
+    shifts = [F.linear(value * (mask - masks[-1]), block) for mask, block in zip(masks[:-1], blocks[:-1], strict=True)]
+    return torch.cat([*shifts, torch.zeros_like(shifts[0])], dim=-1)
+
+
+class _PerGateDropout:
+    """``cell`` with Keras' per-gate dropout masks (its implementation 1): gate ``k`` reads
+    ``inputs * input_masks[k]`` and ``h * recurrent_masks[k]`` (masks ``(G, B, size)``). The cell
+    runs unchanged with the last gate's masks, and each other gate's projections are shifted by its
+    block times the difference of the masks: linear terms, so even a reset-before GRU's candidate
+    (which reads the last gate's ``h``) is exact. Has the two methods the reference time loop calls."""
+
+    def __init__(self, cell: Cell, input_masks: Tensor | None, recurrent_masks: Tensor) -> None:
+        self.cell, self.input_masks, self.recurrent_masks = cell, input_masks, recurrent_masks
+
+    def project_input(self, x: Tensor) -> Tensor:
+        masks = self.input_masks
+        if masks is None:
+            return self.cell.project_input(x)
+        shifts = _gate_shifts(x, masks, self.cell.weight_ih, self.cell.hidden_size)
+        return self.cell.project_input(x * masks[-1]) + shifts
+
+    def step(self, xg: Tensor, state: State, recurrent_mask: Tensor | None = None) -> tuple[State, tuple[Tensor, ...]]:
+        masks = self.recurrent_masks
+        xg = xg + _gate_shifts(state[0], masks, self.cell.weight_hh, self.cell.hidden_size)
+        return self.cell.step(xg, state, masks[-1])
+
+
 class LSTM(_KerasRNN):
     """Keras ``LSTM``: ``recurrent_activation`` drives the gates, ``unit_forget_bias`` starts the
     forget bias at one. Returns ``output`` or, with ``return_state``, ``(output, h, c)``.
-    (Shared arguments: see the module docstring.)
+    ``implementation`` (1 or 2) is accepted as Keras takes it and changes no result: the per-gate
+    dropout masks of Keras' implementation 1 are drawn whenever ``recurrent_dropout > 0``, which is
+    when Keras' layer uses it. (Shared arguments: see the module docstring.)
 
         >>> import torch
         >>> from lstmkit.keras import LSTM
@@ -285,6 +400,10 @@ class LSTM(_KerasRNN):
         kernel_initializer: Initializer = "glorot_uniform",
         recurrent_initializer: Initializer = "orthogonal",
         bias_initializer: Initializer = "zeros",
+        kernel_regularizer: Regularizer = None,
+        recurrent_regularizer: Regularizer = None,
+        bias_regularizer: Regularizer = None,
+        activity_regularizer: Regularizer = None,
         unit_forget_bias: bool = True,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
@@ -292,10 +411,12 @@ class LSTM(_KerasRNN):
         return_state: bool = False,
         go_backwards: bool = False,
         stateful: bool = False,
+        unroll: bool = False,
+        implementation: int = 2,
         zero_output_for_mask: bool = False,
         input_size: int | None = None,
         device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
     ) -> None:
         super().__init__(units, device=device, dtype=dtype, **_keras_arguments(locals()))
 
@@ -320,7 +441,7 @@ class LSTM(_KerasRNN):
 class GRU(_KerasRNN):
     """Keras ``GRU``; ``reset_after=True`` (default) applies the reset gate after the recurrent
     multiply and has two biases, Keras ``bias`` of shape ``(2, 3 * units)``. Returns ``output`` or,
-    with ``return_state``, ``(output, h)``.
+    with ``return_state``, ``(output, h)``. ``implementation``: as for :class:`LSTM`.
     (Shared arguments: see the module docstring.)
 
         >>> import torch
@@ -342,17 +463,23 @@ class GRU(_KerasRNN):
         kernel_initializer: Initializer = "glorot_uniform",
         recurrent_initializer: Initializer = "orthogonal",
         bias_initializer: Initializer = "zeros",
+        kernel_regularizer: Regularizer = None,
+        recurrent_regularizer: Regularizer = None,
+        bias_regularizer: Regularizer = None,
+        activity_regularizer: Regularizer = None,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         return_sequences: bool = False,
         return_state: bool = False,
         go_backwards: bool = False,
         stateful: bool = False,
+        unroll: bool = False,
+        implementation: int = 2,
         reset_after: bool = True,
         zero_output_for_mask: bool = False,
         input_size: int | None = None,
         device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
     ) -> None:
         super().__init__(units, device=device, dtype=dtype, **_keras_arguments(locals()))
 
@@ -395,16 +522,21 @@ class SimpleRNN(_KerasRNN):
         kernel_initializer: Initializer = "glorot_uniform",
         recurrent_initializer: Initializer = "orthogonal",
         bias_initializer: Initializer = "zeros",
+        kernel_regularizer: Regularizer = None,
+        recurrent_regularizer: Regularizer = None,
+        bias_regularizer: Regularizer = None,
+        activity_regularizer: Regularizer = None,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         return_sequences: bool = False,
         return_state: bool = False,
         go_backwards: bool = False,
         stateful: bool = False,
+        unroll: bool = False,
         zero_output_for_mask: bool = False,
         input_size: int | None = None,
         device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
     ) -> None:
         super().__init__(units, device=device, dtype=dtype, **_keras_arguments(locals()))
 
@@ -461,15 +593,15 @@ class Bidirectional(nn.Module):
 
     def forward(
         self,
-        inputs: Tensor,
-        initial_state: Sequence[Tensor] | None = None,
-        mask: Tensor | None = None,
+        inputs: Tensor | np.ndarray,
+        initial_state: StateArg = None,
+        mask: Tensor | np.ndarray | None = None,
         training: bool | None = None,
     ) -> Tensor | tuple[Tensor, ...]:
         training = self.training if training is None else training
         forward_state = backward_state = None
         if initial_state is not None:
-            states = [initial_state] if isinstance(initial_state, Tensor) else list(initial_state)
+            states = [initial_state] if isinstance(initial_state, Tensor | np.ndarray) else list(initial_state)
             expected = 2 * len(self.forward_layer.state_names)
             if len(states) != expected:
                 raise ValueError(
@@ -490,12 +622,25 @@ class Bidirectional(nn.Module):
         output = merge_directions(y, y_rev, self.merge_mode)
         return (output, *states) if self.return_state else output
 
-    def reset_states(self) -> None:
-        """Zero the carried states of both directions (stateful layers only)."""
+    def reset_state(self) -> None:
+        """Zero the carried states of both directions (stateful layers only; Keras 3 ``reset_state``)."""
         if not self.stateful:
-            raise AttributeError("reset_states() needs a stateful layer")
-        self.forward_layer.reset_states()
-        self.backward_layer.reset_states()
+            raise AttributeError("reset_state() needs a stateful layer")
+        self.forward_layer.reset_state()
+        self.backward_layer.reset_state()
+
+    def reset_states(self) -> None:
+        """Keras' older name of :meth:`reset_state`."""
+        self.reset_state()
+
+    @property
+    def losses(self) -> list[Tensor]:
+        """Both directions' penalties in Keras' order: their activity penalties from the last call,
+        then their weight penalties (see :attr:`LSTM.losses <_KerasRNN.losses>`)."""
+        layers = (self.forward_layer, self.backward_layer)
+        return [loss for layer in layers for loss in layer._activity_losses] + [
+            loss for layer in layers for loss in layer._weight_losses()
+        ]
 
     def get_weights(self) -> list[np.ndarray]:
         """Forward layer's weights, then the backward layer's, as Keras' ``get_weights()``."""
