@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,31 @@ def test_a_crash_while_writing_leaves_the_old_checkpoint(tmp_path: Path, monkeyp
         trainer.save_checkpoint()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """Atomic writes go through a temporary file, which mkstemp creates 0600."""
+    before = os.umask(umask)
+    try:
+        path = ckpt.atomic_write(tmp_path / "new" / "file.bin", b"data")
+        first = stat.S_IMODE(path.stat().st_mode)
+        ckpt.atomic_write(path, b"again")
+    finally:
+        os.umask(before)
+    assert first == stat.S_IMODE(path.stat().st_mode) == mode
+    assert os.umask(before) == before, "the umask is left as it was"
+
+
+def test_every_file_of_a_run_is_readable_by_others_under_umask_022(tmp_path: Path) -> None:
+    before = os.umask(0o022)
+    try:
+        make_trainer(tmp_path, quiet(epochs=1)).fit()
+    finally:
+        os.umask(before)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+    assert {"checkpoint.safetensors", "model.safetensors", "config.json", "metrics.jsonl", "curves.png"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
 
 
 def test_broken_checkpoints_give_errors_that_name_the_problem(tmp_path: Path) -> None:

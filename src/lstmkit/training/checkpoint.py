@@ -38,12 +38,22 @@ class CheckpointError(ValueError):
     """A checkpoint or pretrained directory that cannot be loaded; the message says why."""
 
 
+def current_umask() -> int:
+    """The process's file mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half. The
+    file gets the mode of any new file, ``0o666`` less the umask (``0o644`` under umask 022), not the
+    ``0o600`` of the temporary file it is written to."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
