@@ -207,10 +207,12 @@ class _KerasRNN(nn.Module):
         cell = self.cell
         if cell is None:
             return []
-        weights = {"kernel_regularizer": lambda: cell.weight_ih, "recurrent_regularizer": lambda: cell.weight_hh}
-        if self.use_bias:  # Keras' bias: torch's bias_ih, and bias_hh where Keras keeps a second one
-            weights["bias_regularizer"] = lambda: torch.cat([b for b in (cell.bias_ih, cell.bias_hh) if b is not None])
-        return [penalty(weights[key]()) for key in weights if (penalty := self._penalties[key]) is not None]
+        weights = (("kernel_regularizer", cell.weight_ih), ("recurrent_regularizer", cell.weight_hh))
+        losses = [penalty(weight) for key, weight in weights if (penalty := self._penalties[key]) is not None]
+        penalty = self._penalties["bias_regularizer"]
+        if self.use_bias and penalty is not None:  # Keras' bias: bias_ih, and bias_hh where Keras has a second
+            losses.append(penalty(torch.cat([b for b in (cell.bias_ih, cell.bias_hh) if b is not None])))
+        return losses
 
     def forward(
         self,
@@ -351,10 +353,13 @@ def _gate_shifts(value: Tensor, masks: Tensor, weight: Tensor, size: int) -> Ten
 
 class _PerGateDropout:
     """``cell`` with Keras' per-gate dropout masks (its implementation 1): gate ``k`` reads
-    ``inputs * input_masks[k]`` and ``h * recurrent_masks[k]`` (masks ``(G, B, size)``). The cell
-    runs unchanged with the last gate's masks, and each other gate's projections are shifted by its
-    block times the difference of the masks: linear terms, so even a reset-before GRU's candidate
-    (which reads the last gate's ``h``) is exact. Has the two methods the reference time loop calls."""
+    ``inputs * input_masks[k]`` and ``h * recurrent_masks[k]`` (masks ``(G, B, size)``).
+
+    The cell runs unchanged with the last gate's masks, and each other gate's pre-activation is
+    shifted by its block times ``value * (masks[k] - masks[-1])``. Exact, as those pre-activations
+    are sums of the two projections; the last gate, whose recurrent term a GRU scales by ``r`` or
+    computes from ``r * h``, needs no shift. Has the two methods the reference time loop calls
+    (``step``'s ``recurrent_mask`` is unused: the masks are this object's)."""
 
     def __init__(self, cell: Cell, input_masks: Tensor | None, recurrent_masks: Tensor) -> None:
         self.cell, self.input_masks, self.recurrent_masks = cell, input_masks, recurrent_masks
