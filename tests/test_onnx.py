@@ -306,19 +306,34 @@ def test_classifier_exports_with_lengths(tmp_path: Path) -> None:
         assert_close(run_onnx(out, {"x": x, "lengths": lengths}), [model(x, lengths)])
 
 
-def test_forecaster_and_pair_classifier_export(tmp_path: Path) -> None:
-    from lstmkit.tasks.forecast.model import ForecastConfig, Forecaster
-    from lstmkit.tasks.pairs.model import PairClassifier, PairsConfig
+def test_a_trained_forecaster_exports_in_the_data_units_and_forecasts_as_predict_does(tmp_path: Path) -> None:
+    """The graph takes raw values and returns forecasts in the data's units (its scaling inside), so
+    onnxruntime on the last window of the series gives what ``forecast predict`` prints."""
+    from task_helpers import tiny
 
-    folder = tmp_path / "forecast"
-    Forecaster(ForecastConfig(["y", "x"], [0.0, 1.0], [1.0, 2.0], window=6, horizon=3, hidden_size=8)).save_pretrained(
-        folder
-    )
-    exported = export_pretrained(folder, tmp_path / "forecast.onnx")
-    assert exported.dynamic_axes["z"] == {0: "batch", 1: "sequence"}
-    model = Forecaster.from_pretrained(folder)
-    z = torch.randn(3, 10, 2)
-    assert_close(run_onnx(tmp_path / "forecast.onnx", {"z": z}), [model(z)])
+    from lstmkit.tasks.forecast.data import co2_series
+    from lstmkit.tasks.forecast.model import Forecaster, forecast
+    from lstmkit.tasks.forecast.task import configure, predict_next, train
+
+    folder, out = tmp_path / "forecast", tmp_path / "forecast.onnx"
+    train(*tiny(configure, "window=26", "horizon=4", "hidden_size=8", max_steps=3), folder)
+    result = runner.invoke(app, ["export", "onnx", str(folder), str(out)])
+    assert result.exit_code == 0, result.output
+    assert "inputs:  values {0: batch, 1: sequence}" in result.output
+    assert "outputs: forecast {0: batch}" in result.output
+    model, series = Forecaster.from_pretrained(folder), co2_series()
+    _, predicted = predict_next(model, series)  # what `forecast predict` prints
+    assert predicted.min() > 300  # ppm, not standard units
+    (got,) = run_onnx(out, {"values": torch.from_numpy(series.values[-26:][None])})
+    np.testing.assert_allclose(got[0], predicted, rtol=1e-6)
+    origins = [60, 700, 1500]  # a batch of windows, and longer ones than the model was trained on
+    windows = np.stack([series.values[origin - 39 : origin + 1] for origin in origins])
+    (got,) = run_onnx(out, {"values": torch.from_numpy(windows)})
+    np.testing.assert_allclose(got, forecast(model.eval(), series.values, origins), rtol=1e-6)
+
+
+def test_pair_classifier_exports(tmp_path: Path) -> None:
+    from lstmkit.tasks.pairs.model import PairClassifier, PairsConfig
 
     folder = tmp_path / "pairs"
     PairClassifier(PairsConfig(["a", "b", "c"], hidden_sizes=[4, 3], embedding_size=5)).save_pretrained(folder)

@@ -828,7 +828,9 @@ def export_pretrained(
 ) -> OnnxExport:
     """Export a saved model: a task model's folder (any task; see :func:`lstmkit.tasks.load_model`)
     or a Keras 3 ``.keras`` file (see :func:`lstmkit.interop.keras_files.load_keras_file`), with
-    inputs from :func:`example_inputs`; ``options`` go to :func:`export_onnx`.
+    inputs from :func:`example_inputs`; ``options`` go to :func:`export_onnx`. A model with a method
+    ``onnx_module()`` is exported as the module it returns: the forecaster's takes and returns values
+    in the data's units (its scaling inside the graph), as ``forecast predict`` reads and prints them.
 
     ``with_state=True`` also makes the initial recurrent state an input (``h_0``, ``c_0``), for a
     model whose ``forward(..., state=None)`` returns ``(output, state)`` such as charlm: a runtime
@@ -842,6 +844,9 @@ def export_pretrained(
         from ..tasks import load_model
 
         model = load_model(directory)
+    own = getattr(model, "onnx_module", None)
+    if callable(own):
+        model = own()
     inputs = example_inputs(model, batch, steps)
     names, var_positional = _parameter_names(model)
     if with_state:

@@ -86,6 +86,39 @@ class Forecaster(TaskModel):
         """Standardised target values back in the data's units (float64)."""
         return z.double() * self.column_std[0] + self.column_mean[0]
 
+    def onnx_module(self) -> ForecasterInDataUnits:
+        """What ``lstmkit export onnx`` writes: this model in the data's units (see
+        :class:`ForecasterInDataUnits`)."""
+        return ForecasterInDataUnits(self)
+
+
+class ForecasterInDataUnits(nn.Module):
+    """A forecaster as :func:`forecast` (and ``forecast predict``) runs it: raw windows ``values``
+    ``(batch, steps, columns)`` in the data's units (float64) -> the next ``horizon`` target values
+    ``(batch, horizon)`` in the data's units (float64), standardising and un-standardising with the
+    training part's statistics.
+
+        >>> model = Forecaster(ForecastConfig(["y"], [300.0], [10.0], window=6, horizon=3, hidden_size=8))
+        >>> raw = model.onnx_module()(torch.full((1, 6, 1), 320.0, dtype=torch.float64))  # 2 std above
+        >>> bool(torch.allclose(raw, model.unstandardise_target(model(torch.full((1, 6, 1), 2.0)))))
+        True
+    """
+
+    onnx_output_names = ("forecast",)
+
+    def __init__(self, model: Forecaster) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, values: Tensor) -> Tensor:
+        return self.model.unstandardise_target(self.model(self.model.standardise(values)))
+
+    def example_inputs(self, batch: int, steps: int) -> dict[str, Tensor]:
+        """Raw windows around the training part's means, the example of the ONNX export."""
+        generator = torch.Generator().manual_seed(0)
+        noise = torch.randn(batch, steps, len(self.model.config.columns), generator=generator, dtype=torch.float64)
+        return {"values": self.model.column_mean + self.model.column_std * noise}
+
 
 def input_windows(values: np.ndarray, origins: Sequence[int] | np.ndarray, window: int) -> np.ndarray:
     """The ``window`` steps up to and including each origin: ``(len(origins), window, columns)``.
