@@ -286,13 +286,15 @@ def test_stale_temporaries_of_killed_writes_are_removed(tmp_path: Path) -> None:
 
 def test_a_kill_while_the_native_engine_loads_does_not_hang_the_next_run(tmp_path: Path) -> None:
     from lstmkit.engine import native
-    from lstmkit.engine.native.build import build_directory, instruction_set
+    from lstmkit.engine.native.build import build_directory, instruction_set, native_builds
 
     if not native.is_available():
         pytest.skip("the native engine cannot be built here")
-    built = build_directory(instruction_set())
-    shutil.copytree(built, tmp_path / built.name, ignore=shutil.ignore_patterns("lock"))
-    (tmp_path / built.name / "lock").touch()  # what a process killed inside cpp_extension.load leaves
+    built = next(build for build in native_builds() if build.marker.is_file())
+    copy = tmp_path / build_directory(instruction_set()).name / built.folder.name
+    # a process killed inside cpp_extension.load leaves its lock, and its build not marked finished
+    shutil.copytree(built.folder, copy, ignore=shutil.ignore_patterns("lock", built.marker.name))
+    (copy / "lock").touch()
     code = "from lstmkit.engine import native; print(native.is_available())"
     env = os.environ | {"LSTMKIT_EXTENSIONS_DIR": str(tmp_path), "LSTMKIT_ENGINE": "auto"}
     env.pop("LSTMKIT_NATIVE", None)
