@@ -330,7 +330,7 @@ def test_command_line_trains_on_csv_columns(tmp_path: Path) -> None:
     rows = zip(days[:20], temperature[:20], load[:20], strict=True)
     shorter.write_text("load,temperature,day\n" + "".join(f"{y},{t},{d}\n" for d, t, y in rows))
     result = runner.invoke(app, ["forecast", "predict", "--checkpoint", str(out), "--csv", str(shorter),
-                                 "--time-column", "day"])  # fmt: skip
+                                 "--time-column", "day", "--precision", "fp32"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].startswith("+1\t2020-01-21\t")
     recent = np.stack([load[6:20], temperature[6:20]], 1)  # the last 14 rows, in the model's column order
@@ -377,6 +377,6 @@ def test_evaluate_on_another_part_of_a_saved_run(tiny_run: tuple[Path, Forecaste
     result = runner.invoke(app, ["forecast", "evaluate", "--checkpoint", str(out), "--part", "dev"])
     assert result.exit_code == 2 and "unknown part 'dev'" in result.output
     test = evaluations["test"].metrics["model"]["mae"]
-    result = runner.invoke(app, ["forecast", "evaluate", "--checkpoint", str(out)])
+    result = runner.invoke(app, ["forecast", "evaluate", "--checkpoint", str(out), "--precision", "fp32"])
     assert result.exit_code == 0 and f"{test:.4g}" in result.output, result.output
     assert dataclasses.asdict(forecast_task.read_task_data(out)) == dataclasses.asdict(ForecastData())

@@ -360,7 +360,7 @@ def test_command_line_train_on_a_quora_file_then_evaluate_and_predict(tmp_path: 
     out = tmp_path / "run"
     result = runner.invoke(app, ["pairs", "train", "--preset", "tiny", "--data", str(data), "--out", str(out),
                                  "--quiet", "--epochs", "3", "--set", "architecture=single", "--set", "min_count=1",
-                                 "--set", "threshold_metric=f1"])  # fmt: skip
+                                 "--set", "threshold_metric=f1", "--precision", "fp32"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "single bidirectional lstm 32->16" in flat(result.output)
     model = PairClassifier.from_pretrained(out)
@@ -380,7 +380,7 @@ def test_command_line_train_on_a_quora_file_then_evaluate_and_predict(tmp_path: 
     assert result.exit_code == 0 and "(validation part): accuracy" in flat(result.output), result.output
 
     result = runner.invoke(app, ["pairs", "predict", "--checkpoint", str(out), "How do I learn chess?",
-                                 "What is the best way to get good at chess?"])  # fmt: skip
+                                 "What is the best way to get good at chess?", "--precision", "fp32"])  # fmt: skip
     assert result.exit_code == 0, result.output
     probability, decision = re.fullmatch(r"probability ([0-9.]+)\t(\w+) \(threshold [0-9.]+\)",
                                          result.output.strip()).groups()  # fmt: skip
