@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/lstmkit charlm train --out runs/charlm
+	$(BIN)/lstmkit charlm train --out runs/charlm --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q

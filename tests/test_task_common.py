@@ -20,7 +20,7 @@ from lstmkit.training import TrainConfig
 from lstmkit.training.trainer import TrainingDiverged
 
 SHARED_OPTIONS = ("--preset", "--cell", "--out", "--set", "--epochs", "--max-steps", "--seed", "--resume", "--nproc",
-                  "--quiet", "--threads", "--precision")  # fmt: skip
+                  "--quiet", "--threads", "--precision", "--overwrite")  # fmt: skip
 
 
 class FileError(ValueError):
@@ -100,6 +100,25 @@ def test_a_diverged_run_ends_in_one_line_and_exit_code_1(task: str, monkeypatch:
 )
 def test_every_task_refuses_bad_arguments_in_one_clear_line(task: str, arguments: list[str], message: str) -> None:
     assert_clear_error([task, *arguments], message)
+
+
+def test_training_refuses_an_out_folder_with_another_run_unless_told(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("a folder with other files is no run")
+    train = ["charlm", "train", "--preset", "sentence", "--max-steps", "2", "--sample", "0", "-q", "--out", str(out)]
+    assert runner.invoke(app, train).exit_code == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    result = runner.invoke(app, train)
+    assert result.exit_code == 2, result.output
+    assert flat(result.stderr) == (f"error: {out} holds another run (config.json, model.safetensors, checkpoint."
+                                   "safetensors, metrics.jsonl, task.json); pass --overwrite to replace it, --resume "
+                                   "to continue it, or choose another --out")  # fmt: skip
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before, "the run is left as it was"
+    result = runner.invoke(app, [*train, "--resume", "--overwrite"])
+    assert result.exit_code == 2 and "give one of them" in result.stderr, result.output
+    assert runner.invoke(app, [*train, "--max-steps", "3", "--resume"]).exit_code == 0  # the last --max-steps counts
+    assert runner.invoke(app, [*train, "--overwrite"]).exit_code == 0
 
 
 def test_a_run_takes_the_preset_then_the_overrides_then_the_options() -> None:

@@ -18,7 +18,9 @@ import typer
 
 from ..precision import detect_cpu, resolve_precision
 from ..training import TrainConfig, TrainResult
+from ..training.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from ..training.distributed import launch, leave_process_group
+from ..training.trainer import CHECKPOINT_NAME, METRICS_NAME
 from .options import (
     Cell,
     Epochs,
@@ -26,6 +28,7 @@ from .options import (
     Nproc,
     OutDir,
     Overrides,
+    Overwrite,
     Precision,
     Quiet,
     Resume,
@@ -36,9 +39,12 @@ from .options import (
     is_main_process,
     user_errors,
 )
+from .runner import TASK_FILE
 
 Settings = tuple[Any, dict[str, Any], TrainConfig]
 """What a task's ``configure`` returns: data settings, model fields, training configuration."""
+RUN_FILES = (CONFIG_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, METRICS_NAME, TASK_FILE)
+"""The files that say a folder holds a run (any one of them)."""
 Trained = tuple[Any, TrainResult, Any]
 """What a task's ``train`` returns: the model, the run's result and the task's figures."""
 TrainFunction = Callable[[Any, dict[str, Any], TrainConfig, Path, bool], Trained]
@@ -58,6 +64,7 @@ class TrainRun:
     max_steps: MaxSteps = None
     seed: Seed = None
     resume: Resume = False
+    overwrite: Overwrite = False
     nproc: Nproc = 1
     quiet: Quiet = False
     threads: Threads = 0
@@ -93,6 +100,7 @@ class TrainRun:
             train(*settings, self.out, self.resume)
             leave_process_group()
             raise typer.Exit()
+        self.check_out()
         console.print(self.headline(model, settings[2], data), highlight=False)
         for note in notes:
             console.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -103,6 +111,16 @@ class TrainRun:
         leave_process_group()
         console.print(stopped_line(trained[1], metric))
         return trained
+
+    def check_out(self) -> None:
+        """Refuse to train into an ``out`` folder that holds another run's files unless ``--overwrite``
+        (replace it) or ``--resume`` (continue it) is given, and refuse both at once."""
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+        found = [name for name in RUN_FILES if (self.out / name).exists()] if self.out.is_dir() else []
+        if found and not (self.resume or self.overwrite):
+            raise ValueError(f"{self.out} holds another run ({', '.join(found)}); pass --overwrite to replace it, "
+                             "--resume to continue it, or choose another --out")  # fmt: skip
 
     def headline(self, model: str, config: TrainConfig, data: str | None = None) -> str:
         """What the run trains: the task, the preset, the ``model``, the budget, the ``data``, the

@@ -27,6 +27,7 @@ Epochs = Annotated[int | None, typer.Option(min=1, help="Training epochs (defaul
 MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps.")]
 Seed = Annotated[int | None, typer.Option(help="Random seed (default: the preset's).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.safetensors.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train into an OUT that holds another run, replacing it.")]
 Nproc = Annotated[int, typer.Option("--nproc", min=1, max=64, help="Data-parallel processes (gloo, CPU).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Cell = Annotated[str | None, typer.Option(help="rnn, gru, lstm, peephole or layernorm.")]
