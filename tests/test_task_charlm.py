@@ -4,6 +4,7 @@ that beats the unigram baseline on unseen plays, generation, and the command lin
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -252,3 +253,14 @@ def test_an_unknown_precision_is_one_line_and_exit_code_2(command: list[str], tm
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2
     assert lines == ["error: unknown precision 'fp16': expected auto, bf16 or fp32"], result.stderr
+
+
+def test_training_into_a_log_file_shows_its_progress_in_plain_lines(tmp_path: Path) -> None:
+    """CliRunner's stdout is not a terminal, as in ``lstmkit charlm train > log``."""
+    arguments = ["charlm", "train", "--preset", "sentence", "--max-steps", "4", "--sample", "0", "--out"]
+    result = runner.invoke(app, [*arguments, str(tmp_path / "shown")])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^epoch 1/\d+, step 4/4: loss \d\.\d{4}, val_bpc \d\.\d{4}, .*elapsed 0:00:\d\d, eta 0:00:00$",
+                     result.stdout, re.MULTILINE), result.stdout  # fmt: skip
+    quiet = runner.invoke(app, [*arguments, str(tmp_path / "quiet"), "--quiet"])
+    assert quiet.exit_code == 0 and "step 4/4" not in quiet.stdout, quiet.stdout

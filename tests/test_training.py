@@ -3,14 +3,18 @@ early stopping, files, and data-parallel training equal to one process."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import save_file
 from torch import nn
 
@@ -28,8 +32,10 @@ from lstmkit.training import (
     read_checkpoint,
 )
 from lstmkit.training import checkpoint as ckpt
+from lstmkit.training import progress as progress_module
 from lstmkit.training.batching import epoch_generator
 from lstmkit.training.distributed import launch
+from lstmkit.training.progress import progress_display
 
 
 class SequenceRegressor(nn.Module):
@@ -335,3 +341,32 @@ def test_two_processes_reach_the_weights_of_one(tmp_path: Path) -> None:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
     moved = any(not torch.equal(one[name], SequenceRegressor(0.0).state_dict()[name]) for name in one)
     assert moved
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_progress_bar_fits_the_terminal_with_its_steps_and_labelled_times(width: int) -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, width=width, force_terminal=True, color_system=None)
+    progress = progress_display(console, shown=True, terminal=True)
+    progress.add_task("epoch 10/40", total=13440, completed=1200, loss="2.3412", metric="val_loss 0.9123",
+                      rate="1,234 items/s")  # fmt: skip
+    console.print(progress.make_tasks_table(progress.tasks))
+    (line,) = screen.getvalue().splitlines()
+    assert len(line) <= width and "\u2026" not in line, line
+    assert re.search(r"epoch 10/40 .*1200/13440 loss 2\.3412 val_loss 0\.9123 .*elapsed \d:\d\d:\d\d eta \S+$", line)
+    assert ("items/s" in line) == ("\u2501" in line) == (width >= 120), line
+
+
+def test_without_a_terminal_progress_is_plain_lines(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    make_trainer(None, quiet(epochs=2, progress=True)).fit()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2, "the first step and the end, within 10 s"
+    assert re.fullmatch(r"epoch 1/2, step 1/12: loss \d+\.\d{4}, elapsed 0:00:\d\d, eta \d:\d\d:\d\d", lines[0]), lines
+    assert re.fullmatch(r"epoch 2/2, step 12/12: loss \d+\.\d{4}, val_loss \d+\.\d{4}, [\d,]+ items/s, "
+                        r"elapsed 0:00:\d\d, eta 0:00:00", lines[1]), lines  # fmt: skip
+    monkeypatch.setattr(progress_module, "PLAIN_SECONDS", 0.0)
+    make_trainer(None, quiet(epochs=2, progress=True)).fit()
+    assert [int(re.search(r"step (\d+)/", line)[1]) for line in capsys.readouterr().out.splitlines()] == list(
+        range(1, 13)
+    ), "every step when the interval is 0"

@@ -6,8 +6,9 @@ batch, and optionally an ``evaluate`` that returns held-out metrics. The trainer
 optimiser and learning-rate schedule, gradient clipping, bucketed batches, early stopping, reduced
 precision (``TrainConfig.precision``: each step's forward pass and each evaluation under bf16
 autocast, the backward pass and the optimizer step on the float32 weights outside it), a rich
-progress bar, metrics in ``metrics.jsonl``, atomic checkpoints and ``--resume``, curves as a PNG,
-NaN/inf detection, and data-parallel training across processes.
+progress bar (plain lines when stdout is not a terminal), metrics in ``metrics.jsonl``, atomic
+checkpoints and ``--resume``, curves as a PNG, NaN/inf detection, and data-parallel training across
+processes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,6 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -33,6 +34,7 @@ from .batching import batch_indices, epoch_generator
 from .config import TrainConfig
 from .distributed import all_reduce_sum, init_from_environment, rank_and_world
 from .plots import plot_curves
+from .progress import progress_display
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
@@ -350,26 +352,13 @@ class Trainer:
             out_dir=str(self.out_dir) if self.out_dir else None,
         )
 
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[metric]}"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            disable=not (self.config.progress and self.rank == 0),
-        )
-
     def _loop(self, total_steps: int) -> str:
         config = self.config
         started = time.perf_counter() - self.elapsed
         window_loss = window_items = 0.0
         window_start = time.perf_counter()
-        with self._progress() as progress:
+        shown = self.config.progress and self.rank == 0
+        with progress_display(self.console, shown, sys.stdout.isatty()) as progress:
             bar = progress.add_task("training", total=total_steps, completed=self.step, loss="-", metric="", rate="")
             while self.epoch < config.epochs:
                 batches = self._batches(self.epoch)
@@ -384,12 +373,13 @@ class Trainer:
                     self.elapsed = time.perf_counter() - started
                     if outcome is not None:
                         window_loss, window_items = window_loss + outcome[0], window_items + outcome[1]
+                        progress.update(bar, loss=f"{window_loss / window_items:.4f}")  # the log window's so far
                     if self.step % config.log_every == 0 and window_items:
                         rate = window_items / max(1e-9, time.perf_counter() - window_start)
                         loss = window_loss / window_items
                         self._log({"step": self.step, "epoch": self.epoch, "split": "train", "loss": loss,
                                    "lr": self.optimizer.param_groups[0]["lr"], "items_per_second": rate})  # fmt: skip
-                        progress.update(bar, loss=f"{loss:.4f}", rate=f"{rate:,.0f} items/s")
+                        progress.update(bar, rate=f"{rate:,.0f} items/s")
                         window_loss = window_items = 0.0
                         window_start = time.perf_counter()
                     progress.update(bar, completed=self.step, description=f"epoch {self.epoch + 1}/{config.epochs}")
