@@ -130,11 +130,61 @@ def test_keras_semantics_layers_export_with_dynamic_sequence(make, tmp_path: Pat
         assert_close(run_onnx(path, {"inputs": x}), flat(layer(x)))
 
 
+OPERATOR_LAYERS = {  # cells torch has no kernel for, but ONNX's LSTM (peepholes P) and GRU (linear_before_reset=0) do
+    "peephole-2-bi": lambda: lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, 4, 6, num_layers=2, bidirectional=True),
+    "peephole-batch-first-sum": lambda: lstmkit.Recurrent(
+        lstmkit.PeepholeLSTMCell, 4, 6, bidirectional=True, merge_mode="sum", batch_first=True
+    ),
+    "gru-reset-before-2-bi": lambda: lstmkit.GRU(4, 6, num_layers=2, bidirectional=True, reset_after=False),
+    "gru-reset-before-no-bias": lambda: lstmkit.GRU(4, 6, bias=False, batch_first=True, reset_after=False),
+}
+
+
+@pytest.mark.parametrize("kind", OPERATOR_LAYERS)
+def test_peephole_and_reset_before_cells_export_as_onnx_operators_of_any_length(kind: str, tmp_path: Path) -> None:
+    layer = OPERATOR_LAYERS[kind]().eval()
+    for weight in layer.parameters():  # peepholes start at zero; a wrong gate order must show
+        nn.init.uniform_(weight, -0.5, 0.5)
+    names = [f"{state}_0" for state in layer.cell().state_names]
+    path = tmp_path / "layer.onnx"
+    initial = tuple(torch.randn(layer.num_layers * layer.num_directions, 4, 6) for _ in names)
+    lengths = torch.tensor([5, 2, 4, 1])
+    exported = export_onnx(layer, (layout(layer, 4, 5), initial), path, example_kwargs={"lengths": lengths})
+    assert exported.dynamic_sequence and exported.input_names == ["input", *names, "lengths"]
+    operators = [node for node in onnx.load(path).graph.node if node.op_type in ("LSTM", "GRU")]
+    assert len(operators) == layer.num_layers
+    if "peephole" in kind:
+        assert all(len(node.input) == 8 and node.input[7] for node in operators)  # P given
+    else:
+        assert all(onnx.helper.get_node_attr_value(node, "linear_before_reset") == 0 for node in operators)
+    for lengths in ([3, 7, 1], [2, 0, 9, 4, 9]):  # other batch sizes and lengths than the example's
+        lengths = torch.tensor(lengths)
+        x = layout(layer, len(lengths), int(lengths.max()))
+        states = [torch.randn(layer.num_layers * layer.num_directions, len(lengths), 6) for _ in names]
+        want = flat(layer(x, states if len(states) > 1 else states[0], lengths=lengths))
+        feed = {"input": x, "lengths": lengths} | dict(zip(names, states, strict=True))
+        assert_close(run_onnx(path, feed), want)
+    exported = export_onnx(layer, layout(layer, 2, 3), path)  # no lengths, no states
+    for batch, steps in SIZES:
+        x = layout(layer, batch, steps)
+        assert_close(run_onnx(path, {"input": x}), flat(layer(x)))
+
+
+def test_a_keras_gru_resetting_before_exports_as_onnx_gru(tmp_path: Path) -> None:
+    layer = KerasGRU(6, reset_after=False, return_sequences=True, return_state=True, go_backwards=True, input_size=4)
+    for weight in layer.parameters():
+        nn.init.uniform_(weight, -0.5, 0.5)
+    path = tmp_path / "keras.onnx"
+    export_onnx(layer.eval(), torch.randn(4, 5, 4), path)
+    assert [node.op_type for node in onnx.load(path).graph.node if node.op_type in ("GRU", "Loop", "Scan")] == ["GRU"]
+    for batch, steps in SIZES:
+        x = torch.randn(batch, steps, 4)
+        assert_close(run_onnx(path, {"inputs": x}), flat(layer(x)))
+
+
 UNROLLED = {
-    "peephole": (lambda: lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, 4, 6, batch_first=True), "PeepholeLSTMCell"),
     "layernorm": (lambda: lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 4, 6, batch_first=True), "LayerNormLSTMCell"),
     "projection": (lambda: lstmkit.LSTM(4, 6, proj_size=3, batch_first=True), "proj_size > 0"),
-    "gru-reset-before": (lambda: lstmkit.GRU(4, 6, batch_first=True, reset_after=False), "reset_after=False"),
     "zoneout": (lambda: lstmkit.LSTM(4, 6, batch_first=True, zoneout=0.2), "zoneout"),
     "merge-sum": (lambda: lstmkit.LSTM(4, 6, batch_first=True, bidirectional=True, merge_mode="sum"), "merge_mode"),
     "keras-hard-sigmoid": (
@@ -353,10 +403,10 @@ def test_pair_classifier_exports(tmp_path: Path) -> None:
 def test_command_line_errors_are_one_clear_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", "onnx", str(tmp_path / "nowhere"), str(tmp_path / "a.onnx")])
     assert result.exit_code == 2 and "no config.json" in result.output
-    folder = charlm_folder(tmp_path, cell="peephole", num_layers=1)
+    folder = charlm_folder(tmp_path, cell="layernorm", num_layers=1)
     result = runner.invoke(app, ["export", "onnx", str(folder), str(tmp_path / "a.onnx")])
     assert result.exit_code == 2
-    assert "PeepholeLSTMCell" in result.output and "Export with --static-sequence" in result.output
+    assert "LayerNormLSTMCell" in result.output and "Export with --static-sequence" in result.output
     out = tmp_path / "static.onnx"
     result = runner.invoke(app, ["export", "onnx", str(folder), str(out), "--static-sequence", "--steps", "6"])
     assert result.exit_code == 0, result.output

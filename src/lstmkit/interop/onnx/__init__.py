@@ -4,29 +4,31 @@ sequence axes, checked in onnxruntime.
 How it works: during the export every lstmkit layer runs on a traceable engine
 (:func:`traceable_engine`). With ``dynamic_sequence=True`` (the default) plain LSTM/GRU/RNN stacks
 run on torch's fused kernels, which torch's TorchScript-based exporter (``torch.onnx.export(...,
-dynamo=False)``) writes as ONNX's own ``LSTM``/``GRU``/``RNN`` operators: the graph takes any batch
-size and any sequence length. With ``dynamic_sequence=False`` every layer runs on the reference
-engine and its Python time loop is unrolled over the example's length: any cell exports, but the
-graph only takes sequences of exactly that length (the batch stays dynamic). (torch 2.13's dynamo
-exporter was tried too: it bakes the example's length into a ``Reshape`` of bidirectional LSTMs, so
-it is not used.)
+dynamo=False)``) writes as ONNX's own ``LSTM``/``GRU``/``RNN`` operators, and peephole LSTMs and
+GRUs resetting before the recurrent multiply are written as the same operators by lstmkit
+(:mod:`.operators`): the graph takes any batch size and any sequence length. With
+``dynamic_sequence=False`` every layer runs on the reference engine and its Python time loop is
+unrolled over the example's length: any cell exports, but the graph only takes sequences of exactly
+that length (the batch stays dynamic). (torch 2.13's dynamo exporter was tried too: it bakes the
+example's length into a ``Reshape`` of bidirectional LSTMs, so it is not used.)
 
 What exports with a dynamic sequence length (``dynamic_sequence=True``):
 
-* ``lstmkit.LSTM``, ``GRU`` (``reset_after=True``), ``RNN`` (``tanh``/``relu``) and
-  :class:`~lstmkit.Recurrent` over those cells with default activations: stacked, bidirectional
-  (``merge_mode="concat"``), ``batch_first`` or not, with initial states and with ``lengths=``
-  (lengths may be 0 at run time, giving zero outputs and the initial state as in lstmkit; the
-  example's lengths must be at least 1);
-* Keras-semantics ``lstmkit.keras.LSTM``, ``GRU`` (``reset_after=True``), ``SimpleRNN``
+* ``lstmkit.LSTM``, ``GRU`` (either ``reset_after``), ``RNN`` (``tanh``/``relu``) and
+  :class:`~lstmkit.Recurrent` over those cells with default activations or over
+  ``PeepholeLSTMCell``: stacked, bidirectional (``merge_mode="concat"``; any merge mode for the
+  peephole LSTM and the reset-before GRU), ``batch_first`` or not, with initial states and with
+  ``lengths=`` (lengths may be 0 at run time, giving zero outputs and the initial state as in
+  lstmkit; the example's lengths must be at least 1);
+* Keras-semantics ``lstmkit.keras.LSTM``, ``GRU`` (either ``reset_after``), ``SimpleRNN``
   (``tanh``/``relu``), ``Bidirectional`` (any merge mode), any ``return_sequences``/``return_state``/
   ``go_backwards``, not stateful, without masks;
 * any module built from those and traceable torch layers (Embedding, Linear, ...), such as the task
   models (``lstmkit export onnx CHECKPOINT out.onnx``).
 
-What does not, and the error says so: ``proj_size > 0`` (ONNX's LSTM has no projection), peephole and
-layer-norm cells, ``GRU(reset_after=False)``, custom cells or activations, zoneout, ``merge_mode``
-other than concat on ``lstmkit`` layers, masks, stateful Keras layers. All of these except masks
+What does not, and the error says so: ``proj_size > 0`` (ONNX's LSTM has no projection),
+layer-norm cells, custom cells or activations, zoneout, ``merge_mode`` other than concat on
+``lstmkit`` layers of plain cells, masks, stateful Keras layers. All of these except masks
 and stateful layers export with ``dynamic_sequence=False``. Gate traces (``return_gates``) and
 ``PackedSequence`` inputs never export; pass ``lengths=`` instead of packing.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from ...engine.kernels import torch_kernel_of
 from ...keras.layers import _KerasRNN
 from ...layers import Recurrent
 from .common import ExportError
+from .operators import operator_forward, operator_of, run_operator
 
 
 def _cell_kernel(cell: Cell) -> str | None:
@@ -42,30 +43,33 @@ def dynamic_sequence_problems(module: nn.Module) -> list[str]:
     >>> import lstmkit
     >>> dynamic_sequence_problems(lstmkit.LSTM(3, 4))
     []
-    >>> dynamic_sequence_problems(lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, 3, 4))
-    ["Recurrent at '<root>': PeepholeLSTMCell (no ONNX recurrent operator computes it)"]
+    >>> dynamic_sequence_problems(lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 3, 4))
+    ["Recurrent at '<root>': LayerNormLSTMCell (no ONNX recurrent operator computes it)"]
     """
     problems = []
     for name, sub in module.named_modules():
         where = f"{type(sub).__name__} at {name or '<root>'!r}"
         if isinstance(sub, Recurrent):
             cell = sub.cell(0, 0)
-            if _cell_kernel(cell) is None:
-                problems.append(f"{where}: {_describe_cell(cell)}")
-                continue
-            reason = fused_torch.why_not(sub, masked=False, traced=False, lengths=None)
+            if _cell_kernel(cell) is not None:
+                reason = fused_torch.why_not(sub, masked=False, traced=False, lengths=None)
+            elif operator_of(cell) is not None:
+                reason = "ONNX's recurrent operators have no zoneout" if sub.zoneout else None
+            else:
+                reason = _describe_cell(cell)
             if reason:
                 problems.append(f"{where}: {reason}")
         elif isinstance(sub, _KerasRNN):
             if sub.stateful:
                 problems.append(f"{where}: stateful layers carry states between calls; an ONNX graph cannot")
-            elif sub.built and _cell_kernel(sub.cell) is None:
+            elif sub.built and _cell_kernel(sub.cell) is None and operator_of(sub.cell) is None:
                 problems.append(f"{where}: {_describe_cell(sub.cell)}")
     return problems
 
 
 def _keras_fused_forward(layer: _KerasRNN):
-    """A forward for a Keras-semantics layer on torch's fused kernel (exact for the plain cells)."""
+    """A forward for a Keras-semantics layer on torch's fused kernel (exact for the plain cells) or
+    on its cell's ONNX operator (:func:`~.operators.operator_of`)."""
 
     def forward(
         inputs: Tensor, initial_state: Any = None, mask: Tensor | None = None, training: bool | None = None
@@ -79,31 +83,40 @@ def _keras_fused_forward(layer: _KerasRNN):
         cell = layer.cell
         assert cell is not None  # _check_inputs builds the layer
         kernel = _cell_kernel(cell)
-        if kernel is None:
+        if kernel is None and operator_of(cell) is None:
             raise ExportError(f"{layer._describe()}: {_describe_cell(cell)}; export with dynamic_sequence=False")
         state = layer._initial_state(initial_state, x.shape[0], x)
         x = x.transpose(0, 1)
         if layer.go_backwards:
             x = x.flip(0)
-        weights = [cell.weight_ih, cell.weight_hh]
-        if layer.use_bias:
-            bias_hh = cell.bias_hh if cell.bias_hh is not None else torch.zeros_like(cell.bias_ih)
-            weights += [cell.bias_ih, bias_hh]
         hx = tuple(s.unsqueeze(0) for s in state)
-        result = getattr(torch._VF, kernel)(
-            x, hx if len(hx) > 1 else hx[0], weights, layer.use_bias, 1, 0.0, False, False, False
-        )
-        output, states = result[0], tuple(s.squeeze(0) for s in result[1:])
+        if kernel is None:
+            output, result = run_operator([cell], x, None, hx)
+            output = output[:, 0]
+        else:
+            weights = [cell.weight_ih, cell.weight_hh]
+            if layer.use_bias:
+                bias_hh = cell.bias_hh if cell.bias_hh is not None else torch.zeros_like(cell.bias_ih)
+                weights += [cell.bias_ih, bias_hh]
+            output, *result = getattr(torch._VF, kernel)(
+                x, hx if len(hx) > 1 else hx[0], weights, layer.use_bias, 1, 0.0, False, False, False
+            )
+        states = tuple(s.squeeze(0) for s in result)
         output = output.transpose(0, 1) if layer.return_sequences else output[-1]
         return (output, *states) if layer.return_state else output
 
     return forward
 
 
-def _recurrent_export_forward(layer: Recurrent):
-    """The layer's forward, plus what ONNX runtimes do differently: for a sequence of length 0 they
-    return a zero final state, lstmkit (and PackedSequence semantics) the initial state."""
-    original = type(layer).forward.__get__(layer)
+def _recurrent_export_forward(layer: Recurrent) -> Callable[..., Any]:
+    """The layer's forward on torch's fused kernels, or on its cells' ONNX operator
+    (:func:`~.operators.operator_forward`), plus what ONNX runtimes do differently: for a sequence of
+    length 0 they return a zero final state, lstmkit (and PackedSequence semantics) the initial state."""
+    cell = layer.cell(0, 0)
+    if _cell_kernel(cell) is None and operator_of(cell) is not None:
+        original = operator_forward(layer)
+    else:
+        original = type(layer).forward.__get__(layer)
 
     def forward(
         input: Tensor, hx: Any = None, *, lengths: Any = None, mask: Tensor | None = None, return_gates: bool = False
