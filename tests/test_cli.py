@@ -1,9 +1,15 @@
-"""The ``lstmkit`` command: --help, --version, the examples, and bad arguments."""
+"""The ``lstmkit`` command: --help, --version, the examples, bad arguments and a closed pipe."""
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
 import lstmkit
 from lstmkit.cli import app
+from lstmkit.tasks.charlm.model import CharLM, CharLMConfig
 
 runner = CliRunner()
 
@@ -50,3 +56,39 @@ def test_bad_epochs_is_an_error() -> None:
     result = runner.invoke(app, ["example", "hihello", "--epochs", "0"])
     assert result.exit_code != 0
     assert "epochs" in result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (["charlm", "train", "--max-steps", "0"], "Invalid value for '--max-steps'"),
+        (["charlm", "gen"], "No such command 'gen'"),
+        (["charlm", "predict"], "Missing argument 'prompt'"),
+        (["pairs", "train", "--bogus"], "No such option: --bogus"),
+        (["example", "hihello", "--epochs", "x"], "Invalid value for '--epochs'"),
+    ],
+)
+def test_usage_errors_are_one_line_like_every_other_refusal(arguments: list[str], words: str) -> None:
+    result = runner.invoke(app, arguments, prog_name="lstmkit")
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    command = " ".join(["lstmkit", *arguments[: 2 if arguments[0] != "charlm" or arguments[1] != "gen" else 1]])
+    assert result.stderr.startswith(f"error: {words}") and result.stderr.endswith(f"(see '{command} --help')\n")
+
+
+def test_a_group_without_a_command_prints_its_help() -> None:
+    result = runner.invoke(app, ["charlm"], prog_name="lstmkit")
+    assert "Usage: lstmkit charlm" in result.stdout and "generate" in result.stdout and result.stderr == ""
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``lstmkit charlm generate ... | head -c 100``: the reader goes away, the writer stops without a word."""
+    CharLM(CharLMConfig("ab", hidden_size=4, embedding_size=2)).save_pretrained(tmp_path)
+    command = [sys.executable, "-m", "lstmkit", "charlm", "generate", "-c", str(tmp_path), "--length", "100000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert len(process.stdout.read(100)) == 100
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) != 0, "it stopped writing"
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr

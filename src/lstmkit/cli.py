@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .bench.cli import bench_command
@@ -11,9 +15,37 @@ from .interop.cli import app as export_app
 from .tasks.charlm.cli import app as charlm_app
 from .tasks.classify.cli import app as classify_app
 from .tasks.forecast.cli import app as forecast_app
+from .tasks.options import print_error
 from .tasks.pairs.cli import app as pairs_app
 
-app = typer.Typer(help="lstmkit: LSTM-family recurrent networks, written gate by gate.", no_args_is_help=True)
+
+class OneLineErrors(TyperGroup):
+    """The ``lstmkit`` group. Click's usage errors (a bad option value, a missing argument, an unknown
+    command or option), which typer draws as a panel under the usage, are one line on stderr like
+    every other refusal, ``error: <what is wrong> (see '<command> --help')``, exit code 2. A closed
+    pipe (``lstmkit ... | head``) ends the command quietly (typer's own handling, once the commands
+    let it through)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **options: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **options)
+        try:
+            code = super().main(*args, standalone_mode=False, **options)
+        except typer.TyperException as error:  # click's exceptions
+            # a group given no command has printed its help (typer tells this error by its name too)
+            if type(error).__name__ != "NoArgsIsHelpError":
+                context = getattr(error, "ctx", None)
+                hint = f" (see '{context.command_path} --help')" if context is not None else ""
+                print_error(error.format_message().rstrip(".") + hint)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            print_error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(help="lstmkit: LSTM-family recurrent networks, written gate by gate.", no_args_is_help=True,
+                  cls=OneLineErrors)  # fmt: skip
 example_app = typer.Typer(help="Run the seed examples.", no_args_is_help=True)
 app.command("bench")(bench_command)
 app.add_typer(example_app, name="example")

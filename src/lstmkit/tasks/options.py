@@ -81,21 +81,30 @@ def model_session(precision: str) -> Iterator[None]:
         yield
 
 
+def print_error(message: str, label: str = "error") -> None:
+    """One red line on stderr, ``<label>: <message>``; brackets in the message (from a file: a column
+    named ``[/]``) are shown, not read as markup."""
+    error_console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the library's input errors, and a file or folder that cannot be read or written (a file
     where the output folder goes), into one clear line on stderr and exit code 2; a training run that
     diverged (its message names the step and the checkpoint kept) into one line and exit code 1. The
     line is plain text: brackets that came from a file (a column named ``[/]``) are shown, not read
-    as markup."""
+    as markup. A closed pipe (``lstmkit ... | head``) is no input error: it goes on to the command line,
+    which ends quietly."""
     try:
         yield
     except TrainingDiverged as error:
-        error_console.print(f"[bold red]training stopped:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        print_error(str(error), "training stopped")
         raise typer.Exit(1) from None
+    except BrokenPipeError:
+        raise
     except (ValueError, KeyError, TypeError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         if isinstance(error, OSError) and error.filename is not None:
             message = f"{error.filename}: {error.strerror}"
-        error_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        print_error(str(message))
         raise typer.Exit(2) from None
