@@ -1,10 +1,12 @@
 """The ``lstmkit`` command: --help, --version, the examples, bad arguments and a closed pipe."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import lstmkit
@@ -92,3 +94,20 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) != 0, "it stopped writing"
     assert "Broken pipe" not in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def _command_paths(command: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    children = getattr(command, "commands", None) or {}
+    return [prefix, *(path for name, child in children.items() for path in _command_paths(child, (*prefix, name)))]
+
+
+def test_flags_are_shown_without_a_value_in_every_help() -> None:
+    """typer 0.29 showed '--resume <bool>', '--help <bool>': flags take no value."""
+    paths = _command_paths(typer.main.get_command(app))
+    assert len(paths) > 25
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "160"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "--help " in result.output and "<bool>" not in result.output, (path, result.output)
+    result = runner.invoke(app, ["charlm", "train", "--help"], env={"COLUMNS": "160"})
+    assert re.search(r"--max-steps\s+<int range>", result.output) and re.search(r"--resume\s+Continue", result.output)
