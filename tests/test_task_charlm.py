@@ -264,3 +264,12 @@ def test_training_into_a_log_file_shows_its_progress_in_plain_lines(tmp_path: Pa
                      result.stdout, re.MULTILINE), result.stdout  # fmt: skip
     quiet = runner.invoke(app, [*arguments, str(tmp_path / "quiet"), "--quiet"])
     assert quiet.exit_code == 0 and "step 4/4" not in quiet.stdout, quiet.stdout
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1", "11", "0.001"])
+def test_a_temperature_must_be_a_finite_positive_number(value: str) -> None:
+    result = runner.invoke(app, ["charlm", "generate", "--checkpoint", "/nonexistent", "--temperature", value])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert (f"error: Invalid value for '--temperature': must be a finite positive number from 0.01 to 10, got "
+            f"{float(value)}") in result.stderr  # fmt: skip
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +20,23 @@ app = typer.Typer(help="Character-level language model (default corpus: Shakespe
 
 Prompt = Annotated[str, typer.Option(help="Text the generated passage continues.")]
 Length = Annotated[int, typer.Option(min=0, max=100_000, help="Characters to generate.")]
-Temperature = Annotated[float, typer.Option(min=0.01, max=10.0, help="Sampling temperature (lower: safer).")]
+TEMPERATURES = (0.01, 10.0)  # near 0.01 sampling is already greedy
+
+
+def _finite_positive(temperature: float) -> float:
+    """Refuse a temperature that is not a finite positive number in :data:`TEMPERATURES` (typer's own
+    range check named NaN too large)."""
+    low, high = TEMPERATURES
+    if not (math.isfinite(temperature) and low <= temperature <= high):
+        raise typer.BadParameter(f"must be a finite positive number from {low:g} to {high:g}, got {temperature}")
+    return temperature
+
+
+Temperature = Annotated[
+    float,
+    typer.Option(callback=_finite_positive, help=f"Sampling temperature, from {TEMPERATURES[0]:g} to "
+                 f"{TEMPERATURES[1]:g} (lower: safer)."),
+]  # fmt: skip
 TopK = Annotated[int | None, typer.Option("--top-k", min=1, help="Sample among the k likeliest characters only.")]
 
 
