@@ -273,3 +273,20 @@ def test_a_temperature_must_be_a_finite_positive_number(value: str) -> None:
     assert (f"error: Invalid value for '--temperature': must be a finite positive number from 0.01 to 10, got "
             f"{float(value)}") in result.stderr  # fmt: skip
 
+
+def test_evaluate_on_a_text_file_says_which_part_it_scores(tmp_path: Path) -> None:
+    text = "".join(f"line {i}: the quick brown fox\n" for i in range(100))
+    (tmp_path / "text.txt").write_text(text)
+    CharLM(CharLMConfig("abcdefghijklmnopqrstuvwxyz ", hidden_size=4, embedding_size=2)).save_pretrained(tmp_path)
+    start = int(len(text) * 0.95)  # the last 5% follow this many characters
+    expected = {
+        "test": f"over {len(text) - start:,} characters, the last 5% of {tmp_path / 'text.txt'} (characters "
+                f"{start + 1:,}-{len(text):,} of {len(text):,})",
+        "train": "characters, the first 90% of",
+    }  # fmt: skip
+    for split, words in expected.items():
+        result = runner.invoke(app, ["charlm", "evaluate", "-c", str(tmp_path), "--corpus", str(tmp_path / "text.txt"),
+                                     "--split", split])  # fmt: skip
+        assert result.exit_code == 0 and words in flat(result.output), result.output
+    help_text = flat(runner.invoke(app, ["charlm", "evaluate", "--help"], env={"COLUMNS": "200"}).output)
+    assert "--split test scores its last 5%" in help_text

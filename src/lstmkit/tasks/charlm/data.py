@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import importlib.resources
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -77,12 +77,14 @@ def shakespeare_plays() -> dict[str, str]:
 
 @dataclass
 class Corpus:
-    """A text split three ways, with where it came from."""
+    """A text split three ways, with where it came from and, for a file cut by position, which part
+    of it each split is (``parts``: ``"the last 5% of my.txt (characters 9,501-10,000 of 10,000)"``)."""
 
     train: str
     validation: str
     test: str
     source: str
+    parts: dict[str, str] = field(default_factory=dict)
 
 
 def shakespeare_corpus(preset: str = "full") -> Corpus:
@@ -115,13 +117,23 @@ def read_text_file(path: str | Path) -> str:
 
 
 def text_file_corpus(path: str | Path, validation_fraction: float = 0.05, test_fraction: float = 0.05) -> Corpus:
-    """A user's text file split by position: the first 90% to train, then validation, then test."""
+    """A user's text file split by position: the first 90% to train, then validation, then test.
+
+    >>> text_file_corpus(__file__).parts["test"]
+    'the last 5% of ...data.py (characters ...-... of ...)'
+    """
     text = read_text_file(path)
     if len(text) < 100:
-        return Corpus(text, text, text, f"{path} (too short to split: train and evaluate on all of it)")
+        whole = f"all of {path} (too short to split)"
+        return Corpus(text, text, text, f"{path} (too short to split: train and evaluate on all of it)",
+                      dict.fromkeys(("train", "validation", "test"), whole))  # fmt: skip
     validation_start = int(len(text) * (1 - validation_fraction - test_fraction))
     test_start = int(len(text) * (1 - test_fraction))
-    return Corpus(text[:validation_start], text[validation_start:test_start], text[test_start:], str(path))
+    bounds = {"train": ("the first", 0, validation_start), "validation": ("the next", validation_start, test_start),
+              "test": ("the last", test_start, len(text))}  # fmt: skip
+    parts = {split: f"{which} {(end - start) / len(text):.0%} of {path} (characters {start + 1:,}-{end:,} of "
+                    f"{len(text):,})" for split, (which, start, end) in bounds.items()}  # fmt: skip
+    return Corpus(text[:validation_start], text[validation_start:test_start], text[test_start:], str(path), parts)
 
 
 class Vocabulary:

@@ -113,9 +113,8 @@ def train(data: CharLMData, model_fields: dict[str, Any], config: TrainConfig, o
     return model, result, figures
 
 
-def evaluate_split(model: CharLM, data: CharLMData, split: str) -> dict[str, float]:
-    """Bits per character of ``model`` on a split of the corpus, with the unigram baseline."""
-    corpus = load_corpus(data)
+def evaluate_split(model: CharLM, corpus: Corpus, split: str) -> dict[str, float]:
+    """Bits per character of ``model`` on a split of the ``corpus``, with the unigram baseline."""
     if split not in ("train", "validation", "test"):
         raise ValueError(f"unknown split {split!r}: expected train, validation or test")
     text = getattr(corpus, split)
