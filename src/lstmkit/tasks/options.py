@@ -29,7 +29,7 @@ Seed = Annotated[int | None, typer.Option(help="Random seed (default: the preset
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.safetensors.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train into an OUT that holds another run, replacing it.")]
 Nproc = Annotated[int, typer.Option("--nproc", min=1, max=64, help="Data-parallel processes (gloo, CPU).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (or progress lines, without a terminal).")]
 Cell = Annotated[str | None, typer.Option(help="rnn, gru, lstm, peephole or layernorm.")]
 Threads = Annotated[
     int,
