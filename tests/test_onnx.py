@@ -182,32 +182,72 @@ def test_a_keras_gru_resetting_before_exports_as_onnx_gru(tmp_path: Path) -> Non
         assert_close(run_onnx(path, {"inputs": x}), flat(layer(x)))
 
 
-UNROLLED = {
-    "layernorm": (lambda: lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 4, 6, batch_first=True), "LayerNormLSTMCell"),
-    "projection": (lambda: lstmkit.LSTM(4, 6, proj_size=3, batch_first=True), "proj_size > 0"),
-    "zoneout": (lambda: lstmkit.LSTM(4, 6, batch_first=True, zoneout=0.2), "zoneout"),
-    "merge-sum": (lambda: lstmkit.LSTM(4, 6, batch_first=True, bidirectional=True, merge_mode="sum"), "merge_mode"),
-    "keras-hard-sigmoid": (
-        lambda: KerasLSTM(6, recurrent_activation="hard_sigmoid", return_sequences=True, input_size=4),
-        "non-default activations",
-    ),
+class CoupledGateCell(lstmkit.Cell):
+    """A user's cell (an LSTM whose input gate is one minus its forget gate), written as the README shows."""
+
+    gate_names = ("f", "g", "o")
+    state_names = ("h", "c")
+
+    def pointwise(self, xg: torch.Tensor, hg: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        _, c_prev = state
+        f, g, o = (xg + hg).chunk(3, dim=-1)
+        f, g, o = torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c_prev + (1 - f) * g
+        return (o * torch.tanh(c), c), (f, g, o)
+
+
+LOOPED = {  # cells no ONNX operator computes, and options the operators lack: one Scan per layer and direction
+    "layernorm-2-bi": lambda: lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 4, 6, num_layers=2, bidirectional=True),
+    "user-cell-bi-batch-first": lambda: lstmkit.Recurrent(CoupledGateCell, 4, 6, bidirectional=True, batch_first=True),
+    "projection": lambda: lstmkit.LSTM(4, 6, proj_size=3, batch_first=True),
+    "zoneout": lambda: lstmkit.LSTM(4, 6, batch_first=True, zoneout=0.2),
+    "merge-sum": lambda: lstmkit.LSTM(4, 6, batch_first=True, bidirectional=True, merge_mode="sum"),
 }
 
 
-@pytest.mark.parametrize("kind", UNROLLED)
-def test_other_cells_need_a_static_sequence_and_then_export(kind: str, tmp_path: Path) -> None:
-    make, reason = UNROLLED[kind]
-    layer = make().eval()
+@pytest.mark.parametrize("kind", LOOPED)
+def test_any_cell_exports_with_a_dynamic_sequence_as_scan_loops(kind: str, tmp_path: Path) -> None:
+    layer = LOOPED[kind]().eval()
+    for weight in layer.parameters():  # layer-norm gains and biases start at 1 and 0
+        nn.init.uniform_(weight, -0.5, 0.5)
+    path = tmp_path / "layer.onnx"
+    lengths = torch.tensor([5, 2, 4, 1])
+    exported = export_onnx(layer, layout(layer, 4, 5), path, example_kwargs={"lengths": lengths})
+    assert exported.dynamic_sequence and exported.dynamic_axes["input"] == (
+        {0: "batch", 1: "sequence"} if layer.batch_first else {0: "sequence", 1: "batch"}
+    )
+    graph = onnx.load(path).graph
+    assert sum(node.op_type == "Scan" for node in graph.node) == layer.num_layers * layer.num_directions
+    assert not {node.domain for node in graph.node} - {"", "ai.onnx"}  # no placeholder left
+    for lengths in ([3, 7, 1], [2, 0, 9, 4, 9], [1]):  # other batch sizes and lengths than the example's
+        lengths = torch.tensor(lengths)
+        x = layout(layer, len(lengths), int(lengths.max()))
+        assert_close(run_onnx(path, {"input": x, "lengths": lengths}), flat(layer(x, lengths=lengths)))
+
+
+def test_a_keras_layer_of_other_activations_exports_as_a_scan_loop(tmp_path: Path) -> None:
+    layer = KerasLSTM(6, recurrent_activation="hard_sigmoid", return_sequences=True, go_backwards=True, input_size=4)
+    for weight in layer.parameters():
+        nn.init.uniform_(weight, -0.5, 0.5)
+    path = tmp_path / "keras.onnx"
+    export_onnx(layer.eval(), torch.randn(4, 5, 4), path)
+    assert [node.op_type for node in onnx.load(path).graph.node if node.op_type in ("LSTM", "Scan")] == ["Scan"]
+    for batch, steps in SIZES:
+        x = torch.randn(batch, steps, 4)
+        assert_close(run_onnx(path, {"inputs": x}), flat(layer(x)))
+
+
+def test_a_static_sequence_unrolls_the_loop_over_the_example_length(tmp_path: Path) -> None:
+    layer = lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 4, 6, batch_first=True).eval()
     path = tmp_path / "unrolled.onnx"
-    with pytest.raises(ExportError, match=rf"dynamic sequence length: .*{reason}.*dynamic_sequence=False"):
-        export_onnx(layer, torch.randn(4, 5, 4), path)
     exported = export_onnx(layer, torch.randn(4, 5, 4), path, dynamic_sequence=False)
-    assert exported.engine == "reference" and "sequence" not in exported.dynamic_axes[exported.input_names[0]].values()
+    assert exported.engine == "reference" and exported.dynamic_axes["input"] == {0: "batch"}
+    assert not {"Scan", "Loop", "LSTM"} & {node.op_type for node in onnx.load(path).graph.node}
     for batch in (1, 3, 6):
         x = torch.randn(batch, 5, 4)
-        assert_close(run_onnx(path, {exported.input_names[0]: x}), flat(layer(x)))
+        assert_close(run_onnx(path, {"input": x}), flat(layer(x)))
     with pytest.raises(Exception, match="(?i)dimension|shape"):  # onnxruntime refuses another length
-        run_onnx(path, {exported.input_names[0]: torch.randn(2, 6, 4)})
+        run_onnx(path, {"input": torch.randn(2, 6, 4)})
 
 
 class PythonLoop(nn.Module):
@@ -400,20 +440,21 @@ def test_pair_classifier_exports(tmp_path: Path) -> None:
     assert_close(run_onnx(tmp_path / "pairs.onnx", feed), [model(a, a_lengths, b, b_lengths)])
 
 
-def test_command_line_errors_are_one_clear_line(tmp_path: Path) -> None:
+def test_command_line_errors_and_a_static_sequence(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", "onnx", str(tmp_path / "nowhere"), str(tmp_path / "a.onnx")])
     assert result.exit_code == 2 and "no config.json" in result.output
     folder = charlm_folder(tmp_path, cell="layernorm", num_layers=1)
-    result = runner.invoke(app, ["export", "onnx", str(folder), str(tmp_path / "a.onnx")])
-    assert result.exit_code == 2
-    assert "LayerNormLSTMCell" in result.output and "Export with --static-sequence" in result.output
-    out = tmp_path / "static.onnx"
-    result = runner.invoke(app, ["export", "onnx", str(folder), str(out), "--static-sequence", "--steps", "6"])
-    assert result.exit_code == 0, result.output
-    assert "ids {0: batch}" in result.output
     model = CharLM.from_pretrained(folder)
+    dynamic, static = tmp_path / "dynamic.onnx", tmp_path / "static.onnx"
+    result = runner.invoke(app, ["export", "onnx", str(folder), str(dynamic)])
+    assert result.exit_code == 0 and "ids {0: batch, 1: sequence}" in result.output, result.output
+    result = runner.invoke(app, ["export", "onnx", str(folder), str(static), "--static-sequence", "--steps", "6"])
+    assert result.exit_code == 0 and "ids {0: batch}" in result.output, result.output
+    for batch, steps in SIZES:
+        ids = torch.randint(0, 11, (batch, steps))
+        assert_close(run_onnx(dynamic, {"ids": ids}), flat(model(ids)))
     ids = torch.randint(0, 11, (5, 6))
-    assert_close(run_onnx(out, {"ids": ids}), flat(model(ids)))
+    assert_close(run_onnx(static, {"ids": ids}), flat(model(ids)))
 
 
 def test_lstmkit_imports_and_says_what_to_install_without_onnx() -> None:

@@ -2,35 +2,32 @@
 sequence axes, checked in onnxruntime.
 
 How it works: during the export every lstmkit layer runs on a traceable engine
-(:func:`traceable_engine`). With ``dynamic_sequence=True`` (the default) plain LSTM/GRU/RNN stacks
-run on torch's fused kernels, which torch's TorchScript-based exporter (``torch.onnx.export(...,
-dynamo=False)``) writes as ONNX's own ``LSTM``/``GRU``/``RNN`` operators, and peephole LSTMs and
-GRUs resetting before the recurrent multiply are written as the same operators by lstmkit
-(:mod:`.operators`): the graph takes any batch size and any sequence length. With
-``dynamic_sequence=False`` every layer runs on the reference engine and its Python time loop is
-unrolled over the example's length: any cell exports, but the graph only takes sequences of exactly
-that length (the batch stays dynamic). (torch 2.13's dynamo exporter was tried too: it bakes the
-example's length into a ``Reshape`` of bidirectional LSTMs, so it is not used.)
+(:func:`traceable_engine`). With ``dynamic_sequence=True`` (the default) the graph takes any batch
+size and any sequence length, each layer written as:
 
-What exports with a dynamic sequence length (``dynamic_sequence=True``):
+* ONNX's own ``LSTM``/``GRU``/``RNN`` operator, by torch's TorchScript-based exporter
+  (``torch.onnx.export(..., dynamo=False)``) from torch's fused kernels, for plain LSTM/GRU/RNN cells
+  (default activations, no projection, concatenated directions, no zoneout);
+* the same operators written by lstmkit (:mod:`.operators`) for the peephole LSTM (input ``P``)
+  and the GRU resetting before the recurrent multiply (``linear_before_reset=0``);
+* else one ONNX ``Scan`` per layer and direction whose body is the cell's step (:mod:`.scan`): the
+  layer-norm LSTM, projections, other activations, zoneout (its expectation, as in evaluation), any
+  merge mode, and user-defined cells whose ``step`` traces.
 
-* ``lstmkit.LSTM``, ``GRU`` (either ``reset_after``), ``RNN`` (``tanh``/``relu``) and
-  :class:`~lstmkit.Recurrent` over those cells with default activations or over
-  ``PeepholeLSTMCell``: stacked, bidirectional (``merge_mode="concat"``; any merge mode for the
-  peephole LSTM and the reset-before GRU), ``batch_first`` or not, with initial states and with
-  ``lengths=`` (lengths may be 0 at run time, giving zero outputs and the initial state as in
-  lstmkit; the example's lengths must be at least 1);
-* Keras-semantics ``lstmkit.keras.LSTM``, ``GRU`` (either ``reset_after``), ``SimpleRNN``
-  (``tanh``/``relu``), ``Bidirectional`` (any merge mode), any ``return_sequences``/``return_state``/
-  ``go_backwards``, not stateful, without masks;
-* any module built from those and traceable torch layers (Embedding, Linear, ...), such as the task
-  models (``lstmkit export onnx CHECKPOINT out.onnx``).
+This covers ``lstmkit.LSTM``, ``GRU``, ``RNN`` and :class:`~lstmkit.Recurrent` over any cell:
+stacked, bidirectional, ``batch_first`` or not, with initial states and with ``lengths=`` (lengths
+may be 0 at run time, giving zero outputs and the initial state as in lstmkit; the example's lengths
+must be at least 1); the Keras-semantics layers (``Bidirectional`` in any merge mode, any
+``return_sequences``/``return_state``/``go_backwards``), not stateful, without masks; and any module
+built from those and traceable torch layers (Embedding, Linear, ...), such as the task models
+(``lstmkit export onnx CHECKPOINT out.onnx``).
 
-What does not, and the error says so: ``proj_size > 0`` (ONNX's LSTM has no projection),
-layer-norm cells, custom cells or activations, zoneout, ``merge_mode`` other than concat on
-``lstmkit`` layers of plain cells, masks, stateful Keras layers. All of these except masks
-and stateful layers export with ``dynamic_sequence=False``. Gate traces (``return_gates``) and
-``PackedSequence`` inputs never export; pass ``lengths=`` instead of packing.
+With ``dynamic_sequence=False`` every layer runs on the reference engine and its Python time loop
+is unrolled over the example's length: the graph only takes sequences of exactly that length (the
+batch stays dynamic). That is the way for masks (``mask=``, Keras masks); stateful Keras layers,
+gate traces (``return_gates``) and ``PackedSequence`` inputs never export (pass ``lengths=`` instead
+of packing). torch 2.13's dynamo exporter was tried too: it bakes the example's length into a
+``Reshape`` of bidirectional LSTMs and needs onnxscript, so it is not used.
 
 Every export is verified (``verify=True``): the ONNX graph runs in onnxruntime on the example and on
 other batch sizes and sequence lengths, and must agree with the module; a model that depends on the

@@ -1,23 +1,31 @@
-"""The traceable engines lstmkit layers run on while they are exported: torch's fused kernels (ONNX's
-own recurrent operators) or the reference loop (unrolled), and what keeps a layer from the first."""
+"""The traceable engines lstmkit layers run on while they are exported: with a dynamic sequence
+length, torch's fused kernels (written as ONNX's recurrent operators by torch), else ONNX operators
+(:mod:`.operators`) or ``Scan`` loops (:mod:`.scan`) that lstmkit writes; with a fixed one, the
+reference loop (unrolled)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ...cells import Cell, GRUCell, LSTMCell, RNNCell
+from ...cells import Cell
 from ...engine import ENGINE_VARIABLE, fused_torch
 from ...engine.kernels import torch_kernel_of
 from ...keras.layers import _KerasRNN
-from ...layers import Recurrent
+from ...layers import Recurrent, merge_directions
 from .common import ExportError
-from .operators import operator_forward, operator_of, run_operator
+from .operators import operator_of, run_operator
+from .scan import run_scans
+
+# one layer's cells (one per direction), time-major input, lengths, initial states (D, B, size) ->
+# the output (T, D, B, H) and the final states
+LayerRunner = Callable[[Sequence[Cell], Tensor, Tensor | None, tuple[Tensor, ...]], tuple[Tensor, tuple[Tensor, ...]]]
 
 
 def _cell_kernel(cell: Cell) -> str | None:
@@ -26,50 +34,35 @@ def _cell_kernel(cell: Cell) -> str | None:
     return None if getattr(cell, "proj_size", 0) else torch_kernel_of(cell)
 
 
-def _describe_cell(cell: Cell) -> str:
-    if isinstance(cell, LSTMCell) and cell.proj_size:
-        return "LSTMCell with proj_size > 0 (ONNX's LSTM operator has no projection)"
-    if isinstance(cell, GRUCell) and not cell.reset_after:
-        return "GRUCell(reset_after=False) (torch's GRU kernel resets after the recurrent multiply)"
-    if type(cell) in (LSTMCell, GRUCell, RNNCell):
-        return f"{type(cell).__name__} with non-default activations"
-    return f"{type(cell).__name__} (no ONNX recurrent operator computes it)"
-
-
 def dynamic_sequence_problems(module: nn.Module) -> list[str]:
     """Why ``module`` cannot be exported with a dynamic sequence length: one line per offending
-    submodule (empty when it can).
+    submodule (empty when it can). Masks and gate traces are refused when the module is called.
 
     >>> import lstmkit
-    >>> dynamic_sequence_problems(lstmkit.LSTM(3, 4))
-    []
     >>> dynamic_sequence_problems(lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 3, 4))
-    ["Recurrent at '<root>': LayerNormLSTMCell (no ONNX recurrent operator computes it)"]
+    []
+    >>> dynamic_sequence_problems(lstmkit.keras.LSTM(4, stateful=True, input_size=3))
+    ["LSTM at '<root>': stateful layers carry states between calls; an ONNX graph cannot"]
     """
-    problems = []
-    for name, sub in module.named_modules():
-        where = f"{type(sub).__name__} at {name or '<root>'!r}"
-        if isinstance(sub, Recurrent):
-            cell = sub.cell(0, 0)
-            if _cell_kernel(cell) is not None:
-                reason = fused_torch.why_not(sub, masked=False, traced=False, lengths=None)
-            elif operator_of(cell) is not None:
-                reason = "ONNX's recurrent operators have no zoneout" if sub.zoneout else None
-            else:
-                reason = _describe_cell(cell)
-            if reason:
-                problems.append(f"{where}: {reason}")
-        elif isinstance(sub, _KerasRNN):
-            if sub.stateful:
-                problems.append(f"{where}: stateful layers carry states between calls; an ONNX graph cannot")
-            elif sub.built and _cell_kernel(sub.cell) is None and operator_of(sub.cell) is None:
-                problems.append(f"{where}: {_describe_cell(sub.cell)}")
-    return problems
+    reason = "stateful layers carry states between calls; an ONNX graph cannot"
+    return [
+        f"{type(sub).__name__} at {name or '<root>'!r}: {reason}"
+        for name, sub in module.named_modules()
+        if isinstance(sub, _KerasRNN) and sub.stateful
+    ]
 
 
-def _keras_fused_forward(layer: _KerasRNN):
-    """A forward for a Keras-semantics layer on torch's fused kernel (exact for the plain cells) or
-    on its cell's ONNX operator (:func:`~.operators.operator_of`)."""
+def _layer_runner(cell: Cell, zoneout: float = 0.0) -> LayerRunner:
+    """How one layer of ``cell`` runs in an exported graph when torch's fused kernels cannot run it:
+    as its ONNX operator (:func:`~.operators.operator_of`), else as ``Scan`` loops (:mod:`.scan`)."""
+    if operator_of(cell) is not None and not zoneout:
+        return run_operator
+    return functools.partial(run_scans, zoneout=zoneout)
+
+
+def _keras_fused_forward(layer: _KerasRNN) -> Callable[..., Any]:
+    """A forward for a Keras-semantics layer on torch's fused kernel (exact for the plain cells), or
+    as :func:`_layer_runner` runs its cell."""
 
     def forward(
         inputs: Tensor, initial_state: Any = None, mask: Tensor | None = None, training: bool | None = None
@@ -83,15 +76,13 @@ def _keras_fused_forward(layer: _KerasRNN):
         cell = layer.cell
         assert cell is not None  # _check_inputs builds the layer
         kernel = _cell_kernel(cell)
-        if kernel is None and operator_of(cell) is None:
-            raise ExportError(f"{layer._describe()}: {_describe_cell(cell)}; export with dynamic_sequence=False")
         state = layer._initial_state(initial_state, x.shape[0], x)
         x = x.transpose(0, 1)
         if layer.go_backwards:
             x = x.flip(0)
         hx = tuple(s.unsqueeze(0) for s in state)
         if kernel is None:
-            output, result = run_operator([cell], x, None, hx)
+            output, result = _layer_runner(cell)([cell], x, None, hx)
             output = output[:, 0]
         else:
             weights = [cell.weight_ih, cell.weight_hh]
@@ -108,15 +99,49 @@ def _keras_fused_forward(layer: _KerasRNN):
     return forward
 
 
+def _layer_forward(layer: Recurrent, run_layer: LayerRunner) -> Callable[..., Any]:
+    """A forward for an lstmkit layer that runs each layer of its stack through ``run_layer`` (one
+    ONNX operator, or one ``Scan`` per direction), so the exported graph takes any batch size and length."""
+
+    def forward(
+        input: Tensor, hx: Any = None, *, lengths: Any = None, mask: Tensor | None = None, return_gates: bool = False
+    ) -> tuple[Tensor, Any]:
+        if mask is not None or return_gates:
+            raise ExportError(
+                f"{type(layer).__name__} of {type(layer.cell(0, 0)).__name__}: masks and gate traces do not export "
+                "with a dynamic sequence length; export with dynamic_sequence=False"
+            )
+        x, lengths, initial, _, batched, batch_first, _ = layer._prepare(input, hx, lengths, None)
+        directions = layer.num_directions
+        cells = layer.cells
+        if initial is None:
+            initial = tuple(x.new_zeros(len(cells), x.shape[1], size) for size in cells[0].state_sizes)
+        finals = []
+        for index in range(layer.num_layers):
+            chosen = slice(index * directions, (index + 1) * directions)
+            output, states = run_layer(cells[chosen], x, lengths, tuple(state[chosen] for state in initial))
+            finals.append(states)
+            if directions == 2 and index == layer.num_layers - 1 and layer.merge_mode != "concat":
+                x = merge_directions(output[:, 0], output[:, 1], layer.merge_mode)
+            else:
+                x = output.permute(0, 2, 1, 3).flatten(2)  # (T, B, D * H), the directions side by side
+        states = tuple(torch.cat(parts) for parts in zip(*finals, strict=True))
+        if not batched:
+            states = tuple(state.squeeze(1) for state in states)
+        return layer._to_layout(x, batched, batch_first), states[0] if len(states) == 1 else states
+
+    return forward
+
+
 def _recurrent_export_forward(layer: Recurrent) -> Callable[..., Any]:
-    """The layer's forward on torch's fused kernels, or on its cells' ONNX operator
-    (:func:`~.operators.operator_forward`), plus what ONNX runtimes do differently: for a sequence of
-    length 0 they return a zero final state, lstmkit (and PackedSequence semantics) the initial state."""
+    """The layer's forward on torch's fused kernels when they can run it, else through
+    :func:`_layer_runner`; plus what ONNX runtimes do differently: for a sequence of length 0 they
+    return a zero final state, lstmkit (and PackedSequence semantics) the initial state."""
     cell = layer.cell(0, 0)
-    if _cell_kernel(cell) is None and operator_of(cell) is not None:
-        original = operator_forward(layer)
-    else:
+    if _cell_kernel(cell) is not None and fused_torch.why_not(layer, masked=False, traced=False, lengths=None) is None:
         original = type(layer).forward.__get__(layer)
+    else:
+        original = _layer_forward(layer, _layer_runner(cell, layer.zoneout))
 
     def forward(
         input: Tensor, hx: Any = None, *, lengths: Any = None, mask: Tensor | None = None, return_gates: bool = False
@@ -137,9 +162,10 @@ def _recurrent_export_forward(layer: Recurrent) -> Callable[..., Any]:
 @contextlib.contextmanager
 def traceable_engine(module: nn.Module, engine: str = "torch") -> Iterator[nn.Module]:
     """Within the block, ``module`` is in eval mode and every lstmkit layer in it runs on a
-    traceable engine: ``"torch"`` (lstmkit layers on torch's fused kernels, Keras-semantics layers
-    on the same kernels; what exports with a dynamic sequence length) or ``"reference"`` (the plain
-    Python loop, for any cell; tracing unrolls it). Everything is restored afterwards. Sets
+    traceable engine: ``"torch"`` (what exports with a dynamic sequence length: lstmkit and
+    Keras-semantics layers on torch's fused kernels where those compute them, else one ONNX operator
+    or ``Scan`` per layer, see :func:`_layer_runner`) or ``"reference"`` (the plain Python loop, for
+    any cell; tracing unrolls it). Everything is restored afterwards. Sets
     ``$LSTMKIT_ENGINE`` for the block, so it is not thread-safe.
 
     >>> import torch, lstmkit

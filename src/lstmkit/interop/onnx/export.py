@@ -28,6 +28,7 @@ from .inputs import (
     _Slot,
     _slots,
 )
+from .scan import collecting_scans, write_scan_bodies
 
 
 @dataclass
@@ -82,9 +83,10 @@ def export_onnx(
             the default (batch-first ``(batch, sequence, ...)``, a layer's own ``batch_first``,
             ``(batch,)`` for lengths, ``(layers, batch, size)`` for states). Output axes are found
             by running the module with another batch size and sequence length.
-        dynamic_sequence: export ONNX recurrent operators that take any sequence length (``True``)
-            or unroll the reference loop over the example's length (``False``; any cell).
-        opset_version: the ONNX opset (default: torch's).
+        dynamic_sequence: export ONNX recurrent operators and ``Scan`` loops that take any sequence
+            length (``True``) or unroll the reference loop over the example's length (``False``; the
+            way for masks).
+        opset_version: the ONNX opset, 11 to 20 (:data:`OPSETS`; default: torch's, 20).
         verify: run the graph in onnxruntime on the example and on other batch sizes (and sequence
             lengths) and compare with the module to ``rtol``/``atol``; raises :class:`ExportError`
             when they differ. Needs onnxruntime.
@@ -115,7 +117,10 @@ def export_onnx(
     with _temporary_next_to(path) as written:
         with traceable_engine(module, engine):
             result = _describe_export(module, slots, sizes, path, output_names, dynamic_sequence, engine)
-            _write(_Adapter(module, slots), flat, written, result, opset_version)
+            with collecting_scans() as scans:
+                _write(_Adapter(module, slots), flat, written, result, opset_version)
+            if scans:
+                write_scan_bodies(written, scans, opset_version)
         _check_graph(written)
         if verify:
             _verify(module, slots, sizes, result, written, rtol, atol)

@@ -11,7 +11,7 @@ layout (gates ``i, o, f, c`` for the LSTM and ``z, r, h`` for the GRU; torch's a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,6 @@ from torch import Tensor
 from ...cells import Cell
 from ...engine.kernels import kernel_of
 from ...engine.reference import run_sequence as run_reference
-from ...layers import Recurrent, merge_directions
-from .common import ExportError
 
 # the native kernel of a cell (lstmkit.engine.kernels.kernel_of) -> the ONNX operator computing it
 OPERATORS = {"peephole_lstm": "LSTM", "gru_reset_before": "GRU"}
@@ -145,39 +143,4 @@ def run_operator(
     return output, tuple(states)
 
 
-def operator_forward(layer: Recurrent) -> Callable[..., Any]:
-    """A forward for an lstmkit layer whose cells have an ONNX operator (:func:`operator_of`): each
-    layer of the stack is one operator call, so the exported graph takes any batch size and length."""
-
-    def forward(
-        input: Tensor, hx: Any = None, *, lengths: Any = None, mask: Tensor | None = None, return_gates: bool = False
-    ) -> tuple[Tensor, Any]:
-        if mask is not None or return_gates:
-            raise ExportError(
-                f"{type(layer).__name__} of {type(layer.cell(0, 0)).__name__}: masks and gate traces do not export "
-                "with a dynamic sequence length; export with dynamic_sequence=False"
-            )
-        x, lengths, initial, _, batched, batch_first, _ = layer._prepare(input, hx, lengths, None)
-        directions = layer.num_directions
-        cells = layer.cells
-        if initial is None:
-            initial = tuple(x.new_zeros(len(cells), x.shape[1], size) for size in cells[0].state_sizes)
-        finals = []
-        for index in range(layer.num_layers):
-            chosen = slice(index * directions, (index + 1) * directions)
-            output, states = run_operator(cells[chosen], x, lengths, tuple(state[chosen] for state in initial))
-            finals.append(states)
-            last = index == layer.num_layers - 1
-            if directions == 2 and last and layer.merge_mode != "concat":
-                x = merge_directions(output[:, 0], output[:, 1], layer.merge_mode)
-            else:
-                x = output.permute(0, 2, 1, 3).flatten(2)  # (T, B, D * H), the directions side by side
-        states = tuple(torch.cat(parts) for parts in zip(*finals, strict=True))
-        if not batched:
-            states = tuple(state.squeeze(1) for state in states)
-        return layer._to_layout(x, batched, batch_first), states[0] if len(states) == 1 else states
-
-    return forward
-
-
-__all__ = ["OPERATORS", "operator_forward", "operator_of", "run_operator"]
+__all__ = ["OPERATORS", "operator_of", "run_operator"]
