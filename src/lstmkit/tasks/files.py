@@ -14,8 +14,11 @@ from pathlib import Path
 
 def read_text(path: str | Path, error: type[ValueError], expected: str) -> str:
     """The text of the UTF-8 file ``path`` (without a byte-order mark); a missing, binary, non-UTF-8
-    or empty file is an ``error`` (an empty one says ``expected``: what the file should hold)."""
+    or empty file, or a folder, is an ``error`` (an empty one says ``expected``: what the file should
+    hold)."""
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a directory, expected a file")
     if not path.is_file():
         raise error(f"{path}: no such file")
     data = path.read_bytes()
