@@ -313,8 +313,11 @@ def test_what_never_exports_fails_clearly(tmp_path: Path) -> None:
     keras = KerasLSTM(6, return_sequences=True, input_size=4)
     with pytest.raises(ExportError, match="called with a mask.*dynamic_sequence=False"):
         export_onnx(keras, x, tmp_path / "a.onnx", example_kwargs={"mask": torch.ones(2, 5, dtype=torch.bool)})
-    with pytest.raises(ExportError, match="stateful layers"):
-        export_onnx(KerasLSTM(6, stateful=True, input_size=4), x, tmp_path / "a.onnx")
+    for dynamic_sequence in (True, False):
+        with pytest.raises(ExportError, match="stateful layers carry states.*stateful=False"):
+            export_onnx(
+                KerasLSTM(6, stateful=True, input_size=4), x, tmp_path / "a.onnx", dynamic_sequence=dynamic_sequence
+            )
     with pytest.raises(ExportError, match=r"takes 2 positional arguments \['input', 'hx'\], got 3"):
         export_onnx(layer, (x, None, x), tmp_path / "a.onnx")
     with pytest.raises(ExportError, match="disagree on the batch size"):

@@ -35,8 +35,8 @@ def _cell_kernel(cell: Cell) -> str | None:
 
 
 def dynamic_sequence_problems(module: nn.Module) -> list[str]:
-    """Why ``module`` cannot be exported with a dynamic sequence length: one line per offending
-    submodule (empty when it can). Masks and gate traces are refused when the module is called.
+    """Why ``module`` cannot be exported, with a dynamic sequence length or a fixed one: one line per
+    stateful Keras layer (empty when it can). Masks and gate traces are refused when they are passed.
 
     >>> import lstmkit
     >>> dynamic_sequence_problems(lstmkit.Recurrent(lstmkit.LayerNormLSTMCell, 3, 4))

@@ -139,13 +139,11 @@ def _describe_export(
 ) -> OnnxExport:
     """The export's names and dynamic axes, from running ``module`` (on its traceable engine) on the
     example and on inputs of other sizes; raises :class:`ExportError` for what cannot export."""
-    problems = dynamic_sequence_problems(module) if dynamic_sequence else []
+    problems = dynamic_sequence_problems(module)
     if problems:
         raise ExportError(
-            "cannot export with a dynamic sequence length: "
-            + "; ".join(problems)
-            + ". Export with dynamic_sequence=False to unroll the loop over the example's sequence length "
-            "(the batch stays dynamic)"
+            f"cannot export: {'; '.join(problems)}. Build the layer with stateful=False and give the state as an "
+            "input (initial_state) instead"
         )
     try:
         outputs = _run(module, slots, [item.tensor for slot in slots for item in slot.inputs])
