@@ -216,8 +216,57 @@ def test_other_unusable_files_and_pair_sets(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="few.tsv: 2 pairs; need at least 10"):
         load_splits(PairsData(dataset=str(few)))
     lopsided = write(tmp_path / "lop.tsv", HEADER + "".join(f"{i}\t1\t2\ta{i}\tb\t{int(i == 0)}\n" for i in range(10)))
-    with pytest.raises(ValueError, match=r"lop.tsv \(validation part\): only one label among 1 pairs"):
-        load_splits(PairsData(dataset=str(lopsided), split_seed=3))
+    with pytest.raises(ValueError, match=r"lop.tsv \((validation|test) part\): only one label among \d+ pairs"):
+        load_splits(PairsData(dataset=str(lopsided)))
+
+
+def distinct_pairs(start: int, stop: int) -> str:
+    """Rows of pairs no two alike, labelled 0 and 1 in turn."""
+    return "".join(f"{i}\t1\t2\tHow do I learn skill {i}?\tHow to get good at skill {i + i % 2}?\t{1 - i % 2}\n"
+                   for i in range(start, stop))  # fmt: skip
+
+
+def split_ids(path: Path, **settings: object) -> dict[str, set[str]]:
+    return {name: set(pairs.ids) for name, pairs in load_splits(PairsData(dataset=str(path), **settings)).items()}
+
+
+def test_rows_appended_or_reordered_never_move_a_pair_to_another_split(tmp_path: Path) -> None:
+    rows = distinct_pairs(0, 300)
+    before = split_ids(write(tmp_path / "pairs.tsv", HEADER + rows))
+    assert all(20 <= len(before[name]) <= 45 for name in ("validation", "test")), {k: len(v) for k, v in before.items()}
+    after = split_ids(write(tmp_path / "longer.tsv", HEADER + rows + distinct_pairs(300, 400)))
+    assert all(before[name] <= after[name] for name in before), "every pair stays where it was"
+    assert sum(map(len, after.values())) == 400
+    reordered = split_ids(write(tmp_path / "reordered.tsv", HEADER + "".join(reversed(rows.splitlines(True)))))
+    assert reordered == before
+    other_seed = split_ids(tmp_path / "pairs.tsv", split_seed=1)
+    assert other_seed["test"] != before["test"]
+    copies = write(tmp_path / "copies.tsv", HEADER + rows + "".join(
+        f"c{i}\t1\t2\tHow to get good at skill {i + i % 2}?\tHOW do I learn skill {i} ?\t{1 - i % 2}\n"
+        for i in range(300)))  # fmt: skip
+    for name, ids in split_ids(copies).items():
+        assert {f"c{i}" for i in ids if not i.startswith("c")} == {i for i in ids if i.startswith("c")}, (
+            f"a pair and its swapped copy are in the same split ({name})")
+
+
+def test_evaluate_warns_when_the_data_changed_since_training(tmp_path: Path) -> None:
+    data = write(tmp_path / "pairs.tsv", HEADER + distinct_pairs(0, 120))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pairs", "train", "--preset", "tiny", "--data", str(data), "--out", str(out),
+                                 "--quiet", "--max-steps", "2", "--set", "min_count=1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "task.json").read_text())["trained_on"]
+    splits = load_splits(PairsData(dataset=str(data)))
+    assert recorded["counts"] == {name: len(pairs) for name, pairs in splits.items()}
+    result = runner.invoke(app, ["pairs", "evaluate", "-c", str(out), "--split", "test"])
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    with data.open("a") as file:
+        file.write(distinct_pairs(120, 121))
+    result = runner.invoke(app, ["pairs", "evaluate", "-c", str(out), "--split", "test"])
+    assert result.exit_code == 0 and result.stderr.count("\n") == 1, result.output
+    assert flat(result.stderr).startswith(f"warning: {data} has changed since the run trained on it (train "
+                                          f"{recorded['counts']['train']}, validation")  # fmt: skip
+    assert "the figures are for the data as it is now" in flat(result.stderr)
 
 
 # -- model ----------------------------------------------------------------------------------------

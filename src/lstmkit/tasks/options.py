@@ -82,9 +82,10 @@ def model_session(precision: str) -> Iterator[None]:
 
 
 def print_error(message: str, label: str = "error") -> None:
-    """One red line on stderr, ``<label>: <message>``; brackets in the message (from a file: a column
-    named ``[/]``) are shown, not read as markup."""
-    error_console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """One line on stderr, ``<label>: <message>``, the label red (yellow for a ``"warning"``); brackets
+    in the message (from a file: a column named ``[/]``) are shown, not read as markup."""
+    style = "bold yellow" if label == "warning" else "bold red"
+    error_console.print(f"[{style}]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from ..training import TrainConfig, Trainer, TrainResult, config_from_dict
 from ..training.checkpoint import atomic_write
 from ..training.plots import plt
 from .common import TaskModel, split_overrides, train_config
+from .splits import describe_change
 
 TASK_FILE = "task.json"
 
@@ -100,6 +101,19 @@ def write_task_file(out_dir: str | Path | None, data: Any, source: str, **extra:
     if out_dir is not None:
         document = {"data": dataclasses.asdict(data), "source": source, **extra}
         atomic_write(Path(out_dir) / TASK_FILE, json.dumps(document, indent=2).encode())
+
+
+def data_change(directory: str | Path, source: str, now: Mapping[str, Any]) -> str | None:
+    """One line saying that the data ``source`` differs from what the run in ``directory`` trained on
+    (the ``trained_on`` record of its ``task.json``; ``now``: the same record made of the data as it is
+    now, see :func:`~lstmkit.tasks.splits.data_record`), or ``None`` when it does not or the run has
+    no record."""
+    path = Path(directory) / TASK_FILE
+    try:
+        then = json.loads(path.read_text(encoding="utf-8")).get("trained_on") if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a valid task file ({error})") from None
+    return describe_change(source, then, now) if isinstance(then, dict) else None
 
 
 def fit(

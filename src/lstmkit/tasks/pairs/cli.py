@@ -9,10 +9,10 @@ import typer
 
 from ...precision import autocast_for
 from ..commands import TrainRun, train_options
-from ..options import Checkpoint, Precision, console, model_session
+from ..options import Checkpoint, Precision, console, model_session, print_error
 from .data import read_quora_tsv
 from .model import PairClassifier, predict_probabilities
-from .task import PRESETS, SPLITS, Evaluation, configure, evaluate_set, load_splits, read_task_data, split_set, train
+from .task import PRESETS, SPLITS, Evaluation, configure, evaluate_set, load_splits, run_split, train
 
 app = typer.Typer(
     help="Sentence-pair similarity (default data: King James / World English Bible verse pairs).",
@@ -74,7 +74,9 @@ def evaluate_command(
         if data is not None:
             pairs = read_quora_tsv(data, drop_empty=drop_empty)
         else:
-            pairs = split_set(read_task_data(checkpoint), split)
+            pairs, change = run_split(checkpoint, split)
+            if change:
+                print_error(change, "warning")
         console.print(_summary(pairs.source, evaluate_set(model, pairs, threshold)), highlight=False)
 
 

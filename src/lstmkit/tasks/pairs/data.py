@@ -59,6 +59,16 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+def content_key(first: str, second: str) -> str:
+    """What a pair is for its split and the data's fingerprint: the two sentences as the model reads
+    them (their tokens), in either order, so a copy of a pair, or the pair swapped, is the same.
+
+    >>> content_key("How do I  learn Python?", "python?") == content_key("python ?", "how do i learn python?")
+    True
+    """
+    return "\t".join(sorted(" ".join(tokenize(text)) for text in (first, second)))
+
+
 @dataclass
 class PairSet:
     """Sentence pairs (``first[i]`` with ``second[i]``), their names, labels (0/1, ``None`` when
@@ -96,6 +106,11 @@ class PairSet:
         if self.labels is None:
             raise PairsDataError(f"{self.source}: no labels")
         return sum(self.labels) / len(self.labels)
+
+    @property
+    def keys(self) -> list[str]:
+        """The :func:`content_key` of every pair."""
+        return [content_key(first, second) for first, second in zip(self.first, self.second, strict=True)]
 
     def subset(self, indices: Sequence[int], source: str | None = None) -> PairSet:
         """The pairs at ``indices``, in that order."""

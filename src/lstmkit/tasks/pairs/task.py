@@ -2,8 +2,9 @@
 the held-out figures.
 
 The default data are the KJV/WEB Bible verse pairs, cut by chapter into train (80%), validation
-(10%) and test (10%). A Quora Question Pairs file is cut the same way, by pair. The vocabulary is
-built on the training pairs only. After training, the decision threshold that maximises accuracy
+(10%) and test (10%). A Quora Question Pairs file is cut by a hash of each pair's content (see
+:mod:`~lstmkit.tasks.splits`), so rows appended to it never move the pairs already there to another
+part. The vocabulary is built on the training pairs only. After training, the decision threshold that maximises accuracy
 (or F1) on the validation pairs is stored in the model's config and applied to the test pairs.
 """
 
@@ -20,8 +21,9 @@ from torch import Tensor
 from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
 from ..common import check_held_out
-from ..runner import DataField, Preset, TaskSettings, fit, write_task_file
-from .data import PairSet, Vocabulary, bible_verses, chapter_split, read_quora_tsv, split_indices, verse_pairs
+from ..runner import DataField, Preset, TaskSettings, data_change, fit, write_task_file
+from ..splits import data_record, hash_split, place
+from .data import PairSet, Vocabulary, bible_verses, chapter_split, read_quora_tsv, verse_pairs
 from .model import (
     THRESHOLD_METRICS,
     PairClassifier,
@@ -45,9 +47,10 @@ DATA_FIELDS = {
 @dataclass
 class PairsData:
     """Where the pairs come from and how they are cut: ``dataset`` is ``"bible"`` or a Quora
-    Question Pairs TSV file; ``validation_fraction`` and ``test_fraction`` of the chapters (Bible)
-    or pairs (file) are held out, drawn with ``split_seed``; at most ``max_train_pairs`` training and
-    ``max_eval_pairs`` validation/test pairs are used (``None``: all); ``hard_negatives`` is the
+    Question Pairs TSV file; ``validation_fraction`` and ``test_fraction`` of the chapters (Bible,
+    drawn with ``split_seed``) or pairs (file, by a hash of their content and ``split_seed``) are
+    held out; at most ``max_train_pairs`` training and ``max_eval_pairs`` validation/test pairs are
+    used (``None``: all; a file's pairs are then taken in the order of a second hash); ``hard_negatives`` is the
     share of Bible negatives drawn from the same chapter; words seen fewer than ``min_count`` times
     in training are unknown; the threshold maximises ``threshold_metric`` on validation;
     ``drop_empty`` leaves out file pairs with an empty question (else they are an error).
@@ -104,9 +107,10 @@ def load_splits(data: PairsData) -> dict[str, PairSet]:
         raise ValueError(f"{pairs.source}: {len(pairs)} pairs; need at least 10 to split three ways")
     if len(set(pairs.labels or [])) < 2:
         raise ValueError(f"{pairs.source}: every pair has is_duplicate={pairs.labels[0]}; need both 0 and 1")  # type: ignore[index]
-    splits = {}
-    for name, part, cap in zip(SPLITS, split_indices(len(pairs), fractions, data.split_seed), caps, strict=True):
-        splits[name] = pairs.subset(sorted(part[:cap]), f"{pairs.source} ({name} part)")
+    splits, keys = {}, pairs.keys
+    for name, part, cap in zip(SPLITS, hash_split(keys, fractions, data.split_seed), caps, strict=True):
+        kept = sorted(part, key=lambda index: place(keys[index], data.split_seed + 1))[:cap]
+        splits[name] = pairs.subset(sorted(kept), f"{pairs.source} ({name} part)")
         if name != "train" and len(set(splits[name].labels or [])) < 2:
             raise ValueError(f"{splits[name].source}: only one label among {len(part[:cap])} pairs; the held-out "
                              "parts need both (use a larger file or another split_seed)")  # fmt: skip
@@ -204,7 +208,7 @@ def train(data: PairsData, model_fields: dict[str, Any], config: TrainConfig, ou
                                                     splits["train"].labels or [], strict=True)]  # fmt: skip
     validation = encode_pairs(vocabulary, splits["validation"])
     validation_labels = torch.tensor(splits["validation"].labels)
-    write_task_file(out_dir, data, splits["train"].source)
+    write_task_file(out_dir, data, splits["train"].source, trained_on=trained_on(splits))
 
     def evaluate(model: PairClassifier) -> dict[str, float]:
         evaluation = Evaluation(validation_labels, predict_probabilities(model, validation), 0.5)
@@ -222,8 +226,17 @@ def train(data: PairsData, model_fields: dict[str, Any], config: TrainConfig, ou
     return model, result, evaluations
 
 
-def split_set(data: PairsData, split: str) -> PairSet:
-    """One part (``"train"``, ``"validation"`` or ``"test"``) of the data, cut as in training."""
+def trained_on(splits: dict[str, PairSet]) -> dict[str, Any]:
+    """What a run trains and is evaluated on, for its ``task.json``: the pairs of each part and the
+    fingerprint of all of them (:func:`~lstmkit.tasks.splits.data_record`)."""
+    return data_record({name: pairs.keys for name, pairs in splits.items()})
+
+
+def run_split(directory: str | Path, split: str) -> tuple[PairSet, str | None]:
+    """One part (``"train"``, ``"validation"`` or ``"test"``) of the data the run in ``directory``
+    trained on, cut as in training, and one line saying that the data has changed since, if it has."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    return load_splits(data)[split]
+    data = read_task_data(directory)
+    splits = load_splits(data)
+    return splits[split], data_change(directory, data.dataset, trained_on(splits))
