@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
 from .engine import choose_layer, fused_torch, resolve_engine, run_sequence
-from .engine.precision import bf16_gemms, bf16_gemms_active
+from .engine.precision import bf16_gemms, bf16_gemms_active, cast_floats
 from .validation import ArgumentError, ShapeError, check_lengths, check_mask, check_tensor
 
 MERGE_MODES = ("concat", "sum", "mul", "ave")
@@ -80,12 +80,13 @@ class Recurrent(nn.Module):
 
     Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the weights stay float32 and the native
     kernels run their GEMMs on bfloat16 operands (gates, cell state and weight gradients in
-    float32; :mod:`lstmkit.engine.precision`). Results come out in bfloat16, as
-    ``torch.nn.LSTM``'s do; :class:`GRU` and :class:`RNN` return float32, as ``torch.nn.GRU`` and
-    ``torch.nn.RNN`` do under autocast.
+    float32; :mod:`lstmkit.engine.precision`). Results come out in the dtype torch.nn's give under
+    autocast: bfloat16 (float32 for an LSTM given a PackedSequence, and for :class:`GRU`).
     """
 
-    autocast_output_dtype: torch.dtype = torch.bfloat16  # of results under CPU bfloat16 autocast
+    # dtype of the results under CPU bfloat16 autocast, as torch.nn.LSTM's: padded input, PackedSequence
+    autocast_output_dtype: torch.dtype = torch.bfloat16
+    autocast_packed_output_dtype: torch.dtype = torch.float32
 
     def __init__(
         self,
@@ -160,8 +161,10 @@ class Recurrent(nn.Module):
         module on every call, so that a replaced parameter (``load_state_dict(assign=True)``,
         ``functional_call``), a ``torch.nn.utils.parametrize`` parametrization, spectral norm or
         the legacy weight norm is what the cells compute with."""
+        widen = bf16_gemms_active()  # bfloat16 weights compute as float32 copies under bf16 GEMMs
         for owner, leaf, flat_name in self._bindings:
-            owner._parameters[leaf] = getattr(self, flat_name)
+            value = getattr(self, flat_name)
+            owner._parameters[leaf] = value.float() if widen and value.dtype == torch.bfloat16 else value
 
     @property
     def _flat_weights_names(self) -> list[str]:
@@ -248,17 +251,39 @@ class Recurrent(nn.Module):
         return_gates: bool = False,
     ):
         data = input.data if isinstance(input, PackedSequence) else input
-        if isinstance(data, Tensor) and torch.is_autocast_enabled(data.device.type):
-            # The layer computes with its weights' dtype (float32 master weights) and autocast off; under
-            # bfloat16 autocast on the CPU its GEMMs take bfloat16 operands (see the class docstring).
-            device = data.device.type
+        if not isinstance(data, Tensor):
+            return self._forward(input, hx, lengths, mask, return_gates)  # which names the problem
+        device = data.device.type
+        autocast = torch.is_autocast_enabled(device)
+        bf16, compute, result_dtype = self._precision(data, packed=isinstance(input, PackedSequence))
+        if not (autocast or bf16):
+            return self._forward(input, hx, lengths, mask, return_gates)
+        with torch.autocast(device, enabled=False), bf16_gemms(bf16):
+            input, hx = cast_floats(input, compute), cast_floats(hx, compute)
+            result = self._forward(input, hx, lengths, mask, return_gates)
+        return result if result_dtype is None else cast_floats(result, result_dtype)
+
+    def _precision(self, data: Tensor, packed: bool = False) -> tuple[bool, torch.dtype, torch.dtype | None]:
+        """How a call on ``data`` (a PackedSequence's if ``packed``) computes: whether with bf16 GEMMs,
+        in which dtype, and the dtype its results are cast to (``None``: as computed). Under autocast
+        the layer computes with its weights' dtype (float32 master weights) and autocast off. bf16
+        GEMMs (see the class docstring) under bfloat16 autocast on the CPU, and for bfloat16 input to
+        a bfloat16 layer, which then computes with float32 copies of its weights."""
+        device, weights = data.device.type, self._weights_dtype()
+        if torch.is_autocast_enabled(device):
             bf16 = device == "cpu" and torch.get_autocast_dtype(device) == torch.bfloat16
-            dtype = self._cells[0].weight_ih.dtype
-            with torch.autocast(device, enabled=False), bf16_gemms(bf16):
-                input, hx = _cast(input, dtype), _cast(hx, dtype)
-                result = self._forward(input, hx, lengths, mask, return_gates)
-            return _cast(result, self.autocast_output_dtype) if bf16 else result
-        return self._forward(input, hx, lengths, mask, return_gates)
+            result_dtype = self.autocast_packed_output_dtype if packed else self.autocast_output_dtype
+            result_dtype = result_dtype if bf16 else None
+        else:
+            bf16 = device == "cpu" and data.dtype == weights == torch.bfloat16
+            result_dtype = torch.bfloat16 if bf16 else None
+        return bf16, torch.float32 if bf16 and weights == torch.bfloat16 else weights, result_dtype
+
+    def _weights_dtype(self) -> torch.dtype:
+        """The dtype of the layer's stored weights (of a parametrization's original)."""
+        name = self._flat_weights_names[0]
+        stored = self._stored(name)
+        return (getattr(self, name) if stored is None else stored).dtype
 
     def _forward(self, input, hx, lengths, mask, return_gates):
         x, lengths, initial, valid, batched, batch_first, packed = self._prepare(input, hx, lengths, mask)
@@ -432,19 +457,6 @@ class Recurrent(nn.Module):
         )
 
 
-def _cast(value: Any, dtype: torch.dtype) -> Any:
-    """``value`` (a tensor, PackedSequence, or tuple/list/dict of them, or anything else) with its
-    floating-point tensors in ``dtype``."""
-    if isinstance(value, PackedSequence):
-        return value._replace(data=_cast(value.data, dtype))
-    if isinstance(value, Tensor):
-        return value.to(dtype) if value.is_floating_point() else value
-    if isinstance(value, tuple | list):
-        return type(value)(_cast(v, dtype) for v in value)
-    if isinstance(value, dict):
-        return {key: _cast(v, dtype) for key, v in value.items()}
-    return value
-
 
 def _repack(output: Tensor, packed: PackedSequence, lengths: Tensor) -> PackedSequence:
     """Pack a padded time-major output exactly as the input was packed (same batch order)."""
@@ -509,7 +521,7 @@ class GRU(Recurrent):
     ((2, 5, 6), (1, 2, 6))
     """
 
-    autocast_output_dtype = torch.float32  # as torch.nn.GRU's under CPU autocast
+    autocast_output_dtype = autocast_packed_output_dtype = torch.float32  # as torch.nn.GRU's
 
     def __init__(
         self,
@@ -541,7 +553,7 @@ class RNN(Recurrent):
     (5, 2, 6)
     """
 
-    autocast_output_dtype = torch.float32  # as torch.nn.RNN's under CPU autocast
+    autocast_output_dtype = autocast_packed_output_dtype = torch.bfloat16  # as torch.nn.RNN's
 
     def __init__(
         self,

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
 
 from ..cells import Cell, State
 from . import fused_torch, native, python_fused
 from .kernels import kernel_of
 from .native.build import unavailable_reason
+from .precision import bf16_gemms, cast_floats
 
 if TYPE_CHECKING:
     from ..layers import Recurrent
@@ -119,8 +121,17 @@ def explain(
     ...     print(lstmkit.engine.explain(lstm, torch.randn(5, 2, 4)))
     torch: plain LSTM inference: oneDNN's forward runs at the per-step GEMM floor
     """
-    x, lengths_tensor, initial = layer._prepare(input, hx, lengths, mask)[:3]
-    chosen = choose_layer(
-        layer, x, masked=mask is not None, traced=return_gates, lengths=lengths_tensor, initial=initial
-    )
-    return chosen or choose_cell(layer._cells[0], x, engine=layer.engine, trace=return_gates)
+    data = input.data if isinstance(input, PackedSequence) else input
+    bf16, compute, _ = layer._precision(data, packed=isinstance(input, PackedSequence))
+    with torch.autocast(data.device.type, enabled=False), bf16_gemms(bf16):
+        input, hx = cast_floats(input, compute), cast_floats(hx, compute)
+        x, lengths_tensor, initial = layer._prepare(input, hx, lengths, mask)[:3]
+        chosen = choose_layer(
+            layer, x, masked=mask is not None, traced=return_gates, lengths=lengths_tensor, initial=initial
+        )
+        choice = chosen or choose_cell(layer._cells[0], x, engine=layer.engine, trace=return_gates)
+    if bf16 and choice.engine == "native":
+        return Choice("native", choice.reason + "; GEMMs on bfloat16 operands where they pay")
+    if bf16 and choice.engine == "torch":
+        return Choice("torch", choice.reason + "; under bfloat16 autocast, as torch.nn")
+    return choice

@@ -13,6 +13,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
 
 _state = threading.local()
 
@@ -31,3 +36,17 @@ def bf16_gemms(enabled: bool = True) -> Iterator[None]:
 def bf16_gemms_active() -> bool:
     """Whether the current call's GEMMs take bfloat16 operands (:func:`bf16_gemms`)."""
     return getattr(_state, "bf16", False)
+
+
+def cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` (a tensor, PackedSequence, or tuple/list/dict of them, or anything else) with its
+    floating-point tensors in ``dtype``."""
+    if isinstance(value, PackedSequence):
+        return value._replace(data=cast_floats(value.data, dtype))
+    if isinstance(value, Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, tuple | list):
+        return type(value)(cast_floats(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return {key: cast_floats(v, dtype) for key, v in value.items()}
+    return value

@@ -2,6 +2,7 @@
 // entry.h, with the kernel named by a string.
 #include <torch/extension.h>
 
+#include "bf16_gemm.h"
 #include "entry.h"
 
 namespace lstmkit {
@@ -60,6 +61,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::list names;
   for (const Kernel& k : kKernels) names.append(k.name);
   m.attr("kernels") = names;
+  m.attr("avx512_bf16") = bf16::available();  // bf16 GEMMs below oneDNN's threshold run bf16_gemm.h's kernel
 #if defined(CPU_CAPABILITY_AVX2)
   m.attr("cpu_capability") = "AVX2";  // at::vec::Vectorized compiled to AVX2 intrinsics
 #else

@@ -18,6 +18,7 @@
 // forward reads slot t and writes t+1; reverse reads t+1 and writes t.
 #pragma once
 
+#include "bf16_gemm.h"
 #include "common.h"
 
 namespace lstmkit {
@@ -105,10 +106,12 @@ void parallel_rows(int64_t batch, int64_t gate_width, const Row& row) {
 // Under bf16 GEMMs (SequenceArgs::bf16: a float32 call whose kernel name ends in "+bf16") a product
 // runs on bfloat16 copies of its operands through oneDNN (AMX or AVX512-BF16 where the CPU has
 // them), accumulates in float32 and comes back as float32 after one rounding to bfloat16. The gates,
-// the states and every sum over steps stay float32. A product takes bfloat16 only where that pays,
+// the states and every sum over steps stay float32. A product goes to oneDNN only where that pays,
 // at kMinBf16Macs multiply-adds or more: below, converting the operands and oneDNN's call cost
 // more than the float32 product saves (measured on AVX512-BF16, per step, 2 threads: (1 x 128) x
 // (128 x 512) 9 us packed float32 vs 31 us bfloat16; (16 x 512) x (512 x 2048) 534 vs 243 us).
+// Smaller per-step products run bf16_gemm.h's kernel where the CPU has AVX512-BF16 (StepGemm),
+// else float32.
 constexpr int64_t kMinBf16Macs = int64_t{4} << 20;
 inline bool bf16_pays(bool bf16, int64_t m, int64_t n, int64_t k) { return bf16 && m * n * k >= kMinBf16Macs; }
 inline at::Tensor bf16_copy(const at::Tensor& t) { return t.to(at::kBFloat16); }
@@ -119,25 +122,83 @@ inline at::Tensor gemm(bool bf16, const at::Tensor& m1, const at::Tensor& m2) {
   return at::mm(bf16_copy(m1), bf16_copy(m2)).to(m1.scalar_type());
 }
 
-// A weight every step multiplies by, out = a W [+ bias] with W (k, n), in bfloat16 where it pays
-// for `rows` rows (the bfloat16 copy made once per call).
+// W (k, n) for bf16_gemm.h's kernel: (k/2, n, 2) bfloat16, k padded to even with a zero row; and
+// scratch for up to `batch` rows of the other operand in bfloat16 (its padding column stays zero).
+class PairedWeight {
+ public:
+  PairedWeight(const at::Tensor& w, int64_t batch) : k_(w.size(0)), n_(w.size(1)), pairs_((k_ + 1) / 2) {
+    at::Tensor wk = w.to(at::kFloat);
+    if (k_ % 2) wk = at::cat({wk, at::zeros({1, n_}, wk.options())});
+    packed_ = wk.reshape({pairs_, 2, n_}).transpose(1, 2).contiguous().to(at::kBFloat16);
+    a16_ = at::zeros({batch, 2 * pairs_}, wk.options().dtype(at::kBFloat16));
+  }
+
+  // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n); the columns
+  // split between the threads unless in_block (the caller's thread runs a block of rows).
+  void run(float* c, const float* a, int64_t lda, int64_t first, int64_t rows, bool accumulate, bool in_block) const {
+    const int64_t ld16 = 2 * pairs_;
+    uint16_t* a16 = reinterpret_cast<uint16_t*>(a16_.data_ptr<at::BFloat16>()) + first * ld16;
+    a += first * lda;
+    c += first * n_;
+    for (int64_t r = 0; r < rows; ++r) bf16::round_row(a + r * lda, k_, a16 + r * ld16);
+    const uint16_t* wp = reinterpret_cast<const uint16_t*>(packed_.data_ptr<at::BFloat16>());
+    const auto columns = [&](int64_t begin, int64_t end) {
+      bf16::gemm(rows, n_, pairs_, a16, ld16, wp, c, n_, accumulate, begin * bf16::kColumns,
+                 std::min<int64_t>(n_, end * bf16::kColumns));
+    };
+    const int64_t blocks = (n_ + bf16::kColumns - 1) / bf16::kColumns;
+    if (in_block) {
+      columns(0, blocks);
+    } else {  // a thread for at least ~256K multiply-adds
+      const int64_t per_block = std::max<int64_t>(1, rows * k_ * bf16::kColumns);
+      at::parallel_for(0, blocks, std::max<int64_t>(1, (int64_t{256} << 10) / per_block), columns);
+    }
+  }
+  // The same with tensors: a (rows, k) with contiguous rows, c (rows, n) contiguous.
+  bool runs(const at::Tensor& c, const at::Tensor& a) const {
+    return c.is_contiguous() && a.stride(1) == 1 && a.size(0) <= a16_.size(0);
+  }
+  void run(at::Tensor& c, const at::Tensor& a, bool accumulate) const {
+    run(c.data_ptr<float>(), a.data_ptr<float>(), a.stride(0), 0, a.size(0), accumulate, false);
+  }
+
+ private:
+  int64_t k_, n_, pairs_;
+  at::Tensor packed_, a16_;
+};
+
+// Whether a product of `rows` rows with W (k, n) under bf16 GEMMs runs bf16_gemm.h's kernel: below
+// oneDNN's threshold, on a CPU with AVX512-BF16.
+inline bool pairs_pay(bool bf16, int64_t rows, int64_t n, int64_t k) {
+  return bf16 && !bf16_pays(bf16, rows, n, k) && bf16::available() && n > 0 && k > 0;
+}
+
+// A weight every step multiplies by, out = a W [+ bias] with W (k, n), for up to `rows` rows: under
+// bf16 GEMMs on a bfloat16 copy through oneDNN where that pays, else in pairs (bf16_gemm.h) where the
+// CPU has AVX512-BF16; the copies made once per call.
 class StepWeight {
  public:
   StepWeight(const at::Tensor& w, int64_t rows, bool bf16)
       : w_(w), bf16_(bf16_pays(bf16, rows, w.size(1), w.size(0))) {
     if (bf16_) w16_ = bf16_copy(w);
+    if (pairs_pay(bf16, rows, w.size(1), w.size(0))) paired_.emplace(w, rows);
   }
   void into(at::Tensor& out, const at::Tensor& a, const OptTensor& bias = std::nullopt) const {
-    if (!bf16_) {
+    if (paired_ && paired_->runs(out, a)) {
+      paired_->run(out, a, false);
+      if (bias) out.add_(*bias);
+    } else if (bf16_) {
+      out.copy_(at::mm(bf16_copy(a), w16_));
+      if (bias) out.add_(*bias);
+    } else {
       bias ? at::addmm_out(out, *bias, a, w_) : at::mm_out(out, a, w_);
-      return;
     }
-    out.copy_(at::mm(bf16_copy(a), w16_));
-    if (bias) out.add_(*bias);
   }
   // out += a W
   void add_into(at::Tensor& out, const at::Tensor& a) const {
-    if (bf16_) {
+    if (paired_ && paired_->runs(out, a)) {
+      paired_->run(out, a, true);
+    } else if (bf16_) {
       out.add_(at::mm(bf16_copy(a), w16_));
     } else {
       at::addmm_out(out, out, a, w_);
@@ -147,6 +208,7 @@ class StepWeight {
  private:
   at::Tensor w_, w16_;
   bool bf16_;
+  std::optional<PairedWeight> paired_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -170,7 +232,10 @@ void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k
 
 // c (B, n) = beta c + a (B, k) op(W), op(W) = W^T (transpose, W (n, k)) or W (W (k, n)), at every
 // step; inside RowBlocks::run, on the calling thread's rows only (a GEMM of their own, one thread).
-// Under bf16 GEMMs where it pays (see GEMM precision), on a bfloat16 copy of W and per-row scratch.
+// Under bf16 GEMMs (see GEMM precision): oneDNN's bfloat16 product where it pays; below that, on a CPU
+// with AVX512-BF16, bf16_gemm.h's kernel on W packed in pairs of rows (measured on AVX512-BF16, one
+// thread, contended machine: (1 x 128) x (128 x 512) 1.3 us vs 4.4 us packed float32, (8 x 512) x
+// (512 x 2048) 201 vs 284 us; about even at 16-64 rows of 128); elsewhere float32.
 class StepGemm {
  public:
   StepGemm(const at::Tensor& w, const RowBlocks& blocks, bool transpose, bool bf16)
@@ -179,6 +244,10 @@ class StepGemm {
       w16_ = bf16_copy(w_);
       a16_ = at::empty({blocks.batch(), k_}, w.options().dtype(at::kBFloat16));
       c16_ = at::empty({blocks.batch(), n_}, w.options().dtype(at::kBFloat16));
+      return;
+    }
+    if (pairs_pay(bf16, blocks.rows(0), n_, k_)) {
+      paired_.emplace(w_, blocks.batch());
       return;
     }
     const bool mkl = cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr && cblas_sgemm_pack_get_size;
@@ -190,6 +259,10 @@ class StepGemm {
     constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151;
     const RowRange& mine = current_rows();
     const int64_t first = mine.active ? mine.begin : 0, rows = mine.active ? mine.end - mine.begin : a.rows();
+    if (paired_ && c.contiguous() && a.rows_contiguous()) {
+      paired_->run(c.data<float>(), a.data<float>(), a.row_stride(), first, rows, accumulate, mine.active);
+      return;
+    }
     if (w16_.defined()) {
       run_bf16(c, a, first, rows, accumulate);
       return;
@@ -243,6 +316,7 @@ class StepGemm {
   int n_, k_;
   std::vector<std::pair<int64_t, at::Tensor>> packed_;  // (rows, packed W)
   at::Tensor w16_, a16_, c16_;                          // under bf16 GEMMs: W, a's rows, the product
+  std::optional<PairedWeight> paired_;                  // or W in pairs of rows (bf16_gemm.h)
 };
 
 // ---------------------------------------------------------------------------------------------

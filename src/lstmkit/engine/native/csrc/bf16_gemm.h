@@ -1,0 +1,110 @@
+// A small bfloat16 GEMM for the per-step products: c (rows x n, float32) (+)= a (rows x k) W (k x n),
+// a and W rounded to bfloat16, products summed in float32 by AVX512-BF16's dot product of pairs
+// (vdpbf16ps: 32 multiply-adds per instruction, twice an FMA's 16).
+//
+// W is packed once per call in pairs of rows, (k/2, n, 2): the two values a lane multiplies lie
+// side by side. Each step converts its rows of a to bfloat16 (pairs of columns), then every block
+// of 4 rows x 64 columns keeps its 16 accumulators in registers over the whole of k, the W block
+// (k x 64 bfloat16) staying in L1 across the row blocks. No library call, no allocation: for the few
+// rows of one time step oneDNN's bfloat16 product costs more in its call than in its arithmetic
+// (loop.h, "GEMM precision").
+//
+// Compiled for AVX512-BF16 through function attributes, whatever the extension's flags; run only
+// where available() says the CPU has it.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace lstmkit {
+namespace bf16 {
+
+inline bool available() {
+  static const bool has = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+#define LSTMKIT_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+// dst[0, n) = src[0, n) rounded to bfloat16 (nearest even)
+LSTMKIT_BF16_TARGET inline void round_row(const float* src, int64_t n, uint16_t* dst) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + j));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), reinterpret_cast<const __m256i&>(v));
+  }
+  if (j < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + j));
+    _mm256_mask_storeu_epi16(dst + j, m, reinterpret_cast<const __m256i&>(v));
+  }
+}
+
+// One block: R rows x V vectors of 16 columns from column j0 (the last vector masked by `last`).
+template <int R, int V>
+LSTMKIT_BF16_TARGET void block(const uint16_t* a, int64_t lda, const uint16_t* wp, int64_t pairs, int64_t n,
+                               int64_t j0, __mmask16 last, float* c, int64_t ldc, bool accumulate) {
+  __m512 acc[R][V];
+  const auto mask = [&](int v) { return v == V - 1 ? last : static_cast<__mmask16>(0xFFFF); };
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v)
+      acc[r][v] = accumulate ? _mm512_maskz_loadu_ps(mask(v), c + r * ldc + j0 + 16 * v) : _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512i w[V];
+    for (int v = 0; v < V; ++v)
+      w[v] = _mm512_maskz_loadu_epi32(mask(v), wp + 2 * (p * n + j0 + 16 * v));  // W[2p, 2p+1][16 columns]
+    for (int r = 0; r < R; ++r) {
+      const __m512i pair = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(a + r * lda + 2 * p));  // a[r, 2p:2p+2]
+      for (int v = 0; v < V; ++v)
+        acc[r][v] = _mm512_dpbf16_ps(acc[r][v], reinterpret_cast<const __m512bh&>(pair),
+                                     reinterpret_cast<const __m512bh&>(w[v]));
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(c + r * ldc + j0 + 16 * v, mask(v), acc[r][v]);
+}
+
+template <int R>
+LSTMKIT_BF16_TARGET void row_block(int vectors, const uint16_t* a, int64_t lda, const uint16_t* wp, int64_t pairs,
+                                   int64_t n, int64_t j0, __mmask16 last, float* c, int64_t ldc, bool accumulate) {
+  switch (vectors) {
+    case 1: return block<R, 1>(a, lda, wp, pairs, n, j0, last, c, ldc, accumulate);
+    case 2: return block<R, 2>(a, lda, wp, pairs, n, j0, last, c, ldc, accumulate);
+    case 3: return block<R, 3>(a, lda, wp, pairs, n, j0, last, c, ldc, accumulate);
+    default: return block<R, 4>(a, lda, wp, pairs, n, j0, last, c, ldc, accumulate);
+  }
+}
+
+// Columns per block of gemm(): a caller splitting the columns between threads splits at multiples.
+constexpr int64_t kColumns = 64;
+
+// c[:, begin:end] (+)= a wp[:, begin:end]: a (rows x 2 pairs bfloat16, row stride lda), wp (pairs x n x 2),
+// c (rows x n, row stride ldc); begin a multiple of kColumns.
+LSTMKIT_BF16_TARGET inline void gemm(int64_t rows, int64_t n, int64_t pairs, const uint16_t* a, int64_t lda,
+                                     const uint16_t* wp, float* c, int64_t ldc, bool accumulate, int64_t begin,
+                                     int64_t end) {
+  for (int64_t j0 = begin; j0 < end; j0 += kColumns) {
+    const int64_t columns = std::min<int64_t>(kColumns, end - j0);
+    const int vectors = static_cast<int>((columns + 15) / 16);
+    const int64_t tail = columns - 16 * (vectors - 1);
+    const __mmask16 last = static_cast<__mmask16>(tail == 16 ? 0xFFFF : (1u << tail) - 1);
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+      const uint16_t* ar = a + r0 * lda;
+      float* cr = c + r0 * ldc;
+      switch (std::min<int64_t>(4, rows - r0)) {
+        case 1: row_block<1>(vectors, ar, lda, wp, pairs, n, j0, last, cr, ldc, accumulate); break;
+        case 2: row_block<2>(vectors, ar, lda, wp, pairs, n, j0, last, cr, ldc, accumulate); break;
+        case 3: row_block<3>(vectors, ar, lda, wp, pairs, n, j0, last, cr, ldc, accumulate); break;
+        default: row_block<4>(vectors, ar, lda, wp, pairs, n, j0, last, cr, ldc, accumulate); break;
+      }
+    }
+  }
+}
+
+#undef LSTMKIT_BF16_TARGET
+
+}  // namespace bf16
+}  // namespace lstmkit
