@@ -23,6 +23,7 @@ from task_helpers import (
 )
 
 from lstmkit.cli import app
+from lstmkit.tasks.files import skipped_notes
 from lstmkit.tasks.pairs import task as pairs_task
 from lstmkit.tasks.pairs.data import (
     PairsDataError,
@@ -177,7 +178,7 @@ MALFORMED = [
     ("nolabelvalue.tsv", HEADER + "1\t1\t2\ta\tb\t\n", r"nolabelvalue.tsv, line 2, column 'is_duplicate'.*got ''"),
     ("fields.tsv", HEADER + "1\t1\t2\ta b\t0\n", r"fields.tsv, line 2: 5 fields, expected 6 \(tab-separated\)"),
     ("emptyq.tsv", HEADER + "1\t1\t2\ta\tb\t0\n2\t3\t4\t\tb\t1\n",
-     r"emptyq.tsv, line 3: empty question1; every pair needs two questions \(train --set drop_empty=true"),
+     r"emptyq.tsv, line 3: empty question1; every pair needs two questions \(--skip-bad-rows .*--set drop_empty=true"),
     ("spaces.tsv", HEADER + "1\t1\t2\t  \t \t1\n", r"spaces.tsv, line 2: empty question1 and question2"),
     ("quote.tsv", HEADER + '1\t1\t2\t"a"b\tc\t0\n', r"quote.tsv, line 2: .*; expected tab-separated fields"),
     ("multiline.tsv", HEADER + '1\t1\t2\t"a\nb"\tc\t0\n2\t1\t2\ta\tc\t5\n',
@@ -204,7 +205,10 @@ def test_other_unusable_files_and_pair_sets(tmp_path: Path) -> None:
         read_quora_tsv(binary)
     holes = write(tmp_path / "holes.tsv", HEADER + "1\t1\t2\ta\t\t0\n2\t1\t2\tb\tc\t1\n3\t1\t2\t\td\t0\n")
     kept = read_quora_tsv(holes, drop_empty=True)
-    assert kept.ids == ["2"] and "(2 pairs with an empty question left out: line 2, line 4)" in kept.source
+    assert kept.ids == ["2"] and kept.skipped == [
+        f"{holes}, line 2: empty question2; every pair needs two questions",
+        f"{holes}, line 4: empty question1; every pair needs two questions",
+    ]
     with pytest.raises(PairsDataError, match="memory: pair 'p' has an empty sentence"):
         PairSet(["p"], ["a"], ["  "], [1], "memory")
     with pytest.raises(PairsDataError, match=r"memory: labels must be 0 or 1, got \[2\]"):
@@ -218,6 +222,53 @@ def test_other_unusable_files_and_pair_sets(tmp_path: Path) -> None:
     lopsided = write(tmp_path / "lop.tsv", HEADER + "".join(f"{i}\t1\t2\ta{i}\tb\t{int(i == 0)}\n" for i in range(10)))
     with pytest.raises(ValueError, match=r"lop.tsv \((validation|test) part\): only one label among \d+ pairs"):
         load_splits(PairsData(dataset=str(lopsided)))
+
+
+BAD_ROWS = ["x7\t1\t2\tonly three", "x8\t1\t2\ta question\tanother\tmaybe", "x9\t1\t2\t  \tb\t1"]
+WHY = ["4 fields, expected 6 (tab-separated)", "column 'is_duplicate': expected 0 or 1, got 'maybe'",
+       "empty question1; every pair needs two questions"]  # fmt: skip
+
+
+def with_bad_rows(path: Path, good: int, bad: list[str] = BAD_ROWS) -> Path:
+    """A file of ``good`` distinct pairs with the ``bad`` rows after the third (from line 5 on)."""
+    rows = distinct_pairs(0, good).splitlines(True)
+    return write(path, HEADER + "".join(rows[:3]) + "".join(row + "\n" for row in bad) + "".join(rows[3:]))
+
+
+def test_bad_rows_stop_the_reading_unless_skipped_and_then_each_is_named(tmp_path: Path) -> None:
+    path = with_bad_rows(tmp_path / "bad.tsv", 12)
+    with pytest.raises(PairsDataError, match=r"bad.tsv, line 5: 4 fields, expected 6 \(tab-separated\) \(--skip-bad"):
+        read_quora_tsv(path)
+    with pytest.raises(PairsDataError, match="line 5: 4 fields"):
+        read_quora_tsv(path, drop_empty=True)
+    kept = read_quora_tsv(path, skip_bad_rows=True)
+    assert len(kept) == 12 and not {"x7", "x8", "x9"} & set(kept.ids)
+    assert kept.skipped == [f"{path}, line 5: {WHY[0]}", f"{path}, line 6, {WHY[1]}", f"{path}, line 7: {WHY[2]}"]
+    assert skipped_notes(kept.skipped)[-1] == "3 rows left out"
+    many = [f"f.tsv, line {line}: why" for line in range(30)]
+    assert skipped_notes(many)[-2:] == ["left out f.tsv, line 19: why", "30 rows left out (10 not listed)"]
+
+
+@pytest.mark.parametrize(
+    ("option", "bad", "expected"),
+    [
+        (["--skip-bad-rows"], BAD_ROWS, [f"line 5: {WHY[0]}", f"line 6, {WHY[1]}", f"line 7: {WHY[2]}"]),
+        (["--set", "drop_empty=true"], BAD_ROWS[2:], [f"line 5: {WHY[2]}"]),
+    ],
+    ids=["--skip-bad-rows", "drop_empty"],
+)
+def test_training_names_the_rows_it_left_out(option: list[str], bad: list[str], expected: list[str],
+                                             tmp_path: Path) -> None:  # fmt: skip
+    path = with_bad_rows(tmp_path / "bad.tsv", 200, bad)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pairs", "train", "--preset", "tiny", "--data", str(path), "--out", str(out),
+                                 "--quiet", "--max-steps", "1", "--set", "min_count=1", *option])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    notes = flat(result.stdout).split("note: ")[1:]
+    assert [note.strip() for note in notes[:-1]] == [f"left out {path}, {where}" for where in expected]
+    assert notes[-1].startswith(f"{len(expected)} row{'s' * (len(expected) > 1)} left out"), notes
+    recorded = json.loads((out / "task.json").read_text())["data"]
+    assert recorded["skip_bad_rows"] == (option == ["--skip-bad-rows"])
 
 
 def distinct_pairs(start: int, stop: int) -> str:

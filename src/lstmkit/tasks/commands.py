@@ -37,6 +37,7 @@ from .options import (
     console,
     intra_op_threads,
     is_main_process,
+    print_note,
     user_errors,
 )
 from .runner import TASK_FILE
@@ -103,7 +104,7 @@ class TrainRun:
         self.check_out()
         console.print(self.headline(model, settings[2], data), highlight=False)
         for note in notes:
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
+            print_note(note)
         if self.nproc > 1:
             launch(train, self.nproc, *settings, self.out, self.resume)
             return None

@@ -35,6 +35,24 @@ def read_text(path: str | Path, error: type[ValueError], expected: str) -> str:
     return text
 
 
+MAX_LISTED = 20
+"""Rows left out of a file that are named one by one; the rest are counted."""
+
+
+def skipped_notes(skipped: list[str]) -> list[str]:
+    """Notes on the rows left out of a file (``"<file>, line <n>: <why>"`` each): each of the first
+    :data:`MAX_LISTED`, then their number.
+
+    >>> skipped_notes(["a.tsv, line 3: 5 fields, expected 6"])
+    ['left out a.tsv, line 3: 5 fields, expected 6', '1 row left out']
+    """
+    if not skipped:
+        return []
+    more = f" ({len(skipped) - MAX_LISTED} not listed)" if len(skipped) > MAX_LISTED else ""
+    rows = "row" if len(skipped) == 1 else "rows"
+    return [*(f"left out {row}" for row in skipped[:MAX_LISTED]), f"{len(skipped)} {rows} left out{more}"]
+
+
 def check_header(path: Path, names: Sequence[str], error: type[ValueError]) -> None:
     """Refuse a header (line 1 of ``path``) that names a column twice."""
     duplicated = sorted(name for name, count in Counter(names).items() if count > 1)

@@ -81,6 +81,11 @@ def model_session(precision: str) -> Iterator[None]:
         yield
 
 
+def print_note(note: str) -> None:
+    """A note on stdout, ``note: <note>`` (brackets from a file shown, not read as markup)."""
+    console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+
 def print_error(message: str, label: str = "error") -> None:
     """One line on stderr, ``<label>: <message>``, the label red (yellow for a ``"warning"``); brackets
     in the message (from a file: a column named ``[/]``) are shown, not read as markup."""

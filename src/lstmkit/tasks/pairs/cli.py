@@ -9,16 +9,22 @@ import typer
 
 from ...precision import autocast_for
 from ..commands import TrainRun, train_options
-from ..options import Checkpoint, Precision, console, model_session, print_error
+from ..files import skipped_notes
+from ..options import Checkpoint, Precision, console, model_session, print_error, print_note
 from .data import read_quora_tsv
 from .model import PairClassifier, predict_probabilities
-from .task import PRESETS, SPLITS, Evaluation, configure, evaluate_set, load_splits, run_split, train
+from .task import PRESETS, SPLITS, Evaluation, configure, evaluate_set, file_notes, load_splits, run_split, train
 
 app = typer.Typer(
     help="Sentence-pair similarity (default data: King James / World English Bible verse pairs).",
     no_args_is_help=True,
 )
 
+SkipBadRows = Annotated[
+    bool,
+    typer.Option("--skip-bad-rows", help="Leave out malformed rows of --data (each is named, then counted) instead of "
+                 "stopping at the first."),
+]  # fmt: skip
 DataFile = Annotated[
     Path | None,
     typer.Option("--data", help="A Quora Question Pairs TSV (id, qid1, qid2, question1, question2, is_duplicate)."),
@@ -33,15 +39,16 @@ def _summary(name: str, evaluation: Evaluation) -> str:
 
 @app.command("train")
 @train_options("pairs", PRESETS, "default", preset_help="Model and budget")
-def train_command(run: TrainRun, data: DataFile = None) -> None:
+def train_command(run: TrainRun, data: DataFile = None, skip_bad_rows: SkipBadRows = False) -> None:
     """Train a pair classifier; pick the decision threshold on validation; report validation and
     test accuracy, F1 and ROC-AUC."""
     with run.session():
-        settings = run.configure(configure, dataset=data)
+        settings = run.configure(configure, dataset=data, skip_bad_rows=skip_bad_rows or None)
         data_settings, model_fields, _ = settings
         sizes = "->".join(str(size) for size in model_fields["hidden_sizes"])
         shape = f"{model_fields['architecture']} bidirectional {model_fields['cell']} {sizes}"
-        trained = run.train(train, settings, shape, data_settings.dataset)
+        notes = file_notes(data_settings)
+        trained = run.train(train, settings, shape, data_settings.dataset, notes=notes)
         if trained is None:  # trained in other processes: the model is in the folder
             model, splits = PairClassifier.from_pretrained(run.out), load_splits(data_settings)
             with autocast_for(settings[2].precision):
@@ -66,13 +73,16 @@ def evaluate_command(
     drop_empty: Annotated[
         bool, typer.Option("--drop-empty", help="Leave out --data pairs with an empty question (else an error).")
     ] = False,
+    skip_bad_rows: SkipBadRows = False,
     precision: Precision = "auto",
 ) -> None:
     """Accuracy, F1 and ROC-AUC of a trained model on a split of its data or on a Quora TSV."""
     with model_session(precision):
         model = PairClassifier.from_pretrained(checkpoint)
         if data is not None:
-            pairs = read_quora_tsv(data, drop_empty=drop_empty)
+            pairs = read_quora_tsv(data, drop_empty=drop_empty, skip_bad_rows=skip_bad_rows)
+            for note in skipped_notes(pairs.skipped):
+                print_note(note)
         else:
             pairs, change = run_split(checkpoint, split)
             if change:

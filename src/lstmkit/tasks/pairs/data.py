@@ -26,7 +26,7 @@ import io
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -72,7 +72,8 @@ def content_key(first: str, second: str) -> str:
 @dataclass
 class PairSet:
     """Sentence pairs (``first[i]`` with ``second[i]``), their names, labels (0/1, ``None`` when
-    unlabelled) and where they came from; checked on creation (no empty sentence, labels 0 or 1).
+    unlabelled), where they came from and the rows of the file left out (``skipped``: ``"<file>,
+    line <n>: <why>"``); checked on creation (no empty sentence, labels 0 or 1).
 
     >>> pairs = PairSet(["p", "q"], ["a cat", "a dog"], ["one cat", "a tree"], [1, 0], "memory")
     >>> len(pairs), pairs.subset([1]).second, pairs.positive_share
@@ -84,6 +85,7 @@ class PairSet:
     second: list[str]
     labels: list[int] | None
     source: str
+    skipped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -158,11 +160,28 @@ class Vocabulary:
         return list(dict.fromkeys(token for token in tokenize(text) if token not in self.index))
 
 
-def read_quora_tsv(path: str | Path, drop_empty: bool = False) -> PairSet:
+def _row_problem(row: list[str], header: list[str], column: dict[str, int]) -> tuple[str, bool] | None:
+    """What is wrong with a row of pairs, as it follows the file and line (``": 5 fields, ..."``), and
+    whether it is only an empty question; ``None`` when nothing is."""
+    if len(row) != len(header):
+        return f": {len(row)} fields, expected {len(header)} (tab-separated)", False
+    label = row[column["is_duplicate"]].strip()
+    if label not in ("0", "1"):
+        return f", column 'is_duplicate': expected 0 or 1, got {label!r}", False
+    empty = [name for name in ("question1", "question2") if not tokenize(row[column[name]])]
+    if empty:
+        return f": empty {' and '.join(empty)}; every pair needs two questions", True
+    return None
+
+
+def read_quora_tsv(path: str | Path, drop_empty: bool = False, skip_bad_rows: bool = False) -> PairSet:
     """The pairs of a file in the Quora Question Pairs TSV format (see the module docstring).
 
-    A pair with an empty question is an error, unless ``drop_empty``: then it is left out, and the
-    returned set's ``source`` says how many and on which lines (the public Quora file has a few)."""
+    A malformed row (another number of fields, a label other than 0 or 1, an empty question) is an
+    error that names its line, unless ``skip_bad_rows`` (any of them) or ``drop_empty`` (a pair with
+    an empty question; the public Quora file has a few): then it is left out and named in the
+    returned set's ``skipped``. A file the TSV reader cannot read on (a quote left open, a field of
+    more than 131,072 characters) is an error either way."""
     path = Path(path)
     expected = f"a header ({chr(9).join(QUORA_COLUMNS)}) and rows of pairs"
     text = io.StringIO(read_text(path, PairsDataError, expected), newline="")  # not splitlines: see files.read_csv
@@ -175,37 +194,30 @@ def read_quora_tsv(path: str | Path, drop_empty: bool = False) -> PairSet:
                                  f"header {', '.join(QUORA_COLUMNS)} (tab-separated), got {header}")  # fmt: skip
         check_header(path, header, PairsDataError)
         column = {name: header.index(name) for name in header}
-        ids, first, second, labels, dropped = [], [], [], [], []
+        ids, first, second, labels, skipped = [], [], [], [], []
         line = rows.line_num + 1
         for row in rows:
             where, line = f"{path}, line {line}", rows.line_num + 1
             if not row or row == [""]:
                 continue
-            if len(row) != len(header):
-                raise PairsDataError(f"{where}: {len(row)} fields, expected {len(header)} (tab-separated)")
-            label = row[column["is_duplicate"]].strip()
-            if label not in ("0", "1"):
-                raise PairsDataError(f"{where}, column 'is_duplicate': expected 0 or 1, got {label!r}")
-            empty = [name for name in ("question1", "question2") if not tokenize(row[column[name]])]
-            if empty:
-                if drop_empty:
-                    dropped.append(where.rpartition(", ")[2])
+            problem = _row_problem(row, header, column)
+            if problem is not None:
+                reason, only_empty = problem
+                if skip_bad_rows or (drop_empty and only_empty):
+                    skipped.append(f"{where}{reason}")
                     continue
-                hint = "train --set drop_empty=true or evaluate --drop-empty leaves such pairs out"
-                raise PairsDataError(f"{where}: empty {' and '.join(empty)}; every pair needs two questions ({hint})")
+                hint = "--skip-bad-rows leaves such rows out" + (", and so does --set drop_empty=true (train) or "
+                                                                  "--drop-empty (evaluate)") * only_empty  # fmt: skip
+                raise PairsDataError(f"{where}{reason} ({hint})")
             ids.append(row[column["id"]].strip() if "id" in column else str(len(ids)))
             first.append(row[column["question1"]])
             second.append(row[column["question2"]])
-            labels.append(int(label))
+            labels.append(int(row[column["is_duplicate"]].strip()))
     except csv.Error as error:
         raise PairsDataError(f"{path}, line {rows.line_num}: {error}; expected tab-separated fields") from None
     if not ids:
-        raise PairsDataError(f"{path}: a header but no pairs")
-    source = str(path)
-    if dropped:
-        lines = ", ".join(dropped[:5]) + (", ..." if len(dropped) > 5 else "")
-        source += f" ({len(dropped)} pairs with an empty question left out: {lines})"
-    return PairSet(ids, first, second, labels, source)
+        raise PairsDataError(f"{path}: a header but no pairs" + (f" ({len(skipped)} rows skipped)" if skipped else ""))
+    return PairSet(ids, first, second, labels, str(path), skipped)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from torch import Tensor
 from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
 from ..common import check_held_out
+from ..files import skipped_notes
 from ..runner import DataField, Preset, TaskSettings, data_change, fit, write_task_file
 from ..splits import data_record, hash_split, place
 from .data import PairSet, Vocabulary, bible_verses, chapter_split, read_quora_tsv, verse_pairs
@@ -53,7 +54,8 @@ class PairsData:
     used (``None``: all; a file's pairs are then taken in the order of a second hash); ``hard_negatives`` is the
     share of Bible negatives drawn from the same chapter; words seen fewer than ``min_count`` times
     in training are unknown; the threshold maximises ``threshold_metric`` on validation;
-    ``drop_empty`` leaves out file pairs with an empty question (else they are an error).
+    ``drop_empty`` leaves out file pairs with an empty question and ``skip_bad_rows`` any malformed
+    row of the file (else they are an error).
 
     >>> PairsData(dataset="quora.tsv", threshold_metric="f1").min_count
     2
@@ -69,6 +71,7 @@ class PairsData:
     min_count: int = 2
     threshold_metric: str = "accuracy"
     drop_empty: bool = False
+    skip_bad_rows: bool = False
 
     def __post_init__(self) -> None:
         check_held_out(self.validation_fraction, self.test_fraction)
@@ -81,6 +84,16 @@ class PairsData:
             raise ValueError(f"min_count must be at least 1, got {self.min_count}")
         if self.threshold_metric not in THRESHOLD_METRICS:
             raise ValueError(f"unknown threshold_metric {self.threshold_metric!r}: expected one of {THRESHOLD_METRICS}")
+
+
+def read_file(data: PairsData) -> PairSet:
+    """The pairs of the file ``data.dataset``, with its malformed rows left out as ``data`` says."""
+    return read_quora_tsv(data.dataset, drop_empty=data.drop_empty, skip_bad_rows=data.skip_bad_rows)
+
+
+def file_notes(data: PairsData) -> list[str]:
+    """Notes on the rows of the pairs file left out (none for the Bible pairs)."""
+    return [] if data.dataset == BIBLE else skipped_notes(read_file(data).skipped)
 
 
 def load_splits(data: PairsData) -> dict[str, PairSet]:
@@ -102,7 +115,7 @@ def load_splits(data: PairsData) -> dict[str, PairSet]:
             )  # fmt: skip
             for number, (name, part, cap) in enumerate(zip(SPLITS, parts, caps, strict=True))
         }
-    pairs = read_quora_tsv(data.dataset, drop_empty=data.drop_empty)
+    pairs = read_file(data)
     if len(pairs) < 10:
         raise ValueError(f"{pairs.source}: {len(pairs)} pairs; need at least 10 to split three ways")
     if len(set(pairs.labels or [])) < 2:
