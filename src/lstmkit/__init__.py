@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from .cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from .int8 import quantize_int8
 from .layers import GRU, LSTM, RNN, Recurrent, merge_directions
 from .quantization import quantize_dynamic
 
@@ -25,4 +26,5 @@ __all__ = [
     "__version__",
     "merge_directions",
     "quantize_dynamic",
+    "quantize_int8",
 ]

@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
 from .engine import choose_layer, fused_torch, resolve_engine, run_sequence
-from .engine.precision import bf16_gemms, bf16_gemms_active, cast_floats
+from .engine.precision import Int8Weight, bf16_gemms, bf16_gemms_active, bf16_hardware, cast_floats
 from .validation import ArgumentError, ShapeError, check_lengths, check_mask, check_tensor
 
 MERGE_MODES = ("concat", "sum", "mul", "ave")
@@ -268,16 +268,24 @@ class Recurrent(nn.Module):
         in which dtype, and the dtype its results are cast to (``None``: as computed). Under autocast
         the layer computes with its weights' dtype (float32 master weights) and autocast off. bf16
         GEMMs (see the class docstring) under bfloat16 autocast on the CPU, and for bfloat16 input to
-        a bfloat16 layer, which then computes with float32 copies of its weights."""
+        a bfloat16 layer, which then computes with float32 copies of its weights; and for a layer with
+        int8 weights (dequantized to float32) where the CPU has bf16 hardware."""
         device, weights = data.device.type, self._weights_dtype()
         if torch.is_autocast_enabled(device):
             bf16 = device == "cpu" and torch.get_autocast_dtype(device) == torch.bfloat16
             result_dtype = self.autocast_packed_output_dtype if packed else self.autocast_output_dtype
             result_dtype = result_dtype if bf16 else None
+        elif self._int8_weights():
+            bf16, result_dtype = device == "cpu" and bf16_hardware(), None
         else:
             bf16 = device == "cpu" and data.dtype == weights == torch.bfloat16
             result_dtype = torch.bfloat16 if bf16 else None
         return bf16, torch.float32 if bf16 and weights == torch.bfloat16 else weights, result_dtype
+
+    def _int8_weights(self) -> bool:
+        """Whether the layer stores its weight matrices in int8 (:func:`lstmkit.quantize_int8`)."""
+        name = self._flat_weights_names[0]
+        return parametrize.is_parametrized(self, name) and isinstance(self.parametrizations[name][0], Int8Weight)
 
     def _weights_dtype(self) -> torch.dtype:
         """The dtype of the layer's stored weights (of a parametrization's original)."""
