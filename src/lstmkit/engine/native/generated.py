@@ -40,7 +40,6 @@ from .build import CSRC, build_directory, compile_module, instruction_set
 from .ops import STANDARD, register_generated
 
 TRACE_BATCH = 3  # rows of the example tensors the step is traced with
-HEADERS = ("generated_cell.h", "entry.h", "loop.h", "common.h")
 
 
 class Untranslatable(ValueError):
@@ -595,8 +594,8 @@ def parametrize_in(cell: Cell) -> bool:
 def build(translation: Translation) -> ModuleType:
     """The compiled module of a translation (cached on disk under the hash of everything it is made of)."""
     digest = hashlib.sha256(translation.source.encode())
-    for header in HEADERS:
-        digest.update((CSRC / header).read_bytes())
+    for header in sorted(CSRC.glob("*.h")):  # every header the cell's source may include
+        digest.update(header.read_bytes())
     name = f"lstmkit_cell_{digest.hexdigest()[:16]}"
     directory = build_directory(instruction_set()) / "cells" / name
     directory.mkdir(parents=True, exist_ok=True)
