@@ -110,48 +110,55 @@ void parallel_rows(int64_t batch, int64_t gate_width, const Row& row) {
 // at kMinBf16Macs multiply-adds or more: below, converting the operands and oneDNN's call cost
 // more than the float32 product saves (measured on AVX512-BF16, per step, 2 threads: (1 x 128) x
 // (128 x 512) 9 us packed float32 vs 31 us bfloat16; (16 x 512) x (512 x 2048) 534 vs 243 us).
-// Smaller per-step products run bf16_gemm.h's kernel where the CPU has AVX512-BF16 (StepGemm),
-// else float32.
+// Where the CPU has AVX512-BF16 the products run bf16_gemm.h's kernel instead (pairs_pay), at any size
+// (except the large ones on a CPU with AMX): the per-step ones (StepGemm, StepWeight) and those over
+// all steps whose left operand has contiguous rows (the input projection, dx).
 constexpr int64_t kMinBf16Macs = int64_t{4} << 20;
 inline bool bf16_pays(bool bf16, int64_t m, int64_t n, int64_t k) { return bf16 && m * n * k >= kMinBf16Macs; }
 inline at::Tensor bf16_copy(const at::Tensor& t) { return t.to(at::kBFloat16); }
 
-// m1 m2 (m1 (m, k), m2 (k, n)), in the call's dtype.
-inline at::Tensor gemm(bool bf16, const at::Tensor& m1, const at::Tensor& m2) {
-  if (!bf16_pays(bf16, m1.size(0), m2.size(1), m1.size(1))) return at::mm(m1, m2);
-  return at::mm(bf16_copy(m1), bf16_copy(m2)).to(m1.scalar_type());
-}
-
-// W (k, n) for bf16_gemm.h's kernel: (k/2, n, 2) bfloat16, k padded to even with a zero row; and
-// scratch for up to `batch` rows of the other operand in bfloat16 (its padding column stays zero).
+// W (k, n) for bf16_gemm.h's kernel: slabs of 64 columns (n/64, k/2, 64, 2) bfloat16, k and n padded
+// with zeros to an even number and to whole slabs; and scratch for up to `batch` rows of the other
+// operand in bfloat16 (its padding column stays zero).
 class PairedWeight {
  public:
   PairedWeight(const at::Tensor& w, int64_t batch) : k_(w.size(0)), n_(w.size(1)), pairs_((k_ + 1) / 2) {
-    at::Tensor wk = w.to(at::kFloat);
-    if (k_ % 2) wk = at::cat({wk, at::zeros({1, n_}, wk.options())});
-    packed_ = wk.reshape({pairs_, 2, n_}).transpose(1, 2).contiguous().to(at::kBFloat16);
+    const int64_t slabs = (n_ + bf16::kColumns - 1) / bf16::kColumns;
+    at::Tensor wk = at::zeros({2 * pairs_, slabs * bf16::kColumns}, w.options().dtype(at::kFloat));
+    wk.narrow(0, 0, k_).narrow(1, 0, n_).copy_(w);
+    packed_ = wk.view({pairs_, 2, slabs, bf16::kColumns}).permute({2, 0, 3, 1}).contiguous().to(at::kBFloat16);
     a16_ = at::zeros({batch, 2 * pairs_}, wk.options().dtype(at::kBFloat16));
   }
 
-  // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n); the columns
-  // split between the threads unless in_block (the caller's thread runs a block of rows).
+  // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n). Unless in_block
+  // (the caller's thread runs a block of rows) the threads share the work: many rows by rows, few by
+  // the columns' blocks.
   void run(float* c, const float* a, int64_t lda, int64_t first, int64_t rows, bool accumulate, bool in_block) const {
-    const int64_t ld16 = 2 * pairs_;
+    constexpr int64_t kRowsPerThread = 64;
+    const int64_t ld16 = 2 * pairs_, blocks = (n_ + bf16::kColumns - 1) / bf16::kColumns;
     uint16_t* a16 = reinterpret_cast<uint16_t*>(a16_.data_ptr<at::BFloat16>()) + first * ld16;
     a += first * lda;
     c += first * n_;
-    for (int64_t r = 0; r < rows; ++r) bf16::round_row(a + r * lda, k_, a16 + r * ld16);
     const uint16_t* wp = reinterpret_cast<const uint16_t*>(packed_.data_ptr<at::BFloat16>());
-    const auto columns = [&](int64_t begin, int64_t end) {
-      bf16::gemm(rows, n_, pairs_, a16, ld16, wp, c, n_, accumulate, begin * bf16::kColumns,
-                 std::min<int64_t>(n_, end * bf16::kColumns));
+    const auto round = [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) bf16::round_row(a + r * lda, k_, a16 + r * ld16);
     };
-    const int64_t blocks = (n_ + bf16::kColumns - 1) / bf16::kColumns;
+    const auto part = [&](int64_t r0, int64_t r1, int64_t b0, int64_t b1) {  // rows [r0, r1), blocks [b0, b1)
+      bf16::gemm(r1 - r0, n_, pairs_, a16 + r0 * ld16, ld16, wp, c + r0 * n_, n_, accumulate, b0, b1);
+    };
     if (in_block) {
-      columns(0, blocks);
+      round(0, rows);
+      part(0, rows, 0, blocks);
+    } else if (rows >= 2 * kRowsPerThread) {
+      at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
+        round(r0, r1);
+        part(r0, r1, 0, blocks);
+      });
     } else {  // a thread for at least ~256K multiply-adds
+      round(0, rows);
       const int64_t per_block = std::max<int64_t>(1, rows * k_ * bf16::kColumns);
-      at::parallel_for(0, blocks, std::max<int64_t>(1, (int64_t{256} << 10) / per_block), columns);
+      at::parallel_for(0, blocks, std::max<int64_t>(1, (int64_t{256} << 10) / per_block),
+                       [&](int64_t b0, int64_t b1) { part(0, rows, b0, b1); });
     }
   }
   // The same with tensors: a (rows, k) with contiguous rows, c (rows, n) contiguous.
@@ -167,10 +174,24 @@ class PairedWeight {
   at::Tensor packed_, a16_;
 };
 
-// Whether a product of `rows` rows with W (k, n) under bf16 GEMMs runs bf16_gemm.h's kernel: below
-// oneDNN's threshold, on a CPU with AVX512-BF16.
+// Whether a per-step product of `rows` rows with W (k, n) under bf16 GEMMs runs bf16_gemm.h's kernel:
+// on a CPU with AVX512-BF16, except the products large enough for oneDNN (bf16_pays) on a CPU with
+// AMX, whose tiles outrun it.
 inline bool pairs_pay(bool bf16, int64_t rows, int64_t n, int64_t k) {
-  return bf16 && !bf16_pays(bf16, rows, n, k) && bf16::available() && n > 0 && k > 0;
+  return bf16 && bf16::available() && n > 0 && k > 0 && !(bf16::amx() && bf16_pays(bf16, rows, n, k));
+}
+
+// m1 m2 (m1 (m, k), m2 (k, n)), in the call's dtype: under bf16 GEMMs bf16_gemm.h's kernel where it
+// runs (pairs_pay; m1's rows contiguous), else oneDNN's bfloat16 product where it pays.
+inline at::Tensor gemm(bool bf16, const at::Tensor& m1, const at::Tensor& m2) {
+  const int64_t m = m1.size(0), k = m1.size(1), n = m2.size(1);
+  if (pairs_pay(bf16, m, n, k) && m1.scalar_type() == at::kFloat && m1.stride(1) == 1) {
+    at::Tensor out = at::empty({m, n}, m1.options());
+    PairedWeight(m2, m).run(out.data_ptr<float>(), m1.data_ptr<float>(), m1.stride(0), 0, m, false, false);
+    return out;
+  }
+  if (!bf16_pays(bf16, m, n, k)) return at::mm(m1, m2);
+  return at::mm(bf16_copy(m1), bf16_copy(m2)).to(m1.scalar_type());
 }
 
 // A weight every step multiplies by, out = a W [+ bias] with W (k, n), for up to `rows` rows: under
@@ -180,14 +201,17 @@ class StepWeight {
  public:
   StepWeight(const at::Tensor& w, int64_t rows, bool bf16)
       : w_(w), bf16_(bf16_pays(bf16, rows, w.size(1), w.size(0))) {
-    if (bf16_) w16_ = bf16_copy(w);
-    if (pairs_pay(bf16, rows, w.size(1), w.size(0))) paired_.emplace(w, rows);
+    if (pairs_pay(bf16, rows, w.size(1), w.size(0))) {
+      paired_.emplace(w, rows);
+    } else if (bf16_) {
+      w16_ = bf16_copy(w);
+    }
   }
   void into(at::Tensor& out, const at::Tensor& a, const OptTensor& bias = std::nullopt) const {
     if (paired_ && paired_->runs(out, a)) {
       paired_->run(out, a, false);
       if (bias) out.add_(*bias);
-    } else if (bf16_) {
+    } else if (w16_.defined()) {
       out.copy_(at::mm(bf16_copy(a), w16_));
       if (bias) out.add_(*bias);
     } else {
@@ -198,7 +222,7 @@ class StepWeight {
   void add_into(at::Tensor& out, const at::Tensor& a) const {
     if (paired_ && paired_->runs(out, a)) {
       paired_->run(out, a, true);
-    } else if (bf16_) {
+    } else if (w16_.defined()) {
       out.add_(at::mm(bf16_copy(a), w16_));
     } else {
       at::addmm_out(out, out, a, w_);
@@ -232,22 +256,20 @@ void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k
 
 // c (B, n) = beta c + a (B, k) op(W), op(W) = W^T (transpose, W (n, k)) or W (W (k, n)), at every
 // step; inside RowBlocks::run, on the calling thread's rows only (a GEMM of their own, one thread).
-// Under bf16 GEMMs (see GEMM precision): oneDNN's bfloat16 product where it pays; below that, on a CPU
-// with AVX512-BF16, bf16_gemm.h's kernel on W packed in pairs of rows (measured on AVX512-BF16, one
-// thread, contended machine: (1 x 128) x (128 x 512) 1.3 us vs 4.4 us packed float32, (8 x 512) x
-// (512 x 2048) 201 vs 284 us; about even at 16-64 rows of 128); elsewhere float32.
+// Under bf16 GEMMs (see GEMM precision): bf16_gemm.h's kernel on W packed in pairs of rows where the
+// CPU has AVX512-BF16 (pairs_pay), else oneDNN's bfloat16 product where it pays, else float32.
 class StepGemm {
  public:
   StepGemm(const at::Tensor& w, const RowBlocks& blocks, bool transpose, bool bf16)
       : w_(transpose ? w.t() : w), n_(w_.size(1)), k_(w_.size(0)) {
+    if (pairs_pay(bf16, blocks.rows(0), n_, k_)) {
+      paired_.emplace(w_, blocks.batch());
+      return;
+    }
     if (bf16_pays(bf16, blocks.rows(0), n_, k_)) {
       w16_ = bf16_copy(w_);
       a16_ = at::empty({blocks.batch(), k_}, w.options().dtype(at::kBFloat16));
       c16_ = at::empty({blocks.batch(), n_}, w.options().dtype(at::kBFloat16));
-      return;
-    }
-    if (pairs_pay(bf16, blocks.rows(0), n_, k_)) {
-      paired_.emplace(w_, blocks.batch());
       return;
     }
     const bool mkl = cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr && cblas_sgemm_pack_get_size;
