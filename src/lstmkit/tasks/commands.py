@@ -20,7 +20,7 @@ from ..precision import detect_cpu, resolve_precision
 from ..training import TrainConfig, TrainResult
 from ..training.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from ..training.distributed import launch, leave_process_group
-from ..training.trainer import CHECKPOINT_NAME, METRICS_NAME
+from ..training.trainer import CHECKPOINT_NAME
 from .options import (
     Cell,
     Epochs,
@@ -40,12 +40,12 @@ from .options import (
     print_note,
     user_errors,
 )
-from .runner import TASK_FILE
 
 Settings = tuple[Any, dict[str, Any], TrainConfig]
 """What a task's ``configure`` returns: data settings, model fields, training configuration."""
-RUN_FILES = (CONFIG_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, METRICS_NAME, TASK_FILE)
-"""The files that say a folder holds a run (any one of them)."""
+RUN_FILES = (CONFIG_NAME, WEIGHTS_NAME, CHECKPOINT_NAME)
+"""The files that say a folder holds a run (any one of them): a run killed before it saved anything
+left only its metrics and ``task.json``, nothing to keep."""
 Trained = tuple[Any, TrainResult, Any]
 """What a task's ``train`` returns: the model, the run's result and the task's figures."""
 TrainFunction = Callable[[Any, dict[str, Any], TrainConfig, Path, bool], Trained]
