@@ -83,6 +83,7 @@ def test_a_group_without_a_command_prints_its_help() -> None:
     assert "Usage: lstmkit charlm" in result.stdout and "generate" in result.stdout and result.stderr == ""
 
 
+@pytest.mark.slow  # a fresh interpreter: about 7 s of imports
 def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
     """``lstmkit charlm generate ... | head -c 100``: the reader goes away, the writer stops without a word."""
     CharLM(CharLMConfig("ab", hidden_size=4, embedding_size=2)).save_pretrained(tmp_path)

@@ -107,7 +107,10 @@ def test_training_refuses_an_out_folder_with_another_run_unless_told(tmp_path: P
     out.mkdir()
     (out / "notes.txt").write_text("a folder with other files is no run, nor one with the metrics of a run killed")
     (out / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 2.0}\n')  # before it saved anything
-    train = ["charlm", "train", "--preset", "sentence", "--max-steps", "2", "--sample", "0", "-q", "--out", str(out)]
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("To be, or not to be: that is the question.\n" * 6)
+    train = ["charlm", "train", "--preset", "sentence", "--corpus", str(corpus), "--max-steps", "2", "--sample", "0",
+             "-q", "--out", str(out)]  # fmt: skip
     assert runner.invoke(app, train).exit_code == 0
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     result = runner.invoke(app, train)
