@@ -14,17 +14,26 @@ stacked along the last dimension of ``weight_ih``/``weight_hh`` in the order of 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .functional import Activation, activation_name, resolve_activation
+from .init import GateInit
 from .validation import ArgumentError
 
 State = tuple[Tensor, ...]
 Gates = tuple[Tensor, ...]
+
+
+class InitOptions(TypedDict, total=False):
+    """The long-memory initialisation options every cell takes (see :mod:`lstmkit.init`)."""
+
+    forget_bias: float | None
+    chrono_init: int | None
+    recurrent_init: str
 
 
 class Cell(nn.Module):
@@ -55,6 +64,8 @@ class Cell(nn.Module):
 
     gate_names: ClassVar[tuple[str, ...]] = ()
     state_names: ClassVar[tuple[str, ...]] = ("h",)
+    forget_gate: ClassVar[str | None] = None  # the gate whose bias forget_bias and chrono_init set
+    input_gate: ClassVar[str | None] = None  # the gate chrono_init sets to -b_f (None: coupled to f)
 
     def __init__(
         self,
@@ -63,6 +74,10 @@ class Cell(nn.Module):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float | None = None,
+        chrono_init: int | None = None,
+        recurrent_init: str = "uniform",
     ) -> None:
         super().__init__()
         if not self.gate_names:
@@ -85,7 +100,15 @@ class Cell(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
-        self.reset_parameters()  # subclasses that add parameters call it again once they exist
+        # subclasses that add parameters pass no options here and call _initialize once they exist
+        self._initialize(InitOptions(forget_bias=forget_bias, chrono_init=chrono_init, recurrent_init=recurrent_init))
+
+    def _initialize(self, init: InitOptions) -> None:
+        """Take the long-memory options (checked against this cell) and draw every parameter: the
+        last step of a constructor, so that the options' own draws come after torch.nn's."""
+        self.gate_init = GateInit(**init)
+        self.gate_init.check(self)
+        self.reset_parameters()
 
     @property
     def gate_count(self) -> int:
@@ -101,14 +124,16 @@ class Cell(nn.Module):
         return (self.recurrent_size,) + (self.hidden_size,) * (len(self.state_names) - 1)
 
     def reset_parameters(self) -> None:
-        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as in ``torch.nn``; nothing
-        for a cell on the meta device (no values to set, and no random draws: a cell built to
-        recompute a sequence may be built inside a vmap)."""
+        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as in ``torch.nn``, then
+        the cell's ``forget_bias``, ``chrono_init`` and ``recurrent_init`` (:mod:`lstmkit.init`);
+        nothing for a cell on the meta device (no values to set, and no random draws: a cell built
+        to recompute a sequence may be built inside a vmap)."""
         if self.weight_ih.is_meta:
             return
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
+        self.gate_init.apply(self)
 
     def project_input(self, x: Tensor) -> Tensor:
         """``xg = W_ih x + b_ih`` for any leading shape; layers call it once for all steps."""
@@ -143,8 +168,9 @@ class Cell(nn.Module):
         return state[0] if len(state) == 1 else state
 
     def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}"
-        return text if self.bias else text + ", bias=False"
+        text = f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        options = self.gate_init.describe()
+        return text + ", " + options if options else text
 
 
 class RNNCell(Cell):
@@ -168,8 +194,9 @@ class RNNCell(Cell):
         nonlinearity: str | Activation = "tanh",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **init: Unpack[InitOptions],
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, device, dtype)
+        super().__init__(input_size, hidden_size, bias, device, dtype, **init)
         self.activation = resolve_activation(nonlinearity)
         self.nonlinearity = activation_name(nonlinearity)
 
@@ -195,6 +222,7 @@ class LSTMCell(Cell):
 
     gate_names = ("i", "f", "g", "o")
     state_names = ("h", "c")
+    forget_gate, input_gate = "f", "i"
 
     def __init__(
         self,
@@ -207,18 +235,19 @@ class LSTMCell(Cell):
         proj_size: int = 0,
         activation: str | Activation = "tanh",
         gate_activation: str | Activation = "sigmoid",
+        **init: Unpack[InitOptions],
     ) -> None:
         sized = isinstance(hidden_size, int) and not isinstance(hidden_size, bool) and hidden_size > 0
         bad = not isinstance(proj_size, int) or isinstance(proj_size, bool) or not 0 <= proj_size < hidden_size
         if sized and bad:  # a bad hidden_size is reported first, by Cell
             raise ValueError(f"proj_size must be an int in [0, hidden_size={hidden_size}), got {proj_size!r}")
         self.proj_size = proj_size
-        super().__init__(input_size, hidden_size, bias, device, dtype)
+        super().__init__(input_size, hidden_size, bias, device, dtype, **({} if proj_size else init))
         self.activation = resolve_activation(activation)
         self.gate_activation = resolve_activation(gate_activation)
         if proj_size:
             self.weight_hr = nn.Parameter(torch.empty(proj_size, hidden_size, device=device, dtype=dtype))
-            self.reset_parameters()
+            self._initialize(init)
 
     @property
     def recurrent_size(self) -> int:
@@ -256,6 +285,7 @@ class PeepholeLSTMCell(Cell):
 
     gate_names = ("i", "f", "g", "o")
     state_names = ("h", "c")
+    forget_gate, input_gate = "f", "i"
 
     def __init__(
         self,
@@ -264,11 +294,12 @@ class PeepholeLSTMCell(Cell):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **init: Unpack[InitOptions],
     ) -> None:
         super().__init__(input_size, hidden_size, bias, device, dtype)
         for name in ("weight_ci", "weight_cf", "weight_co"):
             self.register_parameter(name, nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype)))
-        self.reset_parameters()
+        self._initialize(init)
 
     def pointwise(self, xg: Tensor, hg: Tensor, state: State) -> tuple[State, Gates]:
         _, c_prev = state
@@ -295,6 +326,7 @@ class GRUCell(Cell):
     """
 
     gate_names = ("r", "z", "n")
+    forget_gate = "z"  # h_t = (1 - z) * n + z * h_{t-1}: z keeps memory, 1 - z lets the input in
 
     def __init__(
         self,
@@ -307,8 +339,9 @@ class GRUCell(Cell):
         reset_after: bool = True,
         activation: str | Activation = "tanh",
         gate_activation: str | Activation = "sigmoid",
+        **init: Unpack[InitOptions],
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, device, dtype)
+        super().__init__(input_size, hidden_size, bias, device, dtype, **init)
         self.reset_after = reset_after
         self.activation = resolve_activation(activation)
         self.gate_activation = resolve_activation(gate_activation)
@@ -360,6 +393,7 @@ class LayerNormLSTMCell(Cell):
 
     gate_names = ("i", "f", "g", "o")
     state_names = ("h", "c")
+    forget_gate, input_gate = "f", "i"
 
     def __init__(
         self,
@@ -370,6 +404,7 @@ class LayerNormLSTMCell(Cell):
         dtype: torch.dtype | None = None,
         *,
         eps: float = 1e-5,
+        **init: Unpack[InitOptions],
     ) -> None:
         super().__init__(input_size, hidden_size, bias, device, dtype)
         self.eps = eps
@@ -378,7 +413,7 @@ class LayerNormLSTMCell(Cell):
         self.ln_weight_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory))
         self.ln_weight_c = nn.Parameter(torch.empty(hidden_size, **factory))
         self.ln_bias_c = nn.Parameter(torch.empty(hidden_size, **factory))
-        self.reset_parameters()
+        self._initialize(init)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()

@@ -66,7 +66,9 @@ class Recurrent(nn.Module):
         zoneout: probability that a state unit keeps its previous value (Krueger et al. 2016).
         engine: ``"auto"``, ``"native"`` or ``"reference"`` (see :mod:`lstmkit.engine`); ``None``
             follows ``$LSTMKIT_ENGINE``, else ``"auto"``.
-        cell_kwargs: passed to every cell (e.g. ``reset_after=False`` for :class:`GRUCell`).
+        cell_kwargs: passed to every cell (e.g. ``reset_after=False`` for :class:`GRUCell`), among
+            them the long-memory initialisations ``forget_bias``, ``chrono_init`` and
+            ``recurrent_init`` (:mod:`lstmkit.init`; off by default: torch.nn's draw).
 
     ``forward(input, hx=None, *, lengths=None, mask=None, return_gates=False)`` returns
     ``(output, h_n)`` for single-state cells and ``(output, (h_n, c_n, ...))`` otherwise, plus a
@@ -186,7 +188,8 @@ class Recurrent(nn.Module):
 
     def reset_parameters(self) -> None:
         """Re-initialise every cell's parameters as the cell does at construction (``torch.nn``'s
-        uniform ``(-1/sqrt(hidden_size), 1/sqrt(hidden_size))`` for the built-in weights). A
+        uniform ``(-1/sqrt(hidden_size), 1/sqrt(hidden_size))`` for the built-in weights, then the
+        cells' ``forget_bias``, ``chrono_init``, ``recurrent_init``). A
         parametrised weight's original is re-initialised; one split into several originals (weight
         norm) gets torch.nn's uniform draw on each."""
         split = []
@@ -460,9 +463,11 @@ class Recurrent(nn.Module):
             "recurrent_dropout": 0.0,
             "zoneout": 0.0,
         }
-        return "".join(
+        text = "".join(
             f", {name}={getattr(self, name)!r}" for name, default in defaults.items() if getattr(self, name) != default
         )
+        init = self._cells[0].gate_init.describe()
+        return text + ", " + init if init else text
 
 
 
@@ -486,7 +491,8 @@ def _recurrent_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
 
 class LSTM(Recurrent):
     """Drop-in for ``torch.nn.LSTM``: same arguments, ``state_dict`` keys and outputs, plus
-    ``lengths=``, ``mask=``, ``merge_mode``, ``recurrent_dropout``, ``zoneout``, ``return_gates``.
+    ``lengths=``, ``mask=``, ``merge_mode``, ``recurrent_dropout``, ``zoneout``, ``return_gates``
+    and the initialisations ``forget_bias``, ``chrono_init``, ``recurrent_init`` (:mod:`lstmkit.init`).
 
         >>> import torch, lstmkit
         >>> lstm = lstmkit.LSTM(10, 20, num_layers=2, bidirectional=True)
@@ -521,7 +527,8 @@ class LSTM(Recurrent):
 
 
 class GRU(Recurrent):
-    """Drop-in for ``torch.nn.GRU``; ``reset_after=False`` gives the original Cho et al. candidate.
+    """Drop-in for ``torch.nn.GRU``; ``reset_after=False`` gives the original Cho et al. candidate;
+    ``forget_bias`` and ``chrono_init`` set the update gate ``z``'s bias (:mod:`lstmkit.init`).
 
     >>> import torch, lstmkit
     >>> out, h_n = lstmkit.GRU(4, 6, batch_first=True)(torch.randn(2, 5, 4))

@@ -26,6 +26,15 @@ Quick = Annotated[bool, typer.Option("--quick", help="Small budgets: a couple of
 Kinds = Annotated[str | None, typer.Option(help="Cells, comma-separated: rnn, gru, lstm, peephole, layernorm.")]
 Steps = Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps per training run.")]
 Hidden = Annotated[int | None, typer.Option("--hidden-size", min=1, help="Units of every model.")]
+Init = Annotated[
+    str | None,
+    typer.Option(
+        "--init",
+        help="Initialisation per cell, KIND=CHOICE[+CHOICE],...: forget_bias:B, chrono (T_max: the sequence "
+        "length), chrono:T_MAX, orthogonal, default; e.g. lstm=chrono+orthogonal,gru=chrono. Cells not named "
+        "keep the default (LSTM forget gates biased to 1).",
+    ),
+]
 
 
 def parse_list(name: str, text: str, convert: type = str) -> tuple:
@@ -44,6 +53,21 @@ def parse_list(name: str, text: str, convert: type = str) -> tuple:
             f"--{name}: expected comma-separated {convert.__name__} values such as "
             f"{'10,50' if convert is int else 'a,b'}, got {text!r}"
         ) from None
+
+
+def parse_init(text: str) -> dict[str, str]:
+    """``--init "lstm=chrono+orthogonal,gru=chrono"`` as ``{kind: choices}`` (checked by the settings).
+
+    >>> parse_init("lstm=chrono+orthogonal, gru=forget_bias:2")
+    {'lstm': 'chrono+orthogonal', 'gru': 'forget_bias:2'}
+    """
+    chosen = {}
+    for item in parse_list("init", text):
+        kind, equals, spec = item.partition("=")
+        if not equals or not kind.strip() or not spec.strip():
+            raise ValueError(f"--init: expected KIND=CHOICE items such as lstm=chrono, got {item!r}")
+        chosen[kind.strip()] = spec.strip()
+    return chosen
 
 
 def unescape(text: str) -> str:
@@ -152,6 +176,7 @@ def gradients_command(
     kinds: Kinds = "rnn,gru,lstm",
     steps: Steps = None,
     hidden_size: Hidden = None,
+    init: Init = None,
     seed: Seed = None,
     quick: Quick = False,
     out: Out = Path("runs/inspect"),
@@ -164,7 +189,14 @@ def gradients_command(
     with intra_op_threads(threads), user_errors():
         kind_list = parse_list("kinds", kinds or "rnn,gru,lstm")
         settings = _long_lag_settings(
-            quick, seed, steps=steps, hidden_size=hidden_size, gradient_lag=lag, kinds=kind_list, tasks=("adding",)
+            quick,
+            seed,
+            steps=steps,
+            hidden_size=hidden_size,
+            gradient_lag=lag,
+            kinds=kind_list,
+            tasks=("adding",),
+            init=parse_init(init) if init else None,
         )
         flows = compare_gradient_flow(settings, kind_list, progress=console.print)
         path = plot_gradient_flow(
@@ -186,6 +218,7 @@ def long_lag_command(
     steps: Steps = None,
     hidden_size: Hidden = None,
     lr: Annotated[float | None, typer.Option(min=1e-6, help="Adam's learning rate.")] = None,
+    init: Init = None,
     seed: Seed = None,
     quick: Quick = False,
     out: Out = Path("runs/inspect"),
@@ -205,6 +238,7 @@ def long_lag_command(
             tasks=parse_list("tasks", tasks) if tasks else None,
             lags=parse_list("lags", lags, int) if lags else None,
             kinds=parse_list("kinds", kinds) if kinds else None,
+            init=parse_init(init) if init else None,
         )
 
         def progress(run) -> None:  # noqa: ANN001

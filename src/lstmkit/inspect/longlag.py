@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..init import GateInit, initialize
 from ..layers import Recurrent
-from ..tasks.common import check_cell, recurrent_layer
+from ..tasks.common import CELL_KINDS, check_cell, recurrent_layer
 from ..training import TrainConfig, Trainer
 
 
@@ -228,8 +229,12 @@ class LongLagSettings:
     problem's lag at which :mod:`~lstmkit.inspect.gradients` measures the gradient flow.
     ``forget_bias``: the initial bias of the forget gate of cells that have one (1, as Keras'
     ``unit_forget_bias`` and Jozefowicz et al. 2015; 0 leaves torch's initialisation, where the
-    forget gate starts half closed). ``copy_length``: symbols the copy task asks to remember (5 of 8;
-    Arjovsky et al. use 10, which no cell learns within a budget of minutes)."""
+    forget gate starts half closed); the GRU is left as torch draws it. ``init``: per kind, the
+    long-memory initialisation of :mod:`lstmkit.init` to start from instead (see
+    :func:`init_options`: ``"chrono"``, ``"chrono:500"``, ``"forget_bias:2"``, ``"orthogonal"``,
+    ``"default"``, joined with ``+``), e.g. ``{"lstm": "chrono+orthogonal", "gru": "chrono"}``; a
+    kind named there ignores ``forget_bias``. ``copy_length``: symbols the copy task asks to
+    remember (5 of 8; Arjovsky et al. use 10, which no cell learns within a budget of minutes)."""
 
     tasks: tuple[str, ...] = TASK_NAMES
     lags: tuple[int, ...] = (10, 50, 100, 200)
@@ -242,6 +247,7 @@ class LongLagSettings:
     eval_size: int = 256
     gradient_lag: int = 100
     forget_bias: float = 1.0
+    init: dict[str, str] = field(default_factory=dict)
     copy_length: int = 5
     seed: int = 0
 
@@ -260,6 +266,42 @@ class LongLagSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        for kind, spec in self.init.items():
+            check_cell(kind)
+            GateInit(**init_options(spec, steps=10)).check(CELL_KINDS[kind](1, 1))
+
+
+def init_options(spec: str, steps: int) -> dict[str, object]:
+    """The layer options (:mod:`lstmkit.init`) a run's init ``spec`` names: ``+``-joined choices of
+    ``forget_bias:B``, ``chrono`` (``T_max`` = the task's sequence length ``steps``), ``chrono:T_MAX``,
+    ``orthogonal`` (per-gate orthogonal ``W_hh``) and ``default`` (torch's draw).
+
+    >>> init_options("chrono+orthogonal", steps=200)
+    {'chrono_init': 200, 'recurrent_init': 'orthogonal'}
+    >>> init_options("forget_bias:2", steps=200)
+    {'forget_bias': 2.0}
+    """
+    options: dict[str, object] = {}
+    for part in spec.split("+"):
+        name, _, value = part.strip().partition(":")
+        try:
+            if name == "default" and not value:
+                continue
+            if name == "orthogonal" and not value:
+                options["recurrent_init"] = "orthogonal"
+            elif name == "chrono":
+                options["chrono_init"] = int(value) if value else steps
+            elif name == "forget_bias" and value:
+                options["forget_bias"] = float(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"unknown init {part.strip()!r} in {spec!r}: expected forget_bias:B, chrono, chrono:T_MAX, "
+                "orthogonal or default, joined with +"
+            ) from None
+    GateInit(**options)  # type: ignore[arg-type]  # refuses a combination that does not go together
+    return options
 
 
 QUICK = LongLagSettings(lags=(10, 50, 100), kinds=("rnn", "gru", "lstm"), steps=600, eval_every=50)
@@ -297,8 +339,9 @@ def stream_seed(seed: int, *parts: object) -> int:
 
 
 def set_forget_bias(rnn: Recurrent, value: float) -> None:
-    """Start every forget gate of ``rnn`` at ``sigmoid(value)``: its input bias block ``value``, its
-    recurrent bias block 0 (cells without a forget gate are left alone).
+    """Start every LSTM forget gate ``f`` of ``rnn`` at ``sigmoid(value)`` (``forget_bias=value`` of
+    :mod:`lstmkit.init`: its input bias block ``value``, its recurrent bias block 0); cells without
+    an ``f`` gate (RNN, GRU) and without biases are left alone.
 
         >>> layer = recurrent_layer("lstm", 2, 3)
         >>> set_forget_bias(layer, 1.0)
@@ -306,22 +349,19 @@ def set_forget_bias(rnn: Recurrent, value: float) -> None:
         ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
     """
     for cell in rnn.cells:
-        if "f" not in cell.gate_names or cell.bias_ih is None:
-            continue
-        block = slice(
-            cell.gate_names.index("f") * cell.hidden_size, (cell.gate_names.index("f") + 1) * cell.hidden_size
-        )
-        with torch.no_grad():
-            cell.bias_ih[block] = value
-            cell.bias_hh[block] = 0.0
+        if cell.forget_gate == "f" and cell.bias:
+            initialize(cell, forget_bias=value)
 
 
 def initial_model(kind: str, task: LongLagTask, settings: LongLagSettings) -> LongLagModel:
-    """The untrained model of a run: the same weights for the same ``settings.seed`` and kind, the
-    forget gates biased by ``settings.forget_bias``."""
+    """The untrained model of a run: the same weights for the same ``settings.seed`` and kind, then
+    ``settings.init[kind]`` applied if given (``chrono``'s ``T_max``: the task's sequence length),
+    else the LSTM forget gates biased by ``settings.forget_bias``."""
     torch.manual_seed(stream_seed(settings.seed, "init", kind))
     model = LongLagModel(kind, task, settings.hidden_size)
-    if settings.forget_bias:
+    if kind in settings.init:
+        initialize(model.rnn, **init_options(settings.init[kind], task.steps))  # type: ignore[arg-type]
+    elif settings.forget_bias:
         set_forget_bias(model.rnn, settings.forget_bias)
     return model
 

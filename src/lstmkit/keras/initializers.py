@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import ACTIVATIONS, Activation
+from ..init import orthogonal_
 
 Initializer = str | float | int | Callable[[Tensor], Any]
 
@@ -64,18 +65,6 @@ def _variance_scaling(scale: float, mode: str, distribution: str) -> Callable[[T
     return fill
 
 
-def _orthogonal(tensor: Tensor) -> Tensor:
-    """Orthonormal rows or columns (whichever are fewer), as Keras' Orthogonal(gain=1)."""
-    if tensor.dim() != 2:
-        raise ValueError(f"the orthogonal initializer needs a 2-D tensor, got shape {tuple(tensor.shape)}")
-    rows, cols = tensor.shape
-    sample = torch.randn(max(rows, cols), min(rows, cols), dtype=torch.float64)
-    q, r = torch.linalg.qr(sample)
-    q = q * torch.sign(torch.diagonal(r))  # make the decomposition unique, hence uniformly distributed
-    with torch.no_grad():
-        return tensor.copy_(q.T if rows < cols else q)
-
-
 INITIALIZERS: dict[str, Callable[[Tensor], Tensor]] = {
     "glorot_uniform": _variance_scaling(1.0, "fan_avg", "uniform"),
     "glorot_normal": _variance_scaling(1.0, "fan_avg", "truncated_normal"),
@@ -83,7 +72,7 @@ INITIALIZERS: dict[str, Callable[[Tensor], Tensor]] = {
     "he_normal": _variance_scaling(2.0, "fan_in", "truncated_normal"),
     "lecun_uniform": _variance_scaling(1.0, "fan_in", "uniform"),
     "lecun_normal": _variance_scaling(1.0, "fan_in", "truncated_normal"),
-    "orthogonal": _orthogonal,
+    "orthogonal": orthogonal_,  # on the whole (I or H, G*H) matrix, as Keras
     "zeros": nn.init.zeros_,
     "ones": nn.init.ones_,
     "random_normal": lambda t: nn.init.normal_(t, 0.0, 0.05),
