@@ -139,10 +139,6 @@ def _steady_calls(peer: Peer, shape: Shape, config: Config, graph: str) -> int:
     return math.ceil(threshold / shape[0]) + 2
 
 
-# the CPU flags that say which reduced-precision hardware a run had (AVX512-BF16, AMX, VNNI)
-REDUCED_PRECISION_FLAGS = {"avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx512_vnni", "avx_vnni"}
-
-
 def machine_info(threads: int) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -153,7 +149,8 @@ def machine_info(threads: int) -> dict:
     except OSError:
         pass
     from ..engine import native
-    from ..engine.native.build import cpu_flags, instruction_set
+    from ..engine.native.build import instruction_set
+    from ..precision import detect_cpu
 
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -168,7 +165,7 @@ def machine_info(threads: int) -> dict:
         "mkldnn": torch.backends.mkldnn.is_available(),
         "native_engine": native.is_available(),
         "native_isa": instruction_set(),
-        "reduced_precision_flags": sorted(cpu_flags() & REDUCED_PRECISION_FLAGS),
+        "reduced_precision": detect_cpu().description,
         "load_average_start": list(os.getloadavg()),
     }
     try:
@@ -451,8 +448,8 @@ def markdown(result: dict) -> str:
         f"{machine['date']}; {machine['cpu']} ({machine['cpu_count']} CPUs), {config['threads']} threads; "
         f"torch {machine['torch']}, lstmkit {machine['lstmkit']}, Keras {machine.get('keras') or '–'}; "
         f"native engine {'available' if machine.get('native_engine') else 'unavailable'}"
-        f" (built for {machine.get('native_isa', '?')}; bf16/int8 CPU flags: "
-        f"{', '.join(machine.get('reduced_precision_flags') or []) or 'none'}); "
+        f" (built for {machine.get('native_isa', '?')}); reduced precision: "
+        f"{machine.get('reduced_precision', '?')}; "
         f"load average {load} at the start, {load_end} at the end; the run took {result['duration_s']:.0f} s.",
         "",
         "Float32 except the rows marked bf16 (the forward under `torch.autocast(\"cpu\", torch.bfloat16)`, "

@@ -42,6 +42,8 @@ from types import ModuleType
 
 import torch
 
+from ...precision import CPUINFO, parse_cpu_flags
+
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = ("bindings.cpp", "rnn.cpp", "lstm.cpp", "layernorm_lstm.cpp", "gru.cpp")  # + the headers in CSRC
 BUILD_MESSAGE = "lstmkit: building the native engine (first use, ~30-120 s)..."
@@ -55,13 +57,10 @@ _error: str | None = None
 def cpu_flags() -> set[str]:
     """The ``flags`` of the first CPU in ``/proc/cpuinfo`` (empty off Linux)."""
     try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+        with open(CPUINFO, encoding="utf-8", errors="replace") as info:
+            return parse_cpu_flags(info.read())
     except OSError:
-        pass
-    return set()
+        return set()
 
 
 # Instruction sets, best first: the CPU flags each needs and the compiler flags that select
