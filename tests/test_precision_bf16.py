@@ -794,3 +794,38 @@ def test_compile_with_inductor_under_autocast_matches_eager() -> None:
     for key, w in want_grads.items():
         assert got_grads[key].dtype == torch.float32, key
         assert relative(got_grads[key], w) <= 1e-2, key
+
+
+FALLBACK_SCRIPT = """
+import torch
+from lstmkit.engine.native.build import load_extension
+from lstmkit.engine.native.functions import cell_sequence
+from lstmkit.engine.precision import bf16_gemms
+torch.set_num_threads(1)
+assert not load_extension().avx512_bf16
+torch.manual_seed(0)
+for hidden, batch, large in ((128, 64, True), (8, 3, False)):
+    params = [torch.randn(4 * hidden, 4) / 2, torch.randn(4 * hidden, hidden) / hidden**0.5,
+              torch.randn(4 * hidden), torch.randn(4 * hidden)]
+    x, state = torch.randn(6, batch, 4), (torch.zeros(batch, hidden), torch.zeros(batch, hidden))
+    want = cell_sequence("lstm", x, params, state)[0]
+    with bf16_gemms():
+        got = cell_sequence("lstm", x, params, state)[0]
+    error = float((got - want).norm() / want.norm())
+    # oneDNN's bfloat16 product from 4M multiply-adds on (64 x 128 x 512 = 4,194,304), float32 below
+    assert (1e-5 < error < 2e-2) if large else torch.equal(got, want), (hidden, error)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not SMALL_BF16, reason="the AVX512-BF16 kernel does not run here: its fallback is the default")
+def test_without_the_bf16_kernel_onednn_takes_the_large_products_and_float32_the_rest() -> None:
+    """LSTMKIT_BF16_KERNEL=0 gives the paths of a CPU without AVX512-BF16 (read once, so in a fresh
+    process): oneDNN's bfloat16 product from 4M multiply-adds on, float32 below, bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LSTMKIT_BF16_KERNEL": "0"}
+    done = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

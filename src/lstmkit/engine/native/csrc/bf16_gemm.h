@@ -23,13 +23,20 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 namespace lstmkit {
 namespace bf16 {
 
+// Whether this kernel runs here: the CPU has AVX512-BF16, and the environment variable
+// LSTMKIT_BF16_KERNEL is not "0" (which gives the paths of a CPU without it, for tests; read once).
 inline bool available() {
-  static const bool has = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl");
+  static const bool has = [] {
+    const char* setting = std::getenv("LSTMKIT_BF16_KERNEL");
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && (setting == nullptr || std::string(setting) != "0");
+  }();
   return has;
 }
 
