@@ -33,7 +33,7 @@ from lstmkit.tasks.classify.data import (
     japanese_vowels,
     read_sequence_csv,
     read_ts_file,
-    stratified_split,
+    validation_split,
     write_sequence_csv,
 )
 from lstmkit.tasks.classify.model import (
@@ -104,20 +104,60 @@ def test_japanese_vowels_keeps_every_utterance_length() -> None:
         japanese_vowels("dev")
 
 
-def test_validation_is_a_stratified_disjoint_draw_from_train() -> None:
+def test_validation_is_a_disjoint_draw_from_train_by_content_hash() -> None:
     splits = load_splits(ClassifyData())
-    assert (len(splits.train), len(splits.validation), len(splits.test)) == (216, 54, 370)
-    assert all(splits.validation.labels.count(str(i)) == 6 for i in range(1, 10))
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (211, 59, 370)
+    assert all(3 <= splits.validation.labels.count(str(i)) <= 12 for i in range(1, 10)), "about 6 of 30 a class"
     assert not set(splits.train.ids) & set(splits.validation.ids)
     assert set(splits.train.ids) | set(splits.validation.ids) == {f"train-{i}" for i in range(270)}
     again = load_splits(ClassifyData())
     assert again.validation.ids == splits.validation.ids
     assert load_splits(ClassifyData(split_seed=1)).validation.ids != splits.validation.ids
-    kept, held_out = stratified_split(["a"] * 10 + ["b"] * 5 + ["c"], 0.2)
-    assert len([i for i in held_out if i < 10]) == 2 and len([i for i in held_out if 10 <= i < 15]) == 1
-    assert 15 in kept, "a class with one member stays in training"
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        stratified_split(["a", "b"], 1.0)
+        validation_split(["a", "b"], ["1", "2"], 1.0)
+    with pytest.raises(ValueError, match="no sequence of the 2 falls in the validation part"):
+        validation_split(["a", "b"], ["1", "2"], 1e-9)
+
+
+def test_appended_sequences_never_move_one_between_train_and_validation(tmp_path: Path) -> None:
+    data = synthetic(1200, seed=5)
+    path = write_sequence_csv(data.subset(range(900)), tmp_path / "data.csv")
+    before = load_splits(ClassifyData(dataset=str(path)))
+    for label in ("down", "flat", "up"):  # 300 a class: a share of 0.2 has a standard deviation of 0.023
+        share = before.validation.labels.count(label) / (before.validation.labels + before.train.labels).count(label)
+        assert 0.12 < share < 0.28, (label, share)
+    rows = path.read_text().splitlines(keepends=True)
+    appended = write_sequence_csv(data.subset(range(900, 1200)), tmp_path / "more.csv").read_text().splitlines(True)
+    path.write_text("".join([rows[0], *reversed(rows[1:]), *appended[1:]]))  # reordered, then 300 more
+    after = load_splits(ClassifyData(dataset=str(path)))
+    assert set(before.validation.ids) <= set(after.validation.ids) and set(before.train.ids) <= set(after.train.ids)
+    assert len(after.train) + len(after.validation) == 1200
+    renamed = data.subset(range(900))
+    renamed.ids = [f"copy-{name}" for name in renamed.ids]
+    copies = load_splits(ClassifyData(dataset=str(write_sequence_csv(renamed, tmp_path / "renamed.csv"))))
+    assert [f"copy-{name}" for name in before.validation.ids] == copies.validation.ids, "content, not names"
+
+
+def test_evaluate_warns_when_the_data_changed_since_training(tmp_path: Path) -> None:
+    data = synthetic(90, seed=6)
+    path = write_sequence_csv(data.subset(range(80)), tmp_path / "data.csv")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["classify", "train", "--preset", "tiny", "--data", str(path), "--out", str(out),
+                                 "--quiet", "--max-steps", "2", "--set", "hidden_size=4"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "task.json").read_text())["trained_on"]
+    splits = load_splits(ClassifyData(dataset=str(path)))
+    assert recorded["counts"] == {"train": len(splits.train), "validation": len(splits.validation)}
+    result = runner.invoke(app, ["classify", "evaluate", "-c", str(out), "--split", "validation"])
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    more = write_sequence_csv(data.subset(range(80, 90)), tmp_path / "more.csv").read_text().splitlines(True)
+    with path.open("a") as file:
+        file.write("".join(more[1:]))
+    result = runner.invoke(app, ["classify", "evaluate", "-c", str(out), "--split", "validation"])
+    assert result.exit_code == 0 and result.stderr.count("\n") == 1, result.output
+    assert flat(result.stderr).startswith(f"warning: {path} has changed since the run trained on it (train "
+                                          f"{recorded['counts']['train']}, validation")  # fmt: skip
+    assert "the figures are for the data as it is now" in flat(result.stderr)
 
 
 def test_csv_round_trip_with_rows_in_any_order(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ checkpoints, resume, the plot and the command line."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -380,3 +381,38 @@ def test_evaluate_on_another_part_of_a_saved_run(tiny_run: tuple[Path, Forecaste
     result = runner.invoke(app, ["forecast", "evaluate", "--checkpoint", str(out), "--precision", "fp32"])
     assert result.exit_code == 0 and f"{test:.4g}" in result.output, result.output
     assert dataclasses.asdict(forecast_task.read_task_data(out)) == dataclasses.asdict(ForecastData())
+
+
+def test_evaluate_warns_when_the_series_changed_since_training(tmp_path: Path) -> None:
+    values = 10 + np.sin(np.arange(220) / 3) + 0.01 * np.arange(220)
+    path = tmp_path / "y.csv"
+    path.write_text("y\n" + "".join(f"{value:.6f}\n" for value in values[:200]))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["forecast", "train", "--preset", "tiny", "--csv", str(path), "--column", "y",
+                                 "--window", "14", "--horizon", "5", "--set", "hidden_size=4", "--out", str(out),
+                                 "--quiet", "--max-steps", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "task.json").read_text())["trained_on"]
+    assert recorded["counts"] == {"train": 160, "validation": 20, "test": 20}
+    evaluate = ["forecast", "evaluate", "--checkpoint", str(out)]
+    result = runner.invoke(app, evaluate)
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    path.write_text(path.read_text().replace("\n", "\r\n"))  # the same values, written otherwise
+    assert runner.invoke(app, evaluate).stderr == ""
+    with path.open("a") as file:
+        file.write("".join(f"{value:.6f}\n" for value in values[200:]))
+    result = runner.invoke(app, evaluate)
+    assert result.exit_code == 0 and result.stderr.count("\n") == 1, result.output
+    assert flat(result.stderr) == (f"warning: {path} has 20 more values than when the run trained on it (train 160, "
+                                   "validation 20, test 20 steps then; train 176, validation 22, test 22 now): the "
+                                   "split point has moved, so the test part is not the one the run was evaluated "
+                                   "on")  # fmt: skip
+    path.write_text("y\n" + "".join(f"{value:.6f}\n" for value in values[:199]) + "0\n")
+    result = runner.invoke(app, evaluate)
+    assert flat(result.stderr) == (f"warning: {path} has changed since the run trained on it (train 160, validation "
+                                   "20, test 20 steps then; train 160, validation 20, test 20 now): the figures are "
+                                   "for the data as it is now")  # fmt: skip
+    other = tmp_path / "other.csv"
+    other.write_text("y\n" + "".join(f"{value:.6f}\n" for value in values[:150]))
+    result = runner.invoke(app, [*evaluate, "--csv", str(other)])
+    assert result.exit_code == 0 and result.stderr == "", "another file on purpose: no warning"

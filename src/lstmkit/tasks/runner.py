@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -103,17 +103,19 @@ def write_task_file(out_dir: str | Path | None, data: Any, source: str, **extra:
         atomic_write(Path(out_dir) / TASK_FILE, json.dumps(document, indent=2).encode())
 
 
-def data_change(directory: str | Path, source: str, now: Mapping[str, Any]) -> str | None:
+def data_change(directory: str | Path, source: str, now: Mapping[str, Any],
+                describe: Callable[[str, Mapping[str, Any], Mapping[str, Any]], str | None] = describe_change,
+                ) -> str | None:  # fmt: skip
     """One line saying that the data ``source`` differs from what the run in ``directory`` trained on
     (the ``trained_on`` record of its ``task.json``; ``now``: the same record made of the data as it is
     now, see :func:`~lstmkit.tasks.splits.data_record`), or ``None`` when it does not or the run has
-    no record."""
+    no record; ``describe(source, then, now)`` writes the line."""
     path = Path(directory) / TASK_FILE
     try:
         then = json.loads(path.read_text(encoding="utf-8")).get("trained_on") if path.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
         raise ValueError(f"{path}: not a valid task file ({error})") from None
-    return describe_change(source, then, now) if isinstance(then, dict) else None
+    return describe(source, then, now) if isinstance(then, dict) else None
 
 
 def fit(

@@ -8,7 +8,9 @@ rows with the same content are always in the same split (no copy of a test examp
 
 A run records the number of examples in each split and a fingerprint of the data (a hash over the
 sorted content hashes: the same rows in any order give the same fingerprint) in its ``task.json``,
-so that ``evaluate`` can say when the data has changed since.
+so that ``evaluate`` can say when the data has changed since. A series, cut by time on purpose (a
+hash split would put future steps in training), records the steps of each part and a fingerprint
+of its values in order (:func:`series_record`).
 
     >>> keys = [f"question {i}" for i in range(1000)]
     >>> parts = hash_split(keys, [0.8, 0.1, 0.1], seed=0)
@@ -26,6 +28,8 @@ import hashlib
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 DIGEST_BYTES = 16
 
@@ -71,9 +75,9 @@ def data_record(parts: Mapping[str, Sequence[str]]) -> dict[str, Any]:
             "fingerprint": fingerprint(key for keys in parts.values() for key in keys)}  # fmt: skip
 
 
-def describe_change(source: str, then: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
+def describe_change(source: str, then: Mapping[str, Any], now: Mapping[str, Any], unit: str = "examples") -> str | None:
     """One line saying that the data of ``source`` differs from what a run recorded (``then``, a
-    :func:`data_record`), or ``None`` when it does not.
+    :func:`data_record`), or ``None`` when it does not (``unit``: what the counts count).
 
     >>> then = {"counts": {"train": 8, "test": 2}, "fingerprint": "0f" * 16}
     >>> describe_change("pairs.tsv", then, then) is None
@@ -84,8 +88,54 @@ def describe_change(source: str, then: Mapping[str, Any], now: Mapping[str, Any]
     if then.get("fingerprint") == now["fingerprint"]:
         return None
 
-    def counts(record: Mapping[str, Any]) -> str:
-        return ", ".join(f"{name} {count}" for name, count in record.get("counts", {}).items())
-
-    return (f"{source} has changed since the run trained on it ({counts(then)} examples then; {counts(now)} now): "
+    return (f"{source} has changed since the run trained on it ({_counts(then)} {unit} then; {_counts(now)} now): "
             "the figures are for the data as it is now")  # fmt: skip
+
+
+def _counts(record: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in record.get("counts", {}).items())
+
+
+def series_fingerprint(values: np.ndarray, columns: Sequence[str]) -> str:
+    """A hash of a series' column names and values, in order (hex, 32 digits): a value changed,
+    added or moved changes it.
+
+    >>> values = np.arange(6.0).reshape(3, 2)
+    >>> series_fingerprint(values, ["y", "x"]) == series_fingerprint(values.copy(), ["y", "x"])
+    True
+    >>> series_fingerprint(values[::-1], ["y", "x"]) == series_fingerprint(values, ["y", "x"])
+    False
+    """
+    total = hashlib.blake2b("\t".join(columns).encode("utf-8"), digest_size=DIGEST_BYTES)
+    total.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
+    return total.hexdigest()
+
+
+def series_record(values: np.ndarray, columns: Sequence[str], counts: Mapping[str, int]) -> dict[str, Any]:
+    """What a run on a series cut by time trained and was evaluated on, for its ``task.json``: the
+    steps of each part (``counts``, in time order) and the :func:`series_fingerprint` of the values."""
+    return {"counts": dict(counts), "fingerprint": series_fingerprint(values, columns)}
+
+
+def describe_series_change(source: str, then: Mapping[str, Any], now: Mapping[str, Any], values: np.ndarray,
+                           columns: Sequence[str]) -> str | None:  # fmt: skip
+    """One line saying that the series ``source`` (its ``values`` and ``columns`` now, whose
+    :func:`series_record` is ``now``) differs from what a run recorded (``then``), or ``None``.
+    Values appended to it move the split point: the line says so.
+
+    >>> values = np.arange(12.0)[:, None]
+    >>> then = series_record(values[:10], ["y"], {"train": 8, "validation": 1, "test": 1})
+    >>> now = series_record(values, ["y"], {"train": 10, "validation": 1, "test": 1})
+    >>> describe_series_change("y.csv", then, then, values[:10], ["y"]) is None
+    True
+    >>> describe_series_change("y.csv", then, now, values, ["y"])
+    'y.csv has 2 more values than when the run trained on it (train 8, validation 1, test 1 steps then; ...'
+    """
+    if then.get("fingerprint") == now["fingerprint"]:
+        return None
+    steps = sum(int(count) for count in then.get("counts", {}).values())
+    if 0 < steps < len(values) and series_fingerprint(values[:steps], columns) == then.get("fingerprint"):
+        return (f"{source} has {len(values) - steps} more values than when the run trained on it ({_counts(then)} "
+                f"steps then; {_counts(now)} now): the split point has moved, so the test part is not the one the "
+                "run was evaluated on")  # fmt: skip
+    return describe_change(source, then, now, unit="steps")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ...precision import autocast_for
 from ..commands import TrainRun, stack_shape, train_options
-from ..options import Checkpoint, Precision, console, model_session
+from ..options import Checkpoint, Precision, console, model_session, print_error
 from .data import read_sequence_csv
 from .model import SequenceClassifier, predict_logits
 from .task import (
@@ -25,8 +25,7 @@ from .task import (
     final_evaluations,
     load_splits,
     plot_confusion_matrix,
-    read_task_data,
-    split_set,
+    run_split,
     train,
 )
 
@@ -94,7 +93,9 @@ def evaluate_command(
         if data is not None:
             sequences = read_sequence_csv(data, features=model.config.features, classes=model.config.classes)
         else:
-            sequences = split_set(read_task_data(checkpoint), split)
+            sequences, change = run_split(checkpoint, split)
+            if change:
+                print_error(change, "warning")
         evaluation = evaluate_set(model, sequences)
         console.print(_summary(sequences.source, evaluation), highlight=False)
         console.print(_per_class_table(evaluation))

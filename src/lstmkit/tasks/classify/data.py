@@ -1,5 +1,6 @@
 """Labelled variable-length sequences: the UEA JapaneseVowels set from the PyPI package ``sktime``,
-or a CSV in long format (one row per time step), checked row by row, with a stratified split.
+or a CSV in long format (one row per time step), checked row by row, and a validation split by a hash
+of each sequence's content.
 
 The CSV format: a header, then one row per step of each sequence::
 
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..files import parse_number, read_csv, read_text
+from ..splits import place
 
 ID, STEP, LABEL = "sequence_id", "step", "label"
 
@@ -72,6 +74,12 @@ class SequenceSet:
 
     def __len__(self) -> int:
         return len(self.sequences)
+
+    @property
+    def keys(self) -> list[str]:
+        """The :func:`content_key` of every sequence."""
+        labels = self.labels or [None] * len(self.sequences)
+        return [content_key(label, sequence) for label, sequence in zip(labels, self.sequences, strict=True)]
 
     def subset(self, indices: Sequence[int], source: str | None = None) -> SequenceSet:
         """The sequences at ``indices``, in that order."""
@@ -249,25 +257,40 @@ def write_sequence_csv(data: SequenceSet, path: str | Path) -> Path:
     return path
 
 
-def stratified_split(labels: Sequence[str], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
-    """Indices ``(kept, held_out)``: ``fraction`` of each class held out (rounded, at least one of
-    every class with two or more members), chosen at random with ``seed``; both in index order.
+def content_key(label: str | None, sequence: Tensor) -> str:
+    """What a sequence is for its split and the data's fingerprint: its label and its values (float32,
+    exactly: their bytes in hex), row by row; not its name or its place in the file.
 
-    >>> kept, held_out = stratified_split(["a"] * 8 + ["b"] * 4, 0.25)
-    >>> len(kept), len(held_out)
-    (9, 3)
+    >>> content_key("a", torch.tensor([[0.5, 1.0]])) == content_key("a", torch.tensor([[0.5, 1.0]]))
+    True
+    >>> content_key("a", torch.tensor([[0.5, 1.0]])) == content_key("b", torch.tensor([[0.5, 1.0]]))
+    False
+    """
+    values = sequence.detach().to(torch.float32).contiguous().numpy().astype("<f4", copy=False)
+    return f"{label or ''}\t{values.shape[0]}x{values.shape[1]}\t{values.tobytes().hex()}"
+
+
+def validation_split(labels: Sequence[str], keys: Sequence[str], fraction: float,
+                     seed: int = 0) -> tuple[list[int], list[int]]:  # fmt: skip
+    """Indices ``(kept, held_out)``, both in index order: within each class, a sequence is held out
+    when its hash place (:func:`~lstmkit.tasks.splits.place` of its content key ``keys[i]`` and
+    ``seed``) falls below ``fraction``. Each class keeps ``fraction`` of its sequences in expectation,
+    and sequences appended (or reordered) never move the others between the two parts.
+
+    >>> labels = ["a"] * 500 + ["b"] * 300
+    >>> kept, held_out = validation_split(labels, [f"{label} {i}" for i, label in enumerate(labels)], 0.25)
+    >>> [0.2 < sum(labels[i] == c for i in held_out) / labels.count(c) < 0.3 for c in "ab"]
+    [True, True]
     """
     if not 0 < fraction < 1:
         raise ValueError(f"the validation fraction must lie strictly between 0 and 1, got {fraction}")
-    generator = torch.Generator().manual_seed(seed)
     held_out: list[int] = []
     for label in sort_classes(labels):
         members = [i for i, other in enumerate(labels) if other == label]
-        count = min(len(members) - 1, max(1, round(fraction * len(members))))
-        order = torch.randperm(len(members), generator=generator).tolist()
-        held_out += [members[i] for i in order[:count]]
+        held_out += [i for i in members if place(keys[i], seed) < fraction]
     if not held_out:
-        raise ValueError(f"cannot hold out a validation set from {len(labels)} sequences (one per class at most)")
+        raise ValueError(f"no sequence of the {len(labels)} falls in the validation part (validation_fraction "
+                         f"{fraction}): use more data, a larger fraction or another split_seed")  # fmt: skip
     chosen = set(held_out)
     return [i for i in range(len(labels)) if i not in chosen], sorted(held_out)
 

@@ -1,9 +1,13 @@
 """The sequence classification task: data splits, presets, training, evaluation and the confusion
 matrix plot.
 
-The default data is UEA JapaneseVowels with its official split: the 270 training utterances lose a
-stratified 20% to validation (which picks the best model), and the 370 test utterances are only
-read for the final figures. A user's CSV trains the same way; its test figures need a second CSV.
+The default data is UEA JapaneseVowels with its official split: the 270 training utterances lose
+about 20% of each class to validation (which picks the best model), and the 370 test utterances are
+only read for the final figures. A user's CSV trains the same way; its test figures need a second
+CSV. A sequence is in the validation part when the hash of its content (label and values, see
+:mod:`~lstmkit.tasks.splits`) says so, so sequences appended to the file never move the others
+between training and validation; a run records what it trained on (``trained_on`` in ``task.json``)
+and ``evaluate`` says when the data differs now.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from torch import Tensor
 from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
 from ...training.plots import plt
-from ..runner import DataField, Preset, TaskSettings, fit, write_png, write_task_file
-from .data import SequenceSet, feature_statistics, japanese_vowels, read_sequence_csv, sort_classes, stratified_split
+from ..runner import DataField, Preset, TaskSettings, data_change, fit, write_png, write_task_file
+from ..splits import data_record
+from .data import SequenceSet, feature_statistics, japanese_vowels, read_sequence_csv, sort_classes, validation_split
 from .model import (
     ClassifyConfig,
     SequenceClassifier,
@@ -48,8 +53,8 @@ DATA_FIELDS = {
 class ClassifyData:
     """Where the sequences come from: ``dataset`` is ``"japanese_vowels"`` or a long-format CSV
     (see :mod:`~lstmkit.tasks.classify.data`); ``test`` a CSV of test sequences for a CSV dataset;
-    ``validation_fraction`` of every class of the training data is held out (drawn with
-    ``split_seed``) to pick the best model.
+    ``validation_fraction`` of every class of the training data is held out (in expectation: the
+    sequences whose content hash with ``split_seed`` falls below it) to pick the best model.
 
     >>> ClassifyData(dataset="walks.csv", test="walks-test.csv").validation_fraction
     0.2
@@ -83,7 +88,8 @@ class Splits:
 
 
 def load_splits(data: ClassifyData) -> Splits:
-    """The data's three parts; the validation part is a stratified draw from the training data."""
+    """The data's three parts; the validation part holds the sequences of the training data whose hash
+    place falls below the validation fraction (:func:`~lstmkit.tasks.classify.data.validation_split`)."""
     if data.dataset == JAPANESE_VOWELS:
         full, test = japanese_vowels("train"), japanese_vowels("test")
     else:
@@ -93,9 +99,26 @@ def load_splits(data: ClassifyData) -> Splits:
             raise ValueError(f"{data.dataset}: every sequence has label {classes[0]!r}; need two classes or more")
         test = None if data.test is None else read_sequence_csv(data.test, features=full.features, classes=classes)
     assert full.labels is not None
-    kept, held_out = stratified_split(full.labels, data.validation_fraction, data.split_seed)
+    kept, held_out = validation_split(full.labels, full.keys, data.validation_fraction, data.split_seed)
     validation = full.subset(held_out, f"{full.source} (validation part)")
-    return Splits(full.subset(kept, f"{full.source} (training part)"), validation, test, sort_classes(full.labels))
+    train = full.subset(kept, f"{full.source} (training part)")
+    missing = sorted(set(full.labels) - set(train.labels or []))
+    if missing:
+        raise ValueError(f"{full.source}: every sequence of class(es) {missing} falls in the validation part; "
+                         "use more data, a smaller validation_fraction or another split_seed")  # fmt: skip
+    return Splits(train, validation, test, sort_classes(full.labels))
+
+
+def data_source(data: ClassifyData) -> str:
+    """The file (or files) a run's data comes from, for a warning."""
+    return data.dataset if data.test is None else f"{data.dataset} or {data.test}"
+
+
+def trained_on(splits: Splits) -> dict[str, Any]:
+    """What a run trains and is evaluated on, for its ``task.json``: the sequences of each part and a
+    fingerprint of all of them (:func:`~lstmkit.tasks.splits.data_record`)."""
+    parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    return data_record({name: part.keys for name, part in parts.items() if part is not None})
 
 
 PRESETS: dict[str, Preset[ClassifyData]] = {
@@ -200,7 +223,7 @@ def train(data: ClassifyData, model_fields: dict[str, Any], config: TrainConfig,
     assert splits.train.labels is not None
     examples = [(s, splits.classes.index(label)) for s, label in zip(splits.train.sequences, splits.train.labels,
                                                                        strict=True)]  # fmt: skip
-    write_task_file(out_dir, data, splits.train.source)
+    write_task_file(out_dir, data, splits.train.source, trained_on=trained_on(splits))
 
     def evaluate(model: SequenceClassifier) -> dict[str, float]:
         evaluation = evaluate_set(model, splits.validation)
@@ -227,11 +250,14 @@ def final_evaluations(model: SequenceClassifier, splits: Splits, out_dir: str | 
     return evaluations
 
 
-def split_set(data: ClassifyData, split: str) -> SequenceSet:
-    """One part (``"train"``, ``"validation"`` or ``"test"``) of the data, split as in training."""
+def run_split(directory: str | Path, split: str) -> tuple[SequenceSet, str | None]:
+    """One part (``"train"``, ``"validation"`` or ``"test"``) of the data the run in ``directory``
+    trained on, split as in training, and one line saying that the data has changed since, if it has."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    chosen = getattr(load_splits(data), split)
+    data = read_task_data(directory)
+    splits = load_splits(data)
+    chosen = getattr(splits, split)
     if chosen is None:
         raise ValueError(f"{data.dataset} has no test part: train with --test FILE, or evaluate with --data FILE")
-    return chosen
+    return chosen, data_change(directory, data_source(data), trained_on(splits))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ...precision import autocast_for
 from ..commands import TrainRun, stack_shape, train_options
-from ..options import Checkpoint, Precision, console, model_session
+from ..options import Checkpoint, Precision, console, model_session, print_error
 from .data import Series
 from .model import Forecaster
 from .task import (
@@ -28,6 +28,7 @@ from .task import (
     plot_forecast,
     predict_next,
     read_task_data,
+    series_change,
     split_series,
     train,
 )
@@ -116,6 +117,9 @@ def evaluate_command(
         data = _data_settings(checkpoint, csv, time_column)
         series = load_data(data, model.config.columns)
         parts = split_series(series, data, model.config.window, model.config.horizon)
+        change = series_change(checkpoint, parts) if csv is None else None
+        if change:
+            print_error(change, "warning")
         evaluation = evaluate_part(model, parts, part)
         console.print(_table(evaluation, series))
         if plot is not None:

@@ -4,7 +4,10 @@ naive and seasonal-naive baselines, the forecast plot, and the forecast beyond t
 A series is cut by time: the held-out tail (``test_fraction`` of the steps) is the test part, the
 ``validation_fraction`` before it picks the best model, the rest trains; the standardisation is
 fitted on the training part only. The figures of a part are averaged over every forecast origin
-whose whole horizon lies in the part (its inputs may reach back into the parts before it).
+whose whole horizon lies in the part (its inputs may reach back into the parts before it). The cut
+is by time on purpose (a hash split would put future steps in training), so values appended to the
+series move it: a run records the steps of each part and a fingerprint of the values
+(``trained_on`` in ``task.json``), and ``evaluate`` says when the series differs now.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
 from ...training.plots import plt
 from ..common import check_held_out
-from ..runner import DataField, Preset, TaskSettings, fit, write_png, write_task_file
+from ..runner import DataField, Preset, TaskSettings, data_change, fit, write_png, write_task_file
+from ..splits import describe_series_change, series_record
 from .data import CO2, Series, SeriesDataError, load_series
 from .model import (
     ForecastConfig,
@@ -217,7 +221,7 @@ def train(data: ForecastData, model_fields: dict[str, Any], config: TrainConfig,
     with torch.no_grad():
         inputs = model.standardise(torch.from_numpy(input_windows(series.values, origins, window)))
         targets = model.standardise(torch.from_numpy(series.values))[:, 0][origins[:, None] + np.arange(1, horizon + 1)]
-    write_task_file(out_dir, data, series.source, notes=series.notes)
+    write_task_file(out_dir, data, series.source, notes=series.notes, trained_on=trained_on(parts))
 
     def evaluate(model: Forecaster) -> dict[str, float]:
         figures = evaluate_part(model, parts, "validation").metrics["model"]
@@ -228,6 +232,24 @@ def train(data: ForecastData, model_fields: dict[str, Any], config: TrainConfig,
                               evaluate=evaluate, metric="val_mae")  # fmt: skip
     with autocast_for(config.precision):
         return model, result, final_evaluations(model, parts, out_dir if rank == 0 else None)
+
+
+def trained_on(parts: Parts) -> dict[str, Any]:
+    """What a run trains and is evaluated on, for its ``task.json``: the steps of each part and a
+    fingerprint of the series' values (:func:`~lstmkit.tasks.splits.series_record`)."""
+    counts = {part: stop - start for part in PARTS for start, stop in [parts.bounds(part)]}
+    return series_record(parts.series.values, parts.series.columns, counts)
+
+
+def series_change(directory: str | Path, parts: Parts) -> str | None:
+    """One line saying that the series of ``parts`` differs from the one the run in ``directory``
+    trained on (values appended to it move the split point), or ``None`` when it does not."""
+    series = parts.series
+
+    def describe(source: str, then: Any, now: Any) -> str | None:
+        return describe_series_change(source, then, now, series.values, series.columns)
+
+    return data_change(directory, series.source, trained_on(parts), describe)
 
 
 def final_evaluations(model: Forecaster, parts: Parts, out_dir: str | Path | None) -> dict[str, Evaluation]:
