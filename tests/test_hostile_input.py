@@ -60,7 +60,7 @@ def given(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     quora.write_text("id\tquestion1\tquestion2\tis_duplicate\n" + "".join(rows))
     sequences = root / "sequences.csv"
     sequences.write_text("sequence_id,step,label,f\n" + "".join(f"s{i},{t},{'ab'[i % 2]},{i + t / 10}\n"
-                                                                  for i in range(8) for t in range(3)))  # fmt: skip
+                                                                  for i in range(40) for t in range(3)))  # fmt: skip
     series = root / "series.csv"
     series.write_text("y\n" + "".join(f"{(i * 7) % 11 + i / 10}\n" for i in range(60)))
     models = {
