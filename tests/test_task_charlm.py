@@ -189,7 +189,8 @@ def test_command_line_trains_on_a_user_text_file(tmp_path: Path) -> None:
         (["predict", "", "--checkpoint", "/nonexistent"], "no config.json"),
     ],
 )
-def test_command_line_errors_are_clear(arguments: list[str], message: str) -> None:
+def test_command_line_errors_are_clear(arguments: list[str], message: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # train's default --out, runs/charlm, may hold make run's run in the project
     assert_clear_error(["charlm", *arguments], message)
 
 
