@@ -279,7 +279,7 @@ class Recurrent(nn.Module):
             result_dtype = self.autocast_packed_output_dtype if packed else self.autocast_output_dtype
             result_dtype = result_dtype if bf16 else None
         elif self._int8_weights():
-            bf16, result_dtype = device == "cpu" and bf16_hardware(), None
+            bf16, result_dtype = device == "cpu" and bf16_hardware(), torch.float32
         else:
             bf16 = device == "cpu" and data.dtype == weights == torch.bfloat16
             result_dtype = torch.bfloat16 if bf16 else None
@@ -302,10 +302,10 @@ class Recurrent(nn.Module):
             self, x, masked=mask is not None, traced=return_gates, lengths=lengths, initial=initial
         )
         if chosen is not None:
-            # under bfloat16 GEMMs torch's kernels run as torch.nn's do under autocast
+            # under bfloat16 GEMMs torch's kernels run as torch.nn's do under autocast (their bfloat16
+            # results are cast once, by forward)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_gemms_active()):
                 output, states = fused_torch.run_layers(self, x, initial, lengths)
-            output, states = output.to(x.dtype), tuple(s.to(x.dtype) for s in states)
             traces: dict[str, dict[str, Tensor]] = {}
         else:
             output, states, traces = self._run_cells(x, initial, valid, mask is not None, return_gates)
