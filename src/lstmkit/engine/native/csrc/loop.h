@@ -194,25 +194,47 @@ inline at::Tensor gemm(bool bf16, const at::Tensor& m1, const at::Tensor& m2) {
   return at::mm(bf16_copy(m1), bf16_copy(m2)).to(m1.scalar_type());
 }
 
+// W (k, n) for oneDNN's bfloat16 product: a bfloat16 copy, and scratch for up to `batch` rows of the
+// other operand and of the product, so that a step allocates nothing.
+class OneDnnWeight {
+ public:
+  OneDnnWeight(const at::Tensor& w, int64_t batch)
+      : w16_(bf16_copy(w)),
+        a16_(at::empty({batch, w.size(0)}, w16_.options())),
+        c16_(at::empty({batch, w.size(1)}, w16_.options())) {}
+
+  bool fits(const at::Tensor& a) const { return a.size(0) <= a16_.size(0); }
+  // out (+)= a W for a's rows (rows, k), through the scratch's rows from `first`: a rounded to
+  // bfloat16, the product rounded once, then added or copied into out (rows, n).
+  void run(at::Tensor out, const at::Tensor& a, int64_t first, bool accumulate) const {
+    at::Tensor a16 = a16_.narrow(0, first, a.size(0)), c16 = c16_.narrow(0, first, a.size(0));
+    a16.copy_(a);
+    at::mm_out(c16, a16, w16_);
+    accumulate ? out.add_(c16) : out.copy_(c16);
+  }
+
+ private:
+  at::Tensor w16_, a16_, c16_;
+};
+
 // A weight every step multiplies by, out = a W [+ bias] with W (k, n), for up to `rows` rows: under
 // bf16 GEMMs on a bfloat16 copy through oneDNN where that pays, else in pairs (bf16_gemm.h) where the
 // CPU has AVX512-BF16; the copies made once per call.
 class StepWeight {
  public:
-  StepWeight(const at::Tensor& w, int64_t rows, bool bf16)
-      : w_(w), bf16_(bf16_pays(bf16, rows, w.size(1), w.size(0))) {
+  StepWeight(const at::Tensor& w, int64_t rows, bool bf16) : w_(w) {
     if (pairs_pay(bf16, rows, w.size(1), w.size(0))) {
       paired_.emplace(w, rows);
-    } else if (bf16_) {
-      w16_ = bf16_copy(w);
+    } else if (bf16_pays(bf16, rows, w.size(1), w.size(0))) {
+      onednn_.emplace(w, rows);
     }
   }
   void into(at::Tensor& out, const at::Tensor& a, const OptTensor& bias = std::nullopt) const {
     if (paired_ && paired_->runs(out, a)) {
       paired_->run(out, a, false);
       if (bias) out.add_(*bias);
-    } else if (w16_.defined()) {
-      out.copy_(at::mm(bf16_copy(a), w16_));
+    } else if (onednn_ && onednn_->fits(a)) {
+      onednn_->run(out, a, 0, false);
       if (bias) out.add_(*bias);
     } else {
       bias ? at::addmm_out(out, *bias, a, w_) : at::mm_out(out, a, w_);
@@ -222,17 +244,17 @@ class StepWeight {
   void add_into(at::Tensor& out, const at::Tensor& a) const {
     if (paired_ && paired_->runs(out, a)) {
       paired_->run(out, a, true);
-    } else if (w16_.defined()) {
-      out.add_(at::mm(bf16_copy(a), w16_));
+    } else if (onednn_ && onednn_->fits(a)) {
+      onednn_->run(out, a, 0, true);
     } else {
       at::addmm_out(out, out, a, w_);
     }
   }
 
  private:
-  at::Tensor w_, w16_;
-  bool bf16_;
+  at::Tensor w_;
   std::optional<PairedWeight> paired_;
+  std::optional<OneDnnWeight> onednn_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -267,9 +289,7 @@ class StepGemm {
       return;
     }
     if (bf16_pays(bf16, blocks.rows(0), n_, k_)) {
-      w16_ = bf16_copy(w_);
-      a16_ = at::empty({blocks.batch(), k_}, w.options().dtype(at::kBFloat16));
-      c16_ = at::empty({blocks.batch(), n_}, w.options().dtype(at::kBFloat16));
+      onednn_.emplace(w_, blocks.batch());
       return;
     }
     const bool mkl = cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr && cblas_sgemm_pack_get_size;
@@ -285,8 +305,8 @@ class StepGemm {
       paired_->run(c.data<float>(), a.data<float>(), a.row_stride(), first, rows, accumulate, mine.active);
       return;
     }
-    if (w16_.defined()) {
-      run_bf16(c, a, first, rows, accumulate);
+    if (onednn_) {
+      onednn_->run(c.view().narrow(0, first, rows), a.view().narrow(0, first, rows), first, accumulate);
       return;
     }
     const at::Tensor* packed = packed_for(rows);
@@ -310,14 +330,6 @@ class StepGemm {
   }
 
  private:
-  // c[rows] (+)= a[rows] W on the bfloat16 copy: a's rows rounded into a16_, the product into c16_.
-  void run_bf16(const Step& c, const Step& a, int64_t first, int64_t rows, bool accumulate) const {
-    at::Tensor a16 = a16_.narrow(0, first, rows), c16 = c16_.narrow(0, first, rows);
-    at::Tensor out = c.view().narrow(0, first, rows);
-    a16.copy_(a.view().narrow(0, first, rows));
-    at::mm_out(c16, a16, w16_);
-    accumulate ? out.add_(c16) : out.copy_(c16);
-  }
   // W in MKL's layout for GEMMs of `rows` rows (once per distinct row count).
   void pack(const at::Tensor& w, int64_t rows, bool transpose) {
     constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162;
@@ -337,8 +349,8 @@ class StepGemm {
   at::Tensor w_;
   int n_, k_;
   std::vector<std::pair<int64_t, at::Tensor>> packed_;  // (rows, packed W)
-  at::Tensor w16_, a16_, c16_;                          // under bf16 GEMMs: W, a's rows, the product
-  std::optional<PairedWeight> paired_;                  // or W in pairs of rows (bf16_gemm.h)
+  std::optional<PairedWeight> paired_;                  // under bf16 GEMMs: W in pairs of rows (bf16_gemm.h)
+  std::optional<OneDnnWeight> onednn_;                  // or W for oneDNN's product
 };
 
 // ---------------------------------------------------------------------------------------------
