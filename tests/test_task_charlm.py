@@ -300,3 +300,37 @@ def test_evaluate_on_a_text_file_says_which_part_it_scores(tmp_path: Path) -> No
         assert result.exit_code == 0 and words in flat(result.output), result.output
     help_text = flat(runner.invoke(app, ["charlm", "evaluate", "--help"], env={"COLUMNS": "200"}).output)
     assert "--split test scores its last 5%" in help_text
+
+
+@pytest.mark.parametrize(("cell", "gate"), [("lstm", 1), ("peephole", 1), ("layernorm", 1), ("gru", 1)])
+def test_forget_bias_sets_the_forget_gate_and_survives_saving(cell: str, gate: int, tmp_path: Path) -> None:
+    _, model_fields, _ = configure("sentence", [f"cell={cell}", "forget_bias=1.5", "hidden_size=6"])
+    assert model_fields["forget_bias"] == 1.5
+    model = CharLM(CharLMConfig("abc", **model_fields))
+    layer = model.rnn
+    total = layer.bias_ih_l0 + layer.bias_hh_l0  # the f block (LSTMs: i, f, g, o; GRU: r, z, n)
+    assert total[gate * 6 : (gate + 1) * 6].tolist() == [1.5] * 6
+    assert not torch.allclose(total[:6], torch.full((6,), 1.5))  # the other gates keep their draws
+    model.save_pretrained(tmp_path)
+    loaded = CharLM.from_pretrained(tmp_path)
+    assert loaded.config.forget_bias == 1.5 and loaded.rnn.cells[0].gate_init.forget_bias == 1.5
+
+
+def test_without_forget_bias_the_model_draws_as_before() -> None:
+    torch.manual_seed(0)
+    plain = CharLM(CharLMConfig("abc", hidden_size=6, embedding_size=2))
+    torch.manual_seed(0)
+    torch.nn.Embedding(4, 2)  # the model's draws: the embedding first, then the layer, as torch.nn.LSTM's
+    reference = torch.nn.LSTM(2, 6, batch_first=True)
+    assert plain.config.forget_bias is None
+    for name, value in reference.state_dict().items():
+        assert torch.equal(plain.rnn.state_dict()[name], value), name
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    (["cell=rnn", "forget_bias=1"], "forget_bias needs a forget gate; the plain rnn cell has none"),
+    (["forget_bias=nan"], "forget_bias: expected a finite number"),
+])  # fmt: skip
+def test_forget_bias_is_refused_where_it_cannot_apply(override: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        configure("sentence", override)

@@ -36,8 +36,10 @@ def recurrent_layer(
     *,
     dropout: float = 0.0,
     bidirectional: bool = False,
+    **cell_kwargs: Any,
 ) -> Recurrent:
-    """A batch-first :class:`~lstmkit.Recurrent` stack of the cell named ``kind`` (see :data:`CELL_KINDS`).
+    """A batch-first :class:`~lstmkit.Recurrent` stack of the cell named ``kind`` (see :data:`CELL_KINDS`);
+    ``cell_kwargs`` go to every cell (e.g. ``forget_bias=1.0``, :mod:`lstmkit.init`).
 
     >>> recurrent_layer("gru", 4, 8).cell().__class__.__name__
     'GRUCell'
@@ -52,6 +54,7 @@ def recurrent_layer(
         batch_first=True,
         dropout=dropout if num_layers > 1 else 0.0,
         bidirectional=bidirectional,
+        **cell_kwargs,
     )
 
 

@@ -16,7 +16,10 @@ from .data import Vocabulary
 
 @dataclass
 class CharLMConfig:
-    """The model's shape. ``characters`` is the vocabulary (id 0, the unknown character, is implicit)."""
+    """The model's shape. ``characters`` is the vocabulary (id 0, the unknown character, is implicit).
+    ``forget_bias``: the starting bias of the forget gate of a gated cell (the GRU's update gate;
+    :mod:`lstmkit.init`); ``None`` keeps torch.nn's draw. The plain RNN has no forget gate and
+    refuses it."""
 
     characters: str
     cell: str = "lstm"
@@ -24,9 +27,15 @@ class CharLMConfig:
     hidden_size: int = 256
     num_layers: int = 1
     dropout: float = 0.0
+    forget_bias: float | None = None
 
     def __post_init__(self) -> None:
         check_cell(self.cell)
+        if self.forget_bias is not None and self.cell == "rnn":
+            raise ValueError("forget_bias needs a forget gate; the plain rnn cell has none (gru, lstm, peephole, "
+                             "layernorm have one)")  # fmt: skip
+        if self.forget_bias is not None and not math.isfinite(self.forget_bias):
+            raise ValueError(f"forget_bias must be finite, got {self.forget_bias!r}")
         if min(self.embedding_size, self.hidden_size, self.num_layers) < 1:
             raise ValueError("embedding_size, hidden_size and num_layers must be positive")
         if not self.characters:
@@ -51,8 +60,9 @@ class CharLM(TaskModel):
         self.vocabulary = Vocabulary(config.characters)
         vocab_size = len(self.vocabulary)
         self.embedding = embedding(vocab_size, config.embedding_size)
+        init = {} if config.forget_bias is None else {"forget_bias": config.forget_bias}
         self.rnn = recurrent_layer(
-            config.cell, config.embedding_size, config.hidden_size, config.num_layers, dropout=config.dropout
+            config.cell, config.embedding_size, config.hidden_size, config.num_layers, dropout=config.dropout, **init
         )
         self.head = nn.Linear(config.hidden_size, vocab_size)
 
