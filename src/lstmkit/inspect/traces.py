@@ -22,8 +22,18 @@ from torch import Tensor, nn
 
 from ..layers import Recurrent
 
-HEATMAP_UNITS = 24
-"""How many units a heatmap shows by default."""
+HEATMAP_UNITS = 10
+"""How many units a heatmap shows by default: few enough that each row stays tall enough to carry
+its label at the report's width."""
+
+SHORT_REASONS = {
+    "inside quotes": "quotes",
+    "inside brackets": "brackets",
+    "position in line": "line pos.",
+    "position in word": "word pos.",
+    "variance": "variance",
+}
+"""The reasons of :class:`UnitChoice` as a heatmap's row labels say them."""
 
 SeriesLike = Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
@@ -258,6 +268,16 @@ class UnitChoice:
         if self.reason == "chosen":
             return f"unit {self.unit}"
         return f"unit {self.unit} (r = {self.score:.2f} with {self.reason})"
+
+    def tag(self) -> str:
+        """A short row label: the unit's index and why it was picked.
+
+        >>> UnitChoice(17, "inside quotes", 0.6).tag(), UnitChoice(3, "chosen", 0.0).tag()
+        ('u17 (quotes)', 'u3')
+        """
+        if self.reason == "chosen":
+            return f"u{self.unit}"
+        return f"u{self.unit} ({SHORT_REASONS.get(self.reason, self.reason)})"
 
 
 def unit_correlations(values: Tensor | np.ndarray, feature: np.ndarray) -> np.ndarray:
