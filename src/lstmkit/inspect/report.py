@@ -27,8 +27,16 @@ from ..training.checkpoint import atomic_write
 from . import cost as cost_module
 from . import longlag
 from .gradients import GRADIENT_KINDS, compare_gradient_flow
-from .plots import plot_cost, plot_gates, plot_gradient_flow, plot_learning_curves, plot_long_lag, plot_unit_states
-from .traces import HEATMAP_UNITS, heatmap_units, interesting_units, is_character_model, text_features, trace_model
+from .plots import (
+    FIGURE_WIDTH,
+    plot_cost,
+    plot_gates,
+    plot_gradient_flow,
+    plot_learning_curves,
+    plot_long_lag,
+    plot_unit_states,
+)
+from .traces import HEATMAP_UNITS, interesting_units, is_character_model, text_features, trace_model
 
 DEFAULT_TEXT = (
     "To be, or not to be: that is the question:\n"
@@ -108,16 +116,17 @@ def gate_section(model: nn.Module, source: str, text: str, out_dir: Path) -> tup
     gates = plot_gates(
         trace,
         out_dir / "gates.png",
-        units=heatmap_units(trace, chosen),
-        title=f"gates and states of {trace.cell} layer l0 while reading the text",
+        chosen=chosen,
+        title=f"gates and states of {trace.cell} layer l0 while reading the text (rows: units, why picked in brackets)",
     )
     states = plot_unit_states(trace, chosen, out_dir / "cell_states.png", features=text_features(text))
     forget = trace.values["f"].mean().item() if "f" in trace.values else None
     picked = "; ".join(choice.describe() for choice in chosen)
     text_gates = (
-        f"Every gate and state of {source}, reading {len(text)} characters (columns, the characters along the "
-        f"bottom), for {min(HEATMAP_UNITS, trace.units)} of its {trace.units} units (rows: the units picked "
-        "below first, then those whose memory varies most). Gates run from 0 (closed, dark) to 1 (open, yellow); "
+        f"Every gate and state of {source}, reading {len(text)} characters (columns; the text wraps into strips "
+        f"like lines, each character under its column), for {min(HEATMAP_UNITS, trace.units)} of its "
+        f"{trace.units} units (rows: the units picked below first, labelled with why, then, under the white "
+        "line, those whose memory varies most). Gates run from 0 (closed, dark) to 1 (open, yellow); "
         "the candidate and hidden state from -1 (blue) to 1 (red); the cell state on its own symmetric scale. "
         + (
             f"The forget gate is open {forget:.0%} on average: most units keep most of their memory from one "
@@ -258,11 +267,16 @@ def markdown_table_html(table: str) -> str:
     return f"<table><tr>{cells}</tr>{rows}</table>"
 
 
-STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}figcaption{font-size:0.95em;color:#333;margin-top:.4em}
-table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}code{background:#f5f5f5;padding:0 3px}"""
+COLUMN_WIDTH = FIGURE_WIDTH + 20
+"""Width of the page's column in CSS pixels: wide enough for every figure and its border, so that a window
+of 1,350 pixels or more shows each figure at its own size (a narrower one shrinks them to fit)."""
+
+STYLE = f"""body{{font-family:sans-serif;max-width:{COLUMN_WIDTH}px;margin:2em auto;padding:0 1em;color:#222;
+line-height:1.45}}img{{max-width:100%;height:auto;box-sizing:border-box;border:1px solid #ddd}}
+figure{{margin:1.5em 0}}figcaption{{font-size:0.95em;color:#333;margin-top:.4em}}p,figcaption{{max-width:70em}}
+table{{border-collapse:collapse;margin:1em 0;font-size:0.9em}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+th{{background:#f3f3f3}}td:first-child,td:nth-child(2){{text-align:left}}code{{background:#f5f5f5;padding:0 3px}}"""
 
 
 def render_html(title: str, introduction: str, sections: Sequence[Section], footer: str) -> str:
