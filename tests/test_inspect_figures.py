@@ -29,12 +29,11 @@ MIN_TEXT_PX = 10.0
 
 @pytest.fixture
 def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
-    """Every figure the plots save, laid out as it is saved (in the order drawn)."""
+    """Every figure the plots save, laid out as saving drew it (in the order drawn)."""
     figures: list[Figure] = []
     save = plots.save_figure
 
     def keep(figure: Figure, path: str | Path) -> Path:
-        figure.canvas.draw()
         figures.append(figure)
         return save(figure, path)
 
