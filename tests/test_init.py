@@ -235,8 +235,8 @@ def test_forget_bias_and_chrono_let_the_gradient_reach_step_one(lstm_flows) -> N
 # -- the long-lag experiments' settings ------------------------------------------------------------
 
 
-def test_long_lag_default_init_is_todays() -> None:
-    settings = longlag.LongLagSettings(hidden_size=4)
+def test_long_lag_without_init_biases_the_forget_gates() -> None:
+    settings = longlag.LongLagSettings(hidden_size=4, init={})
     task = AddingProblem(5)
     model = longlag.initial_model("lstm", task, settings)
     torch.manual_seed(longlag.stream_seed(settings.seed, "init", "lstm"))
@@ -246,6 +246,24 @@ def test_long_lag_default_init_is_todays() -> None:
         expected.rnn.bias_hh_l0[4:8] = 0.0
     ours, recipe = model.state_dict(), expected.state_dict()
     assert list(ours) == list(recipe) and all(torch.equal(ours[name], recipe[name]) for name in recipe)
+
+
+def test_long_lag_default_starts_are_the_long_memory_ones() -> None:
+    settings, task = longlag.LongLagSettings(hidden_size=16), AddingProblem(50)
+    plain = longlag.LongLagSettings(hidden_size=16, init={}, forget_bias=0.0)
+    for kind in ("rnn", "gru", "lstm", "peephole"):
+        cell = longlag.initial_model(kind, task, settings).rnn.cell()
+        drawn = longlag.initial_model(kind, task, plain).rnn.cell()
+        for gate in range(len(cell.gate_names)):  # every gate block of W_hh orthogonal
+            w = block(cell.weight_hh.detach(), gate, 16)
+            assert torch.allclose(w @ w.T, torch.eye(16), atol=1e-5), (kind, gate)
+        assert torch.equal(cell.weight_ih, drawn.weight_ih)
+        if kind in ("rnn", "gru"):  # biases as drawn
+            assert torch.equal(total_bias(cell), total_bias(drawn))
+        else:  # chrono: b_f = log(u), u ~ U([1, T - 1]); b_i = -b_f
+            b_f, b_i = block(total_bias(cell), 1, 16), block(total_bias(cell), 0, 16)
+            assert b_f.min() >= 0 and b_f.max() <= math.log(task.steps - 1) and b_f.std() > 0.3
+            assert torch.equal(b_i, -b_f)
 
 
 def test_long_lag_init_per_cell() -> None:

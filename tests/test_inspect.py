@@ -25,8 +25,8 @@ from lstmkit.tasks.forecast.model import ForecastConfig, Forecaster
 runner = CliRunner()
 
 TINY_LONG_LAG = longlag.LongLagSettings(
-    lags=(6, 12), kinds=("rnn", "gru", "lstm"), hidden_size=8, steps=6, batch_size=8, eval_every=3, eval_size=16,
-    gradient_lag=12,
+    lags=(6, 12), kinds=("rnn", "gru", "lstm"), extra_runs=(), hidden_size=8, steps=6, steps_by_task={}, batch_size=8,
+    eval_every=3, eval_size=16, gradient_lag=12,
 )  # fmt: skip
 TINY_COST = cost.CostSettings(kinds=("rnn", "gru", "lstm"), input_size=4, hidden_size=8, steps=5, batch_size=2,
                               repeats=1, warmup=0)  # fmt: skip
@@ -349,11 +349,11 @@ def test_long_lag_training_is_repeatable_and_records_curves() -> None:
 
 
 def test_forget_bias_only_touches_forget_gates() -> None:
-    settings = longlag.LongLagSettings(hidden_size=4, forget_bias=2.0)
+    settings = longlag.LongLagSettings(hidden_size=4, forget_bias=2.0, init={})
     lstm = longlag.initial_model("lstm", longlag.AddingProblem(5), settings)
     assert lstm.rnn.bias_ih_l0[4:8].tolist() == [2.0] * 4 and lstm.rnn.bias_hh_l0[4:8].tolist() == [0.0] * 4
     gru = longlag.initial_model("gru", longlag.AddingProblem(5), settings)
-    plain = longlag.initial_model("gru", longlag.AddingProblem(5), longlag.LongLagSettings(hidden_size=4))
+    plain = longlag.initial_model("gru", longlag.AddingProblem(5), longlag.LongLagSettings(hidden_size=4, init={}))
     assert torch.equal(gru.rnn.bias_ih_l0, plain.rnn.bias_ih_l0)
 
 

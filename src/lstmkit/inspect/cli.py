@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -31,10 +32,17 @@ Init = Annotated[
     typer.Option(
         "--init",
         help="Initialisation per cell, KIND=CHOICE[+CHOICE],...: forget_bias:B, chrono (T_max: the sequence "
-        "length), chrono:T_MAX, orthogonal, default; e.g. lstm=chrono+orthogonal,gru=chrono. Cells not named "
-        "keep the default (LSTM forget gates biased to 1).",
+        "length), chrono:T_MAX, orthogonal, default; e.g. lstm=default,gru=chrono. Cells not named "
+        "keep their default start (chrono+orthogonal for the LSTM family, orthogonal for RNN and GRU).",
     ),
 ]
+
+Jobs = Annotated[
+    int,
+    typer.Option(min=1, help="Training runs at once, each in its own process with --threads threads (default: "
+                 "one per CPU core)."),
+]  # fmt: skip
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def parse_list(name: str, text: str, convert: type = str) -> tuple:
@@ -118,6 +126,14 @@ def _long_lag_settings(quick: bool, seed: int | None, **given: object):
 
     base = dataclasses.asdict(QUICK if quick else LongLagSettings())
     chosen = {name: value for name, value in given.items() if value is not None}
+    if "steps" in chosen:  # a budget asked for is every task's
+        chosen["steps_by_task"] = {}
+    if "lr" in chosen:  # a rate asked for is every cell's
+        chosen["lr_by_kind"] = {}
+    if "lags" in chosen:  # the lags asked for are all
+        chosen["extra_runs"] = ()
+    if "init" in chosen:  # kinds not named keep their default start
+        chosen["init"] = {**base["init"], **chosen["init"]}
     return LongLagSettings(**{**base, **chosen, **({} if seed is None else {"seed": seed})})
 
 
@@ -163,7 +179,7 @@ def gates_command(
             chosen = interesting_units(trace, count)
         features = text_features(text) if text is not None else None
         shown = [choice.unit for choice in chosen] if units else heatmap_units(trace, chosen)
-        heatmap = plot_gates(trace, out / "gates.png", units=shown)
+        heatmap = plot_gates(trace, out / "gates.png", units=shown, chosen=chosen)
         states = plot_unit_states(trace, chosen, out / "cell_states.png", features=features)
         for choice in chosen:
             console.print(f"  {choice.describe()}")
@@ -223,9 +239,10 @@ def long_lag_command(
     quick: Quick = False,
     out: Out = Path("runs/inspect"),
     threads: Threads = 1,
+    jobs: Jobs = CORES,
 ) -> None:
     """The adding problem and the copy task at several lags, each cell trained for the same budget."""
-    from .longlag import long_lag_table, run_long_lag
+    from .longlag import long_lag_table, recipe_table, run_long_lag
     from .plots import plot_learning_curves, plot_long_lag
 
     with intra_op_threads(threads), user_errors():
@@ -246,12 +263,14 @@ def long_lag_command(
                 f"  {run.task:6} lag {run.lag:4} {run.kind:9} {run.metric} {run.final:.4f} ({run.seconds:.0f} s)"
             )
 
-        runs, _ = run_long_lag(settings, progress=progress)
+        recipes = recipe_table(settings)
+        console.print(recipes, highlight=False)
+        runs, _ = run_long_lag(settings, progress=progress, jobs=jobs)
         table = long_lag_table(runs)
         console.print(table, highlight=False)
         plot_long_lag(runs, out / "long_lag.png")
         plot_learning_curves(runs, out / "long_lag_curves.png")
-        atomic_write(out / "long_lag.md", (table + "\n").encode())
+        atomic_write(out / "long_lag.md", f"{table}\n\n{recipes}\n".encode())
         document = {"settings": dataclasses.asdict(settings), "runs": [run.as_dict() for run in runs]}
         atomic_write(out / "long_lag.json", json.dumps(document, indent=1).encode())
         console.print(f"wrote {out / 'long_lag.png'}, {out / 'long_lag_curves.png'} and the table in {out}")

@@ -141,7 +141,9 @@ def compare_gradient_flow(
             model = trained[kind]
         else:
             if progress is not None:
-                progress(f"training {kind} on the adding problem, lag {task.lag}, {settings.steps} steps")
+                progress(f"training {kind} on the adding problem, lag {task.lag}, {settings.steps_for('adding')} steps")
             model, _ = train_long_lag(kind, task, settings)
-        flows.append(gradient_flow(model, task, inputs, targets, f"after {settings.steps} training steps"))
+        flows.append(
+            gradient_flow(model, task, inputs, targets, f"after {settings.steps_for('adding')} training steps")
+        )
     return flows

@@ -18,9 +18,11 @@ learning curve on a held-out batch; :func:`long_lag_table` prints what each reac
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -32,6 +34,7 @@ from ..init import GateInit, initialize
 from ..layers import Recurrent
 from ..tasks.common import CELL_KINDS, check_cell, recurrent_layer
 from ..training import TrainConfig, Trainer
+from ..training.config import SCHEDULES
 
 
 def _check_lag(lag: int, minimum: int) -> None:
@@ -179,6 +182,14 @@ class CopyMemory:
 
 LongLagTask = AddingProblem | CopyMemory
 TASK_NAMES = ("adding", "copy")
+LONG_MEMORY_INIT = {
+    "rnn": "orthogonal",
+    "gru": "orthogonal",
+    "lstm": "chrono+orthogonal",
+    "peephole": "chrono+orthogonal",
+    "layernorm": "chrono+orthogonal",
+}
+"""The default starts of :class:`LongLagSettings` (see its docstring)."""
 
 
 def make_task(name: str, lag: int, copy_length: int = 10) -> LongLagTask:
@@ -223,31 +234,39 @@ class LongLagModel(nn.Module):
 
 @dataclass
 class LongLagSettings:
-    """What :func:`run_long_lag` trains: every ``kind`` on every task and lag, ``steps`` optimiser
-    steps of ``batch_size`` fresh sequences (Adam, ``lr``, gradient norm clipped to 1), scored
-    every ``eval_every`` steps on ``eval_size`` held-out sequences. ``gradient_lag``: the adding
-    problem's lag at which :mod:`~lstmkit.inspect.gradients` measures the gradient flow.
-    ``forget_bias``: the initial bias of the forget gate of cells that have one (1, as Keras'
-    ``unit_forget_bias`` and Jozefowicz et al. 2015; 0 leaves torch's initialisation, where the
-    forget gate starts half closed); the GRU is left as torch draws it. ``init``: per kind, the
-    long-memory initialisation of :mod:`lstmkit.init` to start from instead (see
+    """What :func:`run_long_lag` trains: every ``kind`` on every task and lag (and the
+    ``extra_runs``, ``(task, lag, kind)`` triples, e.g. the longest lags for the gated cells only),
+    ``steps`` optimiser steps of ``batch_size`` fresh sequences (``steps_by_task`` overrides per
+    task: every cell of a task gets the same budget), Adam at ``lr`` (``lr_by_kind`` overrides per
+    cell kind, the rate tuned for it), gradient norm clipped to 1, scored every ``eval_every`` steps
+    on ``eval_size`` held-out sequences. ``gradient_lag``: the adding problem's lag at which
+    :mod:`~lstmkit.inspect.gradients` measures the gradient flow.
+
+    ``init``: per kind, the long-memory initialisation of :mod:`lstmkit.init` to start from (see
     :func:`init_options`: ``"chrono"``, ``"chrono:500"``, ``"forget_bias:2"``, ``"orthogonal"``,
-    ``"default"``, joined with ``+``), e.g. ``{"lstm": "chrono+orthogonal", "gru": "chrono"}``; a
-    kind named there ignores ``forget_bias``. ``copy_length``: symbols the copy task asks to
-    remember (5 of 8; Arjovsky et al. use 10, which no cell learns within a budget of minutes)."""
+    ``"default"``, joined with ``+``); by default the LSTM-family cells start chrono-initialised
+    with orthogonal recurrent blocks (Tallec & Ollivier 2018), and the RNN and GRU with orthogonal
+    recurrent weights, the best start the literature gives each. ``forget_bias``: the initial
+    forget-gate bias of LSTM-family kinds that ``init`` does not name (0 leaves torch's draw).
+    ``copy_length``: symbols the copy task asks to remember (5 of 8; Arjovsky et al. use 10, which
+    no cell learns within a budget of minutes)."""
 
     tasks: tuple[str, ...] = TASK_NAMES
     lags: tuple[int, ...] = (10, 50, 100, 200)
     kinds: tuple[str, ...] = ("rnn", "gru", "lstm", "peephole")
+    extra_runs: tuple[tuple[str, int, str], ...] = (("adding", 500, "gru"), ("adding", 500, "lstm"))
     hidden_size: int = 64
     steps: int = 1500
+    steps_by_task: dict[str, int] = field(default_factory=lambda: {"copy": 6000})
     batch_size: int = 32
     lr: float = 1e-2
+    lr_by_kind: dict[str, float] = field(default_factory=dict)
+    schedule: str = "constant"
     eval_every: int = 100
     eval_size: int = 256
     gradient_lag: int = 100
     forget_bias: float = 1.0
-    init: dict[str, str] = field(default_factory=dict)
+    init: dict[str, str] = field(default_factory=lambda: dict(LONG_MEMORY_INIT))
     copy_length: int = 5
     seed: int = 0
 
@@ -264,11 +283,39 @@ class LongLagSettings:
         for name in ("hidden_size", "steps", "batch_size", "eval_every", "eval_size", "copy_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for task, steps in self.steps_by_task.items():
+            make_task(task, 10)
+            if steps < 1:
+                raise ValueError(f"steps_by_task[{task!r}] must be at least 1, got {steps}")
+        for kind, lr in {"": self.lr, **self.lr_by_kind}.items():
+            if kind:
+                check_cell(kind)
+            if not lr > 0:
+                raise ValueError(f"lr{f'_by_kind[{kind!r}]' if kind else ''} must be positive, got {lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: expected one of {SCHEDULES}")
+        for task, lag, kind in self.extra_runs:
+            make_task(task, 10)
+            _check_lag(lag, 2)
+            check_cell(kind)
         for kind, spec in self.init.items():
             check_cell(kind)
             GateInit(**init_options(spec, steps=10)).check(CELL_KINDS[kind](1, 1))
+
+    def steps_for(self, task: str) -> int:
+        """The optimiser steps every cell gets on ``task``."""
+        return self.steps_by_task.get(task, self.steps)
+
+    def lr_for(self, kind: str) -> float:
+        """Adam's learning rate for cell ``kind``."""
+        return self.lr_by_kind.get(kind, self.lr)
+
+    def grid(self) -> list[tuple[str, int, str]]:
+        """Every ``(task, lag, kind)`` run: the full grid in task, lag, kind order, then the
+        ``extra_runs`` of its tasks and kinds not in it, each task's after its own."""
+        runs = [(task, lag, kind) for task in self.tasks for lag in self.lags for kind in self.kinds]
+        extra = [run for run in self.extra_runs if run not in runs and run[0] in self.tasks and run[2] in self.kinds]
+        return sorted(runs + extra, key=lambda run: (self.tasks.index(run[0]), run[1]))
 
 
 def init_options(spec: str, steps: int) -> dict[str, object]:
@@ -304,7 +351,9 @@ def init_options(spec: str, steps: int) -> dict[str, object]:
     return options
 
 
-QUICK = LongLagSettings(lags=(10, 50, 100), kinds=("rnn", "gru", "lstm"), steps=600, eval_every=50)
+QUICK = LongLagSettings(
+    lags=(10, 50, 100), kinds=("rnn", "gru", "lstm"), extra_runs=(), steps=600, steps_by_task={}, eval_every=50
+)
 """The ``--quick`` budget: about a minute and a half on one core."""
 
 
@@ -376,7 +425,8 @@ def train_long_lag(kind: str, task: LongLagTask, settings: LongLagSettings) -> t
     started = time.perf_counter()
     model = initial_model(kind, task, settings)
     generator = torch.Generator().manual_seed(stream_seed(settings.seed, "train", task))
-    inputs, targets = task.generate(settings.steps * settings.batch_size, generator)
+    steps = settings.steps_for(task.name)
+    inputs, targets = task.generate(steps * settings.batch_size, generator)
     eval_inputs, eval_targets = held_out(task, settings)
     run = LongLagRun(task.name, task.lag, kind, task.metric, task.chance)
 
@@ -396,9 +446,10 @@ def train_long_lag(kind: str, task: LongLagTask, settings: LongLagSettings) -> t
 
     config = TrainConfig(
         epochs=1,
-        max_steps=settings.steps,
+        max_steps=steps,
         batch_size=settings.batch_size,
-        lr=settings.lr,
+        lr=settings.lr_for(kind),
+        schedule=settings.schedule,
         eval_every=settings.eval_every,
         log_every=settings.eval_every,
         seed=settings.seed,
@@ -424,32 +475,80 @@ def train_long_lag(kind: str, task: LongLagTask, settings: LongLagSettings) -> t
     return model.eval(), run
 
 
+def _train_in_worker(
+    kind: str, task: LongLagTask, settings: LongLagSettings, threads: int
+) -> tuple[dict[str, Tensor], LongLagRun]:
+    """:func:`train_long_lag` in a worker process; the trained weights travel back as a state dict."""
+    torch.set_num_threads(threads)
+    model, run = train_long_lag(kind, task, settings)
+    return model.state_dict(), run
+
+
 def run_long_lag(
     settings: LongLagSettings,
     *,
     keep: Callable[[LongLagRun], bool] = lambda run: False,
     progress: Callable[[LongLagRun], None] | None = None,
+    jobs: int = 1,
 ) -> tuple[list[LongLagRun], dict[tuple[str, int, str], LongLagModel]]:
-    """Train every kind on every task and lag of ``settings``. Returns the runs (task, lag, kind
-    order) and the trained models of the runs ``keep`` selects, keyed by ``(task, lag, kind)``;
-    ``progress`` is called after each run."""
+    """Train every run of ``settings.grid()``, ``jobs`` at a time in worker processes (each with
+    this process's number of intra-op threads; every run seeds itself, so the results do not
+    depend on ``jobs``). Returns the runs (grid order) and the trained models of the runs ``keep``
+    selects, keyed by ``(task, lag, kind)``; ``progress`` is called after each run, in grid order."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    grid = [(kind, make_task(task, lag, settings.copy_length)) for task, lag, kind in settings.grid()]
     runs: list[LongLagRun] = []
     models: dict[tuple[str, int, str], LongLagModel] = {}
-    for task_name in settings.tasks:
-        for lag in settings.lags:
-            task = make_task(task_name, lag, settings.copy_length)
-            for kind in settings.kinds:
-                model, run = train_long_lag(kind, task, settings)
-                runs.append(run)
-                if keep(run):
-                    models[(task_name, lag, kind)] = model
-                if progress is not None:
-                    progress(run)
+
+    def record(kind: str, task: LongLagTask, model: LongLagModel, run: LongLagRun) -> None:
+        runs.append(run)
+        if keep(run):
+            models[(task.name, task.lag, kind)] = model
+        if progress is not None:
+            progress(run)
+
+    if jobs == 1:
+        for kind, task in grid:
+            record(kind, task, *train_long_lag(kind, task, settings))
+        return runs, models
+    context = multiprocessing.get_context("spawn")  # a fork would copy this process's thread pools
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        threads = torch.get_num_threads()
+        futures = [pool.submit(_train_in_worker, kind, task, settings, threads) for kind, task in grid]
+        for (kind, task), future in zip(grid, futures, strict=True):
+            state, run = future.result()
+            model = initial_model(kind, task, settings)
+            model.load_state_dict(state)
+            record(kind, task, model.eval(), run)
     return runs, models
 
 
 def _format(metric: str, value: float) -> str:
     return f"{value:.1%}" if metric == "accuracy" else f"{value:.4f}"
+
+
+def recipe_table(settings: LongLagSettings) -> str:
+    """A Markdown table of how each cell of ``settings`` is trained: its start and learning rate,
+    then every task's budget.
+
+    >>> print(recipe_table(LongLagSettings(kinds=("rnn", "lstm"), tasks=("adding",), lr_by_kind={"rnn": 3e-3})))
+    | cell | initialisation | Adam's learning rate |
+    |---|---|---|
+    | rnn | orthogonal | 0.003 |
+    | lstm | chrono+orthogonal | 0.01 |
+    <BLANKLINE>
+    Every cell: 64 units, batches of 32 fresh sequences, gradient norm clipped to 1; adding: 1500 steps.
+    """
+    lines = ["| cell | initialisation | Adam's learning rate |", "|---|---|---|"]
+    for kind in settings.kinds:
+        biased = settings.forget_bias and CELL_KINDS[kind](1, 1).forget_gate == "f"  # as initial_model does
+        start = settings.init.get(kind) or (f"forget_bias:{settings.forget_bias:g}" if biased else "default")
+        lines.append(f"| {kind} | {start} | {settings.lr_for(kind):g} |")
+    budgets = "; ".join(f"{task}: {settings.steps_for(task)} steps" for task in settings.tasks)
+    lines += ["", f"Every cell: {settings.hidden_size} units, batches of {settings.batch_size} fresh sequences, "
+              f"gradient norm clipped to 1; {budgets}."]  # fmt: skip
+    return "\n".join(lines)
 
 
 def long_lag_table(runs: Sequence[LongLagRun]) -> str:
