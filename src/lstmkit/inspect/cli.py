@@ -323,10 +323,12 @@ def report_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every training run.")] = 0,
     threads: Threads = 1,
+    jobs: Jobs = CORES,
 ) -> None:
     """Everything above in one self-contained HTML page (OUT/report.html), plus the PNGs and tables."""
     from .report import ReportSettings, build_report
 
     with intra_op_threads(threads), user_errors():
         text = None if text is None else unescape(text)
-        build_report(out, ReportSettings(quick=quick, checkpoint=checkpoint, text=text, seed=seed), log=console.print)
+        settings = ReportSettings(quick=quick, checkpoint=checkpoint, text=text, seed=seed, jobs=jobs)
+        build_report(out, settings, log=console.print)
