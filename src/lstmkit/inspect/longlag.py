@@ -257,7 +257,7 @@ class LongLagSettings:
     extra_runs: tuple[tuple[str, int, str], ...] = (("adding", 500, "gru"), ("adding", 500, "lstm"))
     hidden_size: int = 64
     steps: int = 1500
-    steps_by_task: dict[str, int] = field(default_factory=lambda: {"copy": 6000})
+    steps_by_task: dict[str, int] = field(default_factory=lambda: {"copy": 10000})
     batch_size: int = 32
     lr: float = 1e-2
     lr_by_kind: dict[str, float] = field(default_factory=dict)
