@@ -4,6 +4,7 @@
 
 #include "bf16_gemm.h"
 #include "entry.h"
+#include "loop.h"
 
 namespace lstmkit {
 namespace {
@@ -58,6 +59,45 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_state"), py::arg("x"), py::arg("params"), py::arg("saved"), py::arg("valid"),
         py::arg("recurrent_mask"), py::arg("zoneout"), py::arg("zoneout_rate"), py::arg("reverse"),
         py::arg("carry_output"), py::arg("eps"), py::arg("needs"));
+  m.def("lstm_int8", &lstm_int8_forward, "int8 inference of one plain LSTM layer direction (int8_gemm.h)",
+        py::arg("x"), py::arg("weight_ih"), py::arg("scale_ih"), py::arg("weight_hh"), py::arg("scale_hh"),
+        py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("reverse"));
+  m.def(
+      "int8_linear",
+      [](const at::Tensor& a, const at::Tensor& w, const at::Tensor& scale, const OptTensor& bias) {
+        TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat && a.dim() == 2 && a.stride(1) == 1,
+                         "expected float32 (rows, k) with contiguous rows");
+        const at::Tensor b = bias ? bias->to(at::kFloat).contiguous() : at::Tensor();
+        at::Tensor c = at::empty({a.size(0), w.size(0)}, a.options());
+        QuantizedWeight(w, scale, a.size(0))
+            .run(c.data_ptr<float>(), a.data_ptr<float>(), a.stride(0), a.size(0), false,
+                 bias ? b.data_ptr<float>() : nullptr);
+        return c;
+      },
+      "dequant(q(a) W^T) [+ bias] on int8_gemm.h's kernel, a quantized per row (tests)", py::arg("a"),
+      py::arg("weight"), py::arg("scale"), py::arg("bias"));
+  m.def(
+      "int8_sums",
+      [](const at::Tensor& a8, const at::Tensor& w) {
+        return QuantizedWeight(w, at::ones({w.size(0)}, at::kFloat), 0).sums(a8);
+      },
+      "the kernel's raw int32 sums a8 W^T, a8 uint8 (rows, k), W int8 (n, k) (tests)", py::arg("a8"),
+      py::arg("weight"));
+  m.def(
+      "int8_quantize_rows",
+      [](const at::Tensor& a) {
+        TORCH_CHECK_VALUE(int8::available(), "the int8 kernel needs a CPU with AVX512-VNNI");
+        TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat && a.dim() == 2 && a.is_contiguous(),
+                         "expected contiguous float32 (rows, k)");
+        at::Tensor q = at::empty(a.sizes(), a.options().dtype(at::kByte));
+        at::Tensor scales = at::empty({a.size(0)}, a.options());
+        for (int64_t r = 0; r < a.size(0); ++r)
+          scales.data_ptr<float>()[r] =
+              int8::quantize_row(a.data_ptr<float>() + r * a.size(1), a.size(1), q.data_ptr<uint8_t>() + r * a.size(1));
+        return std::make_tuple(q, scales);
+      },
+      "each row's shifted bytes round(a * 127 / max|a|) + 128 and scale max|a| / 127 (tests)", py::arg("a"));
+  m.attr("avx512_vnni") = int8::available();  // int8 layers' products run int8_gemm.h's kernel
   py::list names;
   for (const Kernel& k : kKernels) names.append(k.name);
   m.attr("kernels") = names;

@@ -71,6 +71,10 @@ std::vector<at::Tensor> gru_forward(const SequenceArgs& a);
 std::vector<at::Tensor> gru_backward(const SequenceArgs& a);
 std::vector<at::Tensor> gru_reset_before_forward(const SequenceArgs& a);
 std::vector<at::Tensor> gru_reset_before_backward(const SequenceArgs& a);
+// int8 inference of a plain LSTM on int8_gemm.h's kernel (lstm.cpp): {output, h_n, c_n}.
+std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
+                                          const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias,
+                                          const at::Tensor& h0, const at::Tensor& c0, bool reverse);
 
 // ---------------------------------------------------------------------------------------------
 // Vectorised activations.

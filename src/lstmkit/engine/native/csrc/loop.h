@@ -20,6 +20,7 @@
 
 #include "bf16_gemm.h"
 #include "common.h"
+#include "int8_gemm.h"
 
 namespace lstmkit {
 
@@ -215,6 +216,87 @@ class OneDnnWeight {
 
  private:
   at::Tensor w16_, a16_, c16_;
+};
+
+// An int8 weight W (n, k) with one float32 scale per row (lstmkit.quantize_int8's), for int8_gemm.h's
+// kernel: packed once in slabs (n/64, k/4, 64, 4), its columns' compensation, and scratch for up to
+// `batch` rows of the other operand quantized (shifted bytes, a scale per row), so that a step
+// allocates nothing. Only where int8::available().
+class QuantizedWeight {
+ public:
+  QuantizedWeight(const at::Tensor& w, const at::Tensor& scale, int64_t batch)
+      : n_(w.size(0)), k_(w.size(1)), groups_((k_ + int8::kGroup - 1) / int8::kGroup) {
+    TORCH_CHECK_VALUE(int8::available(), "the int8 kernel needs a CPU with AVX512-VNNI (and LSTMKIT_INT8_KERNEL != 0)");
+    TORCH_CHECK_TYPE(w.scalar_type() == at::kChar && w.dim() == 2, "expected an int8 (n, k) weight, got ", w.scalar_type());
+    TORCH_CHECK_VALUE(scale.numel() == n_, "expected one scale per row of the weight (", n_, "), got ", scale.numel());
+    const int64_t slabs = (n_ + int8::kColumns - 1) / int8::kColumns, width = int8::kGroup * groups_;
+    at::Tensor wk = at::zeros({slabs * int8::kColumns, width}, w.options());
+    wk.narrow(0, 0, n_).narrow(1, 0, k_).copy_(w);
+    packed_ = wk.view({slabs, int8::kColumns, groups_, int8::kGroup}).permute({0, 2, 1, 3}).contiguous();
+    compensation_ = at::sum(w, {1}, false, at::kInt).mul_(int8::kShift);
+    scale_ = scale.to(at::kFloat).reshape({n_}).contiguous();
+    a8_ = at::zeros({batch, width}, w.options().dtype(at::kByte));  // the padding columns meet W's zeros
+    a_scale_ = at::empty({batch}, w.options().dtype(at::kFloat));
+  }
+
+  // c (+)= dequant(q(a) W^T) [+ bias] for `rows` rows: a (row stride lda), c (row stride n), bias (n)
+  // or nullptr. Many rows are shared out among the threads by rows; few by W's slabs, at least
+  // kMinMacs multiply-adds a thread (waking a thread costs a few microseconds: the time of ~1M int8
+  // multiply-adds).
+  void run(float* c, const float* a, int64_t lda, int64_t rows, bool accumulate, const float* bias) const {
+    constexpr int64_t kRowsPerThread = 64, kMinMacs = int64_t{1} << 20;
+    const int64_t ld8 = a8_.size(1), slabs = (n_ + int8::kColumns - 1) / int8::kColumns;
+    TORCH_CHECK_VALUE(rows <= a8_.size(0), "more rows (", rows, ") than the weight's scratch holds");
+    uint8_t* a8 = a8_.data_ptr<uint8_t>();
+    float* a_scale = a_scale_.data_ptr<float>();
+    int8::Output out;
+    out.c = c;
+    out.ldc = n_;
+    out.accumulate = accumulate;
+    out.row_scale = a_scale;
+    out.column_scale = scale_.data_ptr<float>();
+    out.compensation = compensation_.data_ptr<int32_t>();
+    out.bias = bias;
+    const int8_t* wp = packed_.data_ptr<int8_t>();
+    const auto quantize = [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) a_scale[r] = int8::quantize_row(a + r * lda, k_, a8 + r * ld8);
+    };
+    const auto part = [&](int64_t r0, int64_t r1, int64_t s0, int64_t s1) {
+      int8::gemm(r0, r1, n_, groups_, a8, ld8, wp, out, s0, s1);
+    };
+    if (rows >= 2 * kRowsPerThread) {
+      at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
+        quantize(r0, r1);
+        part(r0, r1, 0, slabs);
+      });
+    } else {
+      quantize(0, rows);
+      const int64_t per_slab = std::max<int64_t>(1, rows * k_ * int8::kColumns);
+      at::parallel_for(0, slabs, std::max<int64_t>(1, kMinMacs / per_slab),
+                       [&](int64_t s0, int64_t s1) { part(0, rows, s0, s1); });
+    }
+  }
+
+  // The raw int32 sums a8 W^T of shifted bytes a8 (rows, k), without the compensation: the kernel's
+  // integer arithmetic alone, for tests.
+  at::Tensor sums(const at::Tensor& a8) const {
+    TORCH_CHECK_TYPE(a8.scalar_type() == at::kByte && a8.dim() == 2 && a8.size(1) == k_, "expected uint8 (rows, ",
+                     k_, ")");
+    const int64_t rows = a8.size(0), slabs = (n_ + int8::kColumns - 1) / int8::kColumns;
+    at::Tensor padded = at::zeros({rows, a8_.size(1)}, a8.options());
+    padded.narrow(1, 0, k_).copy_(a8);
+    at::Tensor result = at::empty({rows, n_}, a8.options().dtype(at::kInt));
+    int8::Output out;
+    out.ldc = n_;
+    out.sums = result.data_ptr<int32_t>();
+    int8::gemm(0, rows, n_, groups_, padded.data_ptr<uint8_t>(), padded.size(1), packed_.data_ptr<int8_t>(), out, 0,
+               slabs);
+    return result;
+  }
+
+ private:
+  int64_t n_, k_, groups_;
+  at::Tensor packed_, compensation_, scale_, a8_, a_scale_;
 };
 
 // A weight every step multiplies by, out = a W [+ bias] with W (k, n), for up to `rows` rows: under

@@ -296,6 +296,49 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
 
 }  // namespace
 
+// int8 inference of a plain LSTM (lstmkit.quantize_int8's layers, no gradient): both products on
+// int8_gemm.h's kernel, x W_ih^T for all steps at once and h_{t-1} W_hh^T at each step, each operand
+// quantized row by row as it comes; the gates, c and h in float32 (forward_step). Weights int8 (4H, I)
+// and (4H, H) with one scale per row, bias: b_ih + b_hh (4H) or none. Returns {output, h_n, c_n}.
+std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
+                                          const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias,
+                                          const at::Tensor& h0, const at::Tensor& c0, bool reverse) {
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) > 0, "x must be (T, B, I) with T > 0");
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(-1);
+  check_same(x, "x", x, {T, B, I});
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "int8 inference takes float32 input, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) == 4 * H && w_ih.size(1) == I, "weight_ih must be (4H, I)");
+  TORCH_CHECK_VALUE(w_hh.dim() == 2 && w_hh.size(0) == 4 * H && w_hh.size(1) == H, "weight_hh must be (4H, H)");
+  check_same(h0, "h0", x, {B, H});
+  check_same(c0, "c0", x, {B, H});
+  if (bias) check_same(*bias, "bias", x, {4 * H});
+  c10::NoGradGuard no_grad;
+  at::Tensor gates = at::empty({T, B, 4 * H}, x.options());
+  QuantizedWeight(w_ih, scale_ih, T * B)
+      .run(gates.data_ptr<float>(), x.data_ptr<float>(), I, T * B, false, bias ? bias->data_ptr<float>() : nullptr);
+  const QuantizedWeight recurrent(w_hh, scale_hh, B);
+  at::Tensor output = at::empty({T, B, H}, x.options());
+  at::Tensor cells = at::empty({2, B, H}, x.options());  // c entering and leaving a step, in turn
+  cells[0].copy_(c0);
+  float* out = output.data_ptr<float>();
+  for (int64_t k = 0; k < T; ++k) {
+    const int64_t t = time_of(k, T, reverse);
+    const float* h_old = k == 0 ? h0.data_ptr<float>() : out + time_of(k - 1, T, reverse) * B * H;
+    float* g = gates.data_ptr<float>() + t * B * 4 * H;
+    recurrent.run(g, h_old, H, B, /*accumulate=*/true, nullptr);  // gates[t] += h_{t-1} W_hh^T
+    ForwardRows<float> p{};
+    p.B = B;
+    p.R = p.H = p.hs = H;
+    p.h_old = p.h_gemm = h_old;
+    p.h_new = p.out = out + t * B * H;  // the output is the h history
+    p.c_old = cells.data_ptr<float>() + (k % 2) * B * H;
+    p.c_new = cells.data_ptr<float>() + ((k + 1) % 2) * B * H;
+    forward_step(p, g, static_cast<const float*>(nullptr), Peepholes<float>{}, /*store=*/false,
+                 static_cast<float*>(nullptr));
+  }
+  return {output, output.select(0, time_of(T - 1, T, reverse)).clone(), cells[T % 2].clone()};
+}
+
 std::vector<at::Tensor> lstm_forward(const SequenceArgs& a) { return forward(a, Variant::kPlain); }
 std::vector<at::Tensor> lstm_backward(const SequenceArgs& a) { return backward(a, Variant::kPlain); }
 std::vector<at::Tensor> lstm_projection_forward(const SequenceArgs& a) { return forward(a, Variant::kProjection); }
