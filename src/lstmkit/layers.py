@@ -20,7 +20,8 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
-from .engine import choose_layer, fused_torch, resolve_engine, run_sequence
+from .engine import choose_layer, fused_torch, int8_vnni, resolve_engine, run_sequence
+from .engine.dispatch import choose_int8
 from .engine.precision import Int8Weight, bf16_gemms, bf16_gemms_active, bf16_hardware, cast_floats
 from .validation import ArgumentError, ShapeError, check_lengths, check_mask, check_tensor
 
@@ -298,15 +299,17 @@ class Recurrent(nn.Module):
 
     def _forward(self, input, hx, lengths, mask, return_gates):
         x, lengths, initial, valid, batched, batch_first, packed = self._prepare(input, hx, lengths, mask)
-        chosen = choose_layer(
-            self, x, masked=mask is not None, traced=return_gates, lengths=lengths, initial=initial
-        )
-        if chosen is not None:
+        call = {"masked": mask is not None, "traced": return_gates, "lengths": lengths, "initial": initial}
+        int8 = choose_int8(self, x, **call)
+        chosen = None if int8 else choose_layer(self, x, **call)
+        traces: dict[str, dict[str, Tensor]] = {}
+        if int8 is not None:
+            output, states = int8_vnni.run_layers(self, x, initial)
+        elif chosen is not None:
             # under bfloat16 GEMMs torch's kernels run as torch.nn's do under autocast (their bfloat16
             # results are cast once, by forward)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_gemms_active()):
                 output, states = fused_torch.run_layers(self, x, initial, lengths)
-            traces: dict[str, dict[str, Tensor]] = {}
         else:
             output, states, traces = self._run_cells(x, initial, valid, mask is not None, return_gates)
             traces = {

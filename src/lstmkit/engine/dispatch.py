@@ -1,9 +1,10 @@
 """The one place that decides which engine runs a call, and :func:`explain`, which says so.
 
-Two decisions, in this order (see :mod:`lstmkit.engine` for the engines):
+Three decisions, in this order (see :mod:`lstmkit.engine` for the engines):
 
-1. :func:`choose_layer`: whether a whole stack runs on torch's fused kernels (``torch._VF``);
-2. else :func:`choose_cell`, per layer and direction: native, fused or reference.
+1. :func:`choose_int8`: whether a layer with int8 weights runs on integer products (:mod:`.int8_vnni`);
+2. :func:`choose_layer`: whether a whole stack runs on torch's fused kernels (``torch._VF``);
+3. else :func:`choose_cell`, per layer and direction: native, fused or reference.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from ..cells import Cell, State
-from . import fused_torch, native, python_fused
+from . import fused_torch, int8_vnni, native, python_fused
 from .kernels import kernel_of
 from .native.build import unavailable_reason
 from .precision import bf16_gemms, cast_floats
@@ -47,6 +48,27 @@ def resolve_engine(engine: str | None = None) -> str:
     if engine not in ENGINES:
         raise ValueError(f"unknown {source} {engine!r}: expected one of {ENGINES}")
     return engine
+
+
+def int8_refusal(
+    layer: Recurrent, x: Tensor, *, masked: bool, traced: bool, lengths: Tensor | None, initial: State | None
+) -> str | None:
+    """Why a call of ``layer`` (int8 weights) does not run on the int8 kernel, ``None`` when it does."""
+    engine = resolve_engine(layer.engine)
+    if engine not in ("auto", "native"):
+        return f"engine={engine!r} was asked for"
+    return int8_vnni.why_not(layer, x, masked=masked, traced=traced, lengths=lengths, initial=initial)
+
+
+def choose_int8(
+    layer: Recurrent, x: Tensor, *, masked: bool, traced: bool, lengths: Tensor | None, initial: State | None
+) -> Choice | None:
+    """``Choice("native", ...)`` when ``layer`` has int8 weights (:func:`lstmkit.quantize_int8`) and runs
+    this call on integer products (:func:`lstmkit.engine.int8_vnni.run_layers`), else ``None``."""
+    call = {"masked": masked, "traced": traced, "lengths": lengths, "initial": initial}
+    if not layer._int8_weights() or int8_refusal(layer, x, **call) is not None:
+        return None
+    return Choice("native", f"int8 weights: integer products on AVX512-VNNI (kernel {int8_vnni.KERNEL!r})")
 
 
 def choose_layer(
@@ -126,12 +148,15 @@ def explain(
     with torch.autocast(data.device.type, enabled=False), bf16_gemms(bf16):
         input, hx = cast_floats(input, compute), cast_floats(hx, compute)
         x, lengths_tensor, initial = layer._prepare(input, hx, lengths, mask)[:3]
-        chosen = choose_layer(
-            layer, x, masked=mask is not None, traced=return_gates, lengths=lengths_tensor, initial=initial
-        )
+        call = {"masked": mask is not None, "traced": return_gates, "lengths": lengths_tensor, "initial": initial}
+        int8 = choose_int8(layer, x, **call)
+        if int8 is not None:
+            return int8
+        chosen = choose_layer(layer, x, **call)
         choice = chosen or choose_cell(layer._cells[0], x, engine=layer.engine, trace=return_gates)
+        dequantized = f"; int8 weights dequantized ({int8_refusal(layer, x, **call)})" if layer._int8_weights() else ""
     if bf16 and choice.engine == "native":
-        return Choice("native", choice.reason + "; GEMMs on bfloat16 operands where they pay")
+        return Choice("native", choice.reason + "; GEMMs on bfloat16 operands where they pay" + dequantized)
     if bf16 and choice.engine == "torch":
-        return Choice("torch", choice.reason + "; under bfloat16 autocast, as torch.nn")
-    return choice
+        return Choice("torch", choice.reason + "; under bfloat16 autocast, as torch.nn" + dequantized)
+    return Choice(choice.engine, choice.reason + dequantized)

@@ -1,0 +1,241 @@
+"""int8 inference on integer products (``csrc/int8_gemm.h``, :mod:`lstmkit.engine.int8_vnni`).
+
+* the kernel's int32 sums equal an integer product exactly, on shapes whose k and n are not
+  multiples of 4 or 64, one row included; the rows' quantization equals its definition bit for bit;
+  the dequantized product equals the integer product scaled back;
+* a plain LSTM from ``lstmkit.quantize_int8`` under ``torch.no_grad`` runs the int8 loop (``explain``
+  says so): outputs and states within 1e-2 of the float32 layer on unit-scale input, close to the
+  dequantizing path, and within rounding of a torch reference that quantizes the same way;
+* the dequantizing path keeps ``lengths=``, ``mask=``, ``return_gates=``, other cells, calls that
+  may need a gradient, and CPUs without AVX512-VNNI (``LSTMKIT_INT8_KERNEL=0`` in a fresh process).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import lstmkit
+from lstmkit.engine.int8_vnni import vnni_kernel
+from lstmkit.engine.native.build import load_extension
+
+pytestmark = pytest.mark.skipif(not vnni_kernel(), reason="the int8 kernel needs AVX512-VNNI and the native engine")
+
+INT8 = "integer products on AVX512-VNNI"
+
+
+def native():
+    module = load_extension()
+    assert module is not None
+    return module
+
+
+# m x k x n: one row, k and n off the groups of 4 and the slabs of 64, k = 1, a block's tail rows
+SHAPES = [(1, 1, 1), (1, 5, 3), (1, 128, 512), (3, 7, 65), (4, 64, 64), (5, 513, 47), (17, 130, 200), (64, 256, 1024)]
+
+
+@pytest.mark.parametrize(("m", "k", "n"), SHAPES)
+def test_kernel_sums_equal_the_integer_product(m: int, k: int, n: int) -> None:
+    generator = torch.Generator().manual_seed(m * 1000 + k + n)
+    a8 = torch.randint(0, 256, (m, k), dtype=torch.uint8, generator=generator)
+    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=generator)
+    a8[0, 0], w[0, 0] = 255, -128  # the extremes
+    got = native().int8_sums(a8, w)
+    assert got.dtype == torch.int32 and got.shape == (m, n)
+    assert torch.equal(got.long(), a8.long() @ w.long().T)
+
+
+def quantize_rows(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition: q = round(a * 127 / max|a|) per row (half to even), scale max|a| / 127, a row
+    of zeros all zeros with scale 0."""
+    largest = a.abs().amax(dim=1)
+    inverse = torch.where(largest > 0, 127 / largest, torch.zeros_like(largest))
+    return torch.round(a * inverse[:, None]), largest / 127
+
+
+def test_quantized_rows_follow_the_definition_bit_for_bit() -> None:
+    a = torch.randn(37, 100)
+    a[3] = 0
+    a[5, :7] = torch.tensor([0.5, -0.5, 1.5, 2.5, -2.5, 127.0, -127.0])  # ties: half to even
+    shifted, scale = native().int8_quantize_rows(a)
+    want, want_scale = quantize_rows(a)
+    assert torch.equal(shifted.int() - 128, want.int())
+    assert torch.equal(scale, want_scale)
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 64, 256), (6, 33, 70), (200, 96, 512)])  # 200 rows: row threads
+def test_dequantized_product_is_the_integer_product_scaled_back(m: int, k: int, n: int) -> None:
+    torch.manual_seed(k)
+    a = torch.randn(m, k)
+    w = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    w_scale, bias = torch.rand(n) / 100, torch.randn(n)
+    q, scale = quantize_rows(a)
+    want = (q.double() @ w.double().T) * scale.double()[:, None] * w_scale.double() + bias.double()
+    for b in (bias, None):
+        got = native().int8_linear(a, w, w_scale, b)
+        expected = want if b is not None else want - bias.double()
+        torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-5)
+
+
+def lstm_pair(**kwargs) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(16, 32, **kwargs).eval()
+    return layer, lstmkit.quantize_int8(layer)
+
+
+LAYOUTS = {
+    "one": {},
+    "two-bidirectional": {"num_layers": 2, "bidirectional": True},
+    "no-bias-batch-first": {"bias": False, "batch_first": True},
+    "sum-merge": {"bidirectional": True, "merge_mode": "sum"},
+}
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_int8_lstm_within_1e_2_of_float32_and_close_to_dequantizing(name: str) -> None:
+    layer, small = lstm_pair(**LAYOUTS[name])
+    x = torch.randn(5, 12, 16) if small.batch_first else torch.randn(12, 5, 16)
+    layers = small.num_layers * small.num_directions
+    hx = (torch.randn(layers, 5, 32) / 2, torch.randn(layers, 5, 32) / 2)
+    lengths = torch.full((5,), 12)
+    with torch.no_grad():
+        assert INT8 in lstmkit.engine.explain(small, x).reason
+        for state in (None, hx):
+            out, (h_n, c_n) = small(x, state)
+            want, (want_h, want_c) = layer(x, state)
+            dequantized, (deq_h, deq_c) = small(x, state, lengths=lengths)  # today's path, same values
+            assert out.dtype == torch.float32 and out.shape == want.shape
+            for got, float32, other in ((out, want, dequantized), (h_n, want_h, deq_h), (c_n, want_c, deq_c)):
+                assert (got - float32).abs().max() <= 1e-2
+                assert (got - other).abs().max() <= 1e-2
+            assert not torch.equal(out, dequantized)  # the integer path ran, not the dequantized one
+
+
+def reference_int8_lstm(small: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer, zero state: the int8 loop's arithmetic written with torch, products as float64 sums
+    of the integers (exact), the rest float32."""
+
+    def product(a: torch.Tensor, name: str) -> torch.Tensor:
+        weights = small.parametrizations[name]
+        q, scale = quantize_rows(a)
+        sums = q.double() @ weights.original0.double().T
+        return (sums * scale.double()[:, None] * weights.original1.double().T).float()
+
+    steps, batch, _ = x.shape
+    hidden = small.hidden_size
+    gates_x = product(x.reshape(steps * batch, -1), "weight_ih_l0").view(steps, batch, -1)
+    gates_x = gates_x + (small.bias_ih_l0 + small.bias_hh_l0)
+    h, c, outputs = torch.zeros(batch, hidden), torch.zeros(batch, hidden), []
+    for t in range(steps):
+        i, f, g, o = (gates_x[t] + product(h, "weight_hh_l0")).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outputs.append(h)
+    return torch.stack(outputs), h, c
+
+
+def test_int8_lstm_computes_what_its_definition_says() -> None:
+    """Against the torch reference of the same quantization, within 1e-4: each quantized value may
+    differ by one where the kernel's float32 h and the reference's sit on either side of a rounding
+    tie (the activations differ in the last bits), which moves a product by at most a row's scale
+    times a weight, about 1e-3 at worst and far rarer than every step."""
+    layer, small = lstm_pair()
+    x = torch.randn(20, 6, 16)
+    with torch.no_grad():
+        out, (h_n, c_n) = small(x)
+        want, want_h, want_c = reference_int8_lstm(small, x)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-4)
+    torch.testing.assert_close(h_n[0], want_h, rtol=0, atol=1e-4)
+    torch.testing.assert_close(c_n[0], want_c, rtol=0, atol=1e-4)
+
+
+def test_reverse_direction_and_unbatched_input() -> None:
+    layer, small = lstm_pair(bidirectional=True)
+    x = torch.randn(9, 16)  # one unbatched sequence
+    with torch.no_grad():
+        out, (h_n, _) = small(x)
+        want, (want_h, _) = layer(x)
+        batched = small(x.unsqueeze(1))[0].squeeze(1)
+    assert out.shape == (9, 64) and h_n.shape == (2, 32)
+    assert (out - want).abs().max() <= 1e-2 and (h_n - want_h).abs().max() <= 1e-2
+    torch.testing.assert_close(out, batched, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("call", "why"),
+    [
+        ({"lengths": [12, 3, 7]}, "lengths= run on the dequantized weights"),
+        ({"mask": torch.ones(12, 3, dtype=torch.bool)}, "mask= run on the dequantized weights"),
+        ({"return_gates": True}, "return_gates= run on the dequantized weights"),
+    ],
+)
+def test_options_the_int8_loop_lacks_fall_back_to_dequantizing(call: dict, why: str) -> None:
+    layer, small = lstm_pair()
+    x = torch.randn(12, 3, 16)
+    with torch.no_grad():
+        reason = lstmkit.engine.explain(small, x, **call).reason
+        assert f"int8 weights dequantized ({why})" in reason and INT8 not in reason
+        got, want = small(x, **call)[0], layer(x, **call)[0]
+    assert (got - want).abs().max() <= 1e-2
+
+
+def test_calls_that_may_need_a_gradient_and_other_cells_fall_back() -> None:
+    layer, small = lstm_pair()
+    x = torch.randn(8, 3, 16, requires_grad=True)
+    assert "a gradient may be asked for" in lstmkit.engine.explain(small, x).reason
+    small(x)[0].sum().backward()  # the dequantizing path's gradient reaches the input
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert "a gradient" not in lstmkit.engine.explain(small, x).reason
+    gru = lstmkit.quantize_int8(lstmkit.GRU(16, 32).eval())
+    projected = lstmkit.quantize_int8(lstmkit.LSTM(16, 32, proj_size=8).eval())
+    with torch.no_grad():
+        for model in (gru, projected):
+            assert "only the plain LSTM has an int8 kernel" in lstmkit.engine.explain(model, x).reason
+    reference = lstmkit.quantize_int8(lstmkit.LSTM(16, 32, engine="reference").eval())
+    with torch.no_grad():
+        assert "engine='reference' was asked for" in lstmkit.engine.explain(reference, x).reason
+
+
+def test_the_native_entry_refuses_bad_arguments() -> None:
+    _, small = lstm_pair()
+    w_ih, w_hh = small.parametrizations.weight_ih_l0, small.parametrizations.weight_hh_l0
+    x, state = torch.randn(4, 2, 16), torch.zeros(2, 32)
+    args = [w_ih.original0, w_ih.original1, w_hh.original0, w_hh.original1, None, state, state, False]
+    with pytest.raises(ValueError, match="weight_ih must be"):
+        native().lstm_int8(torch.randn(4, 2, 15), *args)
+    with pytest.raises(TypeError, match="float32"):
+        native().lstm_int8(x.double(), *args)
+    with pytest.raises(TypeError, match="int8"):
+        native().int8_sums(torch.zeros(2, 16, dtype=torch.uint8), w_hh.original0.float())
+
+
+FALLBACK_SCRIPT = """
+import torch, lstmkit
+from lstmkit.engine.native.build import load_extension
+assert not load_extension().avx512_vnni
+torch.manual_seed(0)
+layer = lstmkit.LSTM(16, 32).eval()
+small = lstmkit.quantize_int8(layer)
+x = torch.randn(12, 5, 16)
+with torch.no_grad():
+    reason = lstmkit.engine.explain(small, x).reason
+    assert "int8 weights dequantized (the CPU has no AVX512-VNNI" in reason, reason
+    got, want = small(x)[0], layer(x)[0]
+    full = small(x, lengths=[12] * 5)[0]
+assert (got - want).abs().max() <= 1e-2
+torch.testing.assert_close(got, full, rtol=0, atol=1e-6)  # the dequantizing path with or without lengths
+print("ok")
+"""
+
+
+def test_without_the_int8_kernel_the_dequantizing_path_runs() -> None:
+    """LSTMKIT_INT8_KERNEL=0 gives the paths of a CPU without AVX512-VNNI (read once, so in a fresh
+    process)."""
+    env = {**os.environ, "LSTMKIT_INT8_KERNEL": "0"}
+    done = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
