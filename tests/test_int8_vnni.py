@@ -165,6 +165,27 @@ def test_reverse_direction_and_unbatched_input() -> None:
     torch.testing.assert_close(out, batched, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(("batch", "hidden"), [(64, 32), (2, 512)])
+def test_two_threads_compute_the_same_bits(batch: int, hidden: int) -> None:
+    """Every row is quantized, summed and activated on its own, so how the threads share the work
+    changes nothing: 64 rows run as two row blocks (each thread its rows for the whole loop), 2 rows
+    of a wide layer share the per-step product by W's slabs, and the input projection's 640 rows (or
+    20) by rows."""
+    torch.manual_seed(0)
+    small = lstmkit.quantize_int8(lstmkit.LSTM(16, hidden).eval())
+    x = torch.randn(10, batch, 16)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            one = small(x)
+            torch.set_num_threads(2)
+            two = small(x)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip((one[0], *one[1]), (two[0], *two[1]), strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize(
     ("call", "why"),
     [

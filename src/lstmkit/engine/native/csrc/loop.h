@@ -240,9 +240,9 @@ class QuantizedWeight {
   }
 
   // c (+)= dequant(q(a) W^T) [+ bias] for `rows` rows: a (row stride lda), c (row stride n), bias (n)
-  // or nullptr. Many rows are shared out among the threads by rows; few by W's slabs, at least
-  // kMinMacs multiply-adds a thread (waking a thread costs a few microseconds: the time of ~1M int8
-  // multiply-adds).
+  // or nullptr. Inside RowBlocks::run only the calling thread's rows, on that thread; else many rows
+  // are shared out among the threads by rows, few by W's slabs, at least kMinMacs multiply-adds a
+  // thread (waking a thread costs a few microseconds: the time of ~1M int8 multiply-adds).
   void run(float* c, const float* a, int64_t lda, int64_t rows, bool accumulate, const float* bias) const {
     constexpr int64_t kRowsPerThread = 64, kMinMacs = int64_t{1} << 20;
     const int64_t ld8 = a8_.size(1), slabs = (n_ + int8::kColumns - 1) / int8::kColumns;
@@ -264,7 +264,11 @@ class QuantizedWeight {
     const auto part = [&](int64_t r0, int64_t r1, int64_t s0, int64_t s1) {
       int8::gemm(r0, r1, n_, groups_, a8, ld8, wp, out, s0, s1);
     };
-    if (rows >= 2 * kRowsPerThread) {
+    const RowRange& mine = current_rows();
+    if (mine.active) {
+      quantize(mine.begin, mine.end);
+      part(mine.begin, mine.end, 0, slabs);
+    } else if (rows >= 2 * kRowsPerThread) {
       at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
         quantize(r0, r1);
         part(r0, r1, 0, slabs);
