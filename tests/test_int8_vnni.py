@@ -3,9 +3,10 @@
 * the kernel's int32 sums equal an integer product exactly, on shapes whose k and n are not
   multiples of 4 or 64, one row included; the rows' quantization equals its definition bit for bit;
   the dequantized product equals the integer product scaled back;
-* a plain LSTM from ``lstmkit.quantize_int8`` under ``torch.no_grad`` runs the int8 loop (``explain``
-  says so): outputs and states within 1e-2 of the float32 layer on unit-scale input, close to the
-  dequantizing path, and within rounding of a torch reference that quantizes the same way;
+* a plain LSTM or a GRU from ``lstmkit.quantize_int8`` under ``torch.no_grad`` runs the int8 loop
+  (``explain`` says so): outputs and states within 1e-2 of the float32 layer on unit-scale input,
+  close to the dequantizing path, and within rounding of a torch reference that quantizes the same
+  way; one and two threads give the same bits;
 * the dequantizing path keeps ``lengths=``, ``mask=``, ``return_gates=``, other cells, calls that
   may need a gradient, and CPUs without AVX512-VNNI (``LSTMKIT_INT8_KERNEL=0`` in a fresh process).
 """
@@ -81,10 +82,18 @@ def test_dequantized_product_is_the_integer_product_scaled_back(m: int, k: int, 
         torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-5)
 
 
-def lstm_pair(**kwargs) -> tuple[torch.nn.Module, torch.nn.Module]:
+def int8_pair(kind: str = "lstm", **kwargs) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
-    layer = lstmkit.LSTM(16, 32, **kwargs).eval()
+    layer = (lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(16, 32, **kwargs).eval()
     return layer, lstmkit.quantize_int8(layer)
+
+
+def lstm_pair(**kwargs) -> tuple[torch.nn.Module, torch.nn.Module]:
+    return int8_pair("lstm", **kwargs)
+
+
+def states(state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return (state,) if isinstance(state, torch.Tensor) else tuple(state)
 
 
 LAYOUTS = {
@@ -95,29 +104,32 @@ LAYOUTS = {
 }
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_int8_lstm_within_1e_2_of_float32_and_close_to_dequantizing(name: str) -> None:
-    layer, small = lstm_pair(**LAYOUTS[name])
+def test_int8_layer_within_1e_2_of_float32_and_close_to_dequantizing(kind: str, name: str) -> None:
+    layer, small = int8_pair(kind, **LAYOUTS[name])
     x = torch.randn(5, 12, 16) if small.batch_first else torch.randn(12, 5, 16)
     layers = small.num_layers * small.num_directions
-    hx = (torch.randn(layers, 5, 32) / 2, torch.randn(layers, 5, 32) / 2)
+    hx = tuple(torch.randn(layers, 5, 32) / 2 for _ in layer._cells[0].state_names)
     lengths = torch.full((5,), 12)
     with torch.no_grad():
-        assert INT8 in lstmkit.engine.explain(small, x).reason
-        for state in (None, hx):
-            out, (h_n, c_n) = small(x, state)
-            want, (want_h, want_c) = layer(x, state)
-            dequantized, (deq_h, deq_c) = small(x, state, lengths=lengths)  # today's path, same values
+        assert f"{INT8} (kernel '{kind}+int8')" in lstmkit.engine.explain(small, x).reason
+        for state in (None, hx if kind == "lstm" else hx[0]):
+            out, final = small(x, state)
+            want, want_final = layer(x, state)
+            dequantized, deq_final = small(x, state, lengths=lengths)  # today's path, same values
             assert out.dtype == torch.float32 and out.shape == want.shape
-            for got, float32, other in ((out, want, dequantized), (h_n, want_h, deq_h), (c_n, want_c, deq_c)):
+            results = [(out, *states(final)), (want, *states(want_final)), (dequantized, *states(deq_final))]
+            for got, float32, other in zip(*results, strict=True):
+                assert got.shape == float32.shape
                 assert (got - float32).abs().max() <= 1e-2
                 assert (got - other).abs().max() <= 1e-2
             assert not torch.equal(out, dequantized)  # the integer path ran, not the dequantized one
 
 
-def reference_int8_lstm(small: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reference_int8(small: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """One layer, zero state: the int8 loop's arithmetic written with torch, products as float64 sums
-    of the integers (exact), the rest float32."""
+    of the integers (exact), the rest float32. Returns the output and the final states."""
 
     def product(a: torch.Tensor, name: str) -> torch.Tensor:
         weights = small.parametrizations[name]
@@ -127,30 +139,35 @@ def reference_int8_lstm(small: torch.nn.Module, x: torch.Tensor) -> tuple[torch.
 
     steps, batch, _ = x.shape
     hidden = small.hidden_size
-    gates_x = product(x.reshape(steps * batch, -1), "weight_ih_l0").view(steps, batch, -1)
-    gates_x = gates_x + (small.bias_ih_l0 + small.bias_hh_l0)
+    gates_x = product(x.reshape(steps * batch, -1), "weight_ih_l0").view(steps, batch, -1) + small.bias_ih_l0
     h, c, outputs = torch.zeros(batch, hidden), torch.zeros(batch, hidden), []
     for t in range(steps):
-        i, f, g, o = (gates_x[t] + product(h, "weight_hh_l0")).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        gates_h = product(h, "weight_hh_l0") + small.bias_hh_l0
+        if isinstance(small, lstmkit.LSTM):
+            i, f, g, o = (gates_x[t] + gates_h).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        else:
+            (xr, xz, xn), (hr, hz, hn) = gates_x[t].chunk(3, dim=1), gates_h.chunk(3, dim=1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            h = (1 - z) * torch.tanh(xn + r * hn) + z * h
         outputs.append(h)
-    return torch.stack(outputs), h, c
+    return (torch.stack(outputs), h, c) if isinstance(small, lstmkit.LSTM) else (torch.stack(outputs), h)
 
 
-def test_int8_lstm_computes_what_its_definition_says() -> None:
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_int8_layer_computes_what_its_definition_says(kind: str) -> None:
     """Against the torch reference of the same quantization, within 1e-4: each quantized value may
     differ by one where the kernel's float32 h and the reference's sit on either side of a rounding
     tie (the activations differ in the last bits), which moves a product by at most a row's scale
     times a weight, about 1e-3 at worst and far rarer than every step."""
-    layer, small = lstm_pair()
+    _, small = int8_pair(kind)
     x = torch.randn(20, 6, 16)
     with torch.no_grad():
-        out, (h_n, c_n) = small(x)
-        want, want_h, want_c = reference_int8_lstm(small, x)
-    torch.testing.assert_close(out, want, rtol=0, atol=1e-4)
-    torch.testing.assert_close(h_n[0], want_h, rtol=0, atol=1e-4)
-    torch.testing.assert_close(c_n[0], want_c, rtol=0, atol=1e-4)
+        out, final = small(x)
+        want = reference_int8(small, x)
+    for got, expected in zip((out, *(s[0] for s in states(final))), want, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
 
 
 def test_reverse_direction_and_unbatched_input() -> None:
@@ -166,13 +183,14 @@ def test_reverse_direction_and_unbatched_input() -> None:
 
 
 @pytest.mark.parametrize(("batch", "hidden"), [(64, 32), (2, 512)])
-def test_two_threads_compute_the_same_bits(batch: int, hidden: int) -> None:
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_two_threads_compute_the_same_bits(kind: str, batch: int, hidden: int) -> None:
     """Every row is quantized, summed and activated on its own, so how the threads share the work
     changes nothing: 64 rows run as two row blocks (each thread its rows for the whole loop), 2 rows
     of a wide layer share the per-step product by W's slabs, and the input projection's 640 rows (or
     20) by rows."""
     torch.manual_seed(0)
-    small = lstmkit.quantize_int8(lstmkit.LSTM(16, hidden).eval())
+    small = lstmkit.quantize_int8((lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(16, hidden).eval())
     x = torch.randn(10, batch, 16)
     threads = torch.get_num_threads()
     try:
@@ -182,7 +200,7 @@ def test_two_threads_compute_the_same_bits(batch: int, hidden: int) -> None:
             two = small(x)
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip((one[0], *one[1]), (two[0], *two[1]), strict=True):
+    for a, b in zip((one[0], *states(one[1])), (two[0], *states(two[1])), strict=True):
         assert torch.equal(a, b)
 
 
@@ -212,11 +230,16 @@ def test_calls_that_may_need_a_gradient_and_other_cells_fall_back() -> None:
     assert x.grad is not None and x.grad.abs().sum() > 0
     with torch.no_grad():
         assert "a gradient" not in lstmkit.engine.explain(small, x).reason
-    gru = lstmkit.quantize_int8(lstmkit.GRU(16, 32).eval())
-    projected = lstmkit.quantize_int8(lstmkit.LSTM(16, 32, proj_size=8).eval())
+    others = [
+        lstmkit.GRU(16, 32, reset_after=False),
+        lstmkit.LSTM(16, 32, proj_size=8),
+        lstmkit.RNN(16, 32),
+        lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, 16, 32),
+    ]
     with torch.no_grad():
-        for model in (gru, projected):
-            assert "only the plain LSTM has an int8 kernel" in lstmkit.engine.explain(model, x).reason
+        for model in others:
+            reason = lstmkit.engine.explain(lstmkit.quantize_int8(model.eval()), x).reason
+            assert "only the plain LSTM and the GRU (reset_after=True) have an int8 kernel" in reason
     reference = lstmkit.quantize_int8(lstmkit.LSTM(16, 32, engine="reference").eval())
     with torch.no_grad():
         assert "engine='reference' was asked for" in lstmkit.engine.explain(reference, x).reason

@@ -68,7 +68,8 @@ def choose_int8(
     call = {"masked": masked, "traced": traced, "lengths": lengths, "initial": initial}
     if not layer._int8_weights() or int8_refusal(layer, x, **call) is not None:
         return None
-    return Choice("native", f"int8 weights: integer products on AVX512-VNNI (kernel {int8_vnni.KERNEL!r})")
+    kernel = int8_vnni.kernel_name(layer)
+    return Choice("native", f"int8 weights: integer products on AVX512-VNNI (kernel {kernel!r})")
 
 
 def choose_layer(

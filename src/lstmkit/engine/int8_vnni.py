@@ -1,13 +1,15 @@
 """int8 inference on integer products: the layers of :func:`lstmkit.quantize_int8` on AVX512-VNNI.
 
 A layer with int8 weights otherwise dequantizes them at every call and computes with bfloat16 (or
-float32) products (:class:`~lstmkit.engine.precision.Int8Weight`). Where the CPU has AVX512-VNNI, a
-plain LSTM's inference runs the native ``lstm_int8`` loop instead (:data:`KERNEL`, ``csrc/int8_gemm.h``):
-the int8 weights multiply int8 activations, quantized symmetrically row by row (the input of all steps
-at once, then ``h_{t-1}`` at each step, one scale per row), with exact int32 sums scaled back to
-float32 by the row's and the weight row's scales; the gates, ``c`` and ``h`` are float32.
+float32) products (:class:`~lstmkit.engine.precision.Int8Weight`). Where the CPU has AVX512-VNNI, the
+inference of a plain LSTM or a GRU (``reset_after=True``, torch's) runs a native int8 loop instead
+(:data:`KERNELS`, ``csrc/int8_gemm.h``): the int8 weights multiply int8 activations, quantized
+symmetrically row by row (the input of all steps at once, then ``h_{t-1}`` at each step, one scale per
+row), with exact int32 sums scaled back to float32 by the row's and the weight row's scales; the
+gates and states are float32.
 
-The dequantizing path keeps everything else: cells other than the plain LSTM, ``lengths=``, ``mask=``,
+The dequantizing path keeps everything else: other cells (projections, peepholes, layer norms, the
+GRU with ``reset_after=False``, the plain RNN), ``lengths=``, ``mask=``,
 ``return_gates=``, PackedSequence input, zoneout, dropout in training, calls that may need a gradient,
 ``torch.compile`` and tracing, and CPUs without AVX512-VNNI or ``LSTMKIT_INT8_KERNEL=0`` (read once per
 process), and an ``engine=`` other than ``"auto"`` or ``"native"``. :func:`why_not` says which held;
@@ -21,14 +23,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..cells import LSTMCell, State
+from ..cells import GRUCell, LSTMCell, State
 from .kernels import kernel_of
 from .native.build import load_extension
 
 if TYPE_CHECKING:
     from ..layers import Recurrent
 
-KERNEL = "lstm+int8"  # how explain() names the int8 loop
+KERNELS = {"lstm": "lstm+int8", "gru": "gru+int8"}  # the native kernels with an int8 loop, as explain() names it
 
 
 def vnni_kernel() -> bool:
@@ -38,13 +40,20 @@ def vnni_kernel() -> bool:
     return module is not None and bool(module.avx512_vnni)
 
 
+def kernel_name(layer: Recurrent) -> str | None:
+    """The int8 loop computing ``layer``'s cells (:data:`KERNELS`), ``None`` when they have none."""
+    kinds = {kernel_of(cell) if type(cell) in (LSTMCell, GRUCell) else None for cell in layer._cells}
+    kind = kinds.pop() if len(kinds) == 1 else None
+    return KERNELS.get(kind or "")
+
+
 def why_not(
     layer: Recurrent, x: Tensor, *, masked: bool, traced: bool, lengths: Tensor | None, initial: State | None
 ) -> str | None:
     """Why this call of ``layer`` (int8 weights, time-major ``x``) cannot run on :data:`KERNEL`,
     ``None`` when it can (the engine asked for is :mod:`~lstmkit.engine.dispatch`'s to weigh)."""
-    if any(type(cell) is not LSTMCell or kernel_of(cell) != "lstm" for cell in layer._cells):
-        return "only the plain LSTM has an int8 kernel"
+    if kernel_name(layer) is None:
+        return "only the plain LSTM and the GRU (reset_after=True) have an int8 kernel"
     options = {
         "lengths=": lengths is not None,
         "mask=": masked,
@@ -68,14 +77,15 @@ def why_not(
 
 def run_layers(layer: Recurrent, x: Tensor, initial: State | None) -> tuple[Tensor, State]:
     """Every layer and direction of ``layer`` (int8 weights, :func:`why_not` is ``None``) over
-    time-major ``x`` on :data:`KERNEL`; returns the output ``(T, B, D*H)`` and the final states
-    ``(L*D, B, H)`` each."""
+    time-major ``x`` on its int8 loop; returns the output ``(T, B, D*H)`` and the final states
+    ``(L*D, B, H)`` each (``h, c`` for the LSTM, ``h`` for the GRU)."""
     from ..layers import merge_directions
 
     module = load_extension()
     assert module is not None
+    lstm = kernel_name(layer) == KERNELS["lstm"]
     batch, hidden = x.shape[1], layer.hidden_size
-    finals: tuple[list[Tensor], list[Tensor]] = ([], [])
+    finals: list[list[Tensor]] = [[], []] if lstm else [[]]
     layer_input = x
     for number in range(layer.num_layers):
         outputs = []
@@ -83,21 +93,27 @@ def run_layers(layer: Recurrent, x: Tensor, initial: State | None) -> tuple[Tens
             index = number * layer.num_directions + direction
             suffix = f"_l{number}" + ("_reverse" if direction else "")
             w_ih, w_hh = (layer.parametrizations[f"weight_{part}{suffix}"] for part in ("ih", "hh"))
-            biases = [getattr(layer, f"bias_{part}{suffix}", None) for part in ("ih", "hh")]
-            present = [b for b in biases if b is not None]
-            bias = (present[0] + present[1] if len(present) == 2 else present[0]) if present else None
+            weights = (w_ih.original0, w_ih.original1, w_hh.original0, w_hh.original1)
+            b_ih, b_hh = (_bias(getattr(layer, f"bias_{part}{suffix}", None)) for part in ("ih", "hh"))
             if initial is None:
-                h0 = c0 = x.new_zeros(batch, hidden)
+                state = [x.new_zeros(batch, hidden) for _ in finals]
             else:
-                h0, c0 = (s[index].contiguous() for s in initial)
-            output, h_n, c_n = module.lstm_int8(
-                layer_input.contiguous(), w_ih.original0, w_ih.original1, w_hh.original0, w_hh.original1,
-                None if bias is None else bias.detach().float().contiguous(), h0, c0, direction == 1,
-            )  # fmt: skip
+                state = [s[index].contiguous() for s in initial]
+            source, reverse = layer_input.contiguous(), direction == 1
+            if lstm:  # b_ih + b_hh enter together
+                bias = b_hh if b_ih is None else b_ih if b_hh is None else b_ih + b_hh
+                output, *final = module.lstm_int8(source, *weights, bias, *state, reverse)
+            else:  # the GRU's b_hn sits inside r * (h W_hn^T + b_hn)
+                output, *final = module.gru_int8(source, *weights, b_ih, b_hh, *state, reverse)
             outputs.append(output)
-            finals[0].append(h_n)
-            finals[1].append(c_n)
+            for collected, value in zip(finals, final, strict=True):
+                collected.append(value)
         last = number == layer.num_layers - 1
         merge = layer.merge_mode if last else "concat"
         layer_input = outputs[0] if len(outputs) == 1 else merge_directions(*outputs, merge)
-    return layer_input, (torch.stack(finals[0]), torch.stack(finals[1]))
+    return layer_input, tuple(torch.stack(collected) for collected in finals)
+
+
+def _bias(bias: Tensor | None) -> Tensor | None:
+    """A bias as the native loop takes it: float32, contiguous, outside autograd."""
+    return None if bias is None else bias.detach().float().contiguous()

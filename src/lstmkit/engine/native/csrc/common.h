@@ -75,6 +75,10 @@ std::vector<at::Tensor> gru_reset_before_backward(const SequenceArgs& a);
 std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
                                           const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias,
                                           const at::Tensor& h0, const at::Tensor& c0, bool reverse);
+// int8 inference of a GRU with reset_after, likewise (gru.cpp): {output, h_n}.
+std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
+                                         const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias_ih,
+                                         const OptTensor& bias_hh, const at::Tensor& h0, bool reverse);
 
 // ---------------------------------------------------------------------------------------------
 // Vectorised activations.

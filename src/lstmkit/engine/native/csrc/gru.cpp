@@ -279,6 +279,49 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
 
 }  // namespace
 
+// int8 inference of a GRU with reset_after (lstmkit.quantize_int8's layers, no gradient), as
+// lstm_int8_forward (lstm.cpp): x W_ih^T + b_ih for all steps and h_{t-1} W_hh^T + b_hh at each step on
+// int8_gemm.h's kernel, the gates and h in float32 (after_forward_step). Returns {output, h_n}.
+std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
+                                         const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias_ih,
+                                         const OptTensor& bias_hh, const at::Tensor& h0, bool reverse) {
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) > 0, "x must be (T, B, I) with T > 0");
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(-1);
+  check_same(x, "x", x, {T, B, I});
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "int8 inference takes float32 input, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) == 3 * H && w_ih.size(1) == I, "weight_ih must be (3H, I)");
+  TORCH_CHECK_VALUE(w_hh.dim() == 2 && w_hh.size(0) == 3 * H && w_hh.size(1) == H, "weight_hh must be (3H, H)");
+  check_same(h0, "h0", x, {B, H});
+  if (bias_ih) check_same(*bias_ih, "bias_ih", x, {3 * H});
+  if (bias_hh) check_same(*bias_hh, "bias_hh", x, {3 * H});
+  c10::NoGradGuard no_grad;
+  at::Tensor xg = at::empty({T, B, 3 * H}, x.options());
+  QuantizedWeight(w_ih, scale_ih, T * B)
+      .run(xg.data_ptr<float>(), x.data_ptr<float>(), I, T * B, false,
+           bias_ih ? bias_ih->data_ptr<float>() : nullptr);  // x W_ih^T + b_ih, all steps
+  const QuantizedWeight recurrent(w_hh, scale_hh, B);
+  const RowBlocks blocks(B, w_hh, /*split=*/true);  // as lstm_int8_forward's
+  at::Tensor output = at::empty({T, B, H}, x.options());
+  at::Tensor hg = at::empty({B, 3 * H}, x.options());  // h_{t-1} W_hh^T + b_hh of the step
+  float* out = output.data_ptr<float>();
+  const float* b_hh = bias_hh ? bias_hh->data_ptr<float>() : nullptr;
+  blocks.run([&] {
+    for (int64_t k = 0; k < T; ++k) {
+      const int64_t t = time_of(k, T, reverse);
+      const float* h_old = k == 0 ? h0.data_ptr<float>() : out + time_of(k - 1, T, reverse) * B * H;
+      recurrent.run(hg.data_ptr<float>(), h_old, H, B, /*accumulate=*/false, b_hh);
+      ForwardRows<float> p{};
+      p.B = B;
+      p.R = p.H = p.hs = H;
+      p.h_old = p.h_gemm = h_old;
+      p.h_new = p.out = out + t * B * H;  // the output is the h history
+      after_forward_step(p, xg.data_ptr<float>() + t * B * 3 * H, hg.data_ptr<float>(), static_cast<float*>(nullptr),
+                         /*store=*/false);
+    }
+  });
+  return {output, output.select(0, time_of(T - 1, T, reverse)).clone()};
+}
+
 std::vector<at::Tensor> gru_forward(const SequenceArgs& a) { return forward(a, true); }
 std::vector<at::Tensor> gru_backward(const SequenceArgs& a) { return backward(a, true); }
 std::vector<at::Tensor> gru_reset_before_forward(const SequenceArgs& a) { return forward(a, false); }
