@@ -1,9 +1,9 @@
-"""int8 LSTM inference: the integer-product path (AVX512-VNNI, ``lstmkit.engine.int8_vnni``) against
+"""int8 LSTM (or GRU) inference: the integer-product path (AVX512-VNNI, ``lstmkit.engine.int8_vnni``) against
 today's dequantizing path of the same ``lstmkit.quantize_int8`` layer (its weights dequantized, torch's
-oneDNN LSTM under bfloat16 autocast: what ``engine="torch"`` runs), torch's dynamically quantized LSTM
-and the float32 layer, forward under ``torch.no_grad``, round-robin in one process, medians.
+kernel, oneDNN's for the LSTM, under bfloat16 autocast: what ``engine="torch"`` runs), torch's
+dynamically quantized layer and the float32 layer, forward under ``torch.no_grad``, round-robin in one process, medians.
 
-Usage: ``python benchmarks/int8_vnni.py [--rounds 15] [--threads 2]``; prints a Markdown table (not
+Usage: ``python benchmarks/int8_vnni.py [--kind lstm|gru] [--rounds 15] [--threads 2]``; prints a Markdown table (not
 part of the test suite; no file written).
 """
 
@@ -22,27 +22,29 @@ import lstmkit
 SHAPES = [(50, 32, 64, 128), (100, 64, 256, 256), (100, 16, 512, 512), (200, 1, 64, 128), (20, 128, 128, 128)]
 
 
-def variants(steps: int, batch: int, inputs: int, hidden: int) -> tuple[torch.Tensor, dict[str, Callable]]:
+def variants(kind: str, steps: int, batch: int, inputs: int, hidden: int) -> tuple[torch.Tensor, dict[str, Callable]]:
     """The input and one forward call per variant, all from the same float32 weights."""
     torch.manual_seed(0)
-    layer = lstmkit.LSTM(inputs, hidden).eval()
+    layer = (lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(inputs, hidden).eval()
     vnni = lstmkit.quantize_int8(layer)
     dequantized = lstmkit.quantize_int8(layer)
     dequantized.engine = "torch"  # today's path: the int8 kernel only runs under engine "auto"/"native"
-    reference = nn.LSTM(inputs, hidden).eval()
+    torch_class = nn.LSTM if kind == "lstm" else nn.GRU
+    reference = torch_class(inputs, hidden).eval()
     reference.load_state_dict(layer.state_dict())
-    dynamic = torch.ao.quantization.quantize_dynamic(nn.Sequential(reference), {nn.LSTM}, dtype=torch.qint8)
+    # quantize_dynamic swaps the children of the module it is given, not the module itself
+    dynamic = torch.ao.quantization.quantize_dynamic(nn.Sequential(reference), {torch_class}, dtype=torch.qint8)
     x = torch.randn(steps, batch, inputs)
     with torch.no_grad():  # the paths the timed calls take
-        assert "lstm+int8" in lstmkit.engine.explain(vnni, x).reason
+        assert f"{kind}+int8" in lstmkit.engine.explain(vnni, x).reason
         assert "int8 weights dequantized" in lstmkit.engine.explain(dequantized, x).reason
     return x, {"int8 VNNI": vnni, "int8 dequantized": dequantized, "torch dynamic qint8": dynamic, "float32": layer}
 
 
-def measure(shape: tuple[int, int, int, int], rounds: int) -> dict[str, float]:
+def measure(kind: str, shape: tuple[int, int, int, int], rounds: int) -> dict[str, float]:
     """Median seconds per forward call of each variant: every round calls each once (after a warm-up),
     so that the machine's load falls on all alike."""
-    x, calls = variants(*shape)
+    x, calls = variants(kind, *shape)
     times: dict[str, list[float]] = {name: [] for name in calls}
     with torch.no_grad():
         for call in calls.values():
@@ -57,16 +59,17 @@ def measure(shape: tuple[int, int, int, int], rounds: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=("lstm", "gru"), default="lstm")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{args.threads} threads, {args.rounds} rounds, median ms per forward (ratio: dequantized / VNNI)\n")
+    print(f"{args.kind}, {args.threads} threads, {args.rounds} rounds, median ms per forward\n")
     print("| T, B, I, H | int8 VNNI | int8 dequantized | torch dynamic qint8 | float32 | dequantized / VNNI "
           "| torch qint8 / VNNI |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for shape in SHAPES:
-        found = measure(shape, args.rounds)
+        found = measure(args.kind, shape, args.rounds)
         ms = {name: 1e3 * seconds for name, seconds in found.items()}
         print(
             f"| {shape} | {ms['int8 VNNI']:.2f} | {ms['int8 dequantized']:.2f} | {ms['torch dynamic qint8']:.2f} "
