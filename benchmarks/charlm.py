@@ -50,12 +50,13 @@ steps, validation bits per character (lower is better):
 | lstm, lr 0.02, forget_bias=1 | 2.577 | |
 | lstm, lr 0.04, 32 x 100 characters | | 2.435 |
 
-The LSTM lost to the plain RNN because of its learning rate: the preset's 0.008 (tuned for the LSTM 512) is
-too small for the LSTM 256, which gained 0.09-0.11 bits per character at 0.02-0.04, while the RNN and the GRU
-lost 0.04-0.06 at 0.02; hence lr 0.04 for the LSTM and the peephole LSTM only (the layer-norm LSTM was not
-screened and keeps 0.008). Windows of 100 characters rather than 50 (the same characters per step) cost the
-RNN 0.025 and bought the LSTM 0.009, as if the LSTM used the longer context and the RNN could not. A forget gate
-starting at bias 1 (`forget_bias=1`, lstmkit.init) cost the LSTM 0.03-0.05 at 300 steps and is not used.
+Part of why the LSTM lost to the plain RNN is its learning rate: the preset's 0.008 (tuned for the LSTM 512)
+is too small for the LSTM 256, which gained 0.09-0.11 bits per character at 0.02-0.04 after 300 steps (0.04
+after 600), while the RNN and the GRU lost 0.04-0.06 at 0.02; hence lr 0.04 for the LSTM and the peephole LSTM
+only (the layer-norm LSTM was not screened and keeps 0.008). Windows of 100 characters rather than 50 (the
+same characters per step) cost the RNN 0.025 and bought the LSTM 0.009, as if the LSTM used the longer context
+and the RNN could not. A forget gate starting at bias 1 (`forget_bias=1`, lstmkit.init) cost the LSTM
+0.03-0.05 at 300 steps and is not used.
 """
 
 
@@ -107,6 +108,22 @@ def hidden_for_budget(kind: str, budget: int) -> int:
         middle = (low + high) // 2
         low, high = (middle, high) if parameters(kind, middle) <= budget else (low, middle)
     return min((low, high), key=lambda h: abs(parameters(kind, h) - budget))
+
+
+# Why the LSTM still loses with the default settings (written into the results when it does).
+WHY_NOT = """\
+Why the LSTM still does not beat the plain RNN here, plainly: the plain LSTM 256, started from torch.nn's
+initialisation, learns less per step on this task than the RNN with the same parameters, which has twice
+the hidden units (523 against 256), and nothing screened within this budget closed the gap. Its gates
+are not the problem: the same gates with normalised pre-activations, the layer-norm LSTM, are the best
+cell at the preset's lr, 0.10 below the RNN, and the GRU beats the RNN in every seed (the peephole
+LSTM's range overlaps the RNN's). lr 0.04 bought the plain LSTM 0.04-0.11 bits per character in the
+pilots, windows of 100 characters 0.01, forget_bias=1 nothing (it cost 0.03-0.05). A longer budget
+did not close it either: at 2,000 steps (1.5 epochs; seed 0, the same settings, one run each) the LSTM
+was at 2.368 and the RNN at 2.332, a gap of 0.036 against 0.020 for seed 0 at 1,000 steps. Not screened
+for lack of time: orthogonal or chrono initialisation of the LSTM, and training to convergence, where
+published equal-parameter comparisons find the LSTM ahead.
+"""
 
 
 def cell_settings(given: list[str]) -> dict[str, list[str]]:
@@ -177,6 +194,11 @@ def verdict(cells: list[dict[str, Any]], better: str, than: str = "rnn") -> str 
             f"{b['val_bpc_mean']:.3f} bits per character, better in {wins} of {len(a['runs'])} seeds.")  # fmt: skip
 
 
+def verdicts(cells: list[dict[str, Any]]) -> list[str]:
+    """The verdict of every gated cell against the plain RNN (those both run)."""
+    return [line for line in (verdict(cells, kind) for kind in ("lstm", "gru", "peephole", "layernorm")) if line]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """``results_charlm.md`` from the figures of ``results_charlm.json``."""
     machine, speed, cells = results["machine"], results["throughput"], results["cells"]
@@ -208,9 +230,11 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {row['cell']} | {row['hidden_size']} | {row['parameters']:,} | {changes} | "
                      f"{row['val_bpc_mean']:.3f} | {row['val_bpc_min']:.3f}-{row['val_bpc_max']:.3f} | "
                      f"{row['val_bpc_std']:.3f} | {per_seed} | {row['seconds_mean']:.0f} |")  # fmt: skip
-    lines += ["", *results["verdicts"], "", f"Unigram baseline: {first['unigram_bpc']:.3f} bits per character."]
+    lines += ["", *verdicts(cells), "", f"Unigram baseline: {first['unigram_bpc']:.3f} bits per character."]
     defaults = cell_settings(SETTINGS)
-    lines += ["", PILOTS] if all(row["settings"] == defaults[row["cell"]] for row in cells) else []
+    if all(row["settings"] == defaults[row["cell"]] for row in cells):
+        lines += ["", PILOTS.rstrip()]
+        lines += ["", WHY_NOT.rstrip()] if any(line.startswith("The lstm does NOT") for line in verdicts(cells)) else []
     return "\n".join(lines) + "\n"
 
 
@@ -243,11 +267,10 @@ def main() -> None:
     for shape, rates in speed.items():
         print(shape, {k: f"{v:,.0f} chars/s" for k, v in rates.items()}, flush=True)
     cells = cell_comparison(arguments.steps, arguments.lstm_hidden, arguments.seeds, arguments.cells, settings)
-    verdicts = [line for line in (verdict(cells, kind) for kind in ("lstm", "gru")) if line]
     results = {"machine": {"torch": torch.__version__, "threads": arguments.threads, "cpu": platform.processor(),
                            "date": time.strftime("%Y-%m-%d")}, "command": " ".join(["python benchmarks/charlm.py",
                *sys.argv[1:]]), "lstm_hidden": arguments.lstm_hidden, "throughput": speed, "cells": cells,
-               "verdicts": verdicts}  # fmt: skip
+               "verdicts": verdicts(cells)}  # fmt: skip
     (HERE / "results_charlm.json").write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "results_charlm.md").write_text(markdown(results))
     print(markdown(results))
