@@ -1,7 +1,9 @@
 """int8 LSTM (or GRU) inference: the integer-product path (AVX512-VNNI, ``lstmkit.engine.int8_vnni``) against
-today's dequantizing path of the same ``lstmkit.quantize_int8`` layer (its weights dequantized, torch's
-kernel, oneDNN's for the LSTM, under bfloat16 autocast: what ``engine="torch"`` runs), torch's
-dynamically quantized layer and the float32 layer, forward under ``torch.no_grad``, round-robin in one process, medians.
+today's dequantizing path of the same ``lstmkit.quantize_int8`` layer (its weights dequantized, then
+what ``engine="auto"`` ran before: for the LSTM torch's oneDNN kernel under bfloat16 autocast, reached
+with ``engine="torch"``; for the GRU the native loop with bfloat16 products, reached by passing
+``lengths=`` of the full length, whose padding checks cost little), torch's dynamically quantized layer
+and the float32 layer, forward under ``torch.no_grad``, round-robin in one process, medians.
 
 Usage: ``python benchmarks/int8_vnni.py [--kind lstm|gru] [--rounds 15] [--threads 2]``; prints a Markdown table (not
 part of the test suite; no file written).
@@ -10,6 +12,7 @@ part of the test suite; no file written).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -27,18 +30,28 @@ def variants(kind: str, steps: int, batch: int, inputs: int, hidden: int) -> tup
     torch.manual_seed(0)
     layer = (lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(inputs, hidden).eval()
     vnni = lstmkit.quantize_int8(layer)
+    x = torch.randn(steps, batch, inputs)
     dequantized = lstmkit.quantize_int8(layer)
-    dequantized.engine = "torch"  # today's path: the int8 kernel only runs under engine "auto"/"native"
+    full = torch.full((batch,), steps)
+    if kind == "lstm":
+        dequantized.engine = "torch"  # the int8 loop runs under engine "auto" or "native" only
+    else:
+        dequantized = functools.partial(dequantized, lengths=full)  # the int8 loop takes no lengths=
     torch_class = nn.LSTM if kind == "lstm" else nn.GRU
     reference = torch_class(inputs, hidden).eval()
     reference.load_state_dict(layer.state_dict())
     # quantize_dynamic swaps the children of the module it is given, not the module itself
     dynamic = torch.ao.quantization.quantize_dynamic(nn.Sequential(reference), {torch_class}, dtype=torch.qint8)
-    x = torch.randn(steps, batch, inputs)
     with torch.no_grad():  # the paths the timed calls take
         assert f"{kind}+int8" in lstmkit.engine.explain(vnni, x).reason
-        assert "int8 weights dequantized" in lstmkit.engine.explain(dequantized, x).reason
+        explained = lstmkit.engine.explain(layer_of(dequantized), x, **({} if kind == "lstm" else {"lengths": full}))
+        assert "int8 weights dequantized" in explained.reason
     return x, {"int8 VNNI": vnni, "int8 dequantized": dequantized, "torch dynamic qint8": dynamic, "float32": layer}
+
+
+def layer_of(call: Callable) -> nn.Module:
+    """The layer a variant calls."""
+    return call.func if isinstance(call, functools.partial) else call
 
 
 def measure(kind: str, shape: tuple[int, int, int, int], rounds: int) -> dict[str, float]:
