@@ -238,8 +238,9 @@ class LongLagSettings:
     ``extra_runs``, ``(task, lag, kind)`` triples, e.g. the longest lags for the gated cells only),
     ``steps`` optimiser steps of ``batch_size`` fresh sequences (``steps_by_task`` overrides per
     task: every cell of a task gets the same budget), Adam at ``lr`` (``lr_by_kind`` overrides per
-    cell kind, the rate tuned for it), gradient norm clipped to 1, scored every ``eval_every`` steps
-    on ``eval_size`` held-out sequences. ``gradient_lag``: the adding problem's lag at which
+    cell kind, the rate tuned for it) on a ``schedule``, gradient norm clipped to 1 (a step whose
+    gradient is not finite is skipped), scored every ``eval_every`` steps on ``eval_size``
+    held-out sequences. ``gradient_lag``: the adding problem's lag at which
     :mod:`~lstmkit.inspect.gradients` measures the gradient flow.
 
     ``init``: per kind, the long-memory initialisation of :mod:`lstmkit.init` to start from (see
@@ -450,6 +451,7 @@ def train_long_lag(kind: str, task: LongLagTask, settings: LongLagSettings) -> t
         batch_size=settings.batch_size,
         lr=settings.lr_for(kind),
         schedule=settings.schedule,
+        on_nonfinite="skip",  # a rare exploding gradient at long lags costs one step, not the whole grid
         eval_every=settings.eval_every,
         log_every=settings.eval_every,
         seed=settings.seed,
