@@ -439,6 +439,7 @@ def test_report_embeds_every_figure(tmp_path: Path) -> None:
     assert page.count("<figcaption>") == len(pngs) and "src='http" not in page and "<table>" in page
     results = (tmp_path / "report" / "results.md").read_text()
     assert "| adding (mse, lower is better) | rnn |" in results and "| lstm | 448 | 1.00 |" in results
+    assert "| lstm | chrono+orthogonal | 0.01 |" in results and "<td>chrono+orthogonal</td>" in page
 
 
 def test_report_rejects_a_checkpoint_of_another_task(tmp_path: Path) -> None:

@@ -195,7 +195,12 @@ def long_lag_and_gradient_sections(
             [table, longlag.recipe_table(settings)],
         )
     ]
-    results: dict = {"settings": asdict(settings), "runs": [run.as_dict() for run in runs], "table": table}
+    results: dict = {
+        "settings": asdict(settings),
+        "runs": [run.as_dict() for run in runs],
+        "table": table,
+        "recipes": longlag.recipe_table(settings),
+    }
     if track:
         gradient_settings = longlag.LongLagSettings(**{**asdict(settings), "gradient_lag": gradient_lag})
         trained = {kind: models[("adding", gradient_lag, kind)] for kind in gradient_kinds}
@@ -357,6 +362,8 @@ def build_report(out_dir: str | Path, settings: ReportSettings, log: Callable[[s
         "## Long-lag problems",
         "",
         lag_results["table"],
+        "",
+        lag_results["recipes"],
         "",
         "## Parameters and cost",
         "",
