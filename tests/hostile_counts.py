@@ -38,14 +38,19 @@ def main() -> None:
     print("hostile input to the commands (tests/test_hostile_input.py):")
     kinds, text = len(hostile.HOSTILE_FILES), len(hostile.GOOD_TEXT)
     refusals = sum(case not in hostile.GOOD_TEXT for case in hostile.FILE_CASES)
-    print(f"  data files: {len(hostile.FILE_COMMANDS)} commands x {kinds} kinds of file "
-          f"({', '.join(hostile.HOSTILE_FILES)}): {refusals} refusals; for charlm the long line and the brackets "
-          f"are text ({text} cases: evaluated, or left out for train)")
-    print(f"  model folders: {len(hostile.MODEL_CASES)} cases ({len(hostile.MODEL_COMMANDS)} commands x "
-          f"{len(hostile.HOSTILE_MODELS)} broken folders)")
+    print(
+        f"  data files: {len(hostile.FILE_COMMANDS)} commands x {kinds} kinds of file "
+        f"({', '.join(hostile.HOSTILE_FILES)}): {refusals} refusals; for charlm the long line and the brackets "
+        f"are text ({text} cases: evaluated, or left out for train)"
+    )
+    print(
+        f"  model folders: {len(hostile.MODEL_CASES)} cases ({len(hostile.MODEL_COMMANDS)} commands x "
+        f"{len(hostile.HOSTILE_MODELS)} broken folders)"
+    )
     print(f"  outputs that cannot be written: {len(hostile.OUTPUT_COMMANDS)} commands")
-    print(f"  bad option values: {len(hostile.BAD_OPTIONS)}; bad settings and inline inputs: "
-          f"{len(hostile.BAD_SETTINGS)}")
+    print(
+        f"  bad option values: {len(hostile.BAD_OPTIONS)}; bad settings and inline inputs: {len(hostile.BAD_SETTINGS)}"
+    )
     total = sum(cases(test) for name, test in vars(hostile).items() if name.startswith("test_"))
     print(f"  test cases in the file: {total}")
 
@@ -56,8 +61,10 @@ def main() -> None:
             count = cases(test) * examples(test)
             grand += count
             print(f"  {name}: {cases(test)} x {examples(test)} = {count}")
-    print(f"  in all: {grand} generated inputs; loaders fuzzed: {'; '.join(fuzz.LOADERS)}; checkpoints; saved models "
-          f"of {len(fuzz.CONFIGS)} tasks; Keras files")
+    print(
+        f"  in all: {grand} generated inputs; loaders fuzzed: {'; '.join(fuzz.LOADERS)}; checkpoints; saved models "
+        f"of {len(fuzz.CONFIGS)} tasks; Keras files"
+    )
 
     print("fault injection (tests/test_reliability.py):")
     for mark in reliability.test_sigkill_at_random_moments_then_resume_bit_for_bit.pytestmark:
@@ -65,8 +72,10 @@ def main() -> None:
             for param in mark.args[1]:
                 kills, steps, _, fork = param.values
                 slow = any(m.name == "slow" for m in param.marks)
-                print(f"  {kills} SIGKILLs of a {steps}-step run ({'fork' if fork else 'exec'}; "
-                      f"{'slow' if slow else 'fast'} suite)")
+                print(
+                    f"  {kills} SIGKILLs of a {steps}-step run ({'fork' if fork else 'exec'}; "
+                    f"{'slow' if slow else 'fast'} suite)"
+                )
 
 
 if __name__ == "__main__":

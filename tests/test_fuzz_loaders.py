@@ -202,12 +202,18 @@ LOADERS = {
     "classify csv": Loader(read_sequence_csv, SequenceDataError, check_sequences, CLASSIFY_SEED, ".csv"),
     "classify csv, unlabelled": Loader(
         lambda path: read_sequence_csv(path, labelled=False, features=["c1", "c2"]),
-        SequenceDataError, check_sequences, CLASSIFY_SEED, ".csv",
+        SequenceDataError,
+        check_sequences,
+        CLASSIFY_SEED,
+        ".csv",
     ),  # fmt: skip
     "classify ts": Loader(read_ts_file, SequenceDataError, check_sequences, TS_SEED, ".ts"),
     "forecast csv": Loader(
         lambda path: read_csv_series(path, ["load", "temperature"], "date"),
-        SeriesDataError, check_series, FORECAST_SEED, ".csv",
+        SeriesDataError,
+        check_series,
+        FORECAST_SEED,
+        ".csv",
     ),  # fmt: skip
     "forecast csv, one column": Loader(read_csv_series, SeriesDataError, check_series, ONE_COLUMN_SEED, ".csv"),
     "inspect series": Loader(read_series, ValueError, check_array, SERIES_SEED, ".csv"),
@@ -774,8 +780,12 @@ SETTING_VALUES = st.sampled_from(["nan", "inf", "-inf", "1e999", "-1", "0", "1e-
 
 
 @STRUCTURED
-@given(overrides=st.lists(
-    st.tuples(st.sampled_from([f.name for f in fields(TrainConfig)] + ["", " ", "nope"]), SETTING_VALUES), max_size=3))
+@given(
+    overrides=st.lists(
+        st.tuples(st.sampled_from([f.name for f in fields(TrainConfig)] + ["", " ", "nope"]), SETTING_VALUES),
+        max_size=3,
+    )
+)
 def test_training_overrides_give_a_valid_config_or_a_value_error(overrides: list[tuple[str, str]]) -> None:
     """``--set key=value`` for the training settings: a config whose numbers are usable (finite,
     positive where they must be) or a ValueError that names the setting."""

@@ -522,6 +522,8 @@ def test_layer_under_autocast_matches_numpy_oracle(name: str, bidirectional: boo
 # precision semantics
 
 DTYPE_TWINS = {"lstm": (lstmkit.LSTM, nn.LSTM), "gru": (lstmkit.GRU, nn.GRU), "rnn": (lstmkit.RNN, nn.RNN)}
+
+
 def dtype_cases() -> list:
     cases = []
     for name in DTYPE_TWINS:

@@ -175,8 +175,10 @@ def test_text_files_are_read_as_utf8_or_refused_with_the_line(tmp_path: Path) ->
 @pytest.mark.parametrize("task", TASKS)
 def test_a_folder_given_as_data_is_named_a_directory(task: str, tmp_path: Path) -> None:
     data = {"charlm": ["--corpus"], "forecast": ["--column", "y", "--csv"]}.get(task, ["--data"])
-    assert_clear_error([task, "train", *data, str(tmp_path), "--out", str(tmp_path / "out")],
-                       f"{tmp_path}: is a directory, expected a file")
+    assert_clear_error(
+        [task, "train", *data, str(tmp_path), "--out", str(tmp_path / "out")],
+        f"{tmp_path}: is a directory, expected a file",
+    )
 
 
 def test_csv_files_give_their_columns_and_rows_with_line_numbers(tmp_path: Path) -> None:

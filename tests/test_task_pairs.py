@@ -297,7 +297,8 @@ def test_rows_appended_or_reordered_never_move_a_pair_to_another_split(tmp_path:
         for i in range(300)))  # fmt: skip
     for name, ids in split_ids(copies).items():
         assert {f"c{i}" for i in ids if not i.startswith("c")} == {i for i in ids if i.startswith("c")}, (
-            f"a pair and its swapped copy are in the same split ({name})")
+            f"a pair and its swapped copy are in the same split ({name})"
+        )
 
 
 def test_evaluate_warns_when_the_data_changed_since_training(tmp_path: Path) -> None:

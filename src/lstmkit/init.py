@@ -82,9 +82,9 @@ def chrono_bias(size: int, t_max: int, like: Tensor) -> Tensor:
 def gate_block(cell: Cell, gate: str) -> slice:
     """The rows of ``gate``'s block in the cell's stacked weights and biases (order ``gate_names``).
 
-        >>> import lstmkit
-        >>> gate_block(lstmkit.LSTMCell(2, 3), "f"), gate_block(lstmkit.GRUCell(2, 3), "z")
-        (slice(3, 6, None), slice(3, 6, None))
+    >>> import lstmkit
+    >>> gate_block(lstmkit.LSTMCell(2, 3), "f"), gate_block(lstmkit.GRUCell(2, 3), "z")
+    (slice(3, 6, None), slice(3, 6, None))
     """
     start = cell.gate_names.index(gate) * cell.hidden_size
     return slice(start, start + cell.hidden_size)

@@ -473,7 +473,6 @@ class Recurrent(nn.Module):
         return text + ", " + init if init else text
 
 
-
 def _repack(output: Tensor, packed: PackedSequence, lengths: Tensor) -> PackedSequence:
     """Pack a padded time-major output exactly as the input was packed (same batch order)."""
     if packed.sorted_indices is not None:

@@ -452,7 +452,7 @@ def markdown(result: dict) -> str:
         f"{machine.get('reduced_precision', '?')}; "
         f"load average {load} at the start, {load_end} at the end; the run took {result['duration_s']:.0f} s.",
         "",
-        "Float32 except the rows marked bf16 (the forward under `torch.autocast(\"cpu\", torch.bfloat16)`, "
+        'Float32 except the rows marked bf16 (the forward under `torch.autocast("cpu", torch.bfloat16)`, '
         "float32 weights) and int8 (dynamic quantization, inference only); their targets compare them with "
         "torch.nn in the same precision. "
         f"Every implementation is timed round-robin in each of {config['repeats']} repetitions "

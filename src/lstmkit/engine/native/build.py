@@ -68,8 +68,15 @@ def cpu_flags() -> set[str]:
 INSTRUCTION_SETS: dict[str, tuple[set[str], list[str]]] = {
     "avx512": (
         {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"},
-        ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-DCPU_CAPABILITY_AVX512",
-         "-DCPU_CAPABILITY=AVX512"],
+        [
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512vl",
+            "-mavx512dq",
+            "-mfma",
+            "-DCPU_CAPABILITY_AVX512",
+            "-DCPU_CAPABILITY=AVX512",
+        ],
     ),
     "avx2": ({"avx2", "fma"}, ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]),
     "generic": (set(), []),

@@ -185,9 +185,7 @@ def _saved_shapes(kernel: str, steps, batch, gates: int, hidden, store: bool) ->
     return {
         "lstm_projection": [base, (steps, batch, hidden)],
         "layernorm_lstm": [base]
-        + (
-            [base, (steps, batch, hidden), (steps, batch, 2), (rows, gates), (rows, 1), (rows, 1)] if store else []
-        ),
+        + ([base, (steps, batch, hidden), (steps, batch, 2), (rows, gates), (rows, 1), (rows, 1)] if store else []),
         "gru": [base, (steps, batch, hidden) if store else None],
         "gru_reset_before": [base, (steps, batch, hidden)],
     }.get(kernel, [base])

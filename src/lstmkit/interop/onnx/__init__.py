@@ -44,7 +44,6 @@ sequence length in Python (and so would be silently wrong) fails with :class:`Ex
     ({0: 'batch', 1: 'sequence'}, {1: 'batch'})
 """
 
-
 from .common import OPSETS, ExportError, check_opset
 from .engines import dynamic_sequence_problems, traceable_engine
 from .export import OnnxExport, export_onnx, onnxruntime_session

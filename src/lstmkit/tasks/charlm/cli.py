@@ -90,8 +90,10 @@ def evaluate_command(
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
     corpus: Annotated[
         str | None,
-        typer.Option(help="Evaluate on this text file instead, cut 90/5/5 by position as a training corpus is: "
-                     "--split test scores its last 5%."),
+        typer.Option(
+            help="Evaluate on this text file instead, cut 90/5/5 by position as a training corpus is: "
+            "--split test scores its last 5%."
+        ),
     ] = None,
     precision: Precision = "auto",
 ) -> None:

@@ -59,8 +59,17 @@ PRESETS: dict[str, Preset[CharLMData]] = {
     "full": Preset(
         CharLMData(preset="full", seq_len=50),
         {"hidden_size": 512, "embedding_size": 64},
-        TrainConfig(epochs=3, max_steps=3000, max_seconds=350, batch_size=64, lr=8e-3, schedule="cosine",
-                    warmup_steps=50, eval_every=600, log_every=10),  # fmt: skip
+        TrainConfig(
+            epochs=3,
+            max_steps=3000,
+            max_seconds=350,
+            batch_size=64,
+            lr=8e-3,
+            schedule="cosine",
+            warmup_steps=50,
+            eval_every=600,
+            log_every=10,
+        ),  # fmt: skip
     ),
 }
 
