@@ -170,6 +170,7 @@ def long_lag_and_gradient_sections(
     table = longlag.long_lag_table(runs)
     final = plot_long_lag(runs, out_dir / "long_lag.png")
     curves = plot_learning_curves(runs, out_dir / "long_lag_curves.png")
+    recipes = longlag.recipe_table(settings)
     adding_chance, copy_chance = 1 / 6, longlag.CopyMemory(10, length=settings.copy_length).chance
     text_final = (
         "What each cell reaches within its task's budget, against the lag. Every cell of a task gets the same "
@@ -192,14 +193,14 @@ def long_lag_and_gradient_sections(
             "3. Long-lag problems: the adding problem and the copy task",
             "",
             [(final, text_final), (curves, text_curves)],
-            [table, longlag.recipe_table(settings)],
+            [table, recipes],
         )
     ]
     results: dict = {
         "settings": asdict(settings),
         "runs": [run.as_dict() for run in runs],
         "table": table,
-        "recipes": longlag.recipe_table(settings),
+        "recipes": recipes,
     }
     if track:
         gradient_settings = longlag.LongLagSettings(**{**asdict(settings), "gradient_lag": gradient_lag})

@@ -26,6 +26,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "kernel_switch.h"
+
 namespace lstmkit {
 namespace bf16 {
 
@@ -33,9 +35,8 @@ namespace bf16 {
 // LSTMKIT_BF16_KERNEL is not "0" (which gives the paths of a CPU without it, for tests; read once).
 inline bool available() {
   static const bool has = [] {
-    const char* setting = std::getenv("LSTMKIT_BF16_KERNEL");
     return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && (setting == nullptr || std::string(setting) != "0");
+           __builtin_cpu_supports("avx512vl") && kernel_switched_on("LSTMKIT_BF16_KERNEL");
   }();
   return has;
 }

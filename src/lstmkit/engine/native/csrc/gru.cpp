@@ -285,13 +285,8 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
 std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
                                          const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias_ih,
                                          const OptTensor& bias_hh, const at::Tensor& h0, bool reverse) {
-  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) > 0, "x must be (T, B, I) with T > 0");
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(-1);
-  check_same(x, "x", x, {T, B, I});
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "int8 inference takes float32 input, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) == 3 * H && w_ih.size(1) == I, "weight_ih must be (3H, I)");
-  TORCH_CHECK_VALUE(w_hh.dim() == 2 && w_hh.size(0) == 3 * H && w_hh.size(1) == H, "weight_hh must be (3H, H)");
-  check_same(h0, "h0", x, {B, H});
+  const Shapes s = check_int8_call(x, w_ih, w_hh, h0, 3);
+  const int64_t T = s.T, B = s.B, I = s.I, H = s.H;
   if (bias_ih) check_same(*bias_ih, "bias_ih", x, {3 * H});
   if (bias_hh) check_same(*bias_hh, "bias_hh", x, {3 * H});
   c10::NoGradGuard no_grad;

@@ -27,6 +27,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "kernel_switch.h"
+
 namespace lstmkit {
 namespace int8 {
 
@@ -35,9 +37,8 @@ namespace int8 {
 // once).
 inline bool available() {
   static const bool has = [] {
-    const char* setting = std::getenv("LSTMKIT_INT8_KERNEL");
     return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && (setting == nullptr || std::string(setting) != "0");
+           __builtin_cpu_supports("avx512vl") && kernel_switched_on("LSTMKIT_INT8_KERNEL");
   }();
   return has;
 }

@@ -218,6 +218,25 @@ class OneDnnWeight {
   at::Tensor w16_, a16_, c16_;
 };
 
+// The shapes of an int8 inference call (lstm_int8_forward, gru_int8_forward): x (T, B, I) float32 with
+// T > 0, int8 weights (G*H, I) and (G*H, H) (their scales QuantizedWeight checks), h0 (B, H). Returns
+// T, B, I, H, R = H, G.
+inline Shapes check_int8_call(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                              const at::Tensor& h0, int64_t gates) {
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) > 0, "x must be (T, B, I) with T > 0");
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "int8 inference takes float32 input, got ", x.scalar_type());
+  const int64_t H = h0.size(-1);
+  const Shapes s{x.size(0), x.size(1), x.size(2), H, H, gates};
+  check_same(x, "x", x, {s.T, s.B, s.I});
+  const char* form = gates == 3 ? "3H" : "4H";
+  TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) == gates * H && w_ih.size(1) == s.I, "weight_ih must be (",
+                    form, ", I)");
+  TORCH_CHECK_VALUE(w_hh.dim() == 2 && w_hh.size(0) == gates * H && w_hh.size(1) == H, "weight_hh must be (", form,
+                    ", H)");
+  check_same(h0, "h0", x, {s.B, H});
+  return s;
+}
+
 // An int8 weight W (n, k) with one float32 scale per row (lstmkit.quantize_int8's), for int8_gemm.h's
 // kernel: packed once in slabs (n/64, k/4, 64, 4), its columns' compensation, and scratch for up to
 // `batch` rows of the other operand quantized (shifted bytes, a scale per row), so that a step

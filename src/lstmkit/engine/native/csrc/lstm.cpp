@@ -303,13 +303,8 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
 std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
                                           const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias,
                                           const at::Tensor& h0, const at::Tensor& c0, bool reverse) {
-  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) > 0, "x must be (T, B, I) with T > 0");
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(-1);
-  check_same(x, "x", x, {T, B, I});
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "int8 inference takes float32 input, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) == 4 * H && w_ih.size(1) == I, "weight_ih must be (4H, I)");
-  TORCH_CHECK_VALUE(w_hh.dim() == 2 && w_hh.size(0) == 4 * H && w_hh.size(1) == H, "weight_hh must be (4H, H)");
-  check_same(h0, "h0", x, {B, H});
+  const Shapes s = check_int8_call(x, w_ih, w_hh, h0, 4);
+  const int64_t T = s.T, B = s.B, I = s.I, H = s.H;
   check_same(c0, "c0", x, {B, H});
   if (bias) check_same(*bias, "bias", x, {4 * H});
   c10::NoGradGuard no_grad;
