@@ -20,7 +20,7 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
-	LSTMKIT_ENGINE=reference $(BIN)/python -m pytest -q tests/test_layers.py tests/test_cells.py tests/test_keras.py
+	LSTMKIT_ENGINE=reference $(BIN)/python -m pytest -q tests/test_layers.py tests/test_cells.py tests/keras/test_keras.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "training"))
 
 import test_fuzz_loaders as fuzz  # noqa: E402
 import test_hostile_input as hostile  # noqa: E402
@@ -66,7 +67,7 @@ def main() -> None:
         f"of {len(fuzz.CONFIGS)} tasks; Keras files"
     )
 
-    print("fault injection (tests/test_reliability.py):")
+    print("fault injection (tests/training/test_reliability.py):")
     for mark in reliability.test_sigkill_at_random_moments_then_resume_bit_for_bit.pytestmark:
         if mark.name == "parametrize":
             for param in mark.args[1]:

@@ -2,7 +2,7 @@
 ``pointwise`` that draws random numbers, partial and unused gradients, determinism, double
 backward, whole layers against the reference loop, dispatch, errors, and the compiled steps (a few
 small tests; all the others run uncompiled to stay fast). Its agreement with the reference loop for
-every cell and option is in ``tests/test_engine_conformance.py``.
+every cell and option is in ``tests/engine/test_conformance.py``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class DropoutCIFGCell(CIFGCell):
 @pytest.fixture(autouse=True)
 def _uncompiled(monkeypatch):
     """Eager steps unless a test asks for compilation (compiling costs seconds per shape); never
-    the generated native kernels (tests/test_engine_generated.py), so that the Python loop is what runs."""
+    the generated native kernels (tests/engine/test_generated.py), so that the Python loop is what runs."""
     monkeypatch.setattr(python_fused, "_generated_kernel", lambda cell, inputs: None)
     python_fused.set_compile(False)
     yield

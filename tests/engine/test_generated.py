@@ -1,7 +1,7 @@
 """User cells translated to C++ and run in the native loop (``lstmkit.engine.native.generated``):
 the dispatch from the fused engine, a whole layer against the reference loop, what does not
 translate, a failed build, and bad input reaching the C++ code. The generated kernels' agreement
-with the reference loop for every cell and option is in ``tests/test_engine_conformance.py``.
+with the reference loop for every cell and option is in ``tests/engine/test_conformance.py``.
 
 Each translated kind of cell is compiled once (about 25 s) and then loaded from the cache.
 """

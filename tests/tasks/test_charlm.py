@@ -147,7 +147,7 @@ def test_next_characters_are_the_softmax_of_a_step_by_step_run() -> None:
 
 
 def test_text_files_are_checked(tmp_path: Path) -> None:
-    """A corpus file's problems are CorpusErrors (every kind of problem: test_task_common.py)."""
+    """A corpus file's problems are CorpusErrors (every kind of problem: tests/tasks/test_common.py)."""
     binary = tmp_path / "data.bin"
     binary.write_bytes(b"\x00\x01\x02abc")
     with pytest.raises(CorpusError, match=r"data.bin, line 1: a NUL byte \(a binary file\?\)"):

@@ -3,7 +3,7 @@ sequences and batches, torch.nn's own layers as a second oracle in float32, part
 the layout of the gradients it hands back and reads, the LSTM/GRU entry points, the instruction
 set of the build, and bad arguments raising Python errors. Its agreement with the reference loop
 for every cell and option (outputs, states, gradients, gradcheck, gradgradcheck, torch.func) is
-in ``tests/test_engine_conformance.py``. The module is skipped when the extension cannot be built here.
+in ``tests/engine/test_conformance.py``. The module is skipped when the extension cannot be built here.
 """
 
 from __future__ import annotations

@@ -312,7 +312,7 @@ def test_row_blocks_on_two_threads(kernel: str) -> None:
 @pytest.fixture
 def cached_builds_only(monkeypatch):
     """Load a generated cell's module only if it is built already: a build is ~60 s, which this file
-    does not spend (tests/test_engine_conformance.py and test_engine_generated.py build CIFGCell's)."""
+    does not spend (tests/engine/test_conformance.py and tests/engine/test_generated.py build CIFGCell's)."""
     build = generated.compile_module
 
     def load_if_built(name, sources, directory, **kwargs):
