@@ -12,7 +12,7 @@
 // n = 512 they fall into 8 of L1's 64 sets and are read from L2 at every row block, which held
 // the kernel to the float32 FMA's rate.) No library call, no allocation: for the few
 // rows of one time step oneDNN's bfloat16 product costs more in its call than in its arithmetic
-// (loop.h, "GEMM precision").
+// (gemm.h, "GEMM precision").
 //
 // Compiled for AVX512-BF16 through function attributes, whatever the extension's flags; run only
 // where available() says the CPU has it.

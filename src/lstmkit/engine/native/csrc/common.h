@@ -35,7 +35,7 @@ struct SequenceArgs {
   bool carry_output = false;        // a padded step repeats the previous output instead of zeros
   double eps = 0.0;                 // layer-norm epsilon (LayerNormLSTM)
   bool store = true;                // forward: keep what the backward pass needs
-  bool bf16 = false;                // GEMMs on bfloat16 operands, float32 results (loop.h, "GEMM precision")
+  bool bf16 = false;                // GEMMs on bfloat16 operands, float32 results (gemm.h, "GEMM precision")
   // backward only
   at::Tensor grad_output;               // (T, B, R)
   std::vector<at::Tensor> grad_state;   // dL/d final states

@@ -4,7 +4,7 @@
 //           carry_output, eps, store) -> [output, final states..., saved...]
 //   backward(kernel, grad_output, grad_state, x, params, saved, valid, recurrent_mask, zoneout,
 //            zoneout_rate, reverse, carry_output, eps, needs) -> [dx, d params..., d initial states...]
-// A kernel name ending in "+bf16" runs the GEMMs of a float32 call on bfloat16 operands (loop.h).
+// A kernel name ending in "+bf16" runs the GEMMs of a float32 call on bfloat16 operands (gemm.h).
 #pragma once
 
 #include "common.h"

@@ -1,0 +1,423 @@
+// The GEMMs of the time loops (see loop.h): their precision (float32, bf16 through oneDNN or
+// bf16_gemm.h, int8 through int8_gemm.h), the per-step products with a weight packed once, and
+// the products over all T*B rows at once.
+
+#pragma once
+
+#include "bf16_gemm.h"
+#include "common.h"
+#include "int8_gemm.h"
+#include "row_blocks.h"
+
+namespace lstmkit {
+
+// ---------------------------------------------------------------------------------------------
+// GEMM precision.
+// ---------------------------------------------------------------------------------------------
+// Under bf16 GEMMs (SequenceArgs::bf16: a float32 call whose kernel name ends in "+bf16") a product
+// runs on bfloat16 copies of its operands through oneDNN (AMX or AVX512-BF16 where the CPU has
+// them), accumulates in float32 and comes back as float32 after one rounding to bfloat16. The gates,
+// the states and every sum over steps stay float32. A product goes to oneDNN only where that pays,
+// at kMinBf16Macs multiply-adds or more: below, converting the operands and oneDNN's call cost
+// more than the float32 product saves (measured on AVX512-BF16, per step, 2 threads: (1 x 128) x
+// (128 x 512) 9 us packed float32 vs 31 us bfloat16; (16 x 512) x (512 x 2048) 534 vs 243 us).
+// Where the CPU has AVX512-BF16 the products run bf16_gemm.h's kernel instead (pairs_pay), at any size
+// (except the large ones on a CPU with AMX): the per-step ones (StepGemm, StepWeight) and those over
+// all steps whose left operand has contiguous rows (the input projection, dx).
+constexpr int64_t kMinBf16Macs = int64_t{4} << 20;
+inline bool bf16_pays(bool bf16, int64_t m, int64_t n, int64_t k) { return bf16 && m * n * k >= kMinBf16Macs; }
+inline at::Tensor bf16_copy(const at::Tensor& t) { return t.to(at::kBFloat16); }
+
+// W (k, n) for bf16_gemm.h's kernel: slabs of 64 columns (n/64, k/2, 64, 2) bfloat16, k and n padded
+// with zeros to an even number and to whole slabs; and scratch for up to `batch` rows of the other
+// operand in bfloat16 (its padding column stays zero).
+class PairedWeight {
+ public:
+  PairedWeight(const at::Tensor& w, int64_t batch) : k_(w.size(0)), n_(w.size(1)), pairs_((k_ + 1) / 2) {
+    const int64_t slabs = (n_ + bf16::kColumns - 1) / bf16::kColumns;
+    at::Tensor wk = at::zeros({2 * pairs_, slabs * bf16::kColumns}, w.options().dtype(at::kFloat));
+    wk.narrow(0, 0, k_).narrow(1, 0, n_).copy_(w);
+    packed_ = wk.view({pairs_, 2, slabs, bf16::kColumns}).permute({2, 0, 3, 1}).contiguous().to(at::kBFloat16);
+    a16_ = at::zeros({batch, 2 * pairs_}, wk.options().dtype(at::kBFloat16));
+  }
+
+  // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n). Unless in_block
+  // (the caller's thread runs a block of rows) the threads share the work: many rows by rows, few by
+  // the columns' blocks.
+  void run(float* c, const float* a, int64_t lda, int64_t first, int64_t rows, bool accumulate, bool in_block) const {
+    constexpr int64_t kRowsPerThread = 64;
+    const int64_t ld16 = 2 * pairs_, blocks = (n_ + bf16::kColumns - 1) / bf16::kColumns;
+    uint16_t* a16 = reinterpret_cast<uint16_t*>(a16_.data_ptr<at::BFloat16>()) + first * ld16;
+    a += first * lda;
+    c += first * n_;
+    const uint16_t* wp = reinterpret_cast<const uint16_t*>(packed_.data_ptr<at::BFloat16>());
+    const auto round = [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) bf16::round_row(a + r * lda, k_, a16 + r * ld16);
+    };
+    const auto part = [&](int64_t r0, int64_t r1, int64_t b0, int64_t b1) {  // rows [r0, r1), blocks [b0, b1)
+      bf16::gemm(r1 - r0, n_, pairs_, a16 + r0 * ld16, ld16, wp, c + r0 * n_, n_, accumulate, b0, b1);
+    };
+    if (in_block) {
+      round(0, rows);
+      part(0, rows, 0, blocks);
+    } else if (rows >= 2 * kRowsPerThread) {
+      at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
+        round(r0, r1);
+        part(r0, r1, 0, blocks);
+      });
+    } else {  // a thread for at least ~256K multiply-adds
+      round(0, rows);
+      const int64_t per_block = std::max<int64_t>(1, rows * k_ * bf16::kColumns);
+      at::parallel_for(0, blocks, std::max<int64_t>(1, (int64_t{256} << 10) / per_block),
+                       [&](int64_t b0, int64_t b1) { part(0, rows, b0, b1); });
+    }
+  }
+  // The same with tensors: a (rows, k) with contiguous rows, c (rows, n) contiguous.
+  bool runs(const at::Tensor& c, const at::Tensor& a) const {
+    return c.is_contiguous() && a.stride(1) == 1 && a.size(0) <= a16_.size(0);
+  }
+  void run(at::Tensor& c, const at::Tensor& a, bool accumulate) const {
+    run(c.data_ptr<float>(), a.data_ptr<float>(), a.stride(0), 0, a.size(0), accumulate, false);
+  }
+
+ private:
+  int64_t k_, n_, pairs_;
+  at::Tensor packed_, a16_;
+};
+
+// Whether a per-step product of `rows` rows with W (k, n) under bf16 GEMMs runs bf16_gemm.h's kernel:
+// on a CPU with AVX512-BF16, except the products large enough for oneDNN (bf16_pays) on a CPU with
+// AMX, whose tiles outrun it.
+inline bool pairs_pay(bool bf16, int64_t rows, int64_t n, int64_t k) {
+  return bf16 && bf16::available() && n > 0 && k > 0 && !(bf16::amx() && bf16_pays(bf16, rows, n, k));
+}
+
+// m1 m2 (m1 (m, k), m2 (k, n)), in the call's dtype: under bf16 GEMMs bf16_gemm.h's kernel where it
+// runs (pairs_pay; m1's rows contiguous), else oneDNN's bfloat16 product where it pays.
+inline at::Tensor gemm(bool bf16, const at::Tensor& m1, const at::Tensor& m2) {
+  const int64_t m = m1.size(0), k = m1.size(1), n = m2.size(1);
+  if (pairs_pay(bf16, m, n, k) && m1.scalar_type() == at::kFloat && m1.stride(1) == 1) {
+    at::Tensor out = at::empty({m, n}, m1.options());
+    PairedWeight(m2, m).run(out.data_ptr<float>(), m1.data_ptr<float>(), m1.stride(0), 0, m, false, false);
+    return out;
+  }
+  if (!bf16_pays(bf16, m, n, k)) return at::mm(m1, m2);
+  return at::mm(bf16_copy(m1), bf16_copy(m2)).to(m1.scalar_type());
+}
+
+// W (k, n) for oneDNN's bfloat16 product: a bfloat16 copy, and scratch for up to `batch` rows of the
+// other operand and of the product, so that a step allocates nothing.
+class OneDnnWeight {
+ public:
+  OneDnnWeight(const at::Tensor& w, int64_t batch)
+      : w16_(bf16_copy(w)),
+        a16_(at::empty({batch, w.size(0)}, w16_.options())),
+        c16_(at::empty({batch, w.size(1)}, w16_.options())) {}
+
+  bool fits(const at::Tensor& a) const { return a.size(0) <= a16_.size(0); }
+  // out (+)= a W for a's rows (rows, k), through the scratch's rows from `first`: a rounded to
+  // bfloat16, the product rounded once, then added or copied into out (rows, n).
+  void run(at::Tensor out, const at::Tensor& a, int64_t first, bool accumulate) const {
+    at::Tensor a16 = a16_.narrow(0, first, a.size(0)), c16 = c16_.narrow(0, first, a.size(0));
+    a16.copy_(a);
+    at::mm_out(c16, a16, w16_);
+    accumulate ? out.add_(c16) : out.copy_(c16);
+  }
+
+ private:
+  at::Tensor w16_, a16_, c16_;
+};
+
+// The shapes of an int8 inference call (lstm_int8_forward, gru_int8_forward): x (T, B, I) float32 with
+// T > 0, int8 weights (G*H, I) and (G*H, H) (their scales QuantizedWeight checks), h0 (B, H). Returns
+// T, B, I, H, R = H, G.
+inline Shapes check_int8_call(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                              const at::Tensor& h0, int64_t gates) {
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) > 0, "x must be (T, B, I) with T > 0");
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "int8 inference takes float32 input, got ", x.scalar_type());
+  const int64_t H = h0.size(-1);
+  const Shapes s{x.size(0), x.size(1), x.size(2), H, H, gates};
+  check_same(x, "x", x, {s.T, s.B, s.I});
+  const char* form = gates == 3 ? "3H" : "4H";
+  TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) == gates * H && w_ih.size(1) == s.I, "weight_ih must be (",
+                    form, ", I)");
+  TORCH_CHECK_VALUE(w_hh.dim() == 2 && w_hh.size(0) == gates * H && w_hh.size(1) == H, "weight_hh must be (", form,
+                    ", H)");
+  check_same(h0, "h0", x, {s.B, H});
+  return s;
+}
+
+// An int8 weight W (n, k) with one float32 scale per row (lstmkit.quantize_int8's), for int8_gemm.h's
+// kernel: packed once in slabs (n/64, k/4, 64, 4), its columns' compensation, and scratch for up to
+// `batch` rows of the other operand quantized (shifted bytes, a scale per row), so that a step
+// allocates nothing. Only where int8::available().
+class QuantizedWeight {
+ public:
+  QuantizedWeight(const at::Tensor& w, const at::Tensor& scale, int64_t batch)
+      : n_(w.size(0)), k_(w.size(1)), groups_((k_ + int8::kGroup - 1) / int8::kGroup) {
+    TORCH_CHECK_VALUE(int8::available(), "the int8 kernel needs a CPU with AVX512-VNNI (and LSTMKIT_INT8_KERNEL != 0)");
+    TORCH_CHECK_TYPE(w.scalar_type() == at::kChar && w.dim() == 2, "expected an int8 (n, k) weight, got ", w.scalar_type());
+    TORCH_CHECK_VALUE(scale.numel() == n_, "expected one scale per row of the weight (", n_, "), got ", scale.numel());
+    const int64_t slabs = (n_ + int8::kColumns - 1) / int8::kColumns, width = int8::kGroup * groups_;
+    at::Tensor wk = at::zeros({slabs * int8::kColumns, width}, w.options());
+    wk.narrow(0, 0, n_).narrow(1, 0, k_).copy_(w);
+    packed_ = wk.view({slabs, int8::kColumns, groups_, int8::kGroup}).permute({0, 2, 1, 3}).contiguous();
+    compensation_ = at::sum(w, {1}, false, at::kInt).mul_(int8::kShift);
+    scale_ = scale.to(at::kFloat).reshape({n_}).contiguous();
+    a8_ = at::zeros({batch, width}, w.options().dtype(at::kByte));  // the padding columns meet W's zeros
+    a_scale_ = at::empty({batch}, w.options().dtype(at::kFloat));
+  }
+
+  // c (+)= dequant(q(a) W^T) [+ bias] for `rows` rows: a (row stride lda), c (row stride n), bias (n)
+  // or nullptr. Inside RowBlocks::run only the calling thread's rows, on that thread; else many rows
+  // are shared out among the threads by rows, few by W's slabs, at least kMinMacs multiply-adds a
+  // thread (waking a thread costs a few microseconds: the time of ~1M int8 multiply-adds).
+  void run(float* c, const float* a, int64_t lda, int64_t rows, bool accumulate, const float* bias) const {
+    constexpr int64_t kRowsPerThread = 64, kMinMacs = int64_t{1} << 20;
+    const int64_t ld8 = a8_.size(1), slabs = (n_ + int8::kColumns - 1) / int8::kColumns;
+    TORCH_CHECK_VALUE(rows <= a8_.size(0), "more rows (", rows, ") than the weight's scratch holds");
+    uint8_t* a8 = a8_.data_ptr<uint8_t>();
+    float* a_scale = a_scale_.data_ptr<float>();
+    int8::Output out;
+    out.c = c;
+    out.ldc = n_;
+    out.accumulate = accumulate;
+    out.row_scale = a_scale;
+    out.column_scale = scale_.data_ptr<float>();
+    out.compensation = compensation_.data_ptr<int32_t>();
+    out.bias = bias;
+    const int8_t* wp = packed_.data_ptr<int8_t>();
+    const auto quantize = [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) a_scale[r] = int8::quantize_row(a + r * lda, k_, a8 + r * ld8);
+    };
+    const auto part = [&](int64_t r0, int64_t r1, int64_t s0, int64_t s1) {
+      int8::gemm(r0, r1, n_, groups_, a8, ld8, wp, out, s0, s1);
+    };
+    const RowRange& mine = current_rows();
+    if (mine.active) {
+      quantize(mine.begin, mine.end);
+      part(mine.begin, mine.end, 0, slabs);
+    } else if (rows >= 2 * kRowsPerThread) {
+      at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
+        quantize(r0, r1);
+        part(r0, r1, 0, slabs);
+      });
+    } else {
+      quantize(0, rows);
+      const int64_t per_slab = std::max<int64_t>(1, rows * k_ * int8::kColumns);
+      at::parallel_for(0, slabs, std::max<int64_t>(1, kMinMacs / per_slab),
+                       [&](int64_t s0, int64_t s1) { part(0, rows, s0, s1); });
+    }
+  }
+
+  // The raw int32 sums a8 W^T of shifted bytes a8 (rows, k), without the compensation: the kernel's
+  // integer arithmetic alone, for tests.
+  at::Tensor sums(const at::Tensor& a8) const {
+    TORCH_CHECK_TYPE(a8.scalar_type() == at::kByte && a8.dim() == 2 && a8.size(1) == k_, "expected uint8 (rows, ",
+                     k_, ")");
+    const int64_t rows = a8.size(0), slabs = (n_ + int8::kColumns - 1) / int8::kColumns;
+    at::Tensor padded = at::zeros({rows, a8_.size(1)}, a8.options());
+    padded.narrow(1, 0, k_).copy_(a8);
+    at::Tensor result = at::empty({rows, n_}, a8.options().dtype(at::kInt));
+    int8::Output out;
+    out.ldc = n_;
+    out.sums = result.data_ptr<int32_t>();
+    int8::gemm(0, rows, n_, groups_, padded.data_ptr<uint8_t>(), padded.size(1), packed_.data_ptr<int8_t>(), out, 0,
+               slabs);
+    return result;
+  }
+
+ private:
+  int64_t n_, k_, groups_;
+  at::Tensor packed_, compensation_, scale_, a8_, a_scale_;
+};
+
+// A weight every step multiplies by, out = a W [+ bias] with W (k, n), for up to `rows` rows: under
+// bf16 GEMMs on a bfloat16 copy through oneDNN where that pays, else in pairs (bf16_gemm.h) where the
+// CPU has AVX512-BF16; the copies made once per call.
+class StepWeight {
+ public:
+  StepWeight(const at::Tensor& w, int64_t rows, bool bf16) : w_(w) {
+    if (pairs_pay(bf16, rows, w.size(1), w.size(0))) {
+      paired_.emplace(w, rows);
+    } else if (bf16_pays(bf16, rows, w.size(1), w.size(0))) {
+      onednn_.emplace(w, rows);
+    }
+  }
+  void into(at::Tensor& out, const at::Tensor& a, const OptTensor& bias = std::nullopt) const {
+    if (paired_ && paired_->runs(out, a)) {
+      paired_->run(out, a, false);
+      if (bias) out.add_(*bias);
+    } else if (onednn_ && onednn_->fits(a)) {
+      onednn_->run(out, a, 0, false);
+      if (bias) out.add_(*bias);
+    } else {
+      bias ? at::addmm_out(out, *bias, a, w_) : at::mm_out(out, a, w_);
+    }
+  }
+  // out += a W
+  void add_into(at::Tensor& out, const at::Tensor& a) const {
+    if (paired_ && paired_->runs(out, a)) {
+      paired_->run(out, a, true);
+    } else if (onednn_ && onednn_->fits(a)) {
+      onednn_->run(out, a, 0, true);
+    } else {
+      at::addmm_out(out, out, a, w_);
+    }
+  }
+
+ private:
+  at::Tensor w_;
+  std::optional<PairedWeight> paired_;
+  std::optional<OneDnnWeight> onednn_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The per-step GEMM with a weight that stays the same at every step.
+// ---------------------------------------------------------------------------------------------
+// MKL (in torch's x86 builds) can pack a GEMM operand once into its internal layout and reuse it;
+// a plain GEMM repacks the weight at every call, which for the few rows of one time step costs as
+// much as the product (measured: 32 x 128 x 512 per step 20 -> 12 us, 16 x 512 x 2048 274 -> 93 us,
+// 2 threads). Weak symbols: where torch has no MKL they are null and at::addmm_out runs instead.
+// Packed memory is resident memory: the layout of a k x n operand with n < k (the backward's W_hh,
+// n = H, k = 4H) touches 5 times its size (1.3 MB for 512 x 128 floats, measured), more than a
+// whole training step needs at batch 1, so at batch 1 only the forward's W_hh^T (n >= k) is packed.
+inline bool worth_packing(int64_t batch, int64_t n, int64_t k) { return batch > 1 || n >= k; }
+extern "C" {
+size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
+void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
+                      int ld, float* dest) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
+                         const float* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
+}
+
+// c (B, n) = beta c + a (B, k) op(W), op(W) = W^T (transpose, W (n, k)) or W (W (k, n)), at every
+// step; inside RowBlocks::run, on the calling thread's rows only (a GEMM of their own, one thread).
+// Under bf16 GEMMs (see GEMM precision): bf16_gemm.h's kernel on W packed in pairs of rows where the
+// CPU has AVX512-BF16 (pairs_pay), else oneDNN's bfloat16 product where it pays, else float32.
+class StepGemm {
+ public:
+  StepGemm(const at::Tensor& w, const RowBlocks& blocks, bool transpose, bool bf16)
+      : w_(transpose ? w.t() : w), n_(w_.size(1)), k_(w_.size(0)) {
+    if (pairs_pay(bf16, blocks.rows(0), n_, k_)) {
+      paired_.emplace(w_, blocks.batch());
+      return;
+    }
+    if (bf16_pays(bf16, blocks.rows(0), n_, k_)) {
+      onednn_.emplace(w_, blocks.batch());
+      return;
+    }
+    const bool mkl = cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr && cblas_sgemm_pack_get_size;
+    if (!mkl || w.scalar_type() != at::kFloat || !w.is_contiguous() || n_ == 0 || k_ == 0) return;
+    for (int64_t k = 0; k < blocks.count(); ++k) pack(w, blocks.rows(k), transpose);
+  }
+
+  void run(const Step& c, const Step& a, bool accumulate) const {
+    constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151;
+    const RowRange& mine = current_rows();
+    const int64_t first = mine.active ? mine.begin : 0, rows = mine.active ? mine.end - mine.begin : a.rows();
+    if (paired_ && c.contiguous() && a.rows_contiguous()) {
+      paired_->run(c.data<float>(), a.data<float>(), a.row_stride(), first, rows, accumulate, mine.active);
+      return;
+    }
+    if (onednn_) {
+      onednn_->run(c.view().narrow(0, first, rows), a.view().narrow(0, first, rows), first, accumulate);
+      return;
+    }
+    const at::Tensor* packed = packed_for(rows);
+    const int64_t lda = a.row_stride();
+    if (packed && a.rows_contiguous() && c.contiguous()) {
+      cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, rows, n_, k_, a.data<float>() + first * lda, lda,
+                          packed->data_ptr<float>(), n_, accumulate ? 1.0f : 0.0f, c.data<float>() + first * n_, n_);
+      return;
+    }
+    at::Tensor out = c.view();  // a view costs about 1 us: narrowed only inside a block
+    at::Tensor in = a.view();
+    if (mine.active) {
+      out = out.narrow(0, first, rows);
+      in = in.narrow(0, first, rows);
+    }
+    if (accumulate) {
+      at::addmm_out(out, out, in, w_);
+    } else {
+      at::mm_out(out, in, w_);
+    }
+  }
+
+ private:
+  // W in MKL's layout for GEMMs of `rows` rows (once per distinct row count).
+  void pack(const at::Tensor& w, int64_t rows, bool transpose) {
+    constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162;
+    if (rows == 0 || !worth_packing(rows, n_, k_) || packed_for(rows)) return;
+    const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, rows, n_, k_);
+    at::Tensor packed = at::empty({static_cast<int64_t>(bytes / sizeof(float)) + 1}, w.options());
+    cblas_sgemm_pack(kRowMajor, kBMatrix, transpose ? kTrans : kNoTrans, rows, n_, k_, 1.0f, w.data_ptr<float>(),
+                     static_cast<int>(w.size(1)), packed.data_ptr<float>());
+    packed_.emplace_back(rows, std::move(packed));
+  }
+  const at::Tensor* packed_for(int64_t rows) const {
+    for (const auto& [r, packed] : packed_)
+      if (r == rows) return &packed;
+    return nullptr;
+  }
+
+  at::Tensor w_;
+  int n_, k_;
+  std::vector<std::pair<int64_t, at::Tensor>> packed_;  // (rows, packed W)
+  std::optional<PairedWeight> paired_;                  // under bf16 GEMMs: W in pairs of rows (bf16_gemm.h)
+  std::optional<OneDnnWeight> onednn_;                  // or W for oneDNN's product
+};
+
+// ---------------------------------------------------------------------------------------------
+// The GEMMs over all T*B rows at once.
+// ---------------------------------------------------------------------------------------------
+// xg = x W_ih^T (+ bias): the input projection of every step, (T, B, width of W_ih).
+inline at::Tensor project_input(const SequenceArgs& a, const Shapes& s, const OptTensor& bias) {
+  const at::Tensor x2d = a.x.view({s.T * s.B, s.I});
+  const at::Tensor& w_ih = *a.params[0];
+  at::Tensor xg = gemm(a.bf16, x2d, w_ih.t());
+  if (bias) xg.add_(*bias);
+  return xg.view({s.T, s.B, w_ih.size(0)});
+}
+
+// dx = dXG W_ih, dW_ih = dXG^T x (as requested) from dXG (T, B, width of W_ih).
+inline void input_grads(const SequenceArgs& a, const Shapes& s, const at::Tensor& dxg, at::Tensor& dx,
+                        at::Tensor& dw_ih) {
+  const at::Tensor dxg2d = dxg.reshape({s.T * s.B, dxg.size(-1)});
+  if (a.needs[0]) dx = gemm(a.bf16, dxg2d, *a.params[0]).view({s.T, s.B, s.I});
+  if (a.needs[1]) dw_ih = gemm(a.bf16, dxg2d.t(), a.x.view({s.T * s.B, s.I}));
+}
+
+// dW = dG^T H over all T*B rows: G (T, B, rows of W), H (T, B, columns of W).
+inline at::Tensor weight_grad(const SequenceArgs& a, const at::Tensor& dg, const at::Tensor& h) {
+  return gemm(a.bf16, dg.reshape({-1, dg.size(-1)}).t(), h.reshape({-1, h.size(-1)}));
+}
+
+// Sum over all T*B rows, (T, B, width) -> (width).
+inline at::Tensor row_sum(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}).sum(0); }
+
+// {dx, d params..., d initial states...}, the backward entry points' return value.
+inline std::vector<at::Tensor> gradients(at::Tensor dx, std::vector<at::Tensor> dparams,
+                                         std::vector<at::Tensor> dstates) {
+  std::vector<at::Tensor> out{std::move(dx)};
+  out.insert(out.end(), dparams.begin(), dparams.end());
+  out.insert(out.end(), dstates.begin(), dstates.end());
+  return out;
+}
+
+// Whether the gradient of parameter k was requested (needs[0] is the input's).
+inline bool needs_param(const SequenceArgs& a, size_t k) { return k + 1 < a.needs.size() && a.needs[k + 1]; }
+
+// The same gradient for bias_ih and bias_hh when they are added together: never alias the two.
+// db: the sum over all T*B rows of the pre-activations' gradient, computed only when wanted.
+template <typename Sum>
+std::pair<at::Tensor, at::Tensor> shared_bias_grads(const SequenceArgs& a, const Sum& db_of) {
+  if (!needs_param(a, 2) && !needs_param(a, 3)) return {};
+  const at::Tensor db = db_of();
+  return {needs_param(a, 2) ? db : at::Tensor(), needs_param(a, 3) ? (needs_param(a, 2) ? db.clone() : db) : at::Tensor()};
+}
+inline std::pair<at::Tensor, at::Tensor> shared_bias_grads(const SequenceArgs& a, const at::Tensor& dgates) {
+  return shared_bias_grads(a, [&] { return row_sum(dgates); });
+}
+
+}  // namespace lstmkit
