@@ -1,7 +1,7 @@
 """The benchmark suite, as ``lstmkit bench`` (see ``lstmkit bench --help``); results go next to this
 file (``results.md``, ``results.json``) unless ``--out-dir`` says otherwise.
 
-    python benchmarks/run.py            # all five shapes, ~10-15 min on a quiet 2-core machine
+    python benchmarks/run.py            # all five shapes, ~7.5 min on a quiet 2-core machine (458 s in results.md)
     python benchmarks/run.py --quick    # one small shape, about a minute
 """
 
