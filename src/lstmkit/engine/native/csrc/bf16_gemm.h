@@ -1,8 +1,7 @@
 // A small bfloat16 GEMM for the per-step products: c (rows x n, float32) (+)= a (rows x k) W (k x n),
 // a and W rounded to bfloat16, products summed in float32 by AVX512-BF16's dot product of pairs
-// (vdpbf16ps: 32 multiply-adds per instruction, twice an FMA's 16). Measured on AVX512-BF16 (AMD EPYC,
-// one thread, busy machine): 205-224 GFLOP/s from (16 x 128) x (128 x 512) to (32 x 1024) x (1024 x
-// 4096), against 64-100 for MKL's packed float32 product of the same shapes.
+// (vdpbf16ps: 32 multiply-adds per instruction, twice an FMA's 16): two to three times MKL's packed
+// float32 product at the per-step shapes (docs/engine.md, "Measurements behind the kernels' design").
 //
 // W is packed once per call in blocks of 64 columns, each in pairs of rows, (n/64, k/2, 64, 2): the
 // two values a lane multiplies lie side by side, and a block is one contiguous slab. Each step

@@ -134,8 +134,8 @@ inline T sum_lanes(const Vectorized<T>& v, int64_t n) {
   return total;
 }
 
-// Rows per parallel chunk: only split the batch when each chunk has enough gate values (4096,
-// measured on 2 cores) to pay for waking a second thread. at::parallel_for is OpenMP inline code:
+// Rows per parallel chunk: only split the batch when each chunk has enough gate values (4096) to pay
+// for waking a second thread (docs/engine.md). at::parallel_for is OpenMP inline code:
 // without -fopenmp it silently runs on one thread.
 inline int64_t grain_rows(int64_t gate_width) { return std::max<int64_t>(1, LSTMKIT_GRAIN / gate_width); }
 
@@ -264,8 +264,8 @@ inline int64_t slot_out(int64_t t, bool reverse) { return reverse ? t : t + 1; }
 
 // Step t of a time-major (T, B, n) tensor, or the whole of a (B, n) tensor (t < 0), named without
 // making a view: the kernels and the packed GEMM take its pointer, and view() makes the ATen view
-// only where ATen computes (a view costs about 1 us; T of them per tensor per sequence were 3% of
-// a training step at (50, 32, 64, 128)).
+// only where ATen computes (T views per tensor per sequence cost a small step a few per cent:
+// docs/engine.md).
 struct Step {
   const at::Tensor& tensor;
   int64_t t = -1;

@@ -19,8 +19,7 @@ namespace lstmkit {
 // them), accumulates in float32 and comes back as float32 after one rounding to bfloat16. The gates,
 // the states and every sum over steps stay float32. A product goes to oneDNN only where that pays,
 // at kMinBf16Macs multiply-adds or more: below, converting the operands and oneDNN's call cost
-// more than the float32 product saves (measured on AVX512-BF16, per step, 2 threads: (1 x 128) x
-// (128 x 512) 9 us packed float32 vs 31 us bfloat16; (16 x 512) x (512 x 2048) 534 vs 243 us).
+// more than the float32 product saves (docs/engine.md has the figures).
 // Where the CPU has AVX512-BF16 the products run bf16_gemm.h's kernel instead (pairs_pay), at any size
 // (except the large ones on a CPU with AMX): the per-step ones (StepGemm, StepWeight) and those over
 // all steps whose left operand has contiguous rows (the input projection, dx).
@@ -277,10 +276,9 @@ class StepWeight {
 // ---------------------------------------------------------------------------------------------
 // MKL (in torch's x86 builds) can pack a GEMM operand once into its internal layout and reuse it;
 // a plain GEMM repacks the weight at every call, which for the few rows of one time step costs as
-// much as the product (measured: 32 x 128 x 512 per step 20 -> 12 us, 16 x 512 x 2048 274 -> 93 us,
-// 2 threads). Weak symbols: where torch has no MKL they are null and at::addmm_out runs instead.
+// much as the product (docs/engine.md). Weak symbols: where torch has no MKL they are null and at::addmm_out runs instead.
 // Packed memory is resident memory: the layout of a k x n operand with n < k (the backward's W_hh,
-// n = H, k = 4H) touches 5 times its size (1.3 MB for 512 x 128 floats, measured), more than a
+// n = H, k = 4H) touches about 5 times its size, more than a
 // whole training step needs at batch 1, so at batch 1 only the forward's W_hh^T (n >= k) is packed.
 inline bool worth_packing(int64_t batch, int64_t n, int64_t k) { return batch > 1 || n >= k; }
 extern "C" {
@@ -331,7 +329,7 @@ class StepGemm {
                           packed->data_ptr<float>(), n_, accumulate ? 1.0f : 0.0f, c.data<float>() + first * n_, n_);
       return;
     }
-    at::Tensor out = c.view();  // a view costs about 1 us: narrowed only inside a block
+    at::Tensor out = c.view();  // a view costs more than a small step's pointwise pass: narrowed only inside a block
     at::Tensor in = a.view();
     if (mine.active) {
       out = out.narrow(0, first, rows);

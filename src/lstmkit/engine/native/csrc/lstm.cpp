@@ -40,7 +40,7 @@ struct Peepholes {  // diagonal weights, or all nullptr for a plain LSTM
 };
 
 // bias: b_ih + b_hh (4H) or nullptr, added here rather than broadcast into the input projection
-// (addmm's broadcast copy of the bias cost as much as this whole pass at (50, 32, 64, 128)).
+// (addmm's broadcast copy of the bias costs as much as this whole pass at small shapes).
 // m: with a projection, where o tanh(c_t) goes (B, H) instead of on to h_t.
 template <typename T>
 void forward_step(const ForwardRows<T>& p, T* gates, const T* bias, const Peepholes<T>& w, bool store, T* m) {
@@ -313,7 +313,7 @@ std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor&
       .run(gates.data_ptr<float>(), x.data_ptr<float>(), I, T * B, false, bias ? bias->data_ptr<float>() : nullptr);
   const QuantizedWeight recurrent(w_hh, scale_hh, B);
   // each thread its own rows for the whole loop where that pays (RowBlocks; the int8 W_hh is a
-  // quarter of the float32 one it was measured with, so more shapes qualify)
+  // quarter of the float32 one, so more shapes qualify)
   const RowBlocks blocks(B, w_hh, /*split=*/true);
   at::Tensor output = at::empty({T, B, H}, x.options());
   at::Tensor cells = at::empty({2, B, H}, x.options());  // c entering and leaving a step, in turn

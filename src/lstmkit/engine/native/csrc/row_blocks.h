@@ -14,9 +14,8 @@ namespace lstmkit {
 // synchronisation between steps, where otherwise every step's GEMM and pass is a parallel region
 // whose threads wait for each other. Each thread then reads the whole recurrent weight at every
 // step, so blocks are used only while that stays cheap next to the block's GEMM: at least kMinRows
-// rows and at most kMaxWeightPerRow bytes of weight per row. Measured on 2 threads, training step /
-// nn.LSTM: (50, 32, 64, 128) 0.95 -> 0.82, (100, 8, 64, 128) 0.86 -> 0.75 (256 KB weight, 4 rows
-// each), (100, 64, 256, 256) 0.70 -> 0.67; but (100, 16, 512, 512) 0.70 -> 0.78 (4 MB, 8 rows each).
+// rows and at most kMaxWeightPerRow bytes of weight per row: blocks made small and middle shapes
+// faster and the largest weight slower (docs/engine.md has the figures).
 // Inside RowBlocks::run, parallel_rows and StepGemm see only the calling thread's block.
 struct RowRange {
   int64_t begin = 0, end = 0;
