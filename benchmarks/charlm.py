@@ -1,4 +1,4 @@
-"""Character model figures for the README, on the real corpus:
+"""Character model figures for docs/tasks.md, on the real corpus:
 
 1. training throughput of the Shakespeare model built on lstmkit's LSTM vs the same model built on
    ``torch.nn.LSTM`` (round-robin in one run, medians);

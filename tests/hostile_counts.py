@@ -1,6 +1,6 @@
 """Count what the reliability tests try, from the tests themselves: the parametrised cases of the
 hostile-input sweep, the Hypothesis budgets (``max_examples``) of the fuzz tests, and the SIGKILLs of
-the fault-injection test. The README's figures come from this script::
+the fault-injection test. The figures of docs/robustness.md come from this script::
 
     .venv/bin/python tests/hostile_counts.py
 """

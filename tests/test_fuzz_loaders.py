@@ -330,7 +330,7 @@ def check_checkpoint(saved: dict, content: bytes) -> None:
 
 
 # Numbers stay small: a config.json with num_layers=10**9 would build a billion layers (a known limit,
-# see the README); sizes that ask for billions of weights are tested on their own below.
+# see docs/robustness.md); sizes that ask for billions of weights are tested on their own below.
 NUMBERS = st.integers(-3, 40) | st.floats(-100, 100) | st.sampled_from([math.nan, math.inf, -math.inf])
 JSON = st.recursive(
     st.none() | st.booleans() | NUMBERS | st.text(max_size=6),

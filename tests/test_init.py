@@ -208,7 +208,7 @@ GRADIENT_STEPS = 200
 @pytest.fixture(scope="module")
 def lstm_flows() -> dict[str, float]:
     """|dL_T/dh_1| / |dL_T/dh_T| of an untrained 64-unit LSTM on the adding problem at T = 200
-    (lstmkit.inspect.gradient_flow, the README's gradient-flow figure), per initialisation."""
+    (lstmkit.inspect.gradient_flow, the gradient-flow table of docs/cells_and_layers.md), per initialisation."""
     task = AddingProblem(GRADIENT_STEPS)
     inputs, targets = task.generate(16, torch.Generator().manual_seed(0))
     ratios = {}

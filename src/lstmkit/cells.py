@@ -1,6 +1,6 @@
 """Recurrent cells, each written as its equations read.
 
-Every cell splits into two parts (see DESIGN.md):
+Every cell splits into two parts (docs/cells_and_layers.md, "your own cell"):
 
 1. an input projection ``xg = W_ih x + b_ih`` that does not depend on the state, so a layer
    computes it for all time steps in one matrix multiply (:meth:`Cell.project_input`), and
