@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cell_kinds import CELL_KINDS, check_cell, recurrent_layer
 from ..init import GateInit, initialize
 from ..layers import Recurrent
-from ..tasks.common import CELL_KINDS, check_cell, recurrent_layer
 from ..training import TrainConfig, Trainer
 from ..training.config import SCHEDULES
 
@@ -207,7 +207,7 @@ def make_task(name: str, lag: int, copy_length: int = 10) -> LongLagTask:
 
 
 class LongLagModel(nn.Module):
-    """One recurrent layer of ``kind`` (see :data:`~lstmkit.tasks.common.CELL_KINDS`) and a linear
+    """One recurrent layer of ``kind`` (see :data:`~lstmkit.cell_kinds.CELL_KINDS`) and a linear
     readout, for a long-lag task. Integer inputs (symbol ids) are one-hot encoded.
 
         >>> model = LongLagModel("gru", AddingProblem(8), hidden_size=4)
