@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from lstmkit.cell_kinds import CELL_KINDS
 from lstmkit.tasks.charlm.model import CharLM, CharLMConfig, cross_entropy_sum
 from lstmkit.tasks.charlm.task import PRESETS, configure, train
-from lstmkit.tasks.common import CELL_KINDS
 
 HERE = Path(__file__).parent
 STEPS = 1000  # 3 seeds of the 5 cells (15 runs) in about 45 minutes on one busy core

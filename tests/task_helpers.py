@@ -1,8 +1,10 @@
 """What the tests of the four tasks share: runs of the tiny presets, the command line's output read as
-one line, the weights two runs saved compared bit for bit, and a run that crashes and is resumed."""
+one line, the weights two runs saved compared bit for bit, a run that crashes and is resumed, and the
+warning of ``evaluate`` when the data file changed after training."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -104,3 +106,26 @@ def train_in_two_processes(arguments: list[str], out: Path) -> tuple[str, list[s
     result = runner.invoke(app, [*arguments, "--nproc", "2", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     return result.output, (out / "metrics.jsonl").read_text().splitlines()
+
+
+def assert_evaluate_warns_once_the_data_changed(
+    task: str, data: Path, out: Path, options: list[str], counts: dict[str, int], split: str, more: str
+) -> None:
+    """``lstmkit <task> train`` of the tiny preset (two steps, ``options``) on the file ``data`` into
+    ``out`` records the split ``counts`` it trained on; ``lstmkit <task> evaluate`` of ``split`` warns
+    of nothing until the rows ``more`` are appended to ``data``, then in one line that the file has
+    changed since the run trained on it."""
+    result = runner.invoke(app, [task, "train", "--preset", "tiny", "--data", str(data), "--out", str(out),
+                                 "--quiet", "--max-steps", "2", *options])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "task.json").read_text())["trained_on"]["counts"] == counts
+    evaluate = [task, "evaluate", "-c", str(out), "--split", split]
+    result = runner.invoke(app, evaluate)
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    with data.open("a") as file:
+        file.write(more)
+    result = runner.invoke(app, evaluate)
+    assert result.exit_code == 0 and result.stderr.count("\n") == 1, result.output
+    assert flat(result.stderr).startswith(f"warning: {data} has changed since the run trained on it (train "
+                                          f"{counts['train']}, validation")  # fmt: skip
+    assert "the figures are for the data as it is now" in flat(result.stderr)

@@ -32,13 +32,13 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from lstmkit.cell_kinds import CELL_KINDS, recurrent_layer
 from lstmkit.inspect.cli import read_series
 from lstmkit.tasks import TaskModel, load_model
 from lstmkit.tasks.charlm.data import UNKNOWN, CorpusError, read_text_file
 from lstmkit.tasks.charlm.model import CharLM, CharLMConfig, generate
 from lstmkit.tasks.classify.data import SequenceDataError, SequenceSet, read_sequence_csv, read_ts_file
 from lstmkit.tasks.classify.model import ClassifyConfig, SequenceClassifier, predict_logits
-from lstmkit.tasks.common import CELL_KINDS, recurrent_layer
 from lstmkit.tasks.forecast.data import Series, SeriesDataError, read_csv_series
 from lstmkit.tasks.forecast.model import ForecastConfig, Forecaster
 from lstmkit.tasks.forecast.task import predict_next

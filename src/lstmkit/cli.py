@@ -10,12 +10,12 @@ from typer.core import TyperGroup, TyperOption
 
 from . import __version__
 from .bench.cli import bench_command
+from .commandline.messages import print_error
 from .inspect.cli import app as inspect_app
 from .interop.cli import app as export_app
 from .tasks.charlm.cli import app as charlm_app
 from .tasks.classify.cli import app as classify_app
 from .tasks.forecast.cli import app as forecast_app
-from .tasks.options import print_error
 from .tasks.pairs.cli import app as pairs_app
 
 

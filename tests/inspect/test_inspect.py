@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 import lstmkit
+from lstmkit.cell_kinds import recurrent_layer
 from lstmkit.cli import app
 from lstmkit.inspect import cli as inspect_cli
 from lstmkit.inspect import cost, gradients, longlag, plots, report, traces
@@ -196,7 +197,7 @@ def test_unknown_unit_index_is_a_clear_error() -> None:
 
 def _layer(kind: str) -> lstmkit.Recurrent:
     torch.manual_seed(1)
-    return longlag.recurrent_layer(kind, 2, 3).double()
+    return recurrent_layer(kind, 2, 3).double()
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm", "peephole"])

@@ -16,6 +16,7 @@ from matplotlib import pyplot as plt
 from task_helpers import (
     assert_clear_error,
     assert_command_line_resume_is_exact,
+    assert_evaluate_warns_once_the_data_changed,
     assert_resume_after_crash_is_exact,
     flat,
     runner,
@@ -141,23 +142,11 @@ def test_appended_sequences_never_move_one_between_train_and_validation(tmp_path
 def test_evaluate_warns_when_the_data_changed_since_training(tmp_path: Path) -> None:
     data = synthetic(90, seed=6)
     path = write_sequence_csv(data.subset(range(80)), tmp_path / "data.csv")
-    out = tmp_path / "run"
-    result = runner.invoke(app, ["classify", "train", "--preset", "tiny", "--data", str(path), "--out", str(out),
-                                 "--quiet", "--max-steps", "2", "--set", "hidden_size=4"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    recorded = json.loads((out / "task.json").read_text())["trained_on"]
     splits = load_splits(ClassifyData(dataset=str(path)))
-    assert recorded["counts"] == {"train": len(splits.train), "validation": len(splits.validation)}
-    result = runner.invoke(app, ["classify", "evaluate", "-c", str(out), "--split", "validation"])
-    assert result.exit_code == 0 and result.stderr == "", result.output
+    counts = {"train": len(splits.train), "validation": len(splits.validation)}
     more = write_sequence_csv(data.subset(range(80, 90)), tmp_path / "more.csv").read_text().splitlines(True)
-    with path.open("a") as file:
-        file.write("".join(more[1:]))
-    result = runner.invoke(app, ["classify", "evaluate", "-c", str(out), "--split", "validation"])
-    assert result.exit_code == 0 and result.stderr.count("\n") == 1, result.output
-    assert flat(result.stderr).startswith(f"warning: {path} has changed since the run trained on it (train "
-                                          f"{recorded['counts']['train']}, validation")  # fmt: skip
-    assert "the figures are for the data as it is now" in flat(result.stderr)
+    assert_evaluate_warns_once_the_data_changed("classify", path, tmp_path / "run", ["--set", "hidden_size=4"],
+                                                counts, "validation", "".join(more[1:]))  # fmt: skip
 
 
 def test_csv_round_trip_with_rows_in_any_order(tmp_path: Path) -> None:

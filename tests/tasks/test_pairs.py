@@ -14,6 +14,7 @@ import torch
 from task_helpers import (
     assert_clear_error,
     assert_command_line_resume_is_exact,
+    assert_evaluate_warns_once_the_data_changed,
     assert_resume_after_crash_is_exact,
     flat,
     runner,
@@ -303,22 +304,9 @@ def test_rows_appended_or_reordered_never_move_a_pair_to_another_split(tmp_path:
 
 def test_evaluate_warns_when_the_data_changed_since_training(tmp_path: Path) -> None:
     data = write(tmp_path / "pairs.tsv", HEADER + distinct_pairs(0, 120))
-    out = tmp_path / "run"
-    result = runner.invoke(app, ["pairs", "train", "--preset", "tiny", "--data", str(data), "--out", str(out),
-                                 "--quiet", "--max-steps", "2", "--set", "min_count=1"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    recorded = json.loads((out / "task.json").read_text())["trained_on"]
-    splits = load_splits(PairsData(dataset=str(data)))
-    assert recorded["counts"] == {name: len(pairs) for name, pairs in splits.items()}
-    result = runner.invoke(app, ["pairs", "evaluate", "-c", str(out), "--split", "test"])
-    assert result.exit_code == 0 and result.stderr == "", result.output
-    with data.open("a") as file:
-        file.write(distinct_pairs(120, 121))
-    result = runner.invoke(app, ["pairs", "evaluate", "-c", str(out), "--split", "test"])
-    assert result.exit_code == 0 and result.stderr.count("\n") == 1, result.output
-    assert flat(result.stderr).startswith(f"warning: {data} has changed since the run trained on it (train "
-                                          f"{recorded['counts']['train']}, validation")  # fmt: skip
-    assert "the figures are for the data as it is now" in flat(result.stderr)
+    counts = {name: len(pairs) for name, pairs in load_splits(PairsData(dataset=str(data))).items()}
+    assert_evaluate_warns_once_the_data_changed("pairs", data, tmp_path / "run", ["--set", "min_count=1"], counts,
+                                                "test", distinct_pairs(120, 121))  # fmt: skip
 
 
 # -- model ----------------------------------------------------------------------------------------

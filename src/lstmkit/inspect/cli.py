@@ -13,7 +13,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ..tasks.options import Checkpoint, Seed, Threads, console, intra_op_threads, user_errors
+from ..commandline.messages import console, user_errors
+from ..commandline.options import Checkpoint, Seed, Threads, intra_op_threads
 from ..training.checkpoint import atomic_write
 
 app = typer.Typer(

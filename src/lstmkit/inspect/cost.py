@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..cell_kinds import CELL_KINDS, check_cell, recurrent_layer
 from ..engine import resolve_engine
 from ..layers import Recurrent
-from ..tasks.common import CELL_KINDS, check_cell, recurrent_layer
 
 ENGINES = ("auto", "reference")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..tasks.options import console, user_errors
+from ..commandline.messages import console, user_errors
 from .onnx import OPSETS, ExportError, check_opset
 
 app = typer.Typer(help="Export trained models to other formats.", no_args_is_help=True)

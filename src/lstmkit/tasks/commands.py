@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ..commandline.messages import console, print_note, user_errors
+from ..commandline.options import Seed, Threads, intra_op_threads
 from ..precision import detect_cpu, resolve_precision
 from ..training import TrainConfig, TrainResult
 from ..training.checkpoint import CONFIG_NAME, WEIGHTS_NAME
@@ -32,13 +34,7 @@ from .options import (
     Precision,
     Quiet,
     Resume,
-    Seed,
-    Threads,
-    console,
-    intra_op_threads,
     is_main_process,
-    print_note,
-    user_errors,
 )
 
 Settings = tuple[Any, dict[str, Any], TrainConfig]

@@ -11,9 +11,11 @@ import torch
 import typer
 from rich.markup import escape
 
+from ...commandline.messages import console
+from ...commandline.options import Checkpoint
 from ...precision import autocast_for
 from ..commands import TrainRun, stack_shape, train_options
-from ..options import Checkpoint, Precision, console, model_session
+from ..options import Precision, model_session
 from .model import CharLM, generate, next_characters
 from .task import PRESETS, configure, evaluate_split, load_corpus, read_task_data, train
 

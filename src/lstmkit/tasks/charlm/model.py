@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..common import TaskModel, check_cell, embedding, recurrent_layer
+from ...cell_kinds import check_cell, recurrent_layer
+from ..common import TaskModel, embedding
 from .data import Vocabulary
 
 

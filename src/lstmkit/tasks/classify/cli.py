@@ -10,9 +10,11 @@ import torch
 import typer
 from rich.table import Table
 
+from ...commandline.messages import console, print_error
+from ...commandline.options import Checkpoint
 from ...precision import autocast_for
 from ..commands import TrainRun, stack_shape, train_options
-from ..options import Checkpoint, Precision, console, model_session, print_error
+from ..options import Precision, model_session
 from .data import read_sequence_csv
 from .model import SequenceClassifier, predict_logits
 from .task import (

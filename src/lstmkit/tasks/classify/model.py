@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...cell_kinds import check_cell, recurrent_layer
 from ...training import pad_sequences
-from ..common import TaskModel, check_cell, check_statistics, recurrent_layer
+from ..common import TaskModel, check_statistics
 
 POOLINGS = ("last", "mean", "max")
 

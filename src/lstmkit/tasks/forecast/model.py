@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..common import TaskModel, check_cell, check_statistics, recurrent_layer
+from ...cell_kinds import check_cell, recurrent_layer
+from ..common import TaskModel, check_statistics
 
 
 @dataclass

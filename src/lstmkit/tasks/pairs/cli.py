@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
+from ...commandline.messages import console, print_error, print_note
+from ...commandline.options import Checkpoint
 from ...precision import autocast_for
 from ..commands import TrainRun, train_options
 from ..files import skipped_notes
-from ..options import Checkpoint, Precision, console, model_session, print_error, print_note
+from ..options import Precision, model_session
 from .data import read_quora_tsv
 from .model import PairClassifier, predict_probabilities
 from .task import PRESETS, SPLITS, Evaluation, configure, evaluate_set, file_notes, load_splits, run_split, train

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...cell_kinds import check_cell, recurrent_layer
 from ...training import pad_sequences
-from ..common import TaskModel, check_cell, embedding, recurrent_layer
+from ..common import TaskModel, embedding
 from .data import Vocabulary
 
 ARCHITECTURES = ("siamese", "single")
