@@ -23,32 +23,18 @@ from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
 from .engine import choose_layer, fused_torch, int8_vnni, resolve_engine, run_sequence
 from .engine.dispatch import choose_int8
 from .engine.precision import Int8Weight, bf16_gemms, bf16_gemms_active, bf16_hardware, cast_floats
-from .validation import ArgumentError, ShapeError, check_lengths, check_mask, check_tensor
-
-MERGE_MODES = ("concat", "sum", "mul", "ave")
+from .functional import check_merge_mode, dropout_mask, merge_directions
+from .validation import (
+    ArgumentError,
+    ShapeError,
+    check_lengths,
+    check_mask,
+    check_probability,
+    check_states,
+    check_tensor,
+)
 
 StateArg = Tensor | Sequence[Tensor] | None
-
-
-def merge_directions(forward: Tensor, backward: Tensor, merge_mode: str) -> Tensor:
-    """Combine the two directions' outputs: concat, sum, mul or ave (Keras' merge modes)."""
-    if merge_mode == "concat":
-        return torch.cat((forward, backward), dim=-1)
-    if merge_mode == "sum":
-        return forward + backward
-    if merge_mode == "mul":
-        return forward * backward
-    if merge_mode == "ave":
-        return (forward + backward) / 2
-    raise ValueError(f"unknown merge_mode {merge_mode!r}: expected one of {MERGE_MODES}")
-
-
-def _check_probability(name: str, value: float, upper_inclusive: bool) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not (0 <= value < 1 or (upper_inclusive and value == 1)):
-        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
-        raise ValueError(f"{name} must be a number in {bound}, got {value!r}")
-    return float(value)
 
 
 class Recurrent(nn.Module):
@@ -119,17 +105,16 @@ class Recurrent(nn.Module):
             raise ArgumentError(f"bidirectional must be a bool, got {type(bidirectional).__name__} {bidirectional!r}")
         if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
-        if merge_mode not in MERGE_MODES:
-            raise ValueError(f"unknown merge_mode {merge_mode!r}: expected one of {MERGE_MODES}")
-        self.dropout = _check_probability("dropout", dropout, upper_inclusive=True)
+        check_merge_mode(merge_mode)
+        self.dropout = check_probability("dropout", dropout, upper_inclusive=True)
         if self.dropout > 0 and num_layers == 1:
             warnings.warn(
                 "dropout applies between layers, so it has no effect with num_layers=1 "
                 f"(got dropout={dropout}); see recurrent_dropout and zoneout",
                 stacklevel=2,
             )
-        self.recurrent_dropout = _check_probability("recurrent_dropout", recurrent_dropout, upper_inclusive=False)
-        self.zoneout = _check_probability("zoneout", zoneout, upper_inclusive=False)
+        self.recurrent_dropout = check_probability("recurrent_dropout", recurrent_dropout)
+        self.zoneout = check_probability("zoneout", zoneout)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -427,28 +412,23 @@ class Recurrent(nn.Module):
         if hx is None:
             return None
         cell = self._cells[0]
-        states = (hx,) if isinstance(hx, Tensor) else tuple(hx)
-        if len(states) != len(cell.state_names):
-            expected = "a tensor h_0" if len(cell.state_names) == 1 else f"a tuple {cell.state_names}"
-            raise ValueError(f"hx must be {expected} for {type(cell).__name__}, got {len(states)} tensor(s)")
-        layers = self.num_layers * self.num_directions
-        checked = []
-        for name, size, state in zip(cell.state_names, cell.state_sizes, states, strict=True):
-            state = check_tensor(f"initial state {name}_0", state, like.dtype)
-            expected = (layers, batch_size, size) if batched else (layers, size)
-            if tuple(state.shape) != expected:
-                raise ShapeError(
-                    f"expected initial state {name}_0 of shape {expected} "
-                    f"(num_layers * num_directions, batch, {name} size), got {tuple(state.shape)}"
-                )
-            checked.append(state if batched else state.unsqueeze(1))
-        return tuple(checked)
+        names, layers = cell.state_names, self.num_layers * self.num_directions
+        expected = "a tensor h_0" if len(names) == 1 else f"a tuple {names}"
+        states = check_states(
+            (hx,) if isinstance(hx, Tensor) else tuple(hx),
+            names,
+            [(layers, batch_size, size) if batched else (layers, size) for size in cell.state_sizes],
+            like.dtype,
+            count_error=lambda got: f"hx must be {expected} for {type(cell).__name__}, got {got} tensor(s)",
+            label="initial state {name}_0",
+            layout="num_layers * num_directions, batch, {name} size",
+        )
+        return states if batched else tuple(state.unsqueeze(1) for state in states)
 
     def _recurrent_dropout_mask(self, batch_size: int, size: int, like: Tensor) -> Tensor | None:
         if not (self.recurrent_dropout and self.training):
             return None
-        keep = 1.0 - self.recurrent_dropout
-        return like.new_empty(batch_size, size).bernoulli_(keep) / keep
+        return dropout_mask(like.new_empty(batch_size, size), self.recurrent_dropout)
 
     def extra_repr(self) -> str:
         cell = self._cells[0]

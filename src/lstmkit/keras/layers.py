@@ -40,22 +40,16 @@ from torch import Tensor, nn
 from ..cells import Cell, GRUCell, LSTMCell, RNNCell, State
 from ..engine import SequenceResult, run_sequence
 from ..engine.reference import run_sequence as run_reference
-from ..functional import Activation
-from ..layers import merge_directions
-from ..validation import check_mask, check_tensor
+from ..functional import MERGE_MODES as TORCH_MERGE_MODES
+from ..functional import Activation, check_merge_mode, dropout_mask, merge_directions
+from ..validation import check_mask, check_probability, check_states, check_tensor
 from .initializers import Initializer, check_initializer, initialize, resolve_keras_activation
 from .layout import cell_to_keras, check_weights, load_keras
 from .regularizers import Regularizer, resolve_regularizer
 
 StateArg = Tensor | np.ndarray | Sequence[Any] | None
-MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+MERGE_MODES = (*TORCH_MERGE_MODES, None)  # None: Bidirectional returns both directions' outputs
 REGULARIZERS = ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer")
-
-
-def _check_rate(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
 def _check_flag(name: str, value: Any) -> None:
@@ -89,8 +83,8 @@ class _KerasRNN(nn.Module):
         for key in ("activation", "recurrent_activation"):
             if key in config:
                 resolve_keras_activation(config[key])
-        _check_rate("dropout", config["dropout"])
-        _check_rate("recurrent_dropout", config["recurrent_dropout"])
+        check_probability("dropout", config["dropout"])
+        check_probability("recurrent_dropout", config["recurrent_dropout"])
         _check_flag("unroll", config["unroll"])
         implementation = config.get("implementation", 2)
         if implementation not in (1, 2) or isinstance(implementation, bool):
@@ -252,14 +246,14 @@ class _KerasRNN(nn.Module):
         if training and self.recurrent_dropout and gates > 1:
             input_masks = None
             if self.dropout:
-                input_masks = _dropout_mask(x.new_empty(gates, batch, features), self.dropout)
-            recurrent_masks = _dropout_mask(x.new_empty(gates, batch, self.units), self.recurrent_dropout)
+                input_masks = dropout_mask(x.new_empty(gates, batch, features), self.dropout)
+            recurrent_masks = dropout_mask(x.new_empty(gates, batch, self.units), self.recurrent_dropout)
             return run_reference(_PerGateDropout(cell, input_masks, recurrent_masks), x, state, **options)
         if training and self.dropout:  # one input mask per sequence, shared by all steps
-            x = x * _dropout_mask(x.new_empty(batch, features), self.dropout)
+            x = x * dropout_mask(x.new_empty(batch, features), self.dropout)
         recurrent_mask = None
         if training and self.recurrent_dropout:
-            recurrent_mask = _dropout_mask(x.new_empty(batch, self.units), self.recurrent_dropout)
+            recurrent_mask = dropout_mask(x.new_empty(batch, self.units), self.recurrent_dropout)
         return run_sequence(cell, x, state, recurrent_mask=recurrent_mask, **options)
 
     def _describe(self) -> str:
@@ -309,23 +303,20 @@ class _KerasRNN(nn.Module):
                 f"initial_state must be a tensor, a NumPy array or a list of them {names}, "
                 f"got {type(initial_state).__name__}"
             )
-        if len(states) != len(names):
-            raise ValueError(
-                f"{type(self).__name__} expects {len(names)} initial state tensor(s) {names}, got {len(states)} "
+        return check_states(
+            states,
+            names,
+            [(batch, self.units)] * len(names),
+            like.dtype,
+            count_error=lambda got: (
+                f"{type(self).__name__} expects {len(names)} initial state tensor(s) {names}, got {got} "
                 "(a list or tuple holds one entry per state: pass a single state as a tensor or NumPy array)"
-            )
-        states = tuple(
-            s if isinstance(s, Tensor) else torch.as_tensor(np.asarray(s), dtype=like.dtype, device=like.device)
-            for s in states
+            ),
+            layout="batch, units",
+            convert=lambda s: (
+                s if isinstance(s, Tensor) else torch.as_tensor(np.asarray(s), dtype=like.dtype, device=like.device)
+            ),
         )
-        for name, state in zip(names, states, strict=True):
-            check_tensor(f"initial state {name}", state, like.dtype)
-            if tuple(state.shape) != (batch, self.units):
-                raise ValueError(
-                    f"expected initial state {name} of shape {(batch, self.units)} (batch, units), "
-                    f"got {tuple(state.shape)}"
-                )
-        return states
 
     def extra_repr(self) -> str:
         text = f"units={self.units}" + (f", input_size={self.input_size}" if self.built else ", not built")
@@ -336,11 +327,6 @@ class _KerasRNN(nn.Module):
 def _keras_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     """A subclass ``__init__``'s ``locals()`` minus what the base class takes separately."""
     return {k: v for k, v in arguments.items() if k not in ("self", "__class__", "units", "device", "dtype")}
-
-
-def _dropout_mask(like: Tensor, rate: float) -> Tensor:
-    keep = 1.0 - rate
-    return like.bernoulli_(keep) / keep
 
 
 def _gate_shifts(value: Tensor, masks: Tensor, weight: Tensor, size: int) -> Tensor:
@@ -574,8 +560,7 @@ class Bidirectional(nn.Module):
         for name, value in (("layer", layer), ("backward_layer", backward_layer)):
             if value is not None and not isinstance(value, _KerasRNN):
                 raise TypeError(f"{name} must be an lstmkit.keras LSTM, GRU or SimpleRNN, got {type(value).__name__}")
-        if merge_mode not in MERGE_MODES:
-            raise ValueError(f"unknown merge_mode {merge_mode!r}: expected one of {MERGE_MODES}")
+        check_merge_mode(merge_mode, MERGE_MODES)
         self.merge_mode = merge_mode
         self.forward_layer = type(layer)(**layer.get_config(), **layer._factory)
         if backward_layer is None:
