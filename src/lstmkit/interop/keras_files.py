@@ -51,10 +51,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..keras.base import KerasRNN
+from ..keras.bidirectional import Bidirectional
 from ..keras.convert import _layer as _recurrent_layer
 from ..keras.convert import _split
 from ..keras.initializers import KERAS_ACTIVATIONS
-from ..keras.layers import Bidirectional, _KerasRNN
 from ..training.checkpoint import atomic_write
 from ..validation import check_weight_count
 
@@ -247,7 +248,7 @@ def keras_class_name(module: nn.Module) -> str:
     >>> keras_class_name(nn.Dropout(0.1)), keras_class_name(Dense(2, 3))
     ('Dropout', 'Dense')
     """
-    if isinstance(module, _KerasRNN):
+    if isinstance(module, KerasRNN):
         return type(module).__name__
     if isinstance(module, Merge):
         return module.kind
@@ -409,7 +410,7 @@ def _dependencies(node: _Node) -> set[tuple[str, int]]:
 def _call(module: nn.Module, args: list[Any], kwargs: dict[str, Any], mask: Tensor | None) -> tuple[list, Any]:
     """Run one Keras layer: its outputs (a list) and the mask that flows on, as Keras computes it."""
     mask = kwargs.get("mask", mask)
-    if isinstance(module, _KerasRNN | Bidirectional):
+    if isinstance(module, KerasRNN | Bidirectional):
         initial = kwargs.get("initial_state")
         result = module(args[0], initial, None if mask is None else mask.bool())
         outputs = list(result) if isinstance(result, tuple) else [result]
@@ -634,7 +635,7 @@ def _groups(module: nn.Module) -> list[tuple[str, list[Tensor]]]:
         return [("vars", [module.weight.detach()])]
     if isinstance(module, Dense):
         return [("vars", [module.weight.detach().T] + ([module.bias.detach()] if module.bias is not None else []))]
-    if isinstance(module, _KerasRNN):
+    if isinstance(module, KerasRNN):
         return [("cell/vars", [torch.from_numpy(w) for w in module.get_weights()])]
     if isinstance(module, Bidirectional):
         return [
@@ -648,7 +649,7 @@ def _groups(module: nn.Module) -> list[tuple[str, list[Tensor]]]:
 
 def _assign(module: nn.Module, group: str, arrays: list[np.ndarray], owner: str) -> None:
     """Load one group's arrays into ``module``, checking their number and shapes."""
-    if isinstance(module, _KerasRNN | Bidirectional):  # set_weights checks (and builds an unbuilt layer)
+    if isinstance(module, KerasRNN | Bidirectional):  # set_weights checks (and builds an unbuilt layer)
         layer = module
         if isinstance(module, Bidirectional):
             layer = module.forward_layer if group.startswith("forward_layer") else module.backward_layer

@@ -14,9 +14,10 @@
     True
 """
 
+from .bidirectional import Bidirectional
 from .convert import from_keras, to_keras_weights
 from .initializers import INITIALIZERS, KERAS_ACTIVATIONS, initialize
-from .layers import GRU, LSTM, Bidirectional, SimpleRNN
+from .layers import GRU, LSTM, SimpleRNN
 
 __all__ = [
     "GRU",

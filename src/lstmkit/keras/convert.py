@@ -19,12 +19,14 @@ from torch import nn
 
 from ..cells import Cell
 from ..layers import Recurrent
+from .base import REGULARIZERS, KerasRNN
+from .bidirectional import Bidirectional
 from .initializers import INITIALIZERS, KERAS_ACTIVATIONS
-from .layers import GRU, LSTM, REGULARIZERS, Bidirectional, SimpleRNN, _KerasRNN
+from .layers import GRU, LSTM, SimpleRNN
 from .layout import cell_to_keras
 from .regularizers import resolve_regularizer
 
-LAYERS: dict[str, type[_KerasRNN]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
+LAYERS: dict[str, type[KerasRNN]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
 SUPPORTED = (*LAYERS, "Bidirectional", "RNN")
 CELLS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}  # keras.layers.RNN(cell) -> layer
 MODELS = ("Sequential", "Functional", "Model")
@@ -116,8 +118,8 @@ def to_keras_weights(module: nn.Module) -> list[np.ndarray]:
         >>> [w.shape for w in to_keras_weights(lstmkit.GRU(3, 4))]
         [(3, 12), (4, 12), (2, 12)]
     """
-    if isinstance(module, _KerasRNN | Bidirectional):
-        layers = (module,) if isinstance(module, _KerasRNN) else (module.forward_layer, module.backward_layer)
+    if isinstance(module, KerasRNN | Bidirectional):
+        layers = (module,) if isinstance(module, KerasRNN) else (module.forward_layer, module.backward_layer)
         unbuilt = [type(layer).__name__ for layer in layers if not layer.built]
         if unbuilt:
             raise ValueError(f"{unbuilt[0]} is not built yet: call it once, or pass input_size= when creating it")
@@ -202,7 +204,7 @@ def _unwrap_cell(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return CELLS[kind], {**cell_config, **{key: value for key, value in config.items() if key != "cell"}}
 
 
-def _layer(name: str, config: dict[str, Any], dtype: torch.dtype | None) -> _KerasRNN:
+def _layer(name: str, config: dict[str, Any], dtype: torch.dtype | None) -> KerasRNN:
     if name not in LAYERS:
         raise ValueError(f"Bidirectional must wrap one of {tuple(LAYERS)}, got {name!r}")
     if "units" not in config:

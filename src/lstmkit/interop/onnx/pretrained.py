@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...keras.layers import _KerasRNN
+from ...keras.base import KerasRNN
 from ...layers import Recurrent
 from .common import STATE_PARAMETERS, ExportError, check_opset
 from .export import OnnxExport, export_onnx
@@ -37,7 +37,7 @@ def example_inputs(model: nn.Module, batch: int = 2, steps: int = 8) -> dict[str
         return dict(own(batch, steps))
     generator = torch.Generator().manual_seed(0)
     embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    recurrent = next((m for m in model.modules() if isinstance(m, Recurrent | _KerasRNN)), None)
+    recurrent = next((m for m in model.modules() if isinstance(m, Recurrent | KerasRNN)), None)
     parameters = inspect.signature(model.forward).parameters.values()
     inputs: dict[str, Tensor] = {}
     for parameter in parameters:
