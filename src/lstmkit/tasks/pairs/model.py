@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...training import pad_sequences
+from ...validation import check_probability
 from ..common import TaskModel, check_cell, embedding, recurrent_layer
 from .data import Vocabulary
 
@@ -48,8 +49,8 @@ class PairsConfig:
         if not self.hidden_sizes or min(self.embedding_size, self.dense_size, *self.hidden_sizes) < 1:
             raise ValueError(f"need embedding_size, dense_size and at least one hidden size, all positive; got "
                              f"{self.embedding_size}, {self.dense_size}, {self.hidden_sizes}")  # fmt: skip
-        if not 0 <= self.dropout < 1 or not 0 <= self.threshold <= 1:
-            raise ValueError(f"need 0 <= dropout < 1 and 0 <= threshold <= 1; got {self.dropout}, {self.threshold}")
+        check_probability("dropout", self.dropout)
+        check_probability("threshold", self.threshold, upper_inclusive=True)
 
 
 class PairClassifier(TaskModel):
