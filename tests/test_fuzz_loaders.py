@@ -432,7 +432,7 @@ def replace_somewhere(document: object, path: list[int], value: object) -> objec
 @MUTATIONS
 @given(data=st.data())
 def test_keras_files_with_mutated_bytes_or_configs(keras_file: bytes, data: st.DataObject, tmp_path: Path) -> None:
-    from lstmkit.interop.keras_files import KerasFileError, load_keras_file
+    from lstmkit.keras import KerasFileError, load_keras_file
 
     with zipfile.ZipFile(io.BytesIO(keras_file)) as archive:
         config = json.loads(archive.read("config.json"))

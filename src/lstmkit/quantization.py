@@ -41,7 +41,7 @@ from torch.ao.quantization import quantization_mappings
 from torch.nn.utils.parametrize import type_before_parametrizations
 
 from .cells import Cell, GRUCell, LSTMCell, RNNCell
-from .keras.layers import _KerasRNN
+from .keras.base import KerasRNN
 from .layers import GRU, LSTM, RNN, Recurrent
 
 SUPPORTED_DTYPES = (torch.qint8, torch.float16)
@@ -177,7 +177,7 @@ def quantization_problems(model: nn.Module) -> list[str]:
         if reasons:
             where = f"{type_before_parametrizations(module).__name__} at {path or '<root>'!r}"
             problems.append(f"{where}: {'; '.join(reasons)}")
-        if isinstance(module, Recurrent | Cell | _KerasRNN):
+        if isinstance(module, Recurrent | Cell | KerasRNN):
             handled.append(path)
     return problems
 
@@ -185,7 +185,7 @@ def quantization_problems(model: nn.Module) -> list[str]:
 def _refusals(module: nn.Module) -> list[str]:
     """What stops ``module`` from becoming torch's dynamically quantized LSTM/GRU (empty for a
     supported layer and for modules that are not lstmkit's)."""
-    if isinstance(module, _KerasRNN):
+    if isinstance(module, KerasRNN):
         return [
             "an lstmkit.keras layer (Keras semantics: masks, return_sequences, go_backwards, states; torch's "
             "quantized modules have none of them): build the model from lstmkit.LSTM/GRU to quantize it"
@@ -397,5 +397,5 @@ def _left_float_message(module: nn.Module, qconfig: Any) -> str:
 
 # Set on lstmkit's own classes (torch is left as it is). Its place is their class bodies; it is set here
 # for now, beside the quantization code it belongs to.
-for _guarded in (Recurrent, Cell, _KerasRNN):
+for _guarded in (Recurrent, Cell, KerasRNN):
     _guarded.qconfig = _QConfigGuard()  # type: ignore[attr-defined]

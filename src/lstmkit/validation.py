@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -77,20 +77,67 @@ def check_cell_input(cell: Cell, input: Tensor, hx: Tensor | State | None) -> tu
         )
     if hx is None:
         return batched, input, cell.initial_state(input.shape[0], input)
-    states = (hx,) if isinstance(hx, Tensor) else tuple(hx)
-    if len(states) != len(cell.state_names):
-        raise ValueError(
-            f"{type(cell).__name__} expects {len(cell.state_names)} state tensor(s) {cell.state_names}, "
-            f"got {len(states)}"
-        )
+    names = cell.state_names
+    states = check_states(
+        (hx,) if isinstance(hx, Tensor) else tuple(hx),
+        names,
+        [(input.shape[0], size) if batched else (size,) for size in cell.state_sizes],
+        cell.weight_ih.dtype,
+        count_error=lambda got: f"{type(cell).__name__} expects {len(names)} state tensor(s) {names}, got {got}",
+        label="state {name}",
+    )
+    return batched, input, states if batched else tuple(state.unsqueeze(0) for state in states)
+
+
+def check_states(
+    states: Sequence[object],
+    names: Sequence[str],
+    shapes: Sequence[tuple[int, ...]],
+    dtype: torch.dtype,
+    *,
+    count_error: Callable[[int], str],
+    label: str = "initial state {name}",
+    layout: str = "",
+    convert: Callable[[object], object] | None = None,
+) -> tuple[Tensor, ...]:
+    """The states given to a cell, a layer or a Keras layer, checked: one per name in ``names``
+    (else ``ValueError(count_error(len(states)))``), each (after ``convert``, if given) a floating
+    tensor of ``dtype`` and of its shape in ``shapes``. Errors name a state by ``label`` and the
+    expected layout by ``layout``, both formatted with the state's name.
+
+    >>> import torch
+    >>> check_states([torch.zeros(2, 4)], ["h"], [(3, 4)], torch.float32, count_error=str, layout="batch, units")
+    Traceback (most recent call last):
+    ...
+    lstmkit.validation.ShapeError: expected initial state h of shape (3, 4) (batch, units), got (2, 4)
+    """
+    if len(states) != len(names):
+        raise ValueError(count_error(len(states)))
     checked = []
-    for name, size, state in zip(cell.state_names, cell.state_sizes, states, strict=True):
-        state = check_tensor(f"state {name}", state, cell.weight_ih.dtype)
-        expected = (input.shape[0], size) if batched else (size,)
-        if tuple(state.shape) != expected:
-            raise ShapeError(f"expected state {name} of shape {expected}, got {tuple(state.shape)}")
-        checked.append(state if batched else state.unsqueeze(0))
-    return batched, input, tuple(checked)
+    for name, shape, state in zip(names, shapes, states, strict=True):
+        what = label.format(name=name)
+        state = check_tensor(what, state if convert is None else convert(state), dtype)
+        if tuple(state.shape) != tuple(shape):
+            where = f" ({layout.format(name=name)})" if layout else ""
+            raise ShapeError(f"expected {what} of shape {tuple(shape)}{where}, got {tuple(state.shape)}")
+        checked.append(state)
+    return tuple(checked)
+
+
+def check_probability(name: str, value: object, *, upper_inclusive: bool = False) -> float:
+    """``value`` as a float in ``[0, 1)``, or ``[0, 1]`` with ``upper_inclusive``: a dropout rate or
+    a zoneout probability. Booleans, strings and NaN are refused.
+
+    >>> check_probability("recurrent_dropout", 1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: recurrent_dropout must be a number in [0, 1), got 1.0
+    """
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not (0 <= value < 1 or (upper_inclusive and value == 1)):
+        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
+        raise ValueError(f"{name} must be a number in {bound}, got {value!r}")
+    return float(value)
 
 
 def check_lengths(lengths: Sequence[int] | Tensor, batch_size: int, seq_len: int, device: torch.device) -> Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import lstmkit.keras.layers as keras_layers
+import lstmkit.keras.base as keras_base
 from lstmkit.keras import GRU, LSTM, Bidirectional, SimpleRNN, from_keras
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras-internal
@@ -307,7 +307,7 @@ def test_per_gate_masks_follow_keras_equations(kind, monkeypatch) -> None:
     recurrent_masks = rng.integers(0, 2, (gates, BATCH, UNITS)) * 2.0
     drawn = {(gates, BATCH, FEATURES): input_masks, (gates, BATCH, UNITS): recurrent_masks}
     monkeypatch.setattr(
-        keras_layers, "_dropout_mask", lambda like, rate: torch.as_tensor(drawn[tuple(like.shape)]).to(like)
+        keras_base, "dropout_mask", lambda like, rate: torch.as_tensor(drawn[tuple(like.shape)]).to(like)
     )
     x = np.random.default_rng(3).standard_normal((BATCH, STEPS, FEATURES))
     got = layer(torch.as_tensor(x, dtype=torch.float32), training=True).detach().numpy()

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from lstmkit import keras as lk
 from lstmkit.cli import app
-from lstmkit.interop.keras_files import (
+from lstmkit.keras import (
     Dense,
     Embedding,
     KerasFileError,

@@ -353,7 +353,8 @@ def test_bad_model_settings_are_refused() -> None:
     for fields, message in [({"architecture": "triple"}, "unknown architecture 'triple'"),
                             ({"cell": "transformer"}, "unknown cell 'transformer'"),
                             ({"hidden_sizes": []}, "at least one hidden size"),
-                            ({"dropout": 1.0}, "0 <= dropout < 1")]:  # fmt: skip
+                            ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1.0"),
+                            ({"threshold": 1.5}, r"threshold must be a number in \[0, 1\], got 1.5")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             PairsConfig(["a"], **fields)
 

@@ -258,7 +258,7 @@ def test_keras_files_with_code_are_refused_without_running_it(tmp_path: Path, no
     """A Keras Lambda layer carries marshalled Python bytecode; reading one would run it. The loader
     refuses the layer by its type before looking at its function."""
     pytest.importorskip("h5py")
-    from lstmkit.interop.keras_files import KerasFileError, load_keras_file
+    from lstmkit.keras import KerasFileError, load_keras_file
 
     config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
         {"class_name": "InputLayer", "config": {"batch_shape": [None, 3]}},

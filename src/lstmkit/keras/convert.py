@@ -19,12 +19,14 @@ from torch import nn
 
 from ..cells import Cell
 from ..layers import Recurrent
+from .base import REGULARIZERS, KerasRNN
+from .bidirectional import Bidirectional
 from .initializers import INITIALIZERS, KERAS_ACTIVATIONS
-from .layers import GRU, LSTM, REGULARIZERS, Bidirectional, SimpleRNN, _KerasRNN
+from .layers import GRU, LSTM, SimpleRNN
 from .layout import cell_to_keras
 from .regularizers import resolve_regularizer
 
-LAYERS: dict[str, type[_KerasRNN]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
+LAYERS: dict[str, type[KerasRNN]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
 SUPPORTED = (*LAYERS, "Bidirectional", "RNN")
 CELLS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}  # keras.layers.RNN(cell) -> layer
 MODELS = ("Sequential", "Functional", "Model")
@@ -78,7 +80,7 @@ def from_keras(
     ``dtype`` is given. L1/L2 regularizers carry over (:attr:`losses <lstmkit.keras.LSTM.losses>`);
     other regularizers and constraints are ignored with a warning; the forward pass is exact. A
     whole model's config (Sequential, functional) is refused: see
-    :mod:`lstmkit.interop.keras_files` for those.
+    :func:`~lstmkit.keras.load_keras_file` and :func:`~lstmkit.keras.model_from_config` for those.
 
         >>> import numpy as np
         >>> from lstmkit.keras import from_keras
@@ -87,18 +89,10 @@ def from_keras(
         >>> type(lstm).__name__, lstm.units, lstm.input_size, lstm.return_sequences
         ('LSTM', 2, 3, True)
     """
-    name, layer_config = _split(config, class_name)
+    name, layer_config = split_config(config, class_name)
     if dtype is None and len(weights) and np.issubdtype(np.asarray(weights[0]).dtype, np.floating):
         dtype = torch.as_tensor(np.asarray(weights[0])).dtype  # Keras' float32, usually
-    if name == "Bidirectional":
-        if "layer" not in layer_config:
-            raise ValueError("a Bidirectional config needs the serialized wrapped layer under 'layer'")
-        forward = _layer(*_split(layer_config["layer"], None), dtype)
-        backward = layer_config.get("backward_layer")
-        backward = None if backward is None else _layer(*_split(backward, None), dtype)
-        module: nn.Module = Bidirectional(forward, layer_config.get("merge_mode", "concat"), backward)
-    else:
-        module = _layer(name, layer_config, dtype)
+    module = layer_from_config(name, layer_config, dtype)
     module.set_weights(list(weights))
     return module
 
@@ -116,8 +110,8 @@ def to_keras_weights(module: nn.Module) -> list[np.ndarray]:
         >>> [w.shape for w in to_keras_weights(lstmkit.GRU(3, 4))]
         [(3, 12), (4, 12), (2, 12)]
     """
-    if isinstance(module, _KerasRNN | Bidirectional):
-        layers = (module,) if isinstance(module, _KerasRNN) else (module.forward_layer, module.backward_layer)
+    if isinstance(module, KerasRNN | Bidirectional):
+        layers = (module,) if isinstance(module, KerasRNN) else (module.forward_layer, module.backward_layer)
         unbuilt = [type(layer).__name__ for layer in layers if not layer.built]
         if unbuilt:
             raise ValueError(f"{unbuilt[0]} is not built yet: call it once, or pass input_size= when creating it")
@@ -139,8 +133,9 @@ def to_keras_weights(module: nn.Module) -> list[np.ndarray]:
     return [w.cpu().numpy() for cell in cells for w in cell_to_keras(cell)]
 
 
-def _split(config: Mapping[str, Any], class_name: str | None) -> tuple[str, dict[str, Any]]:
-    """(class name, layer config) from a bare or serialized Keras config."""
+def split_config(config: Mapping[str, Any], class_name: str | None) -> tuple[str, dict[str, Any]]:
+    """(class name, layer config) from a bare or serialized Keras config (see :func:`from_keras` for
+    how a bare config's class is inferred); a model's, a cell's or an unsupported layer's is refused."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict (Keras get_config()), got {type(config).__name__}")
     if "class_name" in config and isinstance(config.get("config"), Mapping):
@@ -166,7 +161,7 @@ def _split(config: Mapping[str, Any], class_name: str | None) -> tuple[str, dict
         raise ValueError(
             f"expected a single recurrent layer's config, got a {class_name} model's with {len(layers)} layers "
             f"({kinds}): pass one layer's get_config() and get_weights(), or read the whole model with "
-            "lstmkit.interop.keras_files.model_from_config or load_keras_file"
+            "lstmkit.keras.model_from_config or load_keras_file"
         )
     if class_name in CELLS:
         raise ValueError(
@@ -202,7 +197,20 @@ def _unwrap_cell(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return CELLS[kind], {**cell_config, **{key: value for key, value in config.items() if key != "cell"}}
 
 
-def _layer(name: str, config: dict[str, Any], dtype: torch.dtype | None) -> _KerasRNN:
+def layer_from_config(name: str, config: dict[str, Any], dtype: torch.dtype | None) -> KerasRNN | Bidirectional:
+    """The lstmkit.keras layer, with fresh weights, of a Keras ``LSTM``, ``GRU``, ``SimpleRNN`` or
+    ``Bidirectional`` config (class name and config as :func:`split_config` gives them)."""
+    if name != "Bidirectional":
+        return _recurrent(name, config, dtype)
+    if "layer" not in config:
+        raise ValueError("a Bidirectional config needs the serialized wrapped layer under 'layer'")
+    forward = _recurrent(*split_config(config["layer"], None), dtype)
+    backward = config.get("backward_layer")
+    backward = None if backward is None else _recurrent(*split_config(backward, None), dtype)
+    return Bidirectional(forward, config.get("merge_mode", "concat"), backward)
+
+
+def _recurrent(name: str, config: dict[str, Any], dtype: torch.dtype | None) -> KerasRNN:
     if name not in LAYERS:
         raise ValueError(f"Bidirectional must wrap one of {tuple(LAYERS)}, got {name!r}")
     if "units" not in config:
@@ -219,7 +227,7 @@ def _layer(name: str, config: dict[str, Any], dtype: torch.dtype | None) -> _Ker
             continue
         arguments[key] = config[key]
     if ignored:
-        warnings.warn(f"lstmkit.keras ignores Keras {', '.join(ignored)} of this {name}", stacklevel=3)
+        warnings.warn(f"lstmkit.keras ignores Keras {', '.join(ignored)} of this {name}", stacklevel=4)
     for key in _COMMON_KEYS + _EXTRA_KEYS[name]:
         if key not in config:
             continue
@@ -260,6 +268,6 @@ def _initializer(key: str, value: Any) -> Any:
     warnings.warn(
         f"Keras {key} {value!r} {parameters or ''} has no lstmkit.keras equivalent; reset_parameters() will use "
         f"{default!r} (the loaded weights are unaffected)",
-        stacklevel=4,
+        stacklevel=5,
     )
     return default

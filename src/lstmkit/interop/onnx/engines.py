@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ...cells import Cell
 from ...engine import ENGINE_VARIABLE, fused_torch
 from ...engine.kernels import torch_kernel_of
-from ...keras.layers import _KerasRNN
+from ...keras.base import KerasRNN
 from ...layers import Recurrent, merge_directions
 from .common import ExportError
 from .operators import operator_of, run_operator
@@ -48,7 +48,7 @@ def dynamic_sequence_problems(module: nn.Module) -> list[str]:
     return [
         f"{type(sub).__name__} at {name or '<root>'!r}: {reason}"
         for name, sub in module.named_modules()
-        if isinstance(sub, _KerasRNN) and sub.stateful
+        if isinstance(sub, KerasRNN) and sub.stateful
     ]
 
 
@@ -60,7 +60,7 @@ def _layer_runner(cell: Cell, zoneout: float = 0.0) -> LayerRunner:
     return functools.partial(run_scans, zoneout=zoneout)
 
 
-def _keras_fused_forward(layer: _KerasRNN) -> Callable[..., Any]:
+def _keras_fused_forward(layer: KerasRNN) -> Callable[..., Any]:
     """A forward for a Keras-semantics layer on torch's fused kernel (exact for the plain cells), or
     as :func:`_layer_runner` runs its cell."""
 
@@ -179,7 +179,7 @@ def traceable_engine(module: nn.Module, engine: str = "torch") -> Iterator[nn.Mo
     if engine not in ("torch", "reference"):
         raise ValueError(f"engine must be 'torch' or 'reference' to export, got {engine!r}")
     layers = [sub for sub in module.modules() if isinstance(sub, Recurrent)]
-    keras_layers = [sub for sub in module.modules() if isinstance(sub, _KerasRNN)] if engine == "torch" else []
+    keras_layers = [sub for sub in module.modules() if isinstance(sub, KerasRNN)] if engine == "torch" else []
     saved_engines = [layer.engine for layer in layers]
     saved_variable = os.environ.get(ENGINE_VARIABLE)
     modes = [(sub, sub.training) for sub in module.modules()]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...keras.layers import _KerasRNN
+from ...keras.base import KerasRNN
 from ...layers import Recurrent
 from .common import BATCH, SEQUENCE, STATE_PARAMETERS, Axes, ExportError
 
@@ -172,7 +172,7 @@ def _output_names(module: nn.Module, paths: list[str]) -> list[str]:
     names = getattr(module, "onnx_output_names", None)
     if names is not None and len(names) == len(paths):
         return list(names)
-    if isinstance(module, _KerasRNN) and module.return_state and len(paths) == 1 + len(module.state_names):
+    if isinstance(module, KerasRNN) and module.return_state and len(paths) == 1 + len(module.state_names):
         return ["output", *module.state_names]
     states = _state_names(module)
     paired = ["0", "1"] if states == ("h",) else ["0", *(f"1_{i}" for i in range(len(states or ())))]

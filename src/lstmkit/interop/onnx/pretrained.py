@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...keras.layers import _KerasRNN
+from ...keras.base import KerasRNN
 from ...layers import Recurrent
 from .common import STATE_PARAMETERS, ExportError, check_opset
 from .export import OnnxExport, export_onnx
@@ -37,7 +37,7 @@ def example_inputs(model: nn.Module, batch: int = 2, steps: int = 8) -> dict[str
         return dict(own(batch, steps))
     generator = torch.Generator().manual_seed(0)
     embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    recurrent = next((m for m in model.modules() if isinstance(m, Recurrent | _KerasRNN)), None)
+    recurrent = next((m for m in model.modules() if isinstance(m, Recurrent | KerasRNN)), None)
     parameters = inspect.signature(model.forward).parameters.values()
     inputs: dict[str, Tensor] = {}
     for parameter in parameters:
@@ -77,7 +77,7 @@ def export_pretrained(
     **options: Any,
 ) -> OnnxExport:
     """Export a saved model: a task model's folder (any task; see :func:`lstmkit.tasks.load_model`)
-    or a Keras 3 ``.keras`` file (see :func:`lstmkit.interop.keras_files.load_keras_file`), with
+    or a Keras 3 ``.keras`` file (see :func:`lstmkit.keras.load_keras_file`), with
     inputs from :func:`example_inputs`; ``options`` go to :func:`export_onnx`. A model with a method
     ``onnx_module()`` is exported as the module it returns: the forecaster's takes and returns values
     in the data's units (its scaling inside the graph), as ``forecast predict`` reads and prints them.
@@ -87,7 +87,7 @@ def export_pretrained(
     can then feed the state back to generate step by step."""
     check_opset(options.get("opset_version"))
     if Path(directory).suffix == ".keras":
-        from ..keras_files import load_keras_file
+        from ...keras import load_keras_file
 
         model: nn.Module = load_keras_file(directory)
     else:

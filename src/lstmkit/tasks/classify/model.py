@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ...cell_kinds import check_cell, recurrent_layer
 from ...training import pad_sequences
+from ...validation import check_probability
 from ..common import TaskModel, check_statistics
 
 POOLINGS = ("last", "mean", "max")
@@ -43,9 +44,9 @@ class ClassifyConfig:
         check_cell(self.cell)
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}: expected one of {POOLINGS}")
-        if min(self.hidden_size, self.num_layers) < 1 or not 0 <= self.dropout < 1:
-            raise ValueError(f"need hidden_size, num_layers >= 1 and 0 <= dropout < 1; got {self.hidden_size}, "
-                             f"{self.num_layers}, {self.dropout}")  # fmt: skip
+        if min(self.hidden_size, self.num_layers) < 1:
+            raise ValueError(f"need hidden_size, num_layers >= 1; got {self.hidden_size}, {self.num_layers}")
+        check_probability("dropout", self.dropout)
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"need at least two distinct classes, got {self.classes}")
         check_statistics("features", self.features, self.mean, self.std)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ...cell_kinds import check_cell, recurrent_layer
+from ...validation import check_probability
 from ..common import TaskModel, check_statistics
 
 
@@ -46,10 +47,10 @@ class ForecastConfig:
 
     def __post_init__(self) -> None:
         check_cell(self.cell)
-        if min(self.window, self.horizon, self.hidden_size, self.num_layers) < 1 or not 0 <= self.dropout < 1:
-            raise ValueError(f"need window, horizon, hidden_size, num_layers >= 1 and 0 <= dropout < 1; got "
-                             f"{self.window}, {self.horizon}, {self.hidden_size}, {self.num_layers}, "
-                             f"{self.dropout}")  # fmt: skip
+        if min(self.window, self.horizon, self.hidden_size, self.num_layers) < 1:
+            raise ValueError(f"need window, horizon, hidden_size, num_layers >= 1; got {self.window}, {self.horizon}, "
+                             f"{self.hidden_size}, {self.num_layers}")  # fmt: skip
+        check_probability("dropout", self.dropout)
         check_statistics("columns", self.columns, self.mean, self.std)
 
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ...cell_kinds import check_cell, recurrent_layer
 from ...training import pad_sequences
+from ...validation import check_probability
 from ..common import TaskModel, embedding
 from .data import Vocabulary
 
@@ -49,8 +50,8 @@ class PairsConfig:
         if not self.hidden_sizes or min(self.embedding_size, self.dense_size, *self.hidden_sizes) < 1:
             raise ValueError(f"need embedding_size, dense_size and at least one hidden size, all positive; got "
                              f"{self.embedding_size}, {self.dense_size}, {self.hidden_sizes}")  # fmt: skip
-        if not 0 <= self.dropout < 1 or not 0 <= self.threshold <= 1:
-            raise ValueError(f"need 0 <= dropout < 1 and 0 <= threshold <= 1; got {self.dropout}, {self.threshold}")
+        check_probability("dropout", self.dropout)
+        check_probability("threshold", self.threshold, upper_inclusive=True)
 
 
 class PairClassifier(TaskModel):

@@ -1,9 +1,8 @@
-"""Layers that drive cells over time: :class:`Recurrent` for any cell, and drop-ins for
-``torch.nn.LSTM``, ``torch.nn.GRU`` and ``torch.nn.RNN``.
-
-Parameters are registered under PyTorch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...),
-so ``state_dict`` and ``load_state_dict`` interchange with ``torch.nn`` modules. Each layer and
-direction has its own cell; the cells see the layer's parameters, they do not own copies.
+"""The :class:`Recurrent` layer: a stack of recurrent layers over any cell, with ``torch.nn.LSTM``'s
+arguments, ``state_dict`` names and outputs, and the extras it lacks (see the class docstring): its
+parameters under torch's flat names, bound to the cells on every call; the autocast, bfloat16 and
+int8 precision rules; the time loop over layers and directions. The checks of a call's arguments
+are :mod:`lstmkit.layers.arguments`.
 """
 
 from __future__ import annotations
@@ -11,44 +10,20 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
-from .cells import Cell, GRUCell, LSTMCell, RNNCell, State
-from .engine import choose_layer, fused_torch, int8_vnni, resolve_engine, run_sequence
-from .engine.dispatch import choose_int8
-from .engine.precision import Int8Weight, bf16_gemms, bf16_gemms_active, bf16_hardware, cast_floats
-from .validation import ArgumentError, ShapeError, check_lengths, check_mask, check_tensor
-
-MERGE_MODES = ("concat", "sum", "mul", "ave")
-
-StateArg = Tensor | Sequence[Tensor] | None
-
-
-def merge_directions(forward: Tensor, backward: Tensor, merge_mode: str) -> Tensor:
-    """Combine the two directions' outputs: concat, sum, mul or ave (Keras' merge modes)."""
-    if merge_mode == "concat":
-        return torch.cat((forward, backward), dim=-1)
-    if merge_mode == "sum":
-        return forward + backward
-    if merge_mode == "mul":
-        return forward * backward
-    if merge_mode == "ave":
-        return (forward + backward) / 2
-    raise ValueError(f"unknown merge_mode {merge_mode!r}: expected one of {MERGE_MODES}")
-
-
-def _check_probability(name: str, value: float, upper_inclusive: bool) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not (0 <= value < 1 or (upper_inclusive and value == 1)):
-        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
-        raise ValueError(f"{name} must be a number in {bound}, got {value!r}")
-    return float(value)
+from ..cells import Cell, State
+from ..engine import choose_layer, fused_torch, int8_vnni, resolve_engine, run_sequence
+from ..engine.dispatch import choose_int8
+from ..engine.precision import Int8Weight, bf16_gemms, bf16_gemms_active, bf16_hardware, cast_floats
+from ..functional import check_merge_mode, dropout_mask, merge_directions
+from ..validation import ArgumentError, check_probability
+from .arguments import StateArg, prepare_call, repack, to_layout
 
 
 class Recurrent(nn.Module):
@@ -119,17 +94,16 @@ class Recurrent(nn.Module):
             raise ArgumentError(f"bidirectional must be a bool, got {type(bidirectional).__name__} {bidirectional!r}")
         if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
-        if merge_mode not in MERGE_MODES:
-            raise ValueError(f"unknown merge_mode {merge_mode!r}: expected one of {MERGE_MODES}")
-        self.dropout = _check_probability("dropout", dropout, upper_inclusive=True)
+        check_merge_mode(merge_mode)
+        self.dropout = check_probability("dropout", dropout, upper_inclusive=True)
         if self.dropout > 0 and num_layers == 1:
             warnings.warn(
                 "dropout applies between layers, so it has no effect with num_layers=1 "
                 f"(got dropout={dropout}); see recurrent_dropout and zoneout",
                 stacklevel=2,
             )
-        self.recurrent_dropout = _check_probability("recurrent_dropout", recurrent_dropout, upper_inclusive=False)
-        self.zoneout = _check_probability("zoneout", zoneout, upper_inclusive=False)
+        self.recurrent_dropout = check_probability("recurrent_dropout", recurrent_dropout)
+        self.zoneout = check_probability("zoneout", zoneout)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -320,50 +294,16 @@ class Recurrent(nn.Module):
             states = tuple(s.squeeze(1) for s in states)
         state: Tensor | State = states[0] if len(states) == 1 else states
         if packed is not None:
-            return_output: Tensor | PackedSequence = _repack(output, packed, lengths)
+            return_output: Tensor | PackedSequence = repack(output, packed, lengths)
         else:
             return_output = self._to_layout(output, batched, batch_first)
         return (return_output, state, traces) if return_gates else (return_output, state)
 
     def _prepare(self, input, hx, lengths, mask) -> tuple:
-        """The call's checked arguments: time-major input ``(T, B, I)``, lengths as a tensor, the
-        initial states ``(L*D, B, size)`` or ``None``, the valid-step mask ``(T, B)`` or ``None``,
-        whether the input is batched, whether it is batch-first, and the PackedSequence if one came."""
+        """The call's checked arguments, time-major (see :func:`~lstmkit.layers.arguments.prepare_call`)."""
         self._bind()
-        dtype = self._cells[0].weight_ih.dtype
-        packed = input if isinstance(input, PackedSequence) else None
-        if packed is not None:
-            if lengths is not None or mask is not None:
-                raise ValueError("a PackedSequence carries its own lengths; do not pass lengths= or mask=")
-            check_tensor("input", packed.data, dtype)
-            x, lengths = pad_packed_sequence(packed)
-            batched, batch_first = True, False
-        else:
-            x = check_tensor("input", input, dtype)
-            if x.dim() not in (2, 3):
-                raise ValueError(
-                    f"expected input of rank 3 {self._layout()} or rank 2 (seq_len, input_size) "
-                    f"for one unbatched sequence, got shape {tuple(x.shape)}"
-                )
-            batched, batch_first = x.dim() == 3, self.batch_first
-            x = (x.transpose(0, 1) if batch_first else x) if batched else x.unsqueeze(1)
-        steps, batch_size, features = x.shape
-        if features != self.input_size:
-            raise ShapeError(
-                f"expected input feature size {self.input_size}, got {features} (input shape {tuple(x.shape)})"
-            )
-        if steps == 0:
-            raise ShapeError("empty sequence: input has 0 time steps")
-        if lengths is not None and mask is not None:
-            raise ValueError("pass either lengths= (zero outputs past each length) or mask= (Keras masking), not both")
-        valid = None
-        if lengths is not None:
-            lengths = check_lengths(lengths, batch_size, steps, x.device)
-            valid = torch.arange(steps, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)
-        if mask is not None:
-            valid = self._time_major_mask(mask, steps, batch_size, batched)
-        initial = self._initial_states(hx, batch_size, batched, x)
-        return x, lengths, initial, valid, batched, batch_first, packed
+        layers = self.num_layers * self.num_directions
+        return prepare_call(input, hx, lengths, mask, self._cells[0], self.input_size, self.batch_first, layers)
 
     def _run_cells(
         self, x: Tensor, initial: State | None, valid: Tensor | None, masked: bool, trace: bool
@@ -407,48 +347,12 @@ class Recurrent(nn.Module):
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         return layer_input, tuple(torch.stack(collected) for collected in final_states), traces
 
-    def _layout(self) -> str:
-        return "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
-
-    @staticmethod
-    def _to_layout(tensor: Tensor, batched: bool, batch_first: bool) -> Tensor:
-        if not batched:
-            return tensor.squeeze(1)
-        return tensor.transpose(0, 1) if batch_first else tensor
-
-    def _time_major_mask(self, mask: Tensor, steps: int, batch_size: int, batched: bool) -> Tensor:
-        if not batched:
-            return check_mask(mask, (steps,), "(seq_len,) for an unbatched input").unsqueeze(1)
-        if self.batch_first:
-            return check_mask(mask, (batch_size, steps), "(batch, seq_len), like the input without features").T
-        return check_mask(mask, (steps, batch_size), "(seq_len, batch), like the input without features")
-
-    def _initial_states(self, hx: StateArg, batch_size: int, batched: bool, like: Tensor) -> State | None:
-        if hx is None:
-            return None
-        cell = self._cells[0]
-        states = (hx,) if isinstance(hx, Tensor) else tuple(hx)
-        if len(states) != len(cell.state_names):
-            expected = "a tensor h_0" if len(cell.state_names) == 1 else f"a tuple {cell.state_names}"
-            raise ValueError(f"hx must be {expected} for {type(cell).__name__}, got {len(states)} tensor(s)")
-        layers = self.num_layers * self.num_directions
-        checked = []
-        for name, size, state in zip(cell.state_names, cell.state_sizes, states, strict=True):
-            state = check_tensor(f"initial state {name}_0", state, like.dtype)
-            expected = (layers, batch_size, size) if batched else (layers, size)
-            if tuple(state.shape) != expected:
-                raise ShapeError(
-                    f"expected initial state {name}_0 of shape {expected} "
-                    f"(num_layers * num_directions, batch, {name} size), got {tuple(state.shape)}"
-                )
-            checked.append(state if batched else state.unsqueeze(1))
-        return tuple(checked)
+    _to_layout = staticmethod(to_layout)
 
     def _recurrent_dropout_mask(self, batch_size: int, size: int, like: Tensor) -> Tensor | None:
         if not (self.recurrent_dropout and self.training):
             return None
-        keep = 1.0 - self.recurrent_dropout
-        return like.new_empty(batch_size, size).bernoulli_(keep) / keep
+        return dropout_mask(like.new_empty(batch_size, size), self.recurrent_dropout)
 
     def extra_repr(self) -> str:
         cell = self._cells[0]
@@ -471,125 +375,3 @@ class Recurrent(nn.Module):
         )
         init = self._cells[0].gate_init.describe()
         return text + ", " + init if init else text
-
-
-def _repack(output: Tensor, packed: PackedSequence, lengths: Tensor) -> PackedSequence:
-    """Pack a padded time-major output exactly as the input was packed (same batch order)."""
-    if packed.sorted_indices is not None:
-        output = output.index_select(1, packed.sorted_indices)
-        lengths = lengths.index_select(0, packed.sorted_indices.to(lengths.device))
-    data = pack_padded_sequence(output, lengths.cpu(), enforce_sorted=True).data
-    return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
-
-
-def _recurrent_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-    """A drop-in's ``__init__`` ``locals()`` as keyword arguments of :class:`Recurrent`: those it
-    names, its own (``proj_size``, ``nonlinearity``: cell arguments) and the ``extras``."""
-    own = {k: v for k, v in arguments.items() if k not in ("self", "__class__", "extras")}
-    if "proj_size" in arguments["extras"]:
-        raise ArgumentError("proj_size argument is only supported for LSTM, not RNN or GRU")
-    return own | arguments["extras"]
-
-
-class LSTM(Recurrent):
-    """Drop-in for ``torch.nn.LSTM``: same arguments, ``state_dict`` keys and outputs, plus
-    ``lengths=``, ``mask=``, ``merge_mode``, ``recurrent_dropout``, ``zoneout``, ``return_gates``
-    and the initialisations ``forget_bias``, ``chrono_init``, ``recurrent_init`` (:mod:`lstmkit.init`).
-
-        >>> import torch, lstmkit
-        >>> lstm = lstmkit.LSTM(10, 20, num_layers=2, bidirectional=True)
-        >>> ref = torch.nn.LSTM(10, 20, num_layers=2, bidirectional=True)
-        >>> _ = ref.load_state_dict(lstm.state_dict())
-        >>> x = torch.randn(7, 3, 10)
-        >>> torch.allclose(lstm(x)[0], ref(x)[0], atol=1e-6)
-        True
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        proj_size: int = 0,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        **extras: object,
-    ) -> None:
-        super().__init__(LSTMCell, **_recurrent_arguments(locals()))
-        self.proj_size = proj_size
-        self.mode = "LSTM"
-
-    def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
-        return text + f", proj_size={self.proj_size}" if self.proj_size else text
-
-
-class GRU(Recurrent):
-    """Drop-in for ``torch.nn.GRU``; ``reset_after=False`` gives the original Cho et al. candidate;
-    ``forget_bias`` and ``chrono_init`` set the update gate ``z``'s bias (:mod:`lstmkit.init`).
-
-    >>> import torch, lstmkit
-    >>> out, h_n = lstmkit.GRU(4, 6, batch_first=True)(torch.randn(2, 5, 4))
-    >>> tuple(out.shape), tuple(h_n.shape)
-    ((2, 5, 6), (1, 2, 6))
-    """
-
-    autocast_output_dtype = autocast_packed_output_dtype = torch.float32  # as torch.nn.GRU's
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        **extras: object,
-    ) -> None:
-        super().__init__(GRUCell, **_recurrent_arguments(locals()))
-        self.mode = "GRU"
-
-    def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
-        return text if self._cells[0].reset_after else text + ", reset_after=False"
-
-
-class RNN(Recurrent):
-    """Drop-in for ``torch.nn.RNN`` (``nonlinearity`` is its fourth argument, as in torch).
-
-    >>> import torch, lstmkit
-    >>> out, h_n = lstmkit.RNN(4, 6, nonlinearity="relu")(torch.randn(5, 2, 4))
-    >>> tuple(out.shape)
-    (5, 2, 6)
-    """
-
-    autocast_output_dtype = autocast_packed_output_dtype = torch.bfloat16  # as torch.nn.RNN's
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        nonlinearity: str = "tanh",
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        **extras: object,
-    ) -> None:
-        super().__init__(RNNCell, **_recurrent_arguments(locals()))
-        self.nonlinearity = self._cells[0].nonlinearity
-        self.mode = f"RNN_{self.nonlinearity.upper()}"  # torch.nn.RNN's modes: RNN_TANH, RNN_RELU
-
-    def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
-        return text if self.nonlinearity == "tanh" else text + f", nonlinearity={self.nonlinearity!r}"
