@@ -7,8 +7,11 @@
   (``explain`` says so): outputs and states within 1e-2 of the float32 layer on unit-scale input,
   close to the dequantizing path, and within rounding of a torch reference that quantizes the same
   way; one and two threads give the same bits;
-* the dequantizing path keeps ``lengths=``, ``mask=``, ``return_gates=``, other cells, calls that
-  may need a gradient, and CPUs without AVX512-VNNI (``LSTMKIT_INT8_KERNEL=0`` in a fresh process).
+* with ``lengths=``, PackedSequence input or ``mask=`` the int8 loop gives, at every valid step, the
+  bits of each sequence run alone, zero (or the carried output) at padded steps, and stays within
+  1e-2 of the float32 layer;
+* the dequantizing path keeps ``return_gates=``, other cells, calls that may need a gradient, and
+  CPUs without AVX512-VNNI (``LSTMKIT_INT8_KERNEL=0`` in a fresh process).
 """
 
 from __future__ import annotations
@@ -111,13 +114,12 @@ def test_int8_layer_within_1e_2_of_float32_and_close_to_dequantizing(kind: str, 
     x = torch.randn(5, 12, 16) if small.batch_first else torch.randn(12, 5, 16)
     layers = small.num_layers * small.num_directions
     hx = tuple(torch.randn(layers, 5, 32) / 2 for _ in layer._cells[0].state_names)
-    lengths = torch.full((5,), 12)
     with torch.no_grad():
         assert f"{INT8} (kernel '{kind}+int8')" in lstmkit.engine.explain(small, x).reason
         for state in (None, hx if kind == "lstm" else hx[0]):
             out, final = small(x, state)
             want, want_final = layer(x, state)
-            dequantized, deq_final = small(x, state, lengths=lengths)  # today's path, same values
+            dequantized, deq_final, _ = small(x, state, return_gates=True)  # the dequantizing path
             assert out.dtype == torch.float32 and out.shape == want.shape
             results = [(out, *states(final)), (want, *states(want_final)), (dequantized, *states(deq_final))]
             for got, float32, other in zip(*results, strict=True):
@@ -204,12 +206,66 @@ def test_two_threads_compute_the_same_bits(kind: str, batch: int, hidden: int) -
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_variable_lengths_give_each_sequence_alone_bit_for_bit(kind: str, bidirectional: bool) -> None:
+    """Rows never meet (each is quantized and summed on its own), so a padded batch must give, at
+    every valid step and in the final states, the very bits of each sequence run alone; padded steps
+    output zero. The float32 layer with the same lengths is the oracle for the values."""
+    layer, small = int8_pair(kind, num_layers=2, bidirectional=bidirectional, batch_first=True)
+    lengths = [12, 3, 7, 1, 12]
+    x = torch.randn(5, 12, 16)
+    with torch.no_grad():
+        assert f"{INT8} (kernel '{kind}+int8')" in lstmkit.engine.explain(small, x, lengths=lengths).reason
+        out, final = small(x, lengths=lengths)
+        want, want_final = layer(x, lengths=lengths)
+        packing = torch.nn.utils.rnn.pack_padded_sequence
+        packed = packing(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+        packed_out, packed_final = small(packed)
+        for b, length in enumerate(lengths):
+            alone, alone_final = small(x[b : b + 1, :length])
+            assert torch.equal(out[b, :length], alone[0])
+            assert not out[b, length:].any()
+            for got, expected in zip(states(final), states(alone_final), strict=True):
+                assert torch.equal(got[:, b], expected[:, 0])
+    for got, expected in zip((out, *states(final)), (want, *states(want_final)), strict=True):
+        assert (got - expected).abs().max() <= 1e-2
+    unpacked, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_out, batch_first=True)
+    assert torch.equal(unpacked, out)
+    for got, expected in zip(states(packed_final), states(final), strict=True):
+        assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_mask_with_holes_carries_state_and_output_as_the_float32_layer(kind: str) -> None:
+    """A mask may skip steps anywhere (Keras' semantics): a skipped step keeps the state and, with one
+    direction, repeats the previous output; with two directions it outputs zero."""
+    torch.manual_seed(1)
+    mask = torch.rand(10, 4) > 0.3
+    mask[0] = True
+    x = torch.randn(10, 4, 16)
+    for bidirectional in (False, True):
+        layer, small = int8_pair(kind, bidirectional=bidirectional)
+        with torch.no_grad():
+            assert INT8 in lstmkit.engine.explain(small, x, mask=mask).reason
+            out, final = small(x, mask=mask)
+            want, want_final = layer(x, mask=mask)
+            dequantized, _, _ = small(x, mask=mask, return_gates=True)
+        for got, expected in zip((out, *states(final)), (want, *states(want_final)), strict=True):
+            assert (got - expected).abs().max() <= 1e-2
+        assert (out - dequantized).abs().max() <= 1e-2
+        skipped = ~mask[1:]
+        if bidirectional:
+            assert not out[1:][skipped].any()
+        else:
+            assert torch.equal(out[1:][skipped], out[:-1][skipped])  # the previous output, repeated
+
+
 @pytest.mark.parametrize(
     ("call", "why"),
     [
-        ({"lengths": [12, 3, 7]}, "lengths= run on the dequantized weights"),
-        ({"mask": torch.ones(12, 3, dtype=torch.bool)}, "mask= run on the dequantized weights"),
         ({"return_gates": True}, "return_gates= run on the dequantized weights"),
+        ({"return_gates": True, "lengths": [12, 3, 7]}, "return_gates= run on the dequantized weights"),
     ],
 )
 def test_options_the_int8_loop_lacks_fall_back_to_dequantizing(call: dict, why: str) -> None:
@@ -252,6 +308,10 @@ def test_the_native_entry_refuses_bad_arguments() -> None:
     args = [w_ih.original0, w_ih.original1, w_hh.original0, w_hh.original1, None, state, state, False]
     with pytest.raises(ValueError, match="weight_ih must be"):
         native().lstm_int8(torch.randn(4, 2, 15), *args)
+    with pytest.raises(ValueError, match=r"valid must be a contiguous \(T, B\) = \(4, 2\) mask"):
+        native().lstm_int8(x, *args, torch.ones(4, 3, dtype=torch.bool))
+    with pytest.raises(TypeError, match="valid must be bool"):
+        native().lstm_int8(x, *args, torch.ones(4, 2))
     with pytest.raises(TypeError, match="float32"):
         native().lstm_int8(x.double(), *args)
     with pytest.raises(TypeError, match="int8"):

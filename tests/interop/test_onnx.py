@@ -183,7 +183,7 @@ def test_a_keras_gru_resetting_before_exports_as_onnx_gru(tmp_path: Path) -> Non
 
 
 class CoupledGateCell(lstmkit.Cell):
-    """A user's cell (an LSTM whose input gate is one minus its forget gate), written as docs/cells_and_layers.md shows."""
+    """A user's cell (an LSTM whose input gate is one minus its forget gate), as docs/cells_and_layers.md shows."""
 
     gate_names = ("f", "g", "o")
     state_names = ("h", "c")

@@ -8,9 +8,11 @@ symmetrically row by row (the input of all steps at once, then ``h_{t-1}`` at ea
 row), with exact int32 sums scaled back to float32 by the row's and the weight row's scales; the
 gates and states are float32.
 
-The dequantizing path keeps everything else: other cells (projections, peepholes, layer norms, the
-GRU with ``reset_after=False``, the plain RNN), ``lengths=``, ``mask=``,
-``return_gates=``, PackedSequence input, zoneout, dropout in training, calls that may need a gradient,
+Variable lengths (``lengths=``, PackedSequence input) and ``mask=`` run there too, with the semantics of
+every engine: a padded step carries the state and outputs zero (or, with a mask and one direction, the
+previous output). The dequantizing path keeps everything else: other cells (projections, peepholes, layer
+norms, the GRU with ``reset_after=False``, the plain RNN), ``return_gates=``, zoneout, dropout in
+training, calls that may need a gradient,
 ``torch.compile`` and tracing, and CPUs without AVX512-VNNI or ``LSTMKIT_INT8_KERNEL=0`` (read once per
 process), and an ``engine=`` other than ``"auto"`` or ``"native"``. :func:`why_not` says which held;
 :func:`lstmkit.engine.explain` reports either path.
@@ -55,8 +57,6 @@ def why_not(
     if kernel_name(layer) is None:
         return "only the plain LSTM and the GRU (reset_after=True) have an int8 kernel"
     options = {
-        "lengths=": lengths is not None,
-        "mask=": masked,
         "return_gates=": traced,
         "zoneout": layer.zoneout > 0,
         "dropout in training": layer.training and (layer.dropout > 0 or layer.recurrent_dropout > 0),
@@ -75,10 +75,13 @@ def why_not(
     return None
 
 
-def run_layers(layer: Recurrent, x: Tensor, initial: State | None) -> tuple[Tensor, State]:
+def run_layers(
+    layer: Recurrent, x: Tensor, initial: State | None, valid: Tensor | None = None, carry_output: bool = False
+) -> tuple[Tensor, State]:
     """Every layer and direction of ``layer`` (int8 weights, :func:`why_not` is ``None``) over
     time-major ``x`` on its int8 loop; returns the output ``(T, B, D*H)`` and the final states
-    ``(L*D, B, H)`` each (``h, c`` for the LSTM, ``h`` for the GRU)."""
+    ``(L*D, B, H)`` each (``h, c`` for the LSTM, ``h`` for the GRU). ``valid`` ``(T, B)``: the steps
+    that are not padding; ``carry_output``: a padded step repeats the previous output instead of zero."""
     from ..layers import merge_directions
 
     module = load_extension()
@@ -86,6 +89,7 @@ def run_layers(layer: Recurrent, x: Tensor, initial: State | None) -> tuple[Tens
     lstm = kernel_name(layer) == KERNELS["lstm"]
     batch, hidden = x.shape[1], layer.hidden_size
     finals: list[list[Tensor]] = [[], []] if lstm else [[]]
+    steps = None if valid is None else valid.to(torch.bool).contiguous()
     layer_input = x
     for number in range(layer.num_layers):
         outputs = []
@@ -102,9 +106,9 @@ def run_layers(layer: Recurrent, x: Tensor, initial: State | None) -> tuple[Tens
             source, reverse = layer_input.contiguous(), direction == 1
             if lstm:  # b_ih + b_hh enter together
                 bias = b_hh if b_ih is None else b_ih if b_hh is None else b_ih + b_hh
-                output, *final = module.lstm_int8(source, *weights, bias, *state, reverse)
+                output, *final = module.lstm_int8(source, *weights, bias, *state, reverse, steps, carry_output)
             else:  # the GRU's b_hn sits inside r * (h W_hn^T + b_hn)
-                output, *final = module.gru_int8(source, *weights, b_ih, b_hh, *state, reverse)
+                output, *final = module.gru_int8(source, *weights, b_ih, b_hh, *state, reverse, steps, carry_output)
             outputs.append(output)
             for collected, value in zip(finals, final, strict=True):
                 collected.append(value)

@@ -278,7 +278,7 @@ class Recurrent(nn.Module):
         chosen = None if int8 else choose_layer(self, x, **call)
         traces: dict[str, dict[str, Tensor]] = {}
         if int8 is not None:
-            output, states = int8_vnni.run_layers(self, x, initial)
+            output, states = int8_vnni.run_layers(self, x, initial, valid, mask is not None and not self.bidirectional)
         elif chosen is not None:
             # under bfloat16 GEMMs torch's kernels run as torch.nn's do under autocast (their bfloat16
             # results are cast once, by forward)

@@ -61,10 +61,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("carry_output"), py::arg("eps"), py::arg("needs"));
   m.def("lstm_int8", &lstm_int8_forward, "int8 inference of one plain LSTM layer direction (int8_gemm.h)",
         py::arg("x"), py::arg("weight_ih"), py::arg("scale_ih"), py::arg("weight_hh"), py::arg("scale_hh"),
-        py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("reverse"));
+        py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("reverse"), py::arg("valid") = py::none(),
+        py::arg("carry_output") = false);
   m.def("gru_int8", &gru_int8_forward, "int8 inference of one GRU layer direction, reset_after (int8_gemm.h)",
         py::arg("x"), py::arg("weight_ih"), py::arg("scale_ih"), py::arg("weight_hh"), py::arg("scale_hh"),
-        py::arg("bias_ih"), py::arg("bias_hh"), py::arg("h0"), py::arg("reverse"));
+        py::arg("bias_ih"), py::arg("bias_hh"), py::arg("h0"), py::arg("reverse"), py::arg("valid") = py::none(),
+        py::arg("carry_output") = false);
   m.def(
       "int8_linear",
       [](const at::Tensor& a, const at::Tensor& w, const at::Tensor& scale, const OptTensor& bias) {

@@ -146,6 +146,15 @@ inline Shapes check_int8_call(const at::Tensor& x, const at::Tensor& w_ih, const
   return s;
 }
 
+// The valid-step mask of an int8 call: (T, B) bool, contiguous, or none (every step valid).
+inline const bool* int8_valid(const OptTensor& valid, const Shapes& s) {
+  if (!valid) return nullptr;
+  TORCH_CHECK_TYPE(valid->scalar_type() == at::kBool, "valid must be bool, got ", valid->scalar_type());
+  TORCH_CHECK_VALUE(valid->dim() == 2 && valid->size(0) == s.T && valid->size(1) == s.B && valid->is_contiguous(),
+                    "valid must be a contiguous (T, B) = (", s.T, ", ", s.B, ") mask, got ", valid->sizes());
+  return valid->data_ptr<bool>();
+}
+
 // An int8 weight W (n, k) with one float32 scale per row (lstmkit.quantize_int8's), for int8_gemm.h's
 // kernel: packed once in slabs (n/64, k/4, 64, 4), its columns' compensation, and scratch for up to
 // `batch` rows of the other operand quantized (shifted bytes, a scale per row), so that a step

@@ -284,8 +284,10 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
 // int8_gemm.h's kernel, the gates and h in float32 (after_forward_step). Returns {output, h_n}.
 std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
                                          const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias_ih,
-                                         const OptTensor& bias_hh, const at::Tensor& h0, bool reverse) {
+                                         const OptTensor& bias_hh, const at::Tensor& h0, bool reverse,
+                                         const OptTensor& valid, bool carry_output) {
   const Shapes s = check_int8_call(x, w_ih, w_hh, h0, 3);
+  const bool* ok = int8_valid(valid, s);
   const int64_t T = s.T, B = s.B, I = s.I, H = s.H;
   if (bias_ih) check_same(*bias_ih, "bias_ih", x, {3 * H});
   if (bias_hh) check_same(*bias_hh, "bias_hh", x, {3 * H});
@@ -297,24 +299,20 @@ std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& 
   const QuantizedWeight recurrent(w_hh, scale_hh, B);
   const RowBlocks blocks(B, w_hh, /*split=*/true);  // as lstm_int8_forward's
   at::Tensor output = at::empty({T, B, H}, x.options());
+  at::Tensor hs = at::empty({2, B, H}, x.options());   // h entering and leaving a step, in turn
   at::Tensor hg = at::empty({B, 3 * H}, x.options());  // h_{t-1} W_hh^T + b_hh of the step
-  float* out = output.data_ptr<float>();
+  hs[0].copy_(h0);
   const float* b_hh = bias_hh ? bias_hh->data_ptr<float>() : nullptr;
   blocks.run([&] {
     for (int64_t k = 0; k < T; ++k) {
-      const int64_t t = time_of(k, T, reverse);
-      const float* h_old = k == 0 ? h0.data_ptr<float>() : out + time_of(k - 1, T, reverse) * B * H;
-      recurrent.run(hg.data_ptr<float>(), h_old, H, B, /*accumulate=*/false, b_hh);
-      ForwardRows<float> p{};
-      p.B = B;
-      p.R = p.H = p.hs = H;
-      p.h_old = p.h_gemm = h_old;
-      p.h_new = p.out = out + t * B * H;  // the output is the h history
-      after_forward_step(p, xg.data_ptr<float>() + t * B * 3 * H, hg.data_ptr<float>(), static_cast<float*>(nullptr),
-                         /*store=*/false);
+      const ForwardRows<float> p = int8_step_rows(k, s, reverse, hs.data_ptr<float>(), nullptr,
+                                                  output.data_ptr<float>(), ok, carry_output);
+      recurrent.run(hg.data_ptr<float>(), p.h_old, H, B, /*accumulate=*/false, b_hh);
+      after_forward_step(p, xg.data_ptr<float>() + time_of(k, T, reverse) * B * 3 * H, hg.data_ptr<float>(),
+                         static_cast<float*>(nullptr), /*store=*/false);
     }
   });
-  return {output, output.select(0, time_of(T - 1, T, reverse)).clone()};
+  return {output, hs[T % 2].clone()};
 }
 
 std::vector<at::Tensor> gru_forward(const SequenceArgs& a) { return forward(a, true); }

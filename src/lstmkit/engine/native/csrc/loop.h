@@ -465,4 +465,26 @@ inline void BackwardLoop::weight_grads(const at::Tensor& dxg, const at::Tensor& 
   if (needs_param(a_, 1)) dw_hh = weight_grad(a_, dhg, gemm_inputs());
 }
 
+// The pointers of step k of an int8 inference loop (lstm_int8_forward, gru_int8_forward): h (and c,
+// when cs is not null) entering and leaving the step in turn in (2, B, H) buffers, the output at t;
+// rows where valid (T, B) is false carry their state (forward's semantics).
+inline ForwardRows<float> int8_step_rows(int64_t k, const Shapes& s, bool reverse, float* hs, float* cs, float* out,
+                                         const bool* valid, bool carry_output) {
+  const int64_t t = time_of(k, s.T, reverse), size = s.B * s.H;
+  ForwardRows<float> p{};
+  p.B = s.B;
+  p.R = p.H = p.hs = s.H;
+  p.h_old = p.h_gemm = hs + (k % 2) * size;
+  p.h_new = hs + ((k + 1) % 2) * size;
+  if (cs) {
+    p.c_old = cs + (k % 2) * size;
+    p.c_new = cs + ((k + 1) % 2) * size;
+  }
+  p.out = out + t * size;
+  p.prev_out = k == 0 ? nullptr : out + time_of(k - 1, s.T, reverse) * size;
+  p.valid = valid ? valid + t * s.B : nullptr;
+  p.carry_output = carry_output;
+  return p;
+}
+
 }  // namespace lstmkit

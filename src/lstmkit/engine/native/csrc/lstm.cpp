@@ -302,8 +302,10 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
 // and (4H, H) with one scale per row, bias: b_ih + b_hh (4H) or none. Returns {output, h_n, c_n}.
 std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
                                           const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias,
-                                          const at::Tensor& h0, const at::Tensor& c0, bool reverse) {
+                                          const at::Tensor& h0, const at::Tensor& c0, bool reverse,
+                                          const OptTensor& valid, bool carry_output) {
   const Shapes s = check_int8_call(x, w_ih, w_hh, h0, 4);
+  const bool* ok = int8_valid(valid, s);
   const int64_t T = s.T, B = s.B, I = s.I, H = s.H;
   check_same(c0, "c0", x, {B, H});
   if (bias) check_same(*bias, "bias", x, {4 * H});
@@ -316,27 +318,21 @@ std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor&
   // quarter of the float32 one, so more shapes qualify)
   const RowBlocks blocks(B, w_hh, /*split=*/true);
   at::Tensor output = at::empty({T, B, H}, x.options());
-  at::Tensor cells = at::empty({2, B, H}, x.options());  // c entering and leaving a step, in turn
+  at::Tensor hs = at::empty({2, B, H}, x.options());     // h entering and leaving a step, in turn
+  at::Tensor cells = at::empty({2, B, H}, x.options());  // and c
+  hs[0].copy_(h0);
   cells[0].copy_(c0);
-  float* out = output.data_ptr<float>();
   blocks.run([&] {
     for (int64_t k = 0; k < T; ++k) {
-      const int64_t t = time_of(k, T, reverse);
-      const float* h_old = k == 0 ? h0.data_ptr<float>() : out + time_of(k - 1, T, reverse) * B * H;
-      float* g = gates.data_ptr<float>() + t * B * 4 * H;
-      recurrent.run(g, h_old, H, B, /*accumulate=*/true, nullptr);  // gates[t] += h_{t-1} W_hh^T
-      ForwardRows<float> p{};
-      p.B = B;
-      p.R = p.H = p.hs = H;
-      p.h_old = p.h_gemm = h_old;
-      p.h_new = p.out = out + t * B * H;  // the output is the h history
-      p.c_old = cells.data_ptr<float>() + (k % 2) * B * H;
-      p.c_new = cells.data_ptr<float>() + ((k + 1) % 2) * B * H;
+      const ForwardRows<float> p = int8_step_rows(k, s, reverse, hs.data_ptr<float>(), cells.data_ptr<float>(),
+                                                  output.data_ptr<float>(), ok, carry_output);
+      float* g = gates.data_ptr<float>() + time_of(k, T, reverse) * B * 4 * H;
+      recurrent.run(g, p.h_old, H, B, /*accumulate=*/true, nullptr);  // gates[t] += h_{t-1} W_hh^T
       forward_step(p, g, static_cast<const float*>(nullptr), Peepholes<float>{}, /*store=*/false,
                    static_cast<float*>(nullptr));
     }
   });
-  return {output, output.select(0, time_of(T - 1, T, reverse)).clone(), cells[T % 2].clone()};
+  return {output, hs[T % 2].clone(), cells[T % 2].clone()};
 }
 
 std::vector<at::Tensor> lstm_forward(const SequenceArgs& a) { return forward(a, Variant::kPlain); }
