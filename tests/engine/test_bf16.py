@@ -43,11 +43,12 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
-from lstmkit.engine import native, python_fused
+from lstmkit.engine import compiling, native
 from lstmkit.engine.kernels import kernel_of
 from lstmkit.engine.native import generated
 from lstmkit.engine.native.build import load_extension
 from lstmkit.engine.native.functions import cell_sequence
+from lstmkit.engine.native.generated import kernels
 from lstmkit.engine.native.ops import BF16, KERNELS, STANDARD
 from lstmkit.engine.precision import bf16_gemms, bf16_gemms_active
 from lstmkit.validation import ShapeError
@@ -313,14 +314,14 @@ def test_row_blocks_on_two_threads(kernel: str) -> None:
 def cached_builds_only(monkeypatch):
     """Load a generated cell's module only if it is built already: a build is ~60 s, which this file
     does not spend (tests/engine/test_conformance.py and tests/engine/test_generated.py build CIFGCell's)."""
-    build = generated.compile_module
+    build = kernels.compile_module
 
     def load_if_built(name, sources, directory, **kwargs):
         if not any(next(directory.rglob(f"{stem}.so"), None) for stem in (name, f"{name}_noomp")):
             pytest.skip(f"the generated module {name} is not built yet (a C++ build of ~60 s)")
         return build(name, sources, directory, **kwargs)
 
-    monkeypatch.setattr(generated, "compile_module", load_if_built)
+    monkeypatch.setattr(kernels, "compile_module", load_if_built)
 
 
 @pytest.mark.usefixtures("cached_builds_only")
@@ -328,7 +329,7 @@ def test_generated_cell_bf16_matches_float32() -> None:
     """A user cell translated to C++ (the CIFG LSTM of examples/custom_cell.py): the kernel through
     cell_sequence with every option at once, and a layer of it under autocast."""
     cell = CIFGCell(128, 256)  # gates 3H: 64 x 256 x 768 per step
-    made = generated.kernel_for(cell, 1, "1", 0)
+    made = generated.kernel_for(cell, 1, "1")
     assert made is not None, generated.why_not(cell)
     kernel, translation = made
     params = kernel_params(kernel, cell, translation.tensors)
@@ -346,14 +347,14 @@ def test_generated_cell_bf16_matches_float32() -> None:
 
     layer = lstmkit.Recurrent(CIFGCell, 128, 256)
     x = torch.randn(STEPS, batch, 128)
-    python_fused.set_compile(True)
+    compiling.set_compile(True)
     try:
         want = layer(x)[0]
         assert "sequence_forward" in type(want.grad_fn).__name__  # the generated kernel ran
         with autocast():
             got = layer(x)[0]
     finally:
-        python_fused.set_compile(None)
+        compiling.set_compile(None)
     assert got.dtype == torch.bfloat16
     assert_bf16(got, want, "layer output")
 
@@ -686,13 +687,13 @@ def test_engines_without_bf16_products_compute_in_float32(name: str) -> None:
     float32 result rounded to bfloat16, at sizes where the native kernels would take bfloat16."""
     layer = ENGINES_WITHOUT_BF16[name]()
     x = torch.randn(STEPS, 64, 128)
-    python_fused.set_compile(False)
+    compiling.set_compile(False)
     try:
         want = layer(x)[0]
         with autocast():
             got = layer(x)[0]
     finally:
-        python_fused.set_compile(None)
+        compiling.set_compile(None)
     assert got.dtype == torch.bfloat16
     assert torch.equal(got, want.to(torch.bfloat16))
 

@@ -1,7 +1,7 @@
 """One conformance suite for every engine that runs a cell over a sequence, against the oracle.
 
 Engines: ``native`` (the C++ kernels of the built-in cells, :func:`lstmkit.engine.native.run_cell`),
-``fused`` (:func:`lstmkit.engine.python_fused.run_cell` with compilation off: the Python loop),
+``fused`` (:func:`lstmkit.engine.fused.run_cell` with compilation off: the Python loop),
 ``generated`` (the same entry point with compilation on, for a cell whose ``pointwise`` translates
 to C++: the native loop with a generated kernel) and ``reference`` (the plain autograd loop, the
 oracle every other engine is compared with; itself checked against the NumPy loop of
@@ -50,7 +50,7 @@ from core_helpers import CIFGCell, PeepholeCIFGCell, make_valid
 from torch import Tensor, nn
 
 import lstmkit
-from lstmkit.engine import native, python_fused
+from lstmkit.engine import compiling, fused, native
 from lstmkit.engine.native import generated
 from lstmkit.engine.reference import run_sequence as run_reference
 
@@ -151,11 +151,11 @@ def make_cell(kind: str, input_size: int, hidden_size: int, dtype: torch.dtype, 
 
 @contextlib.contextmanager
 def compile_setting(mode: bool) -> Iterator[None]:
-    python_fused.set_compile(mode)
+    compiling.set_compile(mode)
     try:
         yield
     finally:
-        python_fused.set_compile(None)
+        compiling.set_compile(None)
 
 
 def run_native(cell, x, state, **options):
@@ -165,13 +165,13 @@ def run_native(cell, x, state, **options):
 def run_fused(cell, x, state, **options):
     """The Python loop: compilation off, so neither a generated kernel nor Inductor."""
     with compile_setting(False):
-        return python_fused.run_cell(cell, x, state, **options)
+        return fused.run_cell(cell, x, state, **options)
 
 
 def run_generated(cell, x, state, **options):
     """The fused engine's entry point with compilation on: a cell that translates runs natively."""
     with compile_setting(True):
-        return python_fused.run_cell(cell, x, state, **options)
+        return fused.run_cell(cell, x, state, **options)
 
 
 RUN = {"native": run_native, "fused": run_fused, "generated": run_generated, "reference": run_reference}
@@ -191,8 +191,8 @@ def prepare(engine: str, kind: str, cell: lstmkit.Cell) -> None:
     if engine == "generated":
         with torch.random.fork_rng():
             other = CELLS[kind](cell.input_size, cell.hidden_size + 1, bias=cell.bias, dtype=cell.weight_ih.dtype)
-        generated.kernel_for(other, 1, "1", 0)
-        assert generated.kernel_for(cell, 1, "1", 0) is not None, generated.why_not(cell)
+        generated.kernel_for(other, 1, "1")
+        assert generated.kernel_for(cell, 1, "1") is not None, generated.why_not(cell)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,11 +554,11 @@ def test_support_matrix() -> None:
     for kind in CELLS:
         cell = make_cell(kind, 3, 4, torch.float64)
         assert native.supports(cell) == (kind in ENGINE_CELLS["native"]), kind
-        fused = python_fused.supports(cell)
-        assert fused == (kind in ENGINE_CELLS["fused"]), kind
+        runs_fused = fused.why_not(cell) is None
+        assert runs_fused == (kind in ENGINE_CELLS["fused"]), kind
         try:
             generated.translate(cell)
             translates = True
         except generated.Untranslatable:
             translates = False
-        assert (fused and translates) == (kind in (*ENGINE_CELLS["generated"], *TRANSLATED_NOT_BUILT)), kind
+        assert (runs_fused and translates) == (kind in (*ENGINE_CELLS["generated"], *TRANSLATED_NOT_BUILT)), kind

@@ -113,11 +113,11 @@ def test_torch_engine_refuses_what_it_cannot_do() -> None:
 def test_auto_sends_lstm_inference_to_torch_and_training_elsewhere(monkeypatch) -> None:
     if not native.is_available():
         pytest.skip("native engine not built here")
-    from lstmkit.engine import fused_torch
+    from lstmkit.engine import torch_engine
 
     calls = []
-    original = fused_torch.run_layers
-    monkeypatch.setattr(fused_torch, "run_layers", lambda *a, **k: calls.append("torch") or original(*a, **k))
+    original = torch_engine.run_layers
+    monkeypatch.setattr(torch_engine, "run_layers", lambda *a, **k: calls.append("torch") or original(*a, **k))
     lstm = lstmkit.LSTM(3, 4, engine="auto")
     x = torch.randn(5, 2, 3)
     with torch.no_grad():

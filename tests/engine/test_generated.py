@@ -17,8 +17,9 @@ from core_helpers import CIFGCell, PeepholeCIFGCell
 from torch import nn
 
 import lstmkit
-from lstmkit.engine import native, python_fused
+from lstmkit.engine import compiling, fused, fused_inductor, native
 from lstmkit.engine.native import generated
+from lstmkit.engine.native.generated import kernels
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -28,7 +29,7 @@ pytestmark = [
 
 def kernel(cell: lstmkit.Cell):
     """The cell's compiled kernel, made now (compile setting "1")."""
-    made = generated.kernel_for(cell, 1, "1", 0)
+    made = generated.kernel_for(cell, 1, "1")
     assert made is not None, generated.why_not(cell)
     return made
 
@@ -41,19 +42,18 @@ def test_fused_engine_dispatches_to_the_generated_kernel(monkeypatch) -> None:
     state = cell.initial_state(2, x)
 
     def node(mode):
-        python_fused.set_compile(mode)
+        compiling.set_compile(mode)
         try:
-            return type(python_fused.run_cell(cell, x, state).output.grad_fn).__name__
+            return type(fused.run_cell(cell, x, state).output.grad_fn).__name__
         finally:
-            python_fused.set_compile(None)
+            compiling.set_compile(None)
 
     native = "GeneratedBackwardFor_lstmkit_sequence_forward_defaultBackward"  # the operator's autograd node
     assert node(True) == native
     assert node(False) != native
-    monkeypatch.setattr(generated, "_entries", {})
-    monkeypatch.setattr(python_fused, "COMPILE_AFTER_STEPS", 10)
-    eager = python_fused._EagerSteps
-    monkeypatch.setattr(python_fused, "_steps_for", lambda *a: python_fused._Steps(eager(cell, a[1]), None))
+    monkeypatch.setattr(kernels, "_kernels", compiling.HotCounters())
+    monkeypatch.setattr(compiling, "COMPILE_AFTER_STEPS", 10)
+    monkeypatch.setattr(fused_inductor, "steps_for", lambda eager, *a: eager)  # no Inductor at 10 steps
     assert node("auto") != native  # 6 steps
     assert node("auto") == native  # 12
 
@@ -63,14 +63,14 @@ def test_layer_with_a_user_cell_matches_reference() -> None:
     torch.manual_seed(0)
     layer = lstmkit.Recurrent(PeepholeCIFGCell, 3, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
     x = torch.randn(7, 2, 3, dtype=torch.float64)
-    python_fused.set_compile(True)
+    compiling.set_compile(True)
     try:
         output, _ = layer(x)
         assert type(output.grad_fn).__name__ != "StackBackward0"
         (output**2).sum().backward()
         grads = [p.grad.clone() for p in layer.parameters()]
     finally:
-        python_fused.set_compile(None)
+        compiling.set_compile(None)
     layer.zero_grad()
     layer.engine = "reference"
     expected, _ = layer(x)
@@ -145,7 +145,7 @@ def test_untranslatable_cells_say_why_and_stay_on_the_python_loop(case: str) -> 
     cell = kind(3, 4)
     with pytest.raises(generated.Untranslatable, match=message):
         generated.translate(cell)
-    assert generated.kernel_for(cell, 1, "1", 0) is None
+    assert generated.kernel_for(cell, 1, "1") is None
     assert generated.why_not(cell)
 
 
@@ -153,14 +153,14 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch) -> None:
     def fail(translation):
         raise RuntimeError("compiler exploded")
 
-    monkeypatch.setattr(generated, "build", fail)
-    monkeypatch.setattr(generated, "_entries", {})
-    monkeypatch.setattr(generated, "_warned", set())
+    monkeypatch.setattr(kernels, "build", fail)
+    monkeypatch.setattr(kernels, "_kernels", compiling.HotCounters())
+    monkeypatch.setattr(kernels, "_warn", compiling.WarnOnce())
     with pytest.warns(RuntimeWarning, match="did not build .*compiler exploded.*CIFGCell runs on the Python loop"):
-        assert generated.kernel_for(CIFGCell(3, 6), 1, "1", 0) is None
+        assert generated.kernel_for(CIFGCell(3, 6), 1, "1") is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert generated.kernel_for(CIFGCell(3, 6), 1, "1", 0) is None  # remembered, no second warning
+        assert generated.kernel_for(CIFGCell(3, 6), 1, "1") is None  # remembered, no second warning
 
 
 def test_bad_input_to_a_generated_module_raises() -> None:

@@ -149,20 +149,6 @@ def test_bias_grads_are_separate_tensors() -> None:
     assert cell.bias_ih.grad.data_ptr() != cell.bias_hh.grad.data_ptr()
 
 
-def test_lstm_and_gru_forms() -> None:
-    """lstm_sequence and gru_sequence are cell_sequence with the LSTM/GRU kernels."""
-    x, h0, c0 = torch.randn(5, 2, 3), torch.randn(2, 4), torch.randn(2, 4)
-    lstm = [torch.randn(16, 3), torch.randn(16, 4), torch.randn(16), torch.randn(16)]
-    gru = [torch.randn(12, 3), torch.randn(12, 4), None, None]
-    output, (h_n, c_n) = native.lstm_sequence(x, *lstm, h0, c0, reverse=True)
-    want, (want_h, want_c) = native.cell_sequence("lstm", x, lstm, (h0, c0), reverse=True)
-    assert torch.equal(output, want) and torch.equal(h_n, want_h) and torch.equal(c_n, want_c)
-    for reset_after, kernel in ((True, "gru"), (False, "gru_reset_before")):
-        output, h_n = native.gru_sequence(x, *gru, h0, reset_after=reset_after)
-        want, (want_h,) = native.cell_sequence(kernel, x, gru, (h0,))
-        assert torch.equal(output, want) and torch.equal(h_n, want_h)
-
-
 def valid_args(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     steps, batch, inputs, hidden = 3, 2, 4, 5
     return {
@@ -174,6 +160,11 @@ def valid_args(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         "h0": torch.zeros(batch, hidden, dtype=dtype),
         "c0": torch.zeros(batch, hidden, dtype=dtype),
     }
+
+
+def lstm_call(input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, **options):
+    """An LSTM call of :func:`native.cell_sequence` from the arguments of :func:`valid_args`."""
+    return native.cell_sequence("lstm", input, [weight_ih, weight_hh, bias_ih, bias_hh], (h0, c0), **options)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +187,7 @@ def valid_args(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
 def test_bad_arguments_raise(change: dict, error: type[Exception], message: str) -> None:
     args = valid_args() | change
     with pytest.raises(error, match=message):
-        native.lstm_sequence(*args.values())
+        lstm_call(**args)
 
 
 @pytest.mark.parametrize(
@@ -212,20 +203,24 @@ def test_bad_arguments_raise(change: dict, error: type[Exception], message: str)
 )
 def test_bad_options_raise(options: dict, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
-        native.lstm_sequence(*valid_args().values(), **options)
+        lstm_call(**valid_args(), **options)
 
 
 def test_bad_gru_arguments_raise() -> None:
-    x, w_ih, w_hh = torch.randn(3, 2, 4), torch.randn(15, 4), torch.randn(15, 5)
-    native.gru_sequence(x, w_ih, w_hh, None, None, torch.zeros(2, 5))  # the valid call
+    x, w_ih, w_hh, h0 = torch.randn(3, 2, 4), torch.randn(15, 4), torch.randn(15, 5), torch.zeros(2, 5)
+
+    def gru(w_hh=w_hh, h0=h0, **options):
+        return native.cell_sequence("gru", x, [w_ih, w_hh, None, None], (h0,), **options)
+
+    gru()  # the valid call
     with pytest.raises(ValueError, match=r"weight_hh must have shape \(3H, H\)"):
-        native.gru_sequence(x, w_ih, torch.randn(20, 5), None, None, torch.zeros(2, 5))
+        gru(w_hh=torch.randn(20, 5))
     with pytest.raises(TypeError, match="h0"):
-        native.gru_sequence(x, w_ih, w_hh, None, None, torch.zeros(2, 5, dtype=torch.float64))
+        gru(h0=torch.zeros(2, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="contiguous"):
-        native.gru_sequence(x, w_ih, w_hh, None, None, torch.zeros(5, 2).t())
+        gru(h0=torch.zeros(5, 2).t())
     with pytest.raises(ValueError, match="zoneout_h"):
-        native.gru_sequence(x, w_ih, w_hh, None, None, torch.zeros(2, 5), zoneout_mask=torch.zeros(3, 2, 4))
+        gru(zoneout_masks=(torch.zeros(3, 2, 4),))
 
 
 def cell_args(kind: str, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, list, tuple, float]:

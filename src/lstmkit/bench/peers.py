@@ -96,6 +96,24 @@ class UserLSTMCell(lstmkit.Cell):
         return (h, c), (i, f, g, o)
 
 
+class UserNormLSTMCell(UserLSTMCell):
+    """The user LSTM cell with a layer norm on the cell state before the output's ``tanh``: a
+    reduction over the features, which does not translate to C++, so the fused engine compiles its
+    steps with TorchInductor instead (:mod:`lstmkit.engine.fused_inductor`)."""
+
+    def __init__(self, input_size: int, hidden_size: int, **kwargs: Any) -> None:
+        super().__init__(input_size, hidden_size, **kwargs)
+        self.norm = nn.LayerNorm(hidden_size, dtype=self.weight_ih.dtype)
+
+    def pointwise(self, xg, hg, state):
+        h, c = state
+        i, f, g, o = (xg + hg).chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(self.norm(c))
+        return (h, c), (i, f, g, o)
+
+
 # ----------------------------------------------------------------------------------------------
 # one call
 
@@ -273,6 +291,15 @@ PEERS: tuple[Peer, ...] = (
         _lstmkit_peer(_layer(UserLSTMCell)),
         steady_state=True,
         note="the LSTM as a user cell: Python pointwise step, the maths of the naive loop",
+    ),
+    Peer(
+        "user_norm_lstm",
+        "user-defined cell (LSTM + LayerNorm)",
+        "lstm",
+        _lstmkit_peer(_layer(UserNormLSTMCell)),
+        steady_state=True,
+        note="the user LSTM with a layer norm on c, which does not translate to C++: its steps compiled by "
+        "TorchInductor after the warm-up",
     ),
     Peer(
         "nn_lstm_bf16",

@@ -126,14 +126,12 @@ def graph_of(output: torch.Tensor) -> str:
 def _steady_calls(peer: Peer, shape: Shape, config: Config, graph: str) -> int:
     """Warm-up calls so that lstmkit's compiled steps (``LSTMKIT_COMPILE=auto``) have kicked in,
     for rows whose training graph shows the engine that compiles (lstmkit's fused engine)."""
-    from ..engine import python_fused
+    from ..engine import compiling, fused
 
-    function = getattr(python_fused, "FusedSequenceFunction", None)
-    fused = getattr(function, "__name__", "FusedSequenceFunction")
-    if not (config.steady_state and peer.steady_state and graph == fused):
+    if not (config.steady_state and peer.steady_state and graph == fused.FusedSequenceFunction.__name__):
         return 0
-    mode = getattr(python_fused, "compile_mode", lambda: "0")()
-    threshold = getattr(python_fused, "COMPILE_AFTER_STEPS", 0)
+    mode = compiling.compile_mode()
+    threshold = compiling.COMPILE_AFTER_STEPS
     if mode != "auto" or not threshold:
         return 0
     return math.ceil(threshold / shape[0]) + 2
@@ -169,9 +167,9 @@ def machine_info(threads: int) -> dict:
         "load_average_start": list(os.getloadavg()),
     }
     try:
-        from ..engine import python_fused
+        from ..engine import compiling
 
-        info["lstmkit_compile"] = python_fused.compile_mode()
+        info["lstmkit_compile"] = compiling.compile_mode()
     except (ImportError, AttributeError, ValueError):
         pass
     return info

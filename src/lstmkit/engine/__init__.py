@@ -7,11 +7,12 @@
 * ``"fused"``: any cell whose maths is in ``pointwise`` (user cells, peepholes, projections, ...)
   as one autograd node: hoisted input projection, one ``addmm`` and the pointwise step per step
   without an autograd graph, a reverse loop of per-step vector-Jacobian products and the weight
-  gradients as single matrix multiplies (:mod:`lstmkit.engine.python_fused`). With compilation on
-  (``$LSTMKIT_COMPILE``) a step that translates to C++ runs in the native loop instead
-  (:mod:`lstmkit.engine.native.generated`); one that does not has its steps compiled by TorchInductor.
+  gradients as single matrix multiplies (:mod:`lstmkit.engine.fused`). With compilation on
+  (``$LSTMKIT_COMPILE``, :mod:`lstmkit.engine.compiling`) a step that translates to C++ runs in the
+  native loop instead (:mod:`lstmkit.engine.native.generated`); one that does not has its steps
+  compiled by TorchInductor (:mod:`lstmkit.engine.fused_inductor`).
 * ``"torch"``: PyTorch's own fused kernels (``torch._VF``; oneDNN for LSTM) for whole stacks of
-  plain LSTM/GRU/RNN cells without lstmkit's extras (:mod:`lstmkit.engine.fused_torch`).
+  plain LSTM/GRU/RNN cells without lstmkit's extras (:mod:`lstmkit.engine.torch_engine`).
 * ``"auto"`` (default): for plain stacks, torch's kernels for LSTM inference and for RNN cells
   (oneDNN's forward is at the GEMM floor), native for LSTM training and for GRU (faster than
   torch's); for the rest native where it supports the cell and could be built, else fused where it
@@ -22,6 +23,11 @@ environment variable, else ``"auto"``; :mod:`lstmkit.engine.dispatch` makes it, 
 :func:`explain` says which engine a layer call would run on and why. Under ``torch.compile`` and
 ``torch.export`` ``"auto"`` does not pick torch's kernels (the native operators keep the batch and
 the sequence length dynamic).
+
+Besides the engines: :mod:`.options` (what every time loop takes and returns, zoneout masks,
+zoneout and masking of one step), :mod:`.kernels` (which native and torch kernel computes which
+cell), :mod:`.precision` (bf16 products, int8 weights) and :mod:`.int8_vnni` (int8 inference on
+integer products).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 from torch import Tensor
 
 from ..cells import Cell, State
-from . import native, python_fused
+from . import fused, native
 from .dispatch import ENGINE_VARIABLE, ENGINES, Choice, choose_cell, choose_layer, explain, resolve_engine
 from .options import SequenceOptions, SequenceResult
 from .reference import run_sequence as run_reference
@@ -47,7 +53,7 @@ def run_sequence(
     if chosen == "native":
         return native.run_cell(cell, inputs, state, **options)
     if chosen == "fused":
-        return python_fused.run_cell(cell, inputs, state, **options)
+        return fused.run_cell(cell, inputs, state, **options)
     return run_reference(cell, inputs, state, trace=trace, **options)
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from ..cells import Cell, State
-from . import fused_torch, int8_vnni, native, python_fused
+from . import fused, int8_vnni, native, torch_engine
 from .kernels import kernel_of
 from .native.build import unavailable_reason
 from .precision import bf16_gemms, cast_floats
@@ -81,14 +81,14 @@ def choose_layer(
     if choice not in ("torch", "auto"):
         return None
     compiling = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    reason = fused_torch.why_not(layer, masked=masked, traced=traced, lengths=None if compiling else lengths)
+    reason = torch_engine.why_not(layer, masked=masked, traced=traced, lengths=None if compiling else lengths)
     if choice == "torch":
         if reason:
             raise ValueError(f"engine='torch' cannot be used: {reason}; use engine='auto' or 'reference'")
         return Choice("torch", "engine='torch' was asked for")
     if reason or compiling or x.shape[1] == 0:
         return None  # under torch.compile/export/jit.trace the operators keep batch and length dynamic
-    kernel = fused_torch.kernel_name(layer)
+    kernel = torch_engine.kernel_name(layer)
     if kernel.startswith("rnn"):
         return Choice("torch", "plain RNN cells: torch's kernel runs at the per-step GEMM floor")
     if not native.is_available():
@@ -116,7 +116,7 @@ def choose_cell(cell: Cell, inputs: Tensor, *, engine: str | None = None, trace:
             )
             raise ValueError(f"engine='native' cannot be used: {reason}; use engine='auto' or 'reference'")
     if choice in ("auto", "fused"):
-        reason = python_fused.why_not(cell, inputs, trace=trace)
+        reason = fused.why_not(cell, inputs, trace=trace)
         if reason is None:
             return Choice("fused", f"{type(cell).__name__} has no native kernel; its pointwise runs in the fused loop")
         if choice == "fused":

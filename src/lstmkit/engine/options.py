@@ -2,7 +2,7 @@
 
 Each engine's entry point -- :func:`lstmkit.engine.run_sequence`, which picks one, and
 :func:`lstmkit.engine.reference.run_sequence`, :func:`lstmkit.engine.native.run_cell`,
-:func:`lstmkit.engine.python_fused.run_cell` -- takes the fields of :class:`SequenceOptions` as
+:func:`lstmkit.engine.fused.run_cell` -- takes the fields of :class:`SequenceOptions` as
 keyword arguments and returns a :class:`SequenceResult`. Zoneout masks are drawn here, in one place,
 so that under the same seed every engine computes the same thing.
 """
@@ -97,6 +97,37 @@ class SequenceOptions:
                     "differentiates through it"
                 )
         return state
+
+
+def zone_out_and_mask(
+    state: Sequence[Tensor],
+    new_state: Sequence[Tensor],
+    keep_old: Sequence[Tensor] | None,
+    valid: Tensor | None,
+    previous_output: Tensor | None,
+    *,
+    zoneout: float,
+    carry_output: bool,
+) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    """One step's zoneout and masking, after the cell computed ``new_state`` from ``state``: the
+    state carried on and, with ``valid`` (``(B,)``, this step's), the output (without, the output is
+    the new ``state[0]`` and ``None`` is returned for it).
+
+    Zoneout (rate ``zoneout``) keeps the old value where ``keep_old`` (this step's mask per state) is
+    set, or takes the expectation ``zoneout * old + (1 - zoneout) * new`` without masks (evaluation).
+    At an invalid step the state is carried unchanged and the output is zero, or ``previous_output``
+    with ``carry_output``. Every engine written in Python applies the options through this."""
+    if zoneout:
+        if keep_old is None:  # evaluation: the expectation of the random update
+            new_state = [zoneout * old + (1 - zoneout) * new for old, new in zip(state, new_state, strict=True)]
+        else:
+            new_state = [torch.where(k, old, new) for k, old, new in zip(keep_old, state, new_state, strict=True)]
+    if valid is None:
+        return tuple(new_state), None
+    keep = valid.unsqueeze(-1)
+    h = new_state[0]
+    output = torch.where(keep, h, previous_output if carry_output else torch.zeros_like(h))
+    return tuple(torch.where(keep, new, old) for new, old in zip(new_state, state, strict=True)), output
 
 
 def time_steps(steps: int, reverse: bool) -> range:

@@ -1,8 +1,8 @@
-"""Reference time loop: plain autograd over :meth:`Cell.step`, one step at a time.
+"""The ``"reference"`` engine: plain autograd over :meth:`Cell.step`, one step at a time.
 
 Input projection for all steps is one matrix multiply; each step adds the recurrent multiply and
-the cell's pointwise math. Masks, zoneout and recurrent dropout are applied here, so every cell,
-built-in or user-defined, gets them.
+the cell's pointwise math. Masks, zoneout (:func:`~lstmkit.engine.options.zone_out_and_mask`) and
+recurrent dropout are applied here, so every cell, built-in or user-defined, gets them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..cells import Cell, State
-from .options import SequenceOptions, SequenceResult, time_steps
+from .options import SequenceOptions, SequenceResult, time_steps, zone_out_and_mask
 
 
 def run_sequence(
@@ -36,21 +36,23 @@ def run_sequence(
     valid, zoneout = options.valid, options.zoneout
     if zoneout_masks is None:
         zoneout_masks = options.zoneout_masks(state, steps)
+    drawn = zoneout_masks[0] is not None  # all masks, or none (evaluation: the expectation)
     outputs: list[Tensor] = [inputs.new_empty(0)] * steps
     records: list[tuple[Tensor, ...]] = [()] * steps
     previous_output = torch.zeros_like(state[0])
     for t in time_steps(steps, options.reverse):
         new_state, gates = cell.step(projected[t], state, options.recurrent_mask)
-        if zoneout:
-            new_state = tuple(
-                _zone_out(old, new, zoneout, masks[t] if masks is not None else None)
-                for old, new, masks in zip(state, new_state, zoneout_masks, strict=True)
-            )
-        output = new_state[0]
-        if valid is not None:
-            keep = valid[t].unsqueeze(-1)
-            new_state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state, strict=True))
-            output = torch.where(keep, output, previous_output if options.carry_output else torch.zeros_like(output))
+        new_state, output = zone_out_and_mask(
+            state,
+            new_state,
+            [m[t] for m in zoneout_masks] if drawn else None,
+            None if valid is None else valid[t],
+            previous_output,
+            zoneout=zoneout,
+            carry_output=options.carry_output,
+        )
+        if output is None:
+            output = new_state[0]
         state = new_state
         previous_output = output
         outputs[t] = output
@@ -87,9 +89,3 @@ def recomputed_gradients(
         )
     by_id = {id(t): g for t, g in zip(wanted, found, strict=True)}
     return [by_id.get(id(t)) for t in sources]
-
-
-def _zone_out(old: Tensor, new: Tensor, rate: float, keep_old: Tensor | None) -> Tensor:
-    if keep_old is None:  # evaluation: the expectation of the random update
-        return rate * old + (1 - rate) * new
-    return torch.where(keep_old, old, new)

@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
 from ..cells import Cell, State
-from ..engine import choose_layer, fused_torch, int8_vnni, resolve_engine, run_sequence
+from ..engine import choose_layer, int8_vnni, resolve_engine, run_sequence, torch_engine
 from ..engine.dispatch import choose_int8
 from ..engine.precision import Int8Weight, bf16_gemms, bf16_gemms_active, bf16_hardware, cast_floats
 from ..functional import check_merge_mode, dropout_mask, merge_directions
@@ -283,7 +283,7 @@ class Recurrent(nn.Module):
             # under bfloat16 GEMMs torch's kernels run as torch.nn's do under autocast (their bfloat16
             # results are cast once, by forward)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_gemms_active()):
-                output, states = fused_torch.run_layers(self, x, initial, lengths)
+                output, states = torch_engine.run_layers(self, x, initial, lengths)
         else:
             output, states, traces = self._run_cells(x, initial, valid, mask is not None, return_gates)
             traces = {

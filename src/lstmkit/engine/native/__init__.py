@@ -1,38 +1,25 @@
-"""Native (C++) time loops for the built-in cells, forward and backward, compiled on first use.
+"""The ``"native"`` engine: C++ time loops for the built-in cells, forward and backward, compiled on
+first use.
 
-Entry points: :func:`cell_sequence` (stateless, tensors in, one kernel per cell: :data:`KERNELS`)
-with its LSTM/GRU forms :func:`lstm_sequence`, :func:`gru_sequence`; :func:`run_cell` (the
-:func:`lstmkit.engine.reference.run_sequence` signature for :class:`lstmkit.RNNCell`,
+Entry points: :func:`cell_sequence` (stateless, tensors in, one kernel per cell: :data:`KERNELS`);
+:func:`run_cell` (the :func:`lstmkit.engine.reference.run_sequence` signature for :class:`lstmkit.RNNCell`,
 :class:`lstmkit.LSTMCell`, :class:`lstmkit.PeepholeLSTMCell`, :class:`lstmkit.LayerNormLSTMCell`
 and :class:`lstmkit.GRUCell`); :func:`supports` and :func:`is_available` for dispatch. See
 ``build.py`` for how and where the extension is compiled and ``csrc/`` for the kernels, and
-``generated.py`` for user-defined cells translated to C++ (:func:`run_generated`), and ``ops.py``
+``generated/`` for user-defined cells translated to C++ (:func:`run_generated`), and ``ops.py``
 for the PyTorch operators (``torch.ops.lstmkit.sequence_forward/_backward``) every call goes through.
 """
 
-from .functions import (
-    cell_sequence,
-    gru_sequence,
-    is_available,
-    kernel_of,
-    lstm_sequence,
-    run_cell,
-    run_generated,
-    run_lstm_cell,
-    supports,
-)
+from .functions import cell_sequence, is_available, kernel_of, run_cell, run_generated, supports
 from .ops import KERNELS, NativeEngineUnavailable
 
 __all__ = [
     "KERNELS",
     "NativeEngineUnavailable",
     "cell_sequence",
-    "gru_sequence",
     "is_available",
     "kernel_of",
-    "lstm_sequence",
     "run_cell",
     "run_generated",
-    "run_lstm_cell",
     "supports",
 ]

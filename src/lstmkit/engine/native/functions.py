@@ -2,10 +2,9 @@
 
 Two levels:
 
-* :func:`cell_sequence` (and its LSTM/GRU forms :func:`lstm_sequence`, :func:`gru_sequence`) --
-  stateless, tensors in, tensors out, strict: every tensor must be a contiguous CPU tensor of the
-  input's dtype (float32 or float64) and the right shape, else the C++ code raises
-  ``TypeError``/``ValueError``.
+* :func:`cell_sequence` -- stateless, tensors in, tensors out, strict: every tensor must be a
+  contiguous CPU tensor of the input's dtype (float32 or float64) and the right shape, else the C++
+  code raises ``TypeError``/``ValueError``.
 * :func:`run_cell` -- mirrors :func:`lstmkit.engine.reference.run_sequence` for the built-in cells
   :func:`supports` accepts (same arguments, same :class:`SequenceResult`, same random draws for
   zoneout). It makes its inputs contiguous.
@@ -86,62 +85,6 @@ def cell_sequence(
     return results[0], tuple(results[1 : 1 + len(state)])
 
 
-def lstm_sequence(
-    input: Tensor,
-    weight_ih: Tensor,
-    weight_hh: Tensor,
-    bias_ih: Tensor | None,
-    bias_hh: Tensor | None,
-    h0: Tensor,
-    c0: Tensor,
-    *,
-    zoneout_masks: tuple[Tensor, Tensor] | None = None,
-    **options,
-) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """Run one LSTM layer direction over ``input`` ``(T, B, I)`` natively; returns ``(output, (h_n, c_n))``.
-
-    Weights in PyTorch's layout (gates ``i, f, g, o``): ``weight_ih (4H, I)``, ``weight_hh (4H, H)``,
-    ``bias_ih``/``bias_hh`` ``(4H,)`` or both ``None``; ``h0``, ``c0`` ``(B, H)``. The options
-    (``valid``, ``reverse``, ``carry_output``, ``recurrent_mask``, ``zoneout_masks = (keep_h,
-    keep_c)``, ``zoneout_rate``) are those of :func:`cell_sequence`.
-    """
-    output, (h_n, c_n) = cell_sequence(
-        "lstm", input, [weight_ih, weight_hh, bias_ih, bias_hh], (h0, c0), zoneout_masks=zoneout_masks, **options
-    )
-    return output, (h_n, c_n)
-
-
-def gru_sequence(
-    input: Tensor,
-    weight_ih: Tensor,
-    weight_hh: Tensor,
-    bias_ih: Tensor | None,
-    bias_hh: Tensor | None,
-    h0: Tensor,
-    *,
-    reset_after: bool = True,
-    zoneout_mask: Tensor | None = None,
-    **options,
-) -> tuple[Tensor, Tensor]:
-    """Run one GRU layer direction (gates ``r, z, n``) over ``input`` ``(T, B, I)`` natively;
-    returns ``(output, h_n)``.
-
-    ``reset_after=True`` (PyTorch): ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``; ``False``
-    (Cho et al., Keras ``reset_after=False``): ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
-    Shapes ``weight_ih (3H, I)``, ``weight_hh (3H, H)``, biases ``(3H,)`` or both ``None``,
-    ``h0 (B, H)``; the options are those of :func:`cell_sequence` (one zoneout mask, for ``h``).
-    """
-    output, (h_n,) = cell_sequence(
-        "gru" if reset_after else "gru_reset_before",
-        input,
-        [weight_ih, weight_hh, bias_ih, bias_hh],
-        (h0,),
-        zoneout_masks=None if zoneout_mask is None else (zoneout_mask,),
-        **options,
-    )
-    return output, h_n
-
-
 def _floats_on_cpu(cell: Cell, inputs: Tensor | None) -> bool:
     weight = cell.weight_ih
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.float64):
@@ -210,6 +153,3 @@ def _run(
         eps=getattr(cell, "eps", 0.0),
     )
     return SequenceResult(output, final)
-
-
-run_lstm_cell = run_cell  # the name the first prototype used

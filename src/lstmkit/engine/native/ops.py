@@ -74,7 +74,7 @@ _generated: dict[str, _Generated] = {}
 
 def register_generated(module: ModuleType, tensors: tuple[str, ...], summed: bool, cell: Cell) -> str:
     """The kernel name under which the operators run a generated cell's ``module`` for cells like
-    ``cell`` (same kind and sizes: :func:`lstmkit.engine.native.generated.fingerprint`); called once
+    ``cell`` (same kind and sizes: :func:`lstmkit.engine.compiling.fingerprint`); called once
     per kind. One module serves every size, so the name also counts the registrations: a
     recomputation builds on a cell of the right sizes."""
     name = f"{GENERATED_PREFIX}{module.__name__}/{len(_generated)}"

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ...cells import Cell
-from ...engine import ENGINE_VARIABLE, fused_torch
+from ...engine import ENGINE_VARIABLE, torch_engine
 from ...engine.kernels import torch_kernel_of
 from ...keras.base import KerasRNN
 from ...layers import Recurrent, merge_directions
@@ -138,7 +138,7 @@ def _recurrent_export_forward(layer: Recurrent) -> Callable[..., Any]:
     :func:`_layer_runner`; plus what ONNX runtimes do differently: for a sequence of length 0 they
     return a zero final state, lstmkit (and PackedSequence semantics) the initial state."""
     cell = layer.cell(0, 0)
-    if _cell_kernel(cell) is not None and fused_torch.why_not(layer, masked=False, traced=False, lengths=None) is None:
+    if _cell_kernel(cell) is not None and torch_engine.why_not(layer, masked=False, traced=False, lengths=None) is None:
         original = type(layer).forward.__get__(layer)
     else:
         original = _layer_forward(layer, _layer_runner(cell, layer.zoneout))

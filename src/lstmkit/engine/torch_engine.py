@@ -1,5 +1,5 @@
-"""PyTorch's own fused kernels (``torch._VF.lstm/gru/rnn_*``; oneDNN for LSTM on the CPU) for whole
-stacks of plain cells that need none of lstmkit's extras.
+"""The ``"torch"`` engine: PyTorch's own fused kernels (``torch._VF.lstm/gru/rnn_*``; oneDNN for
+LSTM on the CPU) for whole stacks of plain cells that need none of lstmkit's extras.
 
 oneDNN's LSTM forward runs close to the per-step GEMM floor, so ``engine="auto"`` sends plain
 inference here; training goes to the native engine, whose backward is faster.

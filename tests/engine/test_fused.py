@@ -1,24 +1,21 @@
-"""What is particular to the fused engine for any cell (``lstmkit.engine.python_fused``): a
+"""What is particular to the fused engine for any cell (``lstmkit.engine.fused``): a
 ``pointwise`` that draws random numbers, partial and unused gradients, determinism, double
-backward, whole layers against the reference loop, dispatch, errors, and the compiled steps (a few
-small tests; all the others run uncompiled to stay fast). Its agreement with the reference loop for
-every cell and option is in ``tests/engine/test_conformance.py``.
+backward, whole layers against the reference loop, dispatch and errors, all uncompiled (the steps
+compiled by Inductor: ``tests/engine/test_fused_inductor.py``). Its agreement with the reference loop
+for every cell and option is in ``tests/engine/test_conformance.py``.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import core_helpers
 import pytest
 import torch
 import torch.nn.functional as F
 from core_helpers import CIFGCell, PeepholeCIFGCell, make_valid
-from torch import nn
 
 import lstmkit
 from lstmkit import engine
-from lstmkit.engine import python_fused, reference
+from lstmkit.engine import compiling, fused, reference
 from lstmkit.engine.reference import run_sequence
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: more intra-op threads only contend
@@ -37,18 +34,17 @@ class DropoutCIFGCell(CIFGCell):
 
 
 @pytest.fixture(autouse=True)
-def _uncompiled(monkeypatch):
-    """Eager steps unless a test asks for compilation (compiling costs seconds per shape); never
-    the generated native kernels (tests/engine/test_generated.py), so that the Python loop is what runs."""
-    monkeypatch.setattr(python_fused, "_generated_kernel", lambda cell, inputs: None)
-    python_fused.set_compile(False)
+def _uncompiled():
+    """Eager steps (compiling costs seconds per shape) and never the generated native kernels
+    (tests/engine/test_generated.py), so that the Python loop is what runs."""
+    compiling.set_compile(False)
     yield
-    python_fused.set_compile(None)
+    compiling.set_compile(None)
 
 
 def run_both(cell: lstmkit.Cell, steps: int = 6, batch: int = 4, **options) -> tuple[dict, dict]:
     """The reference loop and the fused engine from identical inputs (see :func:`core_helpers.run_both`)."""
-    return core_helpers.run_both(python_fused.run_cell, cell, steps, batch, **options)
+    return core_helpers.run_both(fused.run_cell, cell, steps, batch, **options)
 
 
 def assert_same(expected: dict, actual: dict, dtype: torch.dtype = torch.float64) -> None:
@@ -66,7 +62,7 @@ def test_random_pointwise_replays_its_draws() -> None:
             torch.manual_seed(4)
             want = run_sequence(cell, x, state).output
             torch.manual_seed(4)
-            got = python_fused.run_cell(cell, x, state).output
+            got = fused.run_cell(cell, x, state).output
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
@@ -78,7 +74,7 @@ def test_no_bias_and_only_some_gradients() -> None:
     x = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
     state = cell.initial_state(4, x)
     grads = []
-    for run in (run_sequence, python_fused.run_cell):
+    for run in (run_sequence, fused.run_cell):
         result = run(cell, x, state, valid=make_valid("lengths", 6, 4))
         grads.append(torch.autograd.grad(result.output.sum() + result.state[1].sum(), [x, cell.weight_ci]))
     for got, want in zip(grads[1], grads[0], strict=True):
@@ -90,9 +86,7 @@ def test_gradient_of_unused_outputs() -> None:
     cell = CIFGCell(3, 5, dtype=torch.float64)
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     state = cell.initial_state(2, x)
-    grads = [
-        torch.autograd.grad(run(cell, x, state).state[1].sum(), x) for run in (run_sequence, python_fused.run_cell)
-    ]
+    grads = [torch.autograd.grad(run(cell, x, state).state[1].sum(), x) for run in (run_sequence, fused.run_cell)]
     torch.testing.assert_close(grads[1], grads[0], **core_helpers.ENGINE_TOLERANCE[torch.float64])
 
 
@@ -102,7 +96,7 @@ def test_deterministic() -> None:
     valid = make_valid("holes", 9, 4)
     runs = []
     for _ in range(2):
-        result = python_fused.run_cell(cell, x, cell.initial_state(4, x), valid=valid)
+        result = fused.run_cell(cell, x, cell.initial_state(4, x), valid=valid)
         grads = torch.autograd.grad(result.output.square().sum(), [x, *cell.parameters()])
         runs.append([result.output, *result.state, *grads])
     for first, second in zip(*runs, strict=True):
@@ -114,7 +108,7 @@ def test_double_backward_matches_reference() -> None:
     cell = CIFGCell(3, 4, dtype=torch.float64)
     x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
     found = []
-    for run in (python_fused.run_cell, reference.run_sequence):
+    for run in (fused.run_cell, reference.run_sequence):
         result = run(cell, x, cell.initial_state(2, x), zoneout=0.3, training=False)
         (grad,) = torch.autograd.grad(result.output.pow(2).sum(), x, create_graph=True)
         found.append(torch.autograd.grad(grad.pow(2).sum(), cell.weight_hh)[0])
@@ -144,12 +138,12 @@ def test_bidirectional_stack_through_recurrent(inputs: str, merge_mode: str) -> 
 def test_recurrent_training_options_match_reference() -> None:
     """Recurrent dropout and zoneout in training mode draw the same masks under both engines."""
     options = dict(num_layers=2, recurrent_dropout=0.3, zoneout=0.1, dtype=torch.float64)
-    fused = lstmkit.Recurrent(CIFGCell, 3, 5, engine="fused", **options)
-    reference = lstmkit.Recurrent(CIFGCell, 3, 5, engine="reference", **options)
-    reference.load_state_dict(fused.state_dict())
+    fused_layer = lstmkit.Recurrent(CIFGCell, 3, 5, engine="fused", **options)
+    reference_layer = lstmkit.Recurrent(CIFGCell, 3, 5, engine="reference", **options)
+    reference_layer.load_state_dict(fused_layer.state_dict())
     x = torch.randn(7, 3, 3, dtype=torch.float64)
     results = []
-    for model in (fused, reference):
+    for model in (fused_layer, reference_layer):
         torch.manual_seed(5)
         out, (h_n, c_n) = model(x)
         (out.square().sum() + c_n.sum()).backward()
@@ -163,10 +157,8 @@ def test_recurrent_training_options_match_reference() -> None:
 
 def test_auto_runs_user_cells_on_the_fused_engine(monkeypatch) -> None:
     calls = []
-    original = python_fused.run_cell
-    monkeypatch.setattr(
-        python_fused, "run_cell", lambda *a, **k: calls.append(type(a[0]).__name__) or original(*a, **k)
-    )
+    original = fused.run_cell
+    monkeypatch.setattr(fused, "run_cell", lambda *a, **k: calls.append(type(a[0]).__name__) or original(*a, **k))
     x = torch.randn(5, 2, 3)
     lstmkit.Recurrent(CIFGCell, 3, 4, engine="auto")(x)
     lstmkit.Recurrent(CIFGCell, 3, 4, engine="auto")(x, return_gates=True)  # tracing: the reference loop
@@ -204,23 +196,21 @@ def test_bad_arguments_raise_clear_errors() -> None:
     x = torch.randn(5, 2, 3)
     state = cell.initial_state(2, x)
     with pytest.raises(ValueError, match=r"expected inputs of shape \(T, B, 3\) for CIFGCell\(3, 4\), got \(5, 2, 7\)"):
-        python_fused.run_cell(cell, torch.randn(5, 2, 7), state)
+        fused.run_cell(cell, torch.randn(5, 2, 7), state)
     with pytest.raises(ValueError, match=r"CIFGCell has states \('h', 'c'\), got 1 state tensor"):
-        python_fused.run_cell(cell, x, state[:1])
+        fused.run_cell(cell, x, state[:1])
     with pytest.raises(ValueError, match=r"expected state c of shape \(2, 4\), torch.float32 on cpu; got \(3, 4\)"):
-        python_fused.run_cell(cell, x, (state[0], torch.zeros(3, 4)))
+        fused.run_cell(cell, x, (state[0], torch.zeros(3, 4)))
     with pytest.raises(ValueError, match=r"valid must be a \(T, B\) = \(5, 2\) tensor, got \(2, 5\)"):
-        python_fused.run_cell(cell, x, state, valid=torch.ones(2, 5, dtype=torch.bool))
+        fused.run_cell(cell, x, state, valid=torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"recurrent_mask must be a \(2, 4\) tensor, got \(2, 3\)"):
-        python_fused.run_cell(cell, x, state, recurrent_mask=torch.ones(2, 3))
+        fused.run_cell(cell, x, state, recurrent_mask=torch.ones(2, 3))
     with pytest.raises(ValueError, match=r"zoneout must lie in \[0, 1\), got 1.5"):
-        python_fused.run_cell(cell, x, state, zoneout=1.5)
+        fused.run_cell(cell, x, state, zoneout=1.5)
     with pytest.raises(ValueError, match="the fused engine cannot run CIFGCell.*the input is torch.float64"):
-        python_fused.run_cell(cell, x.double(), tuple(s.double() for s in state))
+        fused.run_cell(cell, x.double(), tuple(s.double() for s in state))
     with pytest.raises(TypeError, match="inputs must be a tensor"):
-        python_fused.run_cell(cell, x.tolist(), state)
-    with pytest.raises(ValueError, match=r"LSTMKIT_COMPILE must be 0, 1 or auto, got 'sometimes'"):
-        python_fused._parse_mode("sometimes", "LSTMKIT_COMPILE")
+        fused.run_cell(cell, x.tolist(), state)
 
 
 def test_a_pointwise_returning_wrong_shapes_is_named() -> None:
@@ -232,79 +222,4 @@ def test_a_pointwise_returning_wrong_shapes_is_named() -> None:
     cell = Broken(3, 4)
     x = torch.randn(5, 2, 3)
     with pytest.raises(ValueError, match=r"Broken.pointwise returned states of shapes \[\(2, 4\), \(2, 2\)\]"):
-        python_fused.run_cell(cell, x, cell.initial_state(2, x))
-
-
-# ----------------------------------------------------------------------------------------------
-# compiled steps
-
-
-def test_compiled_steps_match_reference_and_are_cached() -> None:
-    """One small shape, compiled at first use (a few seconds): same numbers as the reference loop,
-    and another cell of the same kind and sizes (the other direction of a layer) reuses the compiled code."""
-    python_fused.set_compile(True)
-    python_fused._compiled.clear()
-    cell = PeepholeCIFGCell(3, 5, dtype=torch.float64)
-    options = dict(valid=make_valid("holes", 6, 4), carry_output=True, reverse=True, zoneout=0.2, training=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # a failed compile warns: fail instead
-        expected, actual = run_both(cell, **options)
-        assert_same(expected, actual)
-        assert len(python_fused._compiled) == 1
-        (entry,) = python_fused._compiled.values()
-        compiled = entry.compiled
-        assert compiled is not None and compiled._forward is not None and len(compiled._backward) == 1
-        other = PeepholeCIFGCell(3, 5, dtype=torch.float64)
-        expected, actual = run_both(other, seed=2, **options)
-        assert_same(expected, actual)
-    assert len(python_fused._compiled) == 1 and entry.compiled is compiled and len(compiled._backward) == 1
-
-
-def test_auto_compiles_once_enough_steps_ran(monkeypatch) -> None:
-    """Under "auto" short runs stay eager; compilation (stubbed out here) starts once
-    COMPILE_AFTER_STEPS steps ran with the same kind of cell and shape."""
-    python_fused.set_compile("auto")
-    python_fused._compiled.clear()
-    made = []
-    monkeypatch.setattr(python_fused, "_CompiledSteps", lambda options: made.append(options) or None)
-    monkeypatch.setattr(python_fused, "COMPILE_AFTER_STEPS", 10)
-    x = torch.randn(4, 2, 3)
-    for _ in range(2):
-        cell = CIFGCell(3, 4)  # any cell of the kind counts
-        python_fused.run_cell(cell, x, cell.initial_state(2, x))
-    assert made == []
-    python_fused.run_cell(cell, x, cell.initial_state(2, x))
-    assert len(made) == 1
-
-
-def test_parametrized_cell_runs_uncompiled() -> None:
-    """A parametrised weight is computed on access, so a traced step would freeze it: eager steps."""
-
-    class Positive(nn.Module):
-        def forward(self, weight):
-            return F.softplus(weight)
-
-    python_fused.set_compile(True)
-    python_fused._compiled.clear()
-    cell = PeepholeCIFGCell(3, 5, dtype=torch.float64)
-    torch.nn.utils.parametrize.register_parametrization(cell, "weight_ci", Positive())
-    expected, actual = run_both(cell, valid=make_valid("lengths", 6, 4))
-    assert_same(expected, actual)
-    assert not python_fused._compiled
-
-
-def test_untraceable_cell_falls_back_with_one_warning() -> None:
-    """Data-dependent Python control flow cannot be traced: eager steps, the right numbers, one warning."""
-
-    class Branchy(CIFGCell):
-        def pointwise(self, xg, hg, state):
-            if bool((xg > 0).any()):
-                xg = xg * 0.5
-            return super().pointwise(xg, hg, state)
-
-    python_fused.set_compile(True)
-    python_fused._warned.discard("Branchy")
-    cell = Branchy(3, 4, dtype=torch.float64)
-    with pytest.warns(RuntimeWarning, match="could not compile the steps of Branchy"):
-        expected, actual = run_both(cell)
-    assert_same(expected, actual)
+        fused.run_cell(cell, x, cell.initial_state(2, x))

@@ -1,50 +1,25 @@
-"""User-defined cells compiled into the native time loop: ``pointwise`` translated to C++.
+"""A cell's traced step written as the C++ struct of a generated kernel.
 
-A cell whose maths is all in :meth:`lstmkit.Cell.pointwise` is traced twice with
-:func:`torch.fx.experimental.proxy_tensor.make_fx` -- the step, and its vector-Jacobian product
-through :func:`torch.func.vjp` -- and each ATen operation of the two graphs is written as
-``at::vec::Vectorized`` code over one row's columns ``[j, j + n)`` (:class:`_Translator`). The C++
-struct goes into the loops of ``csrc/generated_cell.h``, which are those of the built-in kernels:
-input projection as one GEMM, packed recurrent GEMM per step, one pass per step over the rows,
-weight gradients as single GEMMs, masks, zoneout and reverse from ``loop.h``. The module is built
-with ``torch.utils.cpp_extension`` under a name made from the source's hash, so it is compiled once
-per kind of cell and machine and then loaded from the cache.
-
-What translates: element-wise maths on tensors of one row (``(B, k*H)``), on the cell's own 1-D
-parameters and buffers (``k*H`` wide, broadcast over the batch) and on Python numbers -- the
-arithmetic operators, ``sigmoid``, ``tanh``, ``relu``, ``exp``, ``log``, ``sqrt``, ``rsqrt``,
-``abs``, ``clamp``, ``maximum``/``minimum``, powers, comparisons and ``where`` -- and the
-splitting and joining of gate blocks along the last dimension at multiples of ``hidden_size``
-(``chunk``, ``split``, slices, ``cat``). Up to two states (``h`` and one more), each
-``hidden_size`` wide. Anything else (a reduction over the features, random numbers, a captured
-tensor, another shape) raises :class:`Untranslatable` and the cell runs on the Python fused loop.
+:class:`Translator` writes the nodes of one traced graph (:mod:`.tracing`) as C++ statements over
+``at::vec::Vectorized`` blocks of ``hidden_size`` columns (:mod:`.aten_ops` for the element-wise
+operations); :func:`translate` writes the step and its vector-Jacobian product into the struct the
+loops of ``csrc/generated_cell.h`` take, or raises :class:`~.tracing.Untranslatable` saying why not.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import operator
-import threading
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
-from torch import Tensor, fx, nn
-from torch.nn.utils import parametrize
+from torch import Tensor, fx
 
-from ...cells import Cell
-from .build import CSRC, build_directory, compile_module, instruction_set
-from .ops import STANDARD, register_generated
-
-TRACE_BATCH = 3  # rows of the example tensors the step is traced with
-
-
-class Untranslatable(ValueError):
-    """The cell's step uses something the C++ translation does not cover (the message says what)."""
-
+from ....cells import Cell
+from ...compiling import parametrize_in
+from .aten_ops import BINARY, COMPARISONS, FILLS, UNARY, VIEWS, literal
+from .tracing import TRACE_BATCH, Untranslatable, summed_node, trace
 
 # ----------------------------------------------------------------------------------------------
 # values of the traced graphs as C++ expressions
@@ -68,85 +43,7 @@ class _Value:
         return self.blocks[0] if self.kind == "const" else self.blocks[k]
 
 
-def _literal(value: float) -> str:
-    if math.isnan(value):
-        return "Vec(std::numeric_limits<T>::quiet_NaN())"
-    if math.isinf(value):
-        return f"Vec({'-' if value < 0 else ''}std::numeric_limits<T>::infinity())"
-    return f"Vec(T({float(value)!r}))"
-
-
-_UNARY: dict[object, Callable[[str], str]] = {}
-_BINARY: dict[object, Callable[[str, str], str]] = {}
-_COMPARISONS: set[object] = set()  # binary operations whose result is a mask
-
-
-def _sign(x: str) -> str:
-    positive = f"Vec::blendv(Vec(T(0)), Vec(T(1)), {x} > Vec(T(0)))"
-    return f"Vec::blendv({positive}, Vec(T(-1)), {x} < Vec(T(0)))"
-
-
-def _register() -> None:
-    a = torch.ops.aten
-    _UNARY.update({
-        a.neg.default: lambda x: f"{x}.neg()",
-        a.sigmoid.default: lambda x: f"lstmkit::sigmoid({x})",
-        a.tanh.default: lambda x: f"lstmkit::tanh({x})",
-        a.relu.default: lambda x: f"at::vec::clamp_min({x}, Vec(T(0)))",
-        a.exp.default: lambda x: f"lstmkit::fast_exp({x})",
-        a.log.default: lambda x: f"{x}.log()",
-        a.sqrt.default: lambda x: f"{x}.sqrt()",
-        a.rsqrt.default: lambda x: f"{x}.rsqrt()",
-        a.reciprocal.default: lambda x: f"{x}.reciprocal()",
-        a.abs.default: lambda x: f"{x}.abs()",
-        a.sgn.default: _sign,
-        a.sign.default: _sign,
-    })  # fmt: skip
-    _BINARY.update({
-        a.mul.Tensor: lambda x, y: f"({x} * {y})",
-        a.mul.Scalar: lambda x, y: f"({x} * {y})",
-        a.div.Tensor: lambda x, y: f"({x} / {y})",
-        a.div.Scalar: lambda x, y: f"({x} / {y})",
-        a.maximum.default: lambda x, y: f"at::vec::maximum({x}, {y})",
-        a.minimum.default: lambda x, y: f"at::vec::minimum({x}, {y})",
-        a.clamp_min.default: lambda x, y: f"at::vec::maximum({x}, {y})",
-        a.clamp_max.default: lambda x, y: f"at::vec::minimum({x}, {y})",
-        a.sigmoid_backward.default: lambda g, y: f"({g} * lstmkit::dsigmoid({y}))",
-        a.tanh_backward.default: lambda g, y: f"({g} * lstmkit::dtanh({y}))",
-        a.pow.Tensor_Tensor: lambda x, y: f"{x}.pow({y})",
-    })  # fmt: skip
-    for name, op in (("gt", ">"), ("lt", "<"), ("ge", ">="), ("le", "<="), ("eq", "=="), ("ne", "!=")):
-        for overload in ("Tensor", "Scalar"):
-            _BINARY[getattr(getattr(a, name), overload)] = lambda x, y, op=op: f"({x} {op} {y})"
-            _COMPARISONS.add(getattr(getattr(a, name), overload))
-
-
-_register()
-_VIEWS = {
-    torch.ops.aten.view.default,
-    torch.ops.aten._unsafe_view.default,
-    torch.ops.aten.reshape.default,
-    torch.ops.aten.expand.default,
-    torch.ops.aten.unsqueeze.default,
-    torch.ops.aten.squeeze.dim,
-    torch.ops.aten.squeeze.default,
-    torch.ops.aten.alias.default,
-    torch.ops.aten.clone.default,
-    torch.ops.aten.detach.default,
-    torch.ops.aten.contiguous.default,
-    torch.ops.aten.lift_fresh_copy.default,
-}
-_FILLS = {
-    torch.ops.aten.zeros_like.default: 0.0,
-    torch.ops.aten.ones_like.default: 1.0,
-    torch.ops.aten.zeros.default: 0.0,
-    torch.ops.aten.ones.default: 1.0,
-    torch.ops.aten.new_zeros.default: 0.0,
-    torch.ops.aten.new_ones.default: 1.0,
-}
-
-
-class _Translator:
+class Translator:
     """Writes the nodes of one traced graph as C++ statements, given its placeholders' values."""
 
     def __init__(self, hidden_size: int, prefix: str) -> None:
@@ -185,7 +82,7 @@ class _Translator:
                 raise Untranslatable(f"{item.format_node()} is not a tensor")
             return value
         if isinstance(item, (bool, int, float)):
-            return _Value("const", [_literal(float(item))])
+            return _Value("const", [literal(float(item))])
         raise Untranslatable(f"argument {item!r} is not a tensor or a number")
 
     def _emit(self, kind: str, expressions: Sequence[str], mask: bool = False) -> _Value:
@@ -231,7 +128,7 @@ class _Translator:
         if node.op == "get_attr":
             constant = getattr(node.graph.owning_module, node.target)
             if isinstance(constant, Tensor) and constant.numel() == 1 and constant.is_floating_point():
-                self.values[node] = _Value("const", [_literal(constant.item())])
+                self.values[node] = _Value("const", [literal(constant.item())])
                 return
             raise Untranslatable(f"the step uses a tensor it does not get as a parameter ({node.target})")
         if node.op != "call_function":
@@ -242,17 +139,17 @@ class _Translator:
         a = torch.ops.aten
         if target is operator.getitem:
             return self.values[args[0]][args[1]]
-        if target in _UNARY:
-            return self._elementwise(node, [self._value(args[0])], _UNARY[target])
-        if target in _BINARY:
-            mask = target in _COMPARISONS
-            return self._elementwise(node, [self._value(args[0]), self._value(args[1])], _BINARY[target], mask)
+        if target in UNARY:
+            return self._elementwise(node, [self._value(args[0])], UNARY[target])
+        if target in BINARY:
+            mask = target in COMPARISONS
+            return self._elementwise(node, [self._value(args[0]), self._value(args[1])], BINARY[target], mask)
         if target in (a.add.Tensor, a.sub.Tensor, a.add.Scalar, a.sub.Scalar):
             alpha = kwargs.get("alpha", 1)
             sign = "+" if target in (a.add.Tensor, a.add.Scalar) else "-"
             other = self._value(args[1])
             if alpha != 1:
-                other = self._elementwise(node, [other, self._value(alpha)], _BINARY[a.mul.Tensor])
+                other = self._elementwise(node, [other, self._value(alpha)], BINARY[a.mul.Tensor])
             return self._elementwise(node, [self._value(args[0]), other], lambda x, y: f"({x} {sign} {y})")
         if target in (a.rsub.Scalar, a.rsub.Tensor):
             if kwargs.get("alpha", 1) != 1:
@@ -262,14 +159,14 @@ class _Translator:
             exponent = float(args[1])
             if exponent == 2.0:
                 return self._elementwise(node, [self._value(args[0])], lambda x: f"({x} * {x})")
-            return self._elementwise(node, [self._value(args[0])], lambda x: f"{x}.pow({_literal(exponent)})")
+            return self._elementwise(node, [self._value(args[0])], lambda x: f"{x}.pow({literal(exponent)})")
         if target in (a.clamp.default, a.clamp.Tensor):
             value = self._value(args[0])
             low, high = (list(args[1:]) + [kwargs.get("min"), kwargs.get("max")])[:2]
             if low is not None:
-                value = self._elementwise(node, [value, self._value(low)], _BINARY[a.maximum.default])
+                value = self._elementwise(node, [value, self._value(low)], BINARY[a.maximum.default])
             if high is not None:
-                value = self._elementwise(node, [value, self._value(high)], _BINARY[a.minimum.default])
+                value = self._elementwise(node, [value, self._value(high)], BINARY[a.minimum.default])
             return value
         if target is a.threshold_backward.default:
             grad, x, threshold = self._value(args[0]), self._value(args[1]), self._value(args[2])
@@ -300,13 +197,13 @@ class _Translator:
             if dtype is None or dtype in (torch.float32, torch.float64):
                 return value
             raise Untranslatable(f"conversion to {dtype}")
-        if target in _FILLS:
-            return _Value("const", [_literal(_FILLS[target])])
+        if target in FILLS:
+            return _Value("const", [literal(FILLS[target])])
         if target in (a.full_like.default, a.full.default, a.new_full.default):
-            return _Value("const", [_literal(float(args[-1]))])
+            return _Value("const", [literal(float(args[-1]))])
         if target is a.scalar_tensor.default:
-            return _Value("const", [_literal(float(args[0]))])
-        if target in _VIEWS:
+            return _Value("const", [literal(float(args[0]))])
+        if target in VIEWS:
             return self._view(node, self._value(args[0]))
         if target in (a.split.Tensor, a.split_with_sizes.default):
             return self._split(node, self._value(args[0]), args[1], args[2] if len(args) > 2 else kwargs.get("dim", 0))
@@ -319,7 +216,7 @@ class _Translator:
             begin, stop, stride = slice(start, end, step).indices(width)
             if dim % rank != rank - 1 or stride != 1 or grad.kind != "row":
                 raise Untranslatable(f"{node.format_node()} is not the gradient of a slice of gate blocks")
-            zero = _literal(0.0)
+            zero = literal(0.0)
             first, last = self._blocks(begin, "a slice start"), self._blocks(stop, "a slice end")
             blocks = [zero] * first + [grad.block(k) for k in range(last - first)]
             return _Value("row", blocks + [zero] * (self._blocks(width, "a tensor") - last))
@@ -378,18 +275,7 @@ class _Translator:
 
 
 # ----------------------------------------------------------------------------------------------
-# tracing and writing the C++ struct
-
-
-class PointwiseModule(nn.Module):
-    """``cell.pointwise`` as a module's forward, for :func:`torch.func.functional_call`."""
-
-    def __init__(self, cell: Cell) -> None:
-        super().__init__()
-        self.cell = cell
-
-    def forward(self, xg: Tensor, hg: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        return tuple(self.cell.pointwise(xg, hg, state)[0])
+# the C++ struct
 
 
 @dataclass(frozen=True)
@@ -401,84 +287,16 @@ class Translation:
     summed: bool  # xg and hg enter the step only as their sum (the loop then keeps xg alone)
 
 
-def _trace(cell: Cell) -> tuple[fx.GraphModule, fx.GraphModule, list[str]]:
-    """The step and its vector-Jacobian product as ATen graphs, and the tensors they read."""
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    module = PointwiseModule(cell)
-    named = [(n, t) for n, t in (*cell.named_parameters(), *cell.named_buffers())]
-    for name, tensor in named:
-        if not tensor.is_floating_point():
-            raise Untranslatable(f"{name} is a {tensor.dtype} tensor")
-    generator = torch.Generator().manual_seed(0)
-    width = cell.gate_count * cell.hidden_size
-
-    def example(*shape: int) -> Tensor:
-        return torch.randn(*shape, generator=generator)
-
-    projections = [example(TRACE_BATCH, width), example(TRACE_BATCH, width)]
-    states = [example(TRACE_BATCH, size) for size in cell.state_sizes]
-    count = len(states)
-
-    def run(names: Sequence[str], xg, hg, state, tensors):
-        prefixed = {f"cell.{n}": t for n, t in zip(names, tensors, strict=True)}
-        return torch.func.functional_call(module, prefixed, (xg, hg, tuple(state)), strict=False)
-
-    def trace(function: Callable, args: list[Tensor]) -> fx.GraphModule:
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                return make_fx(function)(*args)
-        except Exception as error:  # data-dependent control flow, unsupported Python, ...
-            raise Untranslatable(f"tracing pointwise failed ({type(error).__name__}: {error})") from error
-
-    names = [n for n, _ in named]
-    tensors = [t.detach().float() for _, t in named]
-    forward = trace(
-        lambda xg, hg, *rest: run(names, xg, hg, rest[:count], rest[count:]), [*projections, *states, *tensors]
-    )
-    read = [node.users != {} for node in forward.graph.find_nodes(op="placeholder")][2 + count :]
-    used = [n for n, r in zip(names, read, strict=True) if r]
-    for name in used:
-        if name in STANDARD:
-            raise Untranslatable(f"pointwise uses {name} itself")
-    tensors = [t for t, r in zip(tensors, read, strict=True) if r]
-    forward = trace(
-        lambda xg, hg, *rest: run(used, xg, hg, rest[:count], rest[count:]), [*projections, *states, *tensors]
-    )
-
-    def vjp(xg, hg, *rest):
-        state, chosen, cotangents = rest[:count], rest[count : count + len(used)], rest[count + len(used) :]
-        _, pull = torch.func.vjp(lambda *a: run(used, a[0], a[1], a[2], a[3]), xg, hg, tuple(state), tuple(chosen))
-        d_xg, d_hg, d_state, d_chosen = pull(tuple(cotangents))
-        return (d_xg, d_hg, *d_state, *d_chosen)
-
-    cotangents = [example(TRACE_BATCH, size) for size in cell.state_sizes]
-    backward = trace(vjp, [*projections, *states, *tensors, *cotangents])
-    return forward, backward, used
-
-
-def _summed_node(graph: fx.Graph) -> fx.Node | None:
-    """The node ``xg + hg`` when the two projections enter the step only through it."""
-    xg, hg = list(graph.find_nodes(op="placeholder"))[:2]
-    users = set(xg.users) | set(hg.users)
-    if len(users) != 1:
-        return None
-    (node,) = users
-    plain = node.target is torch.ops.aten.add.Tensor and node.kwargs.get("alpha", 1) == 1
-    return node if plain and set(node.args) == {xg, hg} and len(xg.users) == len(hg.users) == 1 else None
-
-
 def _translate_graph(
     graph: fx.Graph, hidden_size: int, prefix: str, summed: bool, states: int, tensor_blocks: Sequence[int]
-) -> tuple[_Translator, list]:
+) -> tuple[Translator, list]:
     """Statements for every node of ``graph`` and the values of its outputs."""
-    t = _Translator(hidden_size, prefix)
+    t = Translator(hidden_size, prefix)
     placeholders = list(graph.find_nodes(op="placeholder"))
     gates = t._kind_of(tuple(placeholders[0].meta["val"].shape))[1]
     loads = {"xg": ("in.xg", "in.bias"), "hg": ("in.hg", "in.bias_hh")}
     if summed:
-        node = _summed_node(graph)
+        node = summed_node(graph)
         if node is None:
             raise Untranslatable("xg and hg enter the step differently in its backward")
         t.values[node] = _Value(
@@ -518,7 +336,7 @@ def translate(cell: Cell) -> Translation:
         raise Untranslatable(f"states of sizes {cell.state_sizes}: the native loop takes one or two of hidden_size")
     if parametrize_in(cell):
         raise Untranslatable("a parametrised tensor is computed on access")
-    forward, backward, used = _trace(cell)
+    forward, backward, used = trace(cell)
     tensors = dict((*cell.named_parameters(), *cell.named_buffers()))
     blocks = []
     for name in used:
@@ -526,7 +344,7 @@ def translate(cell: Cell) -> Translation:
             raise Untranslatable(f"{name} has shape {list(tensors[name].shape)}, not (k * hidden_size,)")
         blocks.append(tensors[name].shape[0] // H)
     states, gates = len(cell.state_sizes), cell.gate_count
-    summed = _summed_node(forward.graph) is not None
+    summed = summed_node(forward.graph) is not None
     f, next_state = _translate_graph(forward.graph, H, "f", summed, states, blocks)
     b, grads = _translate_graph(backward.graph, H, "b", summed, states, blocks)
     if summed and grads[0] is not grads[1] and grads[0].blocks != grads[1].blocks:
@@ -543,7 +361,7 @@ def translate(cell: Cell) -> Translation:
             backward_lines += [
                 f"lstmkit::accumulate(sums + {offset + m} * in.H + j, n, {grad.blocks[m]});" for m in range(count)
             ]
-        elif not (grad.kind == "const" and grad.blocks[0] == _literal(0.0)):
+        elif not (grad.kind == "const" and grad.blocks[0] == literal(0.0)):
             raise Untranslatable(f"the gradient of {name} is not a sum over the batch")
         offset += count
     source = _render(cell, states, gates, summed, blocks, forward_lines, backward_lines)
@@ -579,109 +397,3 @@ struct GeneratedCell {{
 
 LSTMKIT_GENERATED_MODULE(GeneratedCell)
 """
-
-
-def parametrize_in(cell: Cell) -> bool:
-    """Whether a tensor of ``cell`` is parametrised (``torch.nn.utils.parametrize``): computed on
-    access, so a trace would bake in its value."""
-    return any(parametrize.is_parametrized(module) for module in cell.modules())
-
-
-# ----------------------------------------------------------------------------------------------
-# building, caching, dispatch
-
-
-def build(translation: Translation) -> ModuleType:
-    """The compiled module of a translation (cached on disk under the hash of everything it is made of)."""
-    digest = hashlib.sha256(translation.source.encode())
-    for header in sorted(CSRC.glob("*.h")):  # every header the cell's source may include
-        digest.update(header.read_bytes())
-    name = f"lstmkit_cell_{digest.hexdigest()[:16]}"
-    directory = build_directory(instruction_set()) / "cells" / name
-    directory.mkdir(parents=True, exist_ok=True)
-    source = directory / f"{name}.cpp"
-    if not source.exists() or source.read_text() != translation.source:
-        source.write_text(translation.source)
-    return compile_module(name, [source], directory, include_paths=[CSRC])
-
-
-@dataclass
-class _Entry:
-    steps: int = 0  # time steps run with this kind of cell
-    kernel: tuple[str, Translation] | None = None  # the operators' kernel name (ops.register_generated)
-    failed: str | None = None  # why this kind of cell runs on the Python loop
-
-
-_entries: dict[tuple, _Entry] = {}
-_lock = threading.Lock()
-_warned: set[str] = set()
-
-
-def fingerprint(cell: Cell) -> tuple:
-    """The plain attributes (activations, eps, flags, ...) of the cell and its submodules, which a
-    traced step bakes in: with the class, what makes two cells' steps the same code (parameters
-    and buffers are arguments of that code; another tensor the cell holds counts by identity)."""
-    items: list = [type(cell)]
-    for prefix, module in cell.named_modules():
-        items.append((prefix, type(module)))
-        for name, value in sorted(vars(module).items()):
-            if name.startswith("_"):
-                continue
-            try:
-                hash(value)
-                items.append((name, id(value) if isinstance(value, Tensor) else value))
-            except TypeError:
-                items.append((name, id(value)))
-    return tuple(items)
-
-
-def kernel_for(cell: Cell, steps: int, mode: str, after: int) -> tuple[str, Translation] | None:
-    """The compiled kernel of ``cell`` when the compile ``mode`` (``"0"``, ``"1"``, ``"auto"``: once
-    ``after`` time steps ran with this kind of cell) asks for it and it could be made; counts
-    ``steps`` towards ``after``. A cell that does not translate, or whose module does not build
-    (one warning), runs on the Python loop from then on."""
-    if mode == "0":
-        return None
-    key = fingerprint(cell)
-    with _lock:
-        entry = _entries.setdefault(key, _Entry())
-        entry.steps += steps
-        if entry.kernel is not None or entry.failed is not None:
-            return entry.kernel
-        if mode != "1" and entry.steps < after:
-            return None
-        try:
-            translation = translate(cell)
-        except Untranslatable as error:
-            entry.failed = str(error)
-            return None
-        try:
-            module = build(translation)
-            entry.kernel = (register_generated(module, translation.tensors, translation.summed, cell), translation)
-        except Exception as error:  # compiler missing or failing on the generated code
-            entry.failed = f"the generated C++ did not build ({type(error).__name__}: {error})"
-            name = type(cell).__name__
-            if name not in _warned:
-                _warned.add(name)
-                warnings.warn(f"lstmkit: {entry.failed}; {name} runs on the Python loop", RuntimeWarning, stacklevel=3)
-        return entry.kernel
-
-
-def why_not(cell: Cell) -> str | None:
-    """Why ``cell``'s kind runs on the Python loop rather than a generated kernel, once
-    :func:`kernel_for` tried (``None``: it has a kernel, or was not tried yet)."""
-    entry = _entries.get(fingerprint(cell))
-    return None if entry is None else entry.failed
-
-
-__all__ = [
-    "PointwiseModule",
-    "Translation",
-    "Untranslatable",
-    "build",
-    "fingerprint",
-    "kernel_for",
-    "parametrize_in",
-    "translate",
-    "why_not",
-]

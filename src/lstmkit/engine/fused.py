@@ -1,4 +1,5 @@
-"""A fused time loop for any cell whose maths is in :meth:`Cell.pointwise` -- user cells included.
+"""The ``"fused"`` engine: a fused time loop for any cell whose maths is in :meth:`Cell.pointwise` --
+user cells included.
 
 The whole sequence (one layer, one direction) is one :class:`torch.autograd.Function`,
 :class:`FusedSequenceFunction`:
@@ -16,22 +17,12 @@ The whole sequence (one layer, one direction) is one :class:`torch.autograd.Func
   summed over steps.
 
 **Compiled steps.** The per-step work in Python is a dozen small tensor operations each way, which
-is what a small batch spends its time on. With compilation on, a cell whose step translates to C++
-(:mod:`lstmkit.engine.native.generated`) runs its whole sequence in the native loop instead of
-this one. Otherwise the forward step (recurrent ``addmm``
-+ pointwise + zoneout + masking) and the backward step (its vector-Jacobian product via
-:func:`torch.func.vjp`, the recurrent multiply's input gradient, the parameter-gradient sums) are
-each traced once with :func:`torch.fx.experimental.proxy_tensor.make_fx` and compiled by
-TorchInductor into one call. The compiled code is cached in the process per kind of cell (its
-class and plain attributes, which include its sizes), batch size, dtype and option set -- both
-directions of a layer share it -- and on disk by Inductor. ``$LSTMKIT_COMPILE`` (or :func:`set_compile`)
-chooses: ``0`` never, ``1`` at first use, ``auto`` (default) once :data:`COMPILE_AFTER_STEPS` time
-steps have run with the same key: a compile costs as much as 10-20 thousand uncompiled small steps,
-so one-off calls and short test runs never pay it and a training loop does early on. A cell that
-cannot be traced (data-dependent Python control flow) or compiled (no C++ compiler) falls back to
-the eager steps with one warning.
+is what a small batch spends its time on. With compilation on (``$LSTMKIT_COMPILE``, see
+:mod:`.compiling`), a cell whose step translates to C++ (:mod:`lstmkit.engine.native.generated`)
+runs its whole sequence in the native loop instead of this one; any other has its steps compiled by
+TorchInductor (:mod:`.fused_inductor`).
 
-:func:`supports` says which calls this engine runs: a cell whose ``step``, ``project_input`` and
+:func:`why_not` says which calls this engine runs: a cell whose ``step``, ``project_input`` and
 ``project_hidden`` are :class:`Cell`'s own (its maths all in ``pointwise``; also
 ``GRUCell(reset_after=True)``), input of the cell's floating dtype (float32/float64) and device,
 no gate tracing. ``pointwise`` may use the cell's parameters and buffers, and may draw random
@@ -41,10 +32,7 @@ requiring gradients that ``pointwise`` captures from elsewhere gets no gradient 
 
 from __future__ import annotations
 
-import os
-import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,15 +42,14 @@ from torch.autograd.function import FunctionCtx
 from torch.overrides import TorchFunctionMode
 
 from ..cells import Cell, GRUCell, State
+from . import fused_inductor
+from .compiling import compile_mode
 from .native import generated, is_available, run_generated
-from .native.generated import PointwiseModule, fingerprint, parametrize_in
 from .native.ops import bind_tensors, legacy_batched
-from .options import SequenceOptions, SequenceResult, time_steps
+from .options import SequenceOptions, SequenceResult, time_steps, zone_out_and_mask
 from .reference import recomputed_gradients
 from .reference import run_sequence as run_reference
 
-COMPILE_VARIABLE = "LSTMKIT_COMPILE"
-COMPILE_AFTER_STEPS = 2000  # under "auto": compile once this many steps ran with the same cell kind, shape and options
 _FLOATS = (torch.float32, torch.float64)
 
 
@@ -92,47 +79,6 @@ def why_not(cell: object, inputs: Tensor | None = None, *, trace: bool = False) 
     return None
 
 
-def supports(cell: object, inputs: Tensor | None = None, *, trace: bool = False) -> bool:
-    """Whether :func:`run_cell` can run ``cell`` on ``inputs`` (see :func:`why_not`)."""
-    return why_not(cell, inputs, trace=trace) is None
-
-
-# ----------------------------------------------------------------------------------------------
-# compile setting
-
-
-_compile_setting: str | None = None
-
-
-def set_compile(mode: bool | str | None) -> None:
-    """Compile the per-step maths: ``True``/``"1"`` at first use, ``False``/``"0"`` never,
-    ``"auto"`` after :data:`COMPILE_AFTER_STEPS` steps; ``None`` follows ``$LSTMKIT_COMPILE``
-    (unset: ``"auto"``)."""
-    global _compile_setting
-    _compile_setting = None if mode is None else _parse_mode(mode, "set_compile")
-
-
-def compile_mode() -> str:
-    """``"0"``, ``"1"`` or ``"auto"``: the current compile setting (see :func:`set_compile`)."""
-    if _compile_setting is not None:
-        return _compile_setting
-    return _parse_mode(os.environ.get(COMPILE_VARIABLE) or "auto", COMPILE_VARIABLE)
-
-
-def _parse_mode(mode: bool | str, source: str) -> str:
-    if isinstance(mode, bool):
-        return "1" if mode else "0"
-    text = str(mode).strip().lower()
-    for value, spellings in (
-        ("1", ("1", "true", "on", "yes")),
-        ("0", ("0", "false", "off", "no")),
-        ("auto", ("auto",)),
-    ):
-        if text in spellings:
-            return value
-    raise ValueError(f"{source} must be 0, 1 or auto, got {mode!r}")
-
-
 # ----------------------------------------------------------------------------------------------
 # one step
 
@@ -149,29 +95,11 @@ class _Options:
     bias_hh: bool
     states: int
 
-
-def _after_pointwise(
-    options: _Options,
-    state: State,
-    new_state: Sequence[Tensor],
-    keep: Sequence[Tensor] | None,
-    valid: Tensor | None,
-    previous_output: Tensor | None,
-) -> tuple[tuple[Tensor, ...], Tensor | None]:
-    """Zoneout and masking as the reference loop applies them: the state carried on and, with
-    ``valid``, the output (without, the output is the new ``state[0]``)."""
-    rate = options.rate
-    if rate:
-        if keep is None:  # evaluation: the expectation of the random update
-            new_state = [rate * old + (1 - rate) * new for old, new in zip(state, new_state, strict=True)]
-        else:
-            new_state = [torch.where(k, old, new) for k, old, new in zip(keep, state, new_state, strict=True)]
-    if valid is None:
-        return tuple(new_state), None
-    where = valid.unsqueeze(-1)
-    h = new_state[0]
-    output = torch.where(where, h, previous_output if options.carry_output else torch.zeros_like(h))
-    return tuple(torch.where(where, new, old) for new, old in zip(new_state, state, strict=True)), output
+    def zone_out_and_mask(self, state, new_state, keep, valid, previous) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """:func:`~lstmkit.engine.options.zone_out_and_mask` with these options."""
+        return zone_out_and_mask(
+            state, new_state, keep, valid, previous, zoneout=self.rate, carry_output=self.carry_output
+        )
 
 
 @dataclass
@@ -187,6 +115,14 @@ class _Bound:
     wanted: tuple[int, ...]  # indices into ``tensors`` whose gradients backward computes
     used: tuple[int, ...] = ()  # indices into ``tensors`` that pointwise reads (found at the first step)
 
+    def recurrent(self, h: Tensor, out: Tensor) -> Tensor:
+        """``hg = W_hh (h * mask) + b_hh`` into ``out``: the recurrent multiply of one step."""
+        if self.mask is not None:
+            h = h * self.mask
+        if self.bias_hh is None:
+            return torch.mm(h, self.weight_hh.t(), out=out)
+        return torch.addmm(self.bias_hh, h, self.weight_hh.t(), out=out)
+
 
 class _EagerSteps:
     """The step functions run op by op (no compilation)."""
@@ -195,9 +131,9 @@ class _EagerSteps:
         self.cell, self.options = cell, options
 
     def forward(self, bound: _Bound, xg, state, keep, valid, previous, hg_out):
-        hg = _recurrent(bound, state[0], hg_out)
+        hg = bound.recurrent(state[0], hg_out)
         new_state, _ = self.cell.pointwise(xg, hg, state)
-        new_state, output = _after_pointwise(self.options, state, new_state, keep, valid, previous)
+        new_state, output = self.options.zone_out_and_mask(state, new_state, keep, valid, previous)
         return hg, new_state, output
 
     def backward(self, bound: _Bound, xg, hg, state, keep, valid, grad_state, grad_out, sums):
@@ -209,7 +145,7 @@ class _EagerSteps:
             state = tuple(s.detach().requires_grad_() for s in state)
             previous = torch.zeros_like(grad_out).requires_grad_() if carry else None
             new_state, _ = self.cell.pointwise(xg, hg, state)
-            new_state, output = _after_pointwise(options, state, new_state, keep, valid, previous)
+            new_state, output = options.zone_out_and_mask(state, new_state, keep, valid, previous)
             if output is None:
                 outs, grads = list(new_state), list(grad_state)
                 grads[0] = grads[0] + grad_out
@@ -230,15 +166,6 @@ class _EagerSteps:
         return d_xg, d_hg, d_state, d_previous, sums
 
 
-def _recurrent(bound: _Bound, h: Tensor, out: Tensor) -> Tensor:
-    """``hg = W_hh (h * mask) + b_hh`` into ``out``: the recurrent multiply of one step."""
-    if bound.mask is not None:
-        h = h * bound.mask
-    if bound.bias_hh is None:
-        return torch.mm(h, bound.weight_hh.t(), out=out)
-    return torch.addmm(bound.bias_hh, h, bound.weight_hh.t(), out=out)
-
-
 def _vjp(outputs: list[Tensor], inputs: list[Tensor], grads: list[Tensor]) -> tuple[Tensor | None, ...]:
     """``torch.autograd.grad(outputs, inputs, grads, allow_unused=True)`` without its Python-side
     argument checks (about 20 us a call, as much as the small step's backward itself); the
@@ -252,218 +179,6 @@ try:
     from torch.autograd.graph import _engine_run_backward
 except ImportError:  # pragma: no cover - older or newer torch: the public function
     _engine_run_backward = None
-
-
-class _CompiledSteps:
-    """The same step functions traced with ``make_fx`` and compiled by TorchInductor: one call
-    each per step, with flat tensor arguments whose layout the options fix. Their tensors are the
-    cell's parameters and buffers that ``pointwise`` uses (``bound.used``). Each function is traced
-    from the first real call's arguments; the backward once per set of parameters needing gradients."""
-
-    def __init__(self, options: _Options) -> None:
-        self.options = options
-        self.carry = options.carry_output and options.masked
-        self._forward: Callable | None = None
-        self._backward: dict[tuple[int, ...], Callable] = {}
-
-    # what the traced functions compute -----------------------------------------------------
-
-    @staticmethod
-    def _pointwise(module, names, xg, hg, state, tensors):
-        prefixed = {f"cell.{n}": t for n, t in zip(names, tensors, strict=True)}
-        return torch.func.functional_call(module, prefixed, (xg, hg, tuple(state)), strict=False)
-
-    def _forward_function(self, bound: _Bound) -> Callable:
-        options, module = self.options, PointwiseModule(bound.cell)
-        names = [bound.names[k] for k in bound.used]
-
-        def forward(*flat):
-            xg, hg, state, keep, valid, previous, tensors = self._unpack_forward(flat, len(names))
-            new_state = self._pointwise(module, names, xg, hg, state, tensors)
-            new_state, output = _after_pointwise(options, state, new_state, keep, valid, previous)
-            return (*new_state, *([] if output is None else [output]))
-
-        return forward
-
-    def _backward_function(self, bound: _Bound, differentiated: tuple[int, ...]) -> Callable:
-        """``differentiated``: positions in ``bound.used`` of the tensors whose gradients are summed."""
-        options, module, carry = self.options, PointwiseModule(bound.cell), self.carry
-        names = [bound.names[k] for k in bound.used]
-
-        def backward(*flat):
-            xg, hg, state, keep, valid, grad_state, grad_out, w_hh, mask, tensors, sums = self._unpack_backward(
-                flat, len(names), len(differentiated)
-            )
-
-            def step(xg, hg, state, previous, chosen):
-                mixed = list(tensors)
-                for k, t in zip(differentiated, chosen, strict=True):
-                    mixed[k] = t
-                new_state = self._pointwise(module, names, xg, hg, state, mixed)
-                new_state, output = _after_pointwise(options, state, new_state, keep, valid, (*previous, None)[0])
-                return (*new_state, *([] if output is None else [output]))
-
-            previous = (torch.zeros_like(grad_out),) if carry else ()
-            chosen = tuple(tensors[k] for k in differentiated)
-            _, pull = torch.func.vjp(step, xg, hg, tuple(state), previous, chosen)
-            grads = list(grad_state)
-            if valid is None:
-                grads[0] = grads[0] + grad_out
-            else:
-                grads.append(grad_out)
-            d_xg, d_hg, d_state, d_previous, d_chosen = pull(tuple(grads))
-            d_state = list(d_state)
-            d_h = torch.mm(d_hg, w_hh)
-            d_state[0] = d_state[0] + (d_h if mask is None else d_h * mask)
-            new_sums = [s + g for s, g in zip(sums, d_chosen, strict=True)]
-            return (d_xg, d_hg, *d_state, *d_previous, *new_sums)
-
-        return backward
-
-    # flat argument layouts ----------------------------------------------------------------
-
-    def _pack_step(
-        self, xg: Tensor, hg: Tensor, state: State, keep: Sequence[Tensor] | None, valid: Tensor | None
-    ) -> list[Tensor]:
-        """The arguments both traced functions start with, in the layout the options fix."""
-        return [xg, hg, *state, *(keep or ()), *([] if valid is None else [valid])]
-
-    def _unpack_step(self, items: Iterator[Tensor]) -> tuple:
-        """What :meth:`_pack_step` packed: ``xg, hg, state, keep, valid`` from the front of ``items``."""
-        options, count = self.options, self.options.states
-        xg, hg = next(items), next(items)
-        state = [next(items) for _ in range(count)]
-        keep = [next(items) for _ in range(count)] if options.zoneout_train else None
-        valid = next(items) if options.masked else None
-        return xg, hg, state, keep, valid
-
-    def _unpack_forward(self, flat: Sequence[Tensor], tensor_count: int) -> tuple:
-        items = iter(flat)
-        step = self._unpack_step(items)
-        previous = next(items) if self.carry else None
-        tensors = [next(items) for _ in range(tensor_count)]
-        return *step, previous, tensors
-
-    def _unpack_backward(self, flat: Sequence[Tensor], tensor_count: int, sum_count: int) -> tuple:
-        items = iter(flat)
-        step = self._unpack_step(items)
-        grad_state = [next(items) for _ in range(self.options.states)]
-        grad_out = next(items)
-        w_hh = next(items)
-        mask = next(items) if self.options.recurrent_mask else None
-        tensors = [next(items) for _ in range(tensor_count)]
-        sums = [next(items) for _ in range(sum_count)]
-        return *step, grad_state, grad_out, w_hh, mask, tensors, sums
-
-    @staticmethod
-    def _compile(function: Callable, args: list[Tensor]) -> Callable:
-        from torch._inductor import compile as inductor_compile
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        with warnings.catch_warnings(), torch.no_grad():  # Inductor's imports warn about torch.jit.script_method
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return inductor_compile(make_fx(function)(*args), args)
-
-    # the step interface -------------------------------------------------------------------
-
-    def forward(self, bound: _Bound, xg, state, keep, valid, previous, hg_out):
-        hg = _recurrent(bound, state[0], hg_out)  # outside the compiled code: straight into hg_out
-        args = self._pack_step(xg, hg, state, keep, valid)
-        args += [previous] if self.carry else []
-        args += [bound.tensors[k] for k in bound.used]
-        if self._forward is None:
-            self._forward = self._compile(self._forward_function(bound), args)
-        result = self._forward(*args)
-        count = self.options.states
-        state = tuple(r.contiguous() for r in result[:count])  # the next call expects the traced strides
-        return hg, state, result[count] if valid is not None else None
-
-    def backward(self, bound: _Bound, xg, hg, state, keep, valid, grad_state, grad_out, sums):
-        # ``sums`` follows ``bound.wanted``; a parameter pointwise never touches gets no gradient
-        summed = [n for n, k in enumerate(bound.wanted) if k in bound.used]
-        differentiated = tuple(bound.used.index(bound.wanted[n]) for n in summed)
-        args = [*self._pack_step(xg, hg, state, keep, valid), *grad_state, grad_out]
-        args += [bound.weight_hh, *([] if bound.mask is None else [bound.mask])]
-        args += [bound.tensors[k] for k in bound.used]
-        args += [torch.zeros_like(bound.tensors[bound.wanted[n]]) if sums[n] is None else sums[n] for n in summed]
-        compiled = self._backward.get(differentiated)
-        if compiled is None:
-            compiled = self._backward[differentiated] = self._compile(
-                self._backward_function(bound, differentiated), args
-            )
-        result = compiled(*args)
-        count, carry = self.options.states, self.carry
-        d_state = [r.contiguous() for r in result[2 : 2 + count]]
-        d_previous = result[2 + count] if carry else None
-        new_sums = list(sums)
-        for n, g in zip(summed, result[2 + count + carry :], strict=True):
-            new_sums[n] = g
-        return result[0], result[1], d_state, d_previous, new_sums
-
-
-class _Steps:
-    """Compiled steps when available, else (and after any failure) the eager ones."""
-
-    def __init__(self, eager: _EagerSteps, entry: _CacheEntry | None) -> None:
-        self.eager, self.entry = eager, entry
-
-    def _run(self, method: str, *args):
-        entry = self.entry
-        if entry is not None and entry.compiled is not None:
-            try:
-                return getattr(entry.compiled, method)(*args)
-            except Exception as error:  # tracing (data-dependent control flow) or the C++ build failed
-                entry.compiled, entry.failed = None, True
-                _warn_once(self.eager.cell, error)
-        return getattr(self.eager, method)(*args)
-
-    def forward(self, *args):
-        return self._run("forward", *args)
-
-    def backward(self, *args):
-        return self._run("backward", *args)
-
-
-@dataclass
-class _CacheEntry:
-    steps: int = 0  # time steps run with this key
-    compiled: _CompiledSteps | None = None
-    failed: bool = False
-
-
-_compiled: OrderedDict[tuple, _CacheEntry] = OrderedDict()  # least recently used first
-_CACHE_SIZE = 64
-_warned: set[str] = set()
-
-
-def _warn_once(cell: Cell, error: Exception) -> None:
-    name = type(cell).__name__
-    if name not in _warned:
-        _warned.add(name)
-        warnings.warn(
-            f"lstmkit: could not compile the steps of {name} ({type(error).__name__}: {error}); "
-            f"running them uncompiled (set {COMPILE_VARIABLE}=0 to skip trying)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-
-
-def _steps_for(cell: Cell, options: _Options, bound: _Bound, x: Tensor, random: bool) -> _Steps:
-    """The step functions for one call: compiled ones when the setting asks for it and they could be made."""
-    eager = _EagerSteps(cell, options)
-    mode = compile_mode()
-    if mode == "0" or random or x.device.type != "cpu" or parametrize_in(cell):
-        return _Steps(eager, None)
-    used = tuple((bound.names[k], tuple(bound.tensors[k].shape)) for k in bound.used)
-    key = (options, used, tuple(bound.weight_hh.shape), cell.state_sizes, x.shape[1], x.dtype, fingerprint(cell))
-    entry = _compiled.pop(key, None) or _CacheEntry()
-    _compiled[key] = entry
-    while len(_compiled) > _CACHE_SIZE:
-        _compiled.popitem(last=False)
-    entry.steps += x.shape[0]
-    if entry.compiled is None and not entry.failed and (mode == "1" or entry.steps >= COMPILE_AFTER_STEPS):
-        entry.compiled = _CompiledSteps(options)
-    return _Steps(eager, entry)
 
 
 class _Reads(TorchFunctionMode):
@@ -560,7 +275,7 @@ class FusedSequenceFunction(torch.autograd.Function):
         states: list[State] = [initial, state]
         outputs: list[Tensor] = [x] * steps
         outputs[t] = state[0] if output is None else output
-        impl = _steps_for(cell, options, bound, x, random)
+        impl = fused_inductor.steps_for(_EagerSteps(cell, options), options, bound, x, random)
         previous = output
         for s in range(1, steps):
             t = order[s]
@@ -623,7 +338,7 @@ def _backward(ctx: FunctionCtx, grad_output: Tensor | None, grad_final) -> tuple
     steps, batch = x.shape[:2]
     first = 6 + options.states  # where the parameters start among the inputs of apply
     bound.wanted = tuple(k for k in range(spec.parameters) if need[first + k])
-    impl: _Steps = ctx.impl
+    impl: _EagerSteps = ctx.impl  # or the compiled steps, with the same interface
     grad_state = [
         torch.zeros_like(s) if g is None else g.contiguous() for g, s in zip(grad_final, initial, strict=True)
     ]
@@ -688,12 +403,12 @@ def _generated_kernel(cell: Cell, inputs: Tensor):
     the compile setting asks for it and the step translates, else ``None``."""
     if inputs.device.type != "cpu" or not is_available():
         return None
-    return generated.kernel_for(cell, inputs.shape[0], compile_mode(), COMPILE_AFTER_STEPS)
+    return generated.kernel_for(cell, inputs.shape[0], compile_mode())
 
 
 def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> SequenceResult:
     """:func:`lstmkit.engine.reference.run_sequence` as one fused autograd node, for a call
-    :func:`supports` accepts. Same arguments (except ``trace``) and result; zoneout masks are drawn
+    :func:`why_not` accepts. Same arguments (except ``trace``) and result; zoneout masks are drawn
     exactly as the reference draws them."""
     given = options
     options = SequenceOptions(**given)
@@ -739,13 +454,4 @@ def run_cell(cell: Cell, inputs: Tensor, state: State, **options: Any) -> Sequen
     return SequenceResult(output, tuple(final))
 
 
-__all__ = [
-    "COMPILE_AFTER_STEPS",
-    "COMPILE_VARIABLE",
-    "FusedSequenceFunction",
-    "compile_mode",
-    "run_cell",
-    "set_compile",
-    "supports",
-    "why_not",
-]
+__all__ = ["FusedSequenceFunction", "run_cell", "why_not"]
