@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import lstmkit
-from lstmkit.bench import memory, peers, suite, timing
+from lstmkit.bench import memory, peers, report, suite, timing
 from lstmkit.cli import app
 
 
@@ -200,7 +200,7 @@ def tiny_result() -> dict:
         "shapes": shapes,
         "duration_s": 1.0,
     }
-    result["targets"] = suite.targets(result)
+    result["targets"] = report.targets(result)
     return result
 
 
@@ -217,7 +217,7 @@ def test_targets_mark_pass_miss_and_missing() -> None:
     memory_cells = by_name["lstmkit.LSTM peak training memory / nn.LSTM"]
     assert [cell["status"] for cell in memory_cells] == ["pass", "n/a"]
     result["shapes"][0]["modes"]["training"]["lstmkit_lstm"]["ratio"] = 0.95
-    assert suite.targets(result)[0]["cells"][0]["status"] == "miss"
+    assert report.targets(result)[0]["cells"][0]["status"] == "miss"
 
 
 def check_tables(text: str) -> None:
@@ -232,9 +232,9 @@ def check_tables(text: str) -> None:
 
 def test_report_writers(tmp_path) -> None:
     result = tiny_result()
-    written = suite.write_json(result, tmp_path / "out" / "results.json")
+    written = report.write_json(result, tmp_path / "out" / "results.json")
     assert json.loads(written.read_text()) == json.loads(json.dumps(result))
-    text = suite.write_markdown(result, tmp_path / "out" / "results.md").read_text()
+    text = report.write_markdown(result, tmp_path / "out" / "results.md").read_text()
     check_tables(text)
     assert "## Targets" in text and "## T=100, B=64, I=256, H=256" in text and "## T=5, B=1, I=2, H=3" in text
     assert "0.80 pass" in text and "RuntimeError: boom" in text and "--no-keras" in text

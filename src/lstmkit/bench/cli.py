@@ -56,7 +56,7 @@ def bench_command(
     ] = None,
 ) -> None:
     """Time lstmkit against torch.nn, a naive loop and Keras; write results.md and results.json."""
-    from . import peers, suite
+    from . import peers, report, suite
 
     try:
         settings: dict = {"threads": threads, "memory": memory, "memory_jobs": memory_jobs, "keras": keras}
@@ -78,8 +78,9 @@ def bench_command(
         raise typer.BadParameter(f"{existing} is a file; expected a folder for results.md and results.json",
                                  param_hint="'--out-dir'")  # fmt: skip
     result = suite.run(config, progress=lambda line: typer.echo(line))
-    markdown = suite.write_markdown(result, out_dir / "results.md")
-    raw = suite.write_json(result, out_dir / "results.json")
+    result["targets"] = report.targets(result)
+    markdown = report.write_markdown(result, out_dir / "results.md")
+    raw = report.write_json(result, out_dir / "results.json")
     misses = sum(cell["status"] == "miss" for row in result["targets"] for cell in row["cells"])
     passes = sum(cell["status"] == "pass" for row in result["targets"] for cell in row["cells"])
     typer.echo(f"targets: {passes} pass, {misses} miss (figures, not assertions)")

@@ -168,7 +168,7 @@ class _EagerSteps:
 
 def _vjp(outputs: list[Tensor], inputs: list[Tensor], grads: list[Tensor]) -> tuple[Tensor | None, ...]:
     """``torch.autograd.grad(outputs, inputs, grads, allow_unused=True)`` without its Python-side
-    argument checks (about 20 us a call, as much as the small step's backward itself); the
+    argument checks (as costly as a small step's backward itself); the
     gradients here have the outputs' shapes by construction."""
     if _engine_run_backward is None:
         return torch.autograd.grad(outputs, inputs, grads, allow_unused=True)

@@ -12,14 +12,8 @@ traced (data-dependent Python control flow) or compiled (no C++ compiler) falls 
 steps with one warning; a cell that draws random numbers, a parametrised one and calls off the CPU
 are never compiled.
 
-Measured (training steps, forward and backward, of the LSTM with a layer norm on ``c`` written as a
-user cell, :class:`lstmkit.bench.peers.UserNormLSTMCell`; round-robin medians): with one thread the
-compiled steps take 0.65x the eager steps' time at (T, B, I, H) = (50, 32, 64, 128) and 0.30x at
-(200, 1, 64, 128); with two threads on a busy 2-core machine 0.54x and about 0.06x (the eager steps'
-many small operations suffer most from the load). A compile costs about 12 s for the first shape in
-a process (Inductor's start-up included), 4 s for another, 1-9 s from Inductor's disk cache: about
-0.2 ms saved per time step at both shapes, so it pays back some 20-60 thousand steps after the
-``auto`` threshold. ``lstmkit bench`` times it (the row ``user_norm_lstm``).
+The compiled steps are faster than the eager ones once compiled, and a compile costs seconds
+(docs/engine.md has the figures); ``lstmkit bench`` times them (the row ``user_norm_lstm``).
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ class SequenceOptions:
         tensor, drawn up front in training; ``None`` for each otherwise.
 
         Each mask value is a uniform 16-bit integer compared with ``zoneout * 65536`` (rounded), four
-        from every 64-bit number of torch's generator: a third of the time of ``torch.rand`` (whose
-        ~3.5 ns a number made the masks cost as much as the rest of a small training step)."""
+        from every 64-bit number of torch's generator: a third of the time of ``torch.rand``, whose
+        masks cost as much as the rest of a small training step."""
         if not (self.zoneout and self.training):
             return [None] * len(state)
         return [_bernoulli_16bit(float(self.zoneout), (steps, *s.shape), s.device) for s in state]

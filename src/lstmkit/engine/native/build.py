@@ -13,11 +13,11 @@ is marked done (``<name>.built``) is imported without running the compiler or ``
 loading leaves behind; so lstmkit holds an ``flock`` (released by the kernel when its holder dies)
 around the whole load, and removes any ``lock`` it finds once it holds it.
 
-Instruction set: the best the CPU's ``/proc/cpuinfo`` flags allow, AVX-512 (16 float lanes; measured
-4-6% faster training steps than AVX2 at (50, 32, 64, 128) and (20, 128, 128, 128) on this project's
-machine), AVX2 with FMA (``-mavx2 -mfma -DCPU_CAPABILITY_AVX2 -DCPU_CAPABILITY=AVX2``), or a generic
-``-O3`` build; ``LSTMKIT_ISA=avx2`` (or ``generic``) asks for a lesser one. Without the
-``CPU_CAPABILITY`` defines ``at::vec::Vectorized`` silently falls back to scalar loops. Every build
+Instruction set: the best the CPU's ``/proc/cpuinfo`` flags allow, AVX-512 (16 float lanes; a few
+per cent faster training steps than AVX2, docs/engine.md), AVX2 with FMA (``-mavx2 -mfma
+-DCPU_CAPABILITY_AVX2 -DCPU_CAPABILITY=AVX2``), or a generic ``-O3`` build; ``LSTMKIT_ISA=avx2`` (or
+``generic``) asks for a lesser one. Without the ``CPU_CAPABILITY`` defines ``at::vec::Vectorized``
+silently falls back to scalar loops. Every build
 has ``-fopenmp`` so that ``at::parallel_for`` really uses torch's threads (retried without it if
 that build fails). If compilation fails (no compiler, no ninja, ...),
 :func:`load_extension` warns once and returns ``None``; set ``LSTMKIT_NATIVE=0`` to skip the

@@ -52,7 +52,7 @@ PRESETS: dict[str, Preset[CharLMData]] = {
         {"hidden_size": 192, "embedding_size": 32},
         TrainConfig(epochs=100, max_steps=400, batch_size=32, lr=5e-3, schedule="cosine", log_every=20),
     ),
-    # Tuned for ~5 minutes of training on 2 cores (README, "what each choice bought"): windows of 50
+    # Tuned for ~5 minutes of training on 2 cores (docs/tasks.md, "what each choice bought"): windows of 50
     # characters rather than 100 (twice the updates for the same characters) and lr 8e-3 rather than
     # 3e-3. 3,000 steps (2.2 epochs), not the clock, end the cosine schedule, so a run is repeatable;
     # max_seconds is only a cap for a slow or busy machine.
