@@ -18,7 +18,7 @@ tensors and masks and differentiates that, so second-order gradients are exact r
 ``kernel`` names a built-in kernel (:data:`lstmkit.engine.native.KERNELS`) or a generated cell's
 module (``"generated:<module name>"``, :func:`register_generated`), optionally followed by
 :data:`BF16` (``"lstm+bf16"``): a float32 call whose GEMMs run on bfloat16 operands with float32
-results, the gates and states staying float32 (``csrc/loop.h``, "GEMM precision").
+results, the gates and states staying float32 (``csrc/gemm.h``, "GEMM precision").
 """
 
 from __future__ import annotations
