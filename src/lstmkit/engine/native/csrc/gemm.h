@@ -32,12 +32,31 @@ inline at::Tensor bf16_copy(const at::Tensor& t) { return t.to(at::kBFloat16); }
 // operand in bfloat16 (its padding column stays zero).
 class PairedWeight {
  public:
+  // W float32 at any strides (a transposed view too), packed in one pass: element (slab, pair, column,
+  // j) is W[2 pair + j, 64 slab + column] rounded to nearest even, or zero in the padding.
   PairedWeight(const at::Tensor& w, int64_t batch) : k_(w.size(0)), n_(w.size(1)), pairs_((k_ + 1) / 2) {
-    const int64_t slabs = (n_ + bf16::kColumns - 1) / bf16::kColumns;
-    at::Tensor wk = at::zeros({2 * pairs_, slabs * bf16::kColumns}, w.options().dtype(at::kFloat));
-    wk.narrow(0, 0, k_).narrow(1, 0, n_).copy_(w);
-    packed_ = wk.view({pairs_, 2, slabs, bf16::kColumns}).permute({2, 0, 3, 1}).contiguous().to(at::kBFloat16);
-    a16_ = at::zeros({batch, 2 * pairs_}, wk.options().dtype(at::kBFloat16));
+    constexpr int64_t kColumns = bf16::kColumns;
+    TORCH_CHECK_TYPE(w.scalar_type() == at::kFloat, "PairedWeight packs a float32 weight, got ", w.scalar_type());
+    const int64_t slabs = (n_ + kColumns - 1) / kColumns;
+    packed_ = at::empty({slabs, pairs_, kColumns, 2}, w.options().dtype(at::kBFloat16));
+    const float* src = w.data_ptr<float>();
+    const int64_t row_stride = w.stride(0), column_stride = w.stride(1);
+    at::BFloat16* dst = packed_.data_ptr<at::BFloat16>();
+    at::parallel_for(0, slabs * pairs_, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t index = begin; index < end; ++index) {  // index = slab * pairs + pair
+        const int64_t first = (index % pairs_) * 2, column0 = (index / pairs_) * kColumns;
+        at::BFloat16* out = dst + index * kColumns * 2;
+        for (int64_t c = 0; c < kColumns; ++c) {
+          for (int64_t j = 0; j < 2; ++j) {
+            const int64_t row = first + j, column = column0 + c;
+            const bool inside = row < k_ && column < n_;
+            out[2 * c + j] = at::BFloat16(inside ? src[row * row_stride + column * column_stride] : 0.0f);
+          }
+        }
+      }
+    });
+    a16_ = at::empty({batch, 2 * pairs_}, w.options().dtype(at::kBFloat16));
+    if (k_ % 2) a16_.select(1, k_).zero_();  // round_row writes k values; the padding column stays zero
   }
 
   // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n). Unless in_block
