@@ -205,7 +205,7 @@ def test_bad_arguments_raise_clear_errors() -> None:
         fused.run_cell(cell, x, state, valid=torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"recurrent_mask must be a \(2, 4\) tensor, got \(2, 3\)"):
         fused.run_cell(cell, x, state, recurrent_mask=torch.ones(2, 3))
-    with pytest.raises(ValueError, match=r"zoneout must lie in \[0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"zoneout must be a number in \[0, 1\), got 1.5"):
         fused.run_cell(cell, x, state, zoneout=1.5)
     with pytest.raises(ValueError, match="the fused engine cannot run CIFGCell.*the input is torch.float64"):
         fused.run_cell(cell, x.double(), tuple(s.double() for s in state))

@@ -302,7 +302,7 @@ def test_run_cell_names_bad_arguments() -> None:
         native.run_cell(cell, x, state, valid=torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"recurrent_mask must be a constant \(requires_grad=False\)"):
         native.run_cell(cell, x, state, recurrent_mask=torch.ones(2, 4, requires_grad=True))
-    with pytest.raises(ValueError, match=r"zoneout must lie in \[0, 1\), got -0.1"):
+    with pytest.raises(ValueError, match=r"zoneout must be a number in \[0, 1\), got -0.1"):
         native.run_cell(cell, x, state, zoneout=-0.1)
     with pytest.raises(TypeError, match="unexpected keyword argument 'zonout'"):
         native.run_cell(cell, x, state, zonout=0.1)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..cells import Cell, State
+from ..validation import check_probability
 
 
 @dataclass
@@ -48,8 +49,7 @@ class SequenceOptions:
     training: bool = False
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.zoneout) < 1.0:
-            raise ValueError(f"zoneout must lie in [0, 1), got {self.zoneout!r}")
+        check_probability("zoneout", self.zoneout)
 
     def zoneout_masks(self, state: State, steps: int) -> list[Tensor | None]:
         """One Bernoulli(``zoneout``) 'keep the old value' mask ``(steps, B, size)`` per state

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..precision import resolve_precision
+from ..validation import check_probability
 
 C = TypeVar("C")
 
@@ -72,8 +73,7 @@ class TrainConfig:
         if not 0 < self.lr <= MAX_LR or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError(f"need 0 < lr <= {MAX_LR:g}, weight_decay >= 0, warmup_steps >= 0; got {self.lr}, "
                              f"{self.weight_decay}, {self.warmup_steps}")  # fmt: skip
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        check_probability("min_lr_ratio", self.min_lr_ratio, upper_inclusive=True)
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive or None, got {self.max_seconds}")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ...validation import check_probability
 from ..files import check_header, read_text
 
 PAD, UNKNOWN, SEPARATOR = "<pad>", "<unk>", "<sep>"
@@ -285,8 +286,7 @@ def verse_pairs(
     another verse among ``indices``, of the same chapter with probability ``hard_negatives``) per
     verse of ``indices``; at most ``max_pairs`` pairs (``max_pairs // 2`` verses drawn at random).
     A negative's WEB text always differs from the verse's own WEB text."""
-    if not 0 <= hard_negatives <= 1:
-        raise ValueError(f"hard_negatives must lie in [0, 1], got {hard_negatives}")
+    check_probability("hard_negatives", hard_negatives, upper_inclusive=True)
     if len(set(verses[i].web for i in indices)) < 2:
         raise PairsDataError(f"{source}: need at least two different verses to draw negatives")
     generator = torch.Generator().manual_seed(seed)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
+from ...validation import check_probability
 from ..common import check_held_out
 from ..files import skipped_notes
 from ..runner import DataField, Preset, TaskSettings, data_change, fit, write_task_file
@@ -78,8 +79,7 @@ class PairsData:
         for name in ("max_train_pairs", "max_eval_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 raise ValueError(f"{name} must be at least 2 or None, got {getattr(self, name)}")
-        if not 0 <= self.hard_negatives <= 1:
-            raise ValueError(f"hard_negatives must lie in [0, 1], got {self.hard_negatives}")
+        check_probability("hard_negatives", self.hard_negatives, upper_inclusive=True)
         if self.min_count < 1:
             raise ValueError(f"min_count must be at least 1, got {self.min_count}")
         if self.threshold_metric not in THRESHOLD_METRICS:
