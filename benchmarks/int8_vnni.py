@@ -1,12 +1,12 @@
-"""int8 LSTM (or GRU) inference: the integer-product path (AVX512-VNNI, ``lstmkit.engine.int8_vnni``) against
-today's dequantizing path of the same ``lstmkit.quantize_int8`` layer (its weights dequantized, then
-what ``engine="auto"`` ran before: for the LSTM torch's oneDNN kernel under bfloat16 autocast, reached
-with ``engine="torch"``; for the GRU the native loop with bfloat16 products, reached by passing
-``lengths=`` of the full length, whose padding checks cost little), torch's dynamically quantized layer
-and the float32 layer, forward under ``torch.no_grad``, round-robin in one process, medians.
+"""int8 LSTM and GRU inference: the integer-product path (AVX512-VNNI, ``lstmkit.engine.int8_vnni``), the
+same with ``lengths=`` (every sequence full: the cost of the valid-step mask), what the dequantizing path
+computes (the layer with the int8 weights dequantized to float32, under bfloat16 autocast: torch's oneDNN
+kernel for the LSTM, the native loop with bfloat16 products for the GRU; the path itself also
+dequantizes at every call), torch's dynamically quantized layer and the float32 layer, forward under
+``torch.no_grad``, round-robin in one process (each round starting at the next variant), medians.
 
-Usage: ``python benchmarks/int8_vnni.py [--kind lstm|gru] [--rounds 15] [--threads 2]``; prints a Markdown table (not
-part of the test suite; no file written).
+Usage: ``python benchmarks/int8_vnni.py [--kind lstm|gru|both] [--rounds 15] [--threads 2] [--out FILE]``;
+prints Markdown tables and writes them to ``benchmarks/results_int8_vnni.md`` (not part of the test suite).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import functools
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import lstmkit
+from lstmkit.bench.suite import machine_info
 
 SHAPES = [(50, 32, 64, 128), (100, 64, 256, 256), (100, 16, 512, 512), (200, 1, 64, 128), (20, 128, 128, 128)]
 
@@ -31,12 +33,13 @@ def variants(kind: str, steps: int, batch: int, inputs: int, hidden: int) -> tup
     layer = (lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(inputs, hidden).eval()
     vnni = lstmkit.quantize_int8(layer)
     x = torch.randn(steps, batch, inputs)
-    dequantized = lstmkit.quantize_int8(layer)
     full = torch.full((batch,), steps)
-    if kind == "lstm":
-        dequantized.engine = "torch"  # the int8 loop runs under engine "auto" or "native" only
-    else:
-        dequantized = functools.partial(dequantized, lengths=full)  # the int8 loop takes no lengths=
+    dequantized = (lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(inputs, hidden).eval()
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0"):
+            getattr(dequantized, name).copy_(getattr(vnni, name))  # the int8 values times their scales
+        for name in ("bias_ih_l0", "bias_hh_l0"):
+            getattr(dequantized, name).copy_(getattr(layer, name))
     torch_class = nn.LSTM if kind == "lstm" else nn.GRU
     reference = torch_class(inputs, hidden).eval()
     reference.load_state_dict(layer.state_dict())
@@ -44,14 +47,19 @@ def variants(kind: str, steps: int, batch: int, inputs: int, hidden: int) -> tup
     dynamic = torch.ao.quantization.quantize_dynamic(nn.Sequential(reference), {torch_class}, dtype=torch.qint8)
     with torch.no_grad():  # the paths the timed calls take
         assert f"{kind}+int8" in lstmkit.engine.explain(vnni, x).reason
-        explained = lstmkit.engine.explain(layer_of(dequantized), x, **({} if kind == "lstm" else {"lengths": full}))
-        assert "int8 weights dequantized" in explained.reason
-    return x, {"int8 VNNI": vnni, "int8 dequantized": dequantized, "torch dynamic qint8": dynamic, "float32": layer}
+        assert f"{kind}+int8" in lstmkit.engine.explain(vnni, x, lengths=full).reason
 
+    def dequantized_call(x: torch.Tensor) -> tuple:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return dequantized(x)
 
-def layer_of(call: Callable) -> nn.Module:
-    """The layer a variant calls."""
-    return call.func if isinstance(call, functools.partial) else call
+    return x, {
+        "int8 VNNI": vnni,
+        "int8 VNNI, lengths": functools.partial(vnni, lengths=full),
+        "int8 dequantized": dequantized_call,
+        "torch dynamic qint8": dynamic,
+        "float32": layer,
+    }
 
 
 def measure(kind: str, shape: tuple[int, int, int, int], rounds: int) -> dict[str, float]:
@@ -62,34 +70,60 @@ def measure(kind: str, shape: tuple[int, int, int, int], rounds: int) -> dict[st
     with torch.no_grad():
         for call in calls.values():
             call(x)
-        for _ in range(rounds):
-            for name, call in calls.items():
+        names = list(calls)
+        for round_number in range(rounds):
+            for name in names[round_number % len(names) :] + names[: round_number % len(names)]:
                 start = time.perf_counter()
-                call(x)
+                calls[name](x)
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def table(kind: str, rounds: int) -> list[str]:
+    """The Markdown table of one layer kind, printed row by row as it is measured."""
+    lines = [
+        f"### {kind.upper()}",
+        "",
+        "| T, B, I, H | int8 VNNI | int8 VNNI, lengths | int8 dequantized | torch dynamic qint8 | float32 "
+        "| dequantized / VNNI | torch qint8 / VNNI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for shape in SHAPES:
+        ms = {name: 1e3 * seconds for name, seconds in measure(kind, shape, rounds).items()}
+        row = (
+            f"| {', '.join(map(str, shape))} | {ms['int8 VNNI']:.2f} | {ms['int8 VNNI, lengths']:.2f} "
+            f"| {ms['int8 dequantized']:.2f} | {ms['torch dynamic qint8']:.2f} | {ms['float32']:.2f} "
+            f"| {ms['int8 dequantized'] / ms['int8 VNNI']:.2f} | {ms['torch dynamic qint8'] / ms['int8 VNNI']:.2f} |"
+        )
+        print(row, flush=True)
+        lines.append(row)
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=("lstm", "gru"), default="lstm")
+    parser.add_argument("--kind", choices=("lstm", "gru", "both"), default="both")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results_int8_vnni.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{args.kind}, {args.threads} threads, {args.rounds} rounds, median ms per forward\n")
-    print("| T, B, I, H | int8 VNNI | int8 dequantized | torch dynamic qint8 | float32 | dequantized / VNNI "
-          "| torch qint8 / VNNI |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
-    for shape in SHAPES:
-        found = measure(args.kind, shape, args.rounds)
-        ms = {name: 1e3 * seconds for name, seconds in found.items()}
-        print(
-            f"| {shape} | {ms['int8 VNNI']:.2f} | {ms['int8 dequantized']:.2f} | {ms['torch dynamic qint8']:.2f} "
-            f"| {ms['float32']:.2f} | {ms['int8 dequantized'] / ms['int8 VNNI']:.2f} "
-            f"| {ms['torch dynamic qint8'] / ms['int8 VNNI']:.2f} |",
-            flush=True,
-        )
+    machine = machine_info(args.threads)
+    header = [
+        "# int8 inference on integer products",
+        "",
+        f"{machine['date']}; {machine['cpu']} ({machine['cpu_count']} CPUs), {args.threads} threads; "
+        f"{machine['reduced_precision']}; torch {machine['torch']}; {args.rounds} round-robin rounds, median ms "
+        "per forward under `torch.no_grad` (`python benchmarks/int8_vnni.py`); load average "
+        f"{'/'.join(f'{value:.1f}' for value in machine['load_average_start'])} at the start.",
+        "",
+    ]
+    lines = list(header)
+    for kind in ("lstm", "gru") if args.kind == "both" else (args.kind,):
+        lines += table(kind, args.rounds)
+    args.out.write_text("\n".join(lines))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
