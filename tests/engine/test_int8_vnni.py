@@ -261,6 +261,25 @@ def test_a_mask_with_holes_carries_state_and_output_as_the_float32_layer(kind: s
             assert torch.equal(out[1:][skipped], out[:-1][skipped])  # the previous output, repeated
 
 
+def test_the_integer_path_never_dequantizes_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int8 loop reads the int8 values and scales; dequantizing every weight at every call (what
+    binding the cells does) would cost more than a short sequence's whole forward. The dequantizing
+    path, by definition, does dequantize."""
+    from lstmkit.engine.precision import Int8Weight
+
+    calls = []
+    original = Int8Weight.forward
+    monkeypatch.setattr(Int8Weight, "forward", lambda self, *args: calls.append(1) or original(self, *args))
+    _, small = lstm_pair(num_layers=2, bidirectional=True)
+    x = torch.randn(6, 3, 16)
+    with torch.no_grad():
+        small(x)
+        small(x, lengths=[6, 2, 4])
+        assert calls == []
+        small(x, return_gates=True)
+    assert len(calls) == 8  # the four weight matrices of each of two layers
+
+
 @pytest.mark.parametrize(
     ("call", "why"),
     [

@@ -26,12 +26,14 @@ def prepare_call(
     input_size: int,
     batch_first: bool,
     layers: int,
+    dtype: torch.dtype | None = None,
 ) -> tuple:
     """The checked arguments of a call on a layer of ``layers`` cells (layers times directions) like
     ``cell``: time-major input ``(T, B, I)``, lengths as a tensor, the initial states ``(L*D, B,
     size)`` or ``None``, the valid-step mask ``(T, B)`` or ``None``, whether the input is batched,
-    whether it is batch-first, and the PackedSequence if one came."""
-    dtype = cell.weight_ih.dtype
+    whether it is batch-first, and the PackedSequence if one came. The input must have ``dtype``, by
+    default that of ``cell``'s weights."""
+    dtype = cell.weight_ih.dtype if dtype is None else dtype
     packed = input if isinstance(input, PackedSequence) else None
     if packed is not None:
         if lengths is not None or mask is not None:

@@ -266,15 +266,22 @@ class Recurrent(nn.Module):
         return parametrize.is_parametrized(self, name) and isinstance(self.parametrizations[name][0], Int8Weight)
 
     def _weights_dtype(self) -> torch.dtype:
-        """The dtype of the layer's stored weights (of a parametrization's original)."""
+        """The dtype of the layer's stored weights (of a parametrization's original; int8 weights: of
+        their scales, the dtype they dequantize to, without dequantizing them)."""
         name = self._flat_weights_names[0]
+        if self._int8_weights():
+            return self.parametrizations[name].original1.dtype
         stored = self._stored(name)
         return (getattr(self, name) if stored is None else stored).dtype
 
     def _forward(self, input, hx, lengths, mask, return_gates):
-        x, lengths, initial, valid, batched, batch_first, packed = self._prepare(input, hx, lengths, mask)
+        int8_weights = self._int8_weights()
+        prepared = self._prepare(input, hx, lengths, mask, bind=not int8_weights)
+        x, lengths, initial, valid, batched, batch_first, packed = prepared
         call = {"masked": mask is not None, "traced": return_gates, "lengths": lengths, "initial": initial}
-        int8 = choose_int8(self, x, **call)
+        int8 = choose_int8(self, x, **call) if int8_weights else None
+        if int8 is None and int8_weights:
+            self._bind()  # the dequantizing path computes with the dequantized weights
         chosen = None if int8 else choose_layer(self, x, **call)
         traces: dict[str, dict[str, Tensor]] = {}
         if int8 is not None:
@@ -299,11 +306,19 @@ class Recurrent(nn.Module):
             return_output = self._to_layout(output, batched, batch_first)
         return (return_output, state, traces) if return_gates else (return_output, state)
 
-    def _prepare(self, input, hx, lengths, mask) -> tuple:
-        """The call's checked arguments, time-major (see :func:`~lstmkit.layers.arguments.prepare_call`)."""
-        self._bind()
+    def _prepare(self, input, hx, lengths, mask, *, bind: bool = True) -> tuple:
+        """The call's checked arguments, time-major (see :func:`~lstmkit.layers.arguments.prepare_call`).
+        ``bind=False``, for a layer with int8 weights, leaves the cells unbound (binding dequantizes
+        every weight, which the int8 loop never reads) and checks the input against the scales' dtype."""
+        dtype = None
+        if bind:
+            self._bind()
+        else:
+            dtype = self._weights_dtype()
         layers = self.num_layers * self.num_directions
-        return prepare_call(input, hx, lengths, mask, self._cells[0], self.input_size, self.batch_first, layers)
+        return prepare_call(
+            input, hx, lengths, mask, self._cells[0], self.input_size, self.batch_first, layers, dtype=dtype
+        )
 
     def _run_cells(
         self, x: Tensor, initial: State | None, valid: Tensor | None, masked: bool, trace: bool

@@ -4,6 +4,8 @@
 
 #pragma once
 
+#include <cstring>
+
 #include "bf16_gemm.h"
 #include "common.h"
 #include "int8_gemm.h"
@@ -186,12 +188,10 @@ class QuantizedWeight {
     TORCH_CHECK_TYPE(w.scalar_type() == at::kChar && w.dim() == 2, "expected an int8 (n, k) weight, got ", w.scalar_type());
     TORCH_CHECK_VALUE(scale.numel() == n_, "expected one scale per row of the weight (", n_, "), got ", scale.numel());
     const int64_t slabs = (n_ + int8::kColumns - 1) / int8::kColumns, width = int8::kGroup * groups_;
-    at::Tensor wk = at::zeros({slabs * int8::kColumns, width}, w.options());
-    wk.narrow(0, 0, n_).narrow(1, 0, k_).copy_(w);
-    packed_ = wk.view({slabs, int8::kColumns, groups_, int8::kGroup}).permute({0, 2, 1, 3}).contiguous();
-    compensation_ = at::sum(w, {1}, false, at::kInt).mul_(int8::kShift);
+    pack(w.contiguous(), slabs);
     scale_ = scale.to(at::kFloat).reshape({n_}).contiguous();
-    a8_ = at::zeros({batch, width}, w.options().dtype(at::kByte));  // the padding columns meet W's zeros
+    a8_ = at::empty({batch, width}, w.options().dtype(at::kByte));
+    if (width > k_) a8_.narrow(1, k_, width - k_).zero_();  // the padding columns meet W's zeros
     a_scale_ = at::empty({batch}, w.options().dtype(at::kFloat));
   }
 
@@ -255,6 +255,40 @@ class QuantizedWeight {
   }
 
  private:
+  // W (n, k) contiguous into slabs in one pass: element (slab, group, column, e) is W[64 slab + column,
+  // 4 group + e], zero in the padding; and each row's compensation, kShift times its sum.
+  void pack(const at::Tensor& w, int64_t slabs) {
+    constexpr int64_t kColumns = int8::kColumns, kGroup = int8::kGroup;
+    packed_ = at::empty({slabs, groups_, kColumns, kGroup}, w.options());
+    compensation_ = at::empty({n_}, w.options().dtype(at::kInt));
+    const int8_t* src = w.data_ptr<int8_t>();
+    int8_t* dst = packed_.data_ptr<int8_t>();
+    int32_t* compensation = compensation_.data_ptr<int32_t>();
+    at::parallel_for(0, slabs, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t slab = s0; slab < s1; ++slab) {
+        for (int64_t column = 0; column < kColumns; ++column) {
+          const int64_t row = slab * kColumns + column;
+          int8_t* out = dst + (slab * groups_ * kColumns + column) * kGroup;  // group 0 of this column
+          if (row >= n_) {
+            for (int64_t group = 0; group < groups_; ++group) std::memset(out + group * kColumns * kGroup, 0, kGroup);
+            continue;
+          }
+          const int8_t* in = src + row * k_;
+          int32_t sum = 0;
+          for (int64_t k = 0; k < k_; ++k) sum += in[k];
+          compensation[row] = sum * int8::kShift;
+          const int64_t whole = k_ / kGroup;  // groups of 4 values inside the row
+          for (int64_t group = 0; group < whole; ++group) std::memcpy(out + group * kColumns * kGroup, in + group * kGroup, kGroup);
+          if (whole < groups_) {  // the last group, padded with zeros
+            int8_t last[kGroup] = {0, 0, 0, 0};
+            std::memcpy(last, in + whole * kGroup, k_ - whole * kGroup);
+            std::memcpy(out + whole * kColumns * kGroup, last, kGroup);
+          }
+        }
+      }
+    });
+  }
+
   int64_t n_, k_, groups_;
   at::Tensor packed_, compensation_, scale_, a8_, a_scale_;
 };
