@@ -24,7 +24,16 @@ from torch import nn
 import lstmkit
 from lstmkit.bench.suite import machine_info
 
-SHAPES = [(50, 32, 64, 128), (100, 64, 256, 256), (100, 16, 512, 512), (200, 1, 64, 128), (20, 128, 128, 128)]
+# the suite's shapes, then one step and a short sequence of a single stream (streaming inference)
+SHAPES = [
+    (50, 32, 64, 128),
+    (100, 64, 256, 256),
+    (100, 16, 512, 512),
+    (200, 1, 64, 128),
+    (20, 128, 128, 128),
+    (1, 1, 256, 512),
+    (50, 1, 256, 512),
+]
 
 
 def variants(kind: str, steps: int, batch: int, inputs: int, hidden: int) -> tuple[torch.Tensor, dict[str, Callable]]:
