@@ -57,7 +57,7 @@ def int8_refusal(
     engine = resolve_engine(layer.engine)
     if engine not in ("auto", "native"):
         return f"engine={engine!r} was asked for"
-    return int8_vnni.why_not(layer, x, masked=masked, traced=traced, lengths=lengths, initial=initial)
+    return int8_vnni.why_not(layer, x, traced=traced, initial=initial)
 
 
 def choose_int8(

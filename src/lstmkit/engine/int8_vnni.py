@@ -49,10 +49,9 @@ def kernel_name(layer: Recurrent) -> str | None:
     return KERNELS.get(kind or "")
 
 
-def why_not(
-    layer: Recurrent, x: Tensor, *, masked: bool, traced: bool, lengths: Tensor | None, initial: State | None
-) -> str | None:
-    """Why this call of ``layer`` (int8 weights, time-major ``x``) cannot run on :data:`KERNEL`,
+def why_not(layer: Recurrent, x: Tensor, *, traced: bool, initial: State | None) -> str | None:
+    """Why this call of ``layer`` (int8 weights, time-major ``x``; lengths and masks run there too)
+    cannot run on :data:`KERNELS`,
     ``None`` when it can (the engine asked for is :mod:`~lstmkit.engine.dispatch`'s to weigh)."""
     if kernel_name(layer) is None:
         return "only the plain LSTM and the GRU (reset_after=True) have an int8 kernel"
