@@ -13,9 +13,12 @@ import pytest
 import torch
 from core_helpers import make_valid
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import lstmkit
 from lstmkit.engine import native
+from lstmkit.engine.native import ops
 from lstmkit.engine.reference import run_sequence
 
 if not native.is_available():  # compiles once per user and torch version (~30 s), then cached
@@ -147,6 +150,57 @@ def test_bias_grads_are_separate_tensors() -> None:
     result.output.sum().backward()
     torch.testing.assert_close(cell.bias_ih.grad, cell.bias_hh.grad)
     assert cell.bias_ih.grad.data_ptr() != cell.bias_hh.grad.data_ptr()
+
+
+class PassThrough(TorchFunctionMode):
+    """A torch function mode that changes nothing, but under which calls go through the operators."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_eager_calls_match_the_operators(kind: str) -> None:
+    """Plain eager calls skip the operators' dispatch (the loops called from an autograd Function);
+    under a torch function mode the operators run. Both give the same outputs, states, gradients and
+    second-order gradients, bit for bit."""
+    cell = make_cell(kind, 4, 6, torch.float64)
+    x = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    state = tuple((0.5 * torch.randn_like(s)).requires_grad_() for s in cell.initial_state(3, x))
+    tensors = [x, *state, *cell.parameters()]
+
+    def run() -> tuple[object, list[torch.Tensor]]:
+        result = native.run_cell(cell, x, state)
+        loss = (result.output**2).sum() + sum((s**3).sum() for s in result.state)
+        grads = torch.autograd.grad(loss, tensors, create_graph=True)
+        second = torch.autograd.grad(sum((g**2).sum() for g in grads), tensors, allow_unused=True)
+        return result, [result.output, *result.state, *grads, *(g for g in second if g is not None)]
+
+    eager, eager_values = run()
+    with PassThrough():
+        dispatched, dispatched_values = run()
+    assert type(eager.output.grad_fn).__name__ == "_EagerSequenceBackward"
+    assert "lstmkit_sequence_forward" in type(dispatched.output.grad_fn).__name__
+    assert all(ops.is_native_node(r.output.grad_fn) for r in (eager, dispatched))
+    assert len(eager_values) == len(dispatched_values) > 2 + len(tensors)
+    for got, want in zip(eager_values, dispatched_values, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_dispatch_modes_see_the_operators() -> None:
+    """What a dispatch mode (fake tensors, flop counters, profilers of ops) sees of a layer: the two
+    operators, forward and backward, not the C++ calls of the eager path."""
+    seen: set[str] = set()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.add(str(func))
+            return func(*args, **(kwargs or {}))
+
+    layer = lstmkit.LSTM(4, 6)
+    with Record():
+        layer(torch.randn(5, 3, 4))[0].sum().backward()
+    assert {"lstmkit.sequence_forward.default", "lstmkit.sequence_backward.default"} <= seen
 
 
 def valid_args(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import lstmkit
+from lstmkit.engine.native.ops import is_native_node
 
 from . import memory, peers, timing
 from .peers import Peer, Shape
@@ -116,8 +117,7 @@ def graph_of(output: torch.Tensor) -> str:
             continue
         seen.add(node)
         if isinstance(node, torch.autograd.function.BackwardCFunction):
-            name = type(node).__name__.removesuffix("Backward")
-            return "lstmkit::sequence_forward" if "lstmkit_sequence_forward" in name else name
+            return "lstmkit::sequence_forward" if is_native_node(node) else type(node).__name__.removesuffix("Backward")
         todo.extend(parent for parent, _ in node.next_functions)
     top = type(output.grad_fn).__name__ if output.grad_fn is not None else "none"
     return f"autograd: {top.removesuffix('Backward0')}"

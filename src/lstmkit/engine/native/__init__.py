@@ -7,7 +7,8 @@ Entry points: :func:`cell_sequence` (stateless, tensors in, one kernel per cell:
 and :class:`lstmkit.GRUCell`); :func:`supports` and :func:`is_available` for dispatch. See
 ``build.py`` for how and where the extension is compiled and ``csrc/`` for the kernels, and
 ``generated/`` for user-defined cells translated to C++ (:func:`run_generated`), and ``ops.py``
-for the PyTorch operators (``torch.ops.lstmkit.sequence_forward/_backward``) every call goes through.
+for the PyTorch operators (``torch.ops.lstmkit.sequence_forward/_backward``) that compile, export,
+vmap and dispatch modes see (plain eager calls skip their dispatch).
 """
 
 from .functions import cell_sequence, is_available, kernel_of, run_cell, run_generated, supports

@@ -112,8 +112,7 @@ def _optional(params: Sequence[Tensor]) -> list[Tensor | None]:
 # the operators
 
 
-@torch.library.custom_op("lstmkit::sequence_forward", mutates_args=())
-def sequence_forward(
+def _forward_call(
     kernel: str,
     x: Tensor,
     params: list[Tensor],
@@ -135,8 +134,7 @@ def sequence_forward(
     return list(results)
 
 
-@torch.library.custom_op("lstmkit::sequence_backward", mutates_args=())
-def sequence_backward(
+def _backward_call(
     kernel: str,
     grad_output: Tensor,
     grad_state: list[Tensor],
@@ -168,6 +166,10 @@ def sequence_backward(
         inputs.add(r.untyped_storage().data_ptr())
         owned.append(r)
     return owned
+
+
+sequence_forward = torch.library.custom_op("lstmkit::sequence_forward", mutates_args=())(_forward_call)
+sequence_backward = torch.library.custom_op("lstmkit::sequence_backward", mutates_args=())(_backward_call)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,12 +231,14 @@ def _(kernel, grad_output, grad_state, x, params, saved, valid, recurrent_mask, 
 # autograd
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def _setup_context(ctx, inputs, output, eager: bool = False) -> None:
+    """What the backward needs; ``eager``: it calls the backward loop directly (:func:`sequence`)."""
     kernel, x, params, state0, valid, rmask, zoneout, rate, reverse, carry, eps, store = inputs
     states = len(state0)
     saved = output[1 + states :]
     ctx.counts = (len(params), states, len(zoneout))
     ctx.options = (kernel, rate, reverse, carry, eps)
+    ctx.eager = eager
     ctx.needs = [x.requires_grad, *(p.requires_grad for p in params)]
     ctx.save_for_backward(x, *params, *state0, valid, rmask, *zoneout, *saved)
     # the kept tensors are outputs only to reach the backward: no gradient flows into them, and none
@@ -262,7 +266,8 @@ def _gradients(ctx, grads: Sequence[Tensor | None], differentiable: bool) -> tup
         return _differentiable_backward(
             kernel, x, params, state0, valid, rmask, zoneout, rate, reverse, carry, eps, grad_output, grad_state
         )
-    results = sequence_backward(
+    backward = _backward_call if ctx.eager else sequence_backward
+    results = backward(
         kernel, grad_output, grad_state, x, params, saved, valid, rmask, zoneout, rate, reverse, carry, eps, ctx.needs
     )
     dparams = [g if need else None for g, need in zip(results[1 : 1 + len(params)], ctx.needs[1:], strict=True)]
@@ -276,12 +281,16 @@ def legacy_batched(tensor: Tensor | None) -> bool:
     return tensor is not None and torch._C._dispatch_keys(tensor).has(_LEGACY_BATCHED)
 
 
+def _differentiated(grads: Sequence[Tensor | None]) -> bool:
+    """Whether a backward must be a graph. Grad mode is on in a backward only when it is
+    differentiated in turn (create_graph=True). The legacy vmap of is_grads_batched and
+    jacobian(vectorize=True) has no rule for operators returning lists, so batched gradients also
+    take the differentiable path (ATen operators only)."""
+    return torch.is_grad_enabled() or any(legacy_batched(g) for g in grads)
+
+
 def _backward(ctx, grads: list[Tensor | None]) -> tuple:
-    # Grad mode is on in a backward only when it is differentiated in turn (create_graph=True). The
-    # legacy vmap of is_grads_batched and jacobian(vectorize=True) has no rule for operators returning
-    # lists, so batched gradients also take the differentiable path (ATen operators only).
-    differentiable = torch.is_grad_enabled() or any(legacy_batched(g) for g in grads)
-    dx, dparams, dstates = _gradients(ctx, grads, differentiable=differentiable)
+    dx, dparams, dstates = _gradients(ctx, grads, differentiable=_differentiated(grads))
     return (None, dx, dparams, dstates, None, None, [None] * ctx.counts[2], None, None, None, None, None)
 
 
@@ -388,20 +397,20 @@ torch.library.register_vmap("lstmkit::sequence_backward", _vmap_by_slices(sequen
 
 
 # ----------------------------------------------------------------------------------------------
-# under torch.func transforms
+# under torch.func transforms, and in plain eager calls
 
 
-class _FunctorchSequence(torch.autograd.Function):
-    """The forward operator with the same autograd formula, as a function torch.func can transform:
-    the operators' registered autograd is not visible to ``grad``/``jacrev``/``vjp`` (torch 2.13).
-    Tensors travel flat (``x, *params, *state0, valid, rmask, *zoneout``) so autograd sees them all."""
+class _NativeSequence(torch.autograd.Function):
+    """The forward operator with the same autograd formula, as an autograd Function that torch.func
+    can transform: the operators' registered autograd is not visible to ``grad``/``jacrev``/``vjp``
+    (torch 2.13). It calls the operators, so that their vmap rules apply. Tensors travel flat
+    (``x, *params, *state0, valid, rmask, *zoneout``) so autograd sees them all."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(layout, x, *flat):  # type: ignore[override]
-        args = _structured(layout, x, flat)
-        return tuple(sequence_forward(*args))
+        return tuple(sequence_forward(*_structured(layout, x, flat)))
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -412,8 +421,31 @@ class _FunctorchSequence(torch.autograd.Function):
     def backward(ctx, *grads):
         # torch.func runs every backward with grad mode on and differentiates through its own levels:
         # the native backward, whose operator a nested transform would refuse rather than get wrong
-        dx, dparams, dstates = _gradients(ctx, grads, differentiable=False)
-        return (None, dx, *dparams, *dstates, *([None] * (2 + ctx.counts[2])))
+        return _flat_gradients(ctx, grads, differentiable=False)
+
+
+class _EagerSequence(torch.autograd.Function):
+    """The same for eager calls on plain CPU tensors (:func:`_plain_eager`), calling the C++ loops
+    directly: the operators' dispatch costs about 0.3 ms a training call (forward and backward), as
+    much as the loops of a small layer (docs/engine.md). The forward takes ``ctx`` (no
+    ``setup_context``), which spares autograd a signature binding per call."""
+
+    @staticmethod
+    def forward(ctx, layout, x, *flat):  # type: ignore[override]
+        args = _structured(layout, x, flat)
+        results = _forward_call(*args)
+        _setup_context(ctx, args, results, eager=True)
+        return tuple(results)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _flat_gradients(ctx, grads, differentiable=_differentiated(grads))
+
+
+def _flat_gradients(ctx, grads: Sequence[Tensor | None], differentiable: bool) -> tuple:
+    """The Functions' gradients, one per flat input (:func:`_gradients`)."""
+    dx, dparams, dstates = _gradients(ctx, grads, differentiable=differentiable)
+    return (None, dx, *dparams, *dstates, *([None] * (2 + ctx.counts[2])))
 
 
 def _structured(layout: tuple, x: Tensor, flat: Sequence[Tensor | None]) -> list:
@@ -424,14 +456,39 @@ def _structured(layout: tuple, x: Tensor, flat: Sequence[Tensor | None]) -> list
     return [kernel, x, params, state0, valid, rmask, zoneout, rate, reverse, carry, eps, store]
 
 
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def is_native_node(grad_fn: object) -> bool:
+    """Whether an autograd node is the native loops' backward (the operator's or, in eager calls,
+    :class:`_EagerSequence`'s)."""
+    name = type(grad_fn).__name__
+    return "lstmkit_sequence_forward" in name or name == "_EagerSequenceBackward"
+
+
+def _plain_eager(tensors: Sequence[Tensor | None]) -> bool:
+    """Whether a call may skip the operators: plain CPU tensors, outside torch.compile, tracing,
+    autocast (the operators' rule casts to float32) and any torch function or dispatch mode (fake
+    tensors, flop counters, ...), which must see the operator."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.is_autocast_enabled("cpu"):
+        return False
+    if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
+        return False
+    return all(t is None or (type(t) in _PLAIN and t.device.type == "cpu") for t in tensors)
+
+
 def sequence(kernel: str, x: Tensor, params: list[Tensor], state0: list[Tensor], valid: Tensor | None,
              recurrent_mask: Tensor | None, zoneout: list[Tensor], zoneout_rate: float, reverse: bool,
              carry_output: bool, eps: float, store: bool) -> list[Tensor]:  # fmt: skip
     """``lstmkit::sequence_forward``, differentiable, also under torch.func transforms. An absent
     parameter (a cell without biases) is an empty tensor."""
-    if not torch._C._are_functorch_transforms_active():
-        return sequence_forward(
-            kernel, x, params, state0, valid, recurrent_mask, zoneout, zoneout_rate, reverse, carry_output, eps, store
-        )
+    args = (kernel, x, params, state0, valid, recurrent_mask, zoneout, zoneout_rate, reverse, carry_output, eps, store)
+    flat = (*params, *state0, valid, recurrent_mask, *zoneout)
+    functorch = torch._C._are_functorch_transforms_active()
+    eager = not functorch and _plain_eager((x, *flat))
+    if not functorch and not eager:
+        return sequence_forward(*args)
+    if eager and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *flat))):
+        return _forward_call(*args)
     layout = (kernel, len(params), len(state0), zoneout_rate, reverse, carry_output, eps, store)
-    return list(_FunctorchSequence.apply(layout, x, *params, *state0, valid, recurrent_mask, *zoneout))
+    return list((_EagerSequence if eager else _NativeSequence).apply(layout, x, *flat))

@@ -5,7 +5,13 @@
 //   backward(kernel, grad_output, grad_state, x, params, saved, valid, recurrent_mask, zoneout,
 //            zoneout_rate, reverse, carry_output, eps, needs) -> [dx, d params..., d initial states...]
 // A kernel name ending in "+bf16" runs the GEMMs of a float32 call on bfloat16 operands (gemm.h).
+// Both run below autograd (at::AutoDispatchBelowADInplaceOrView): the loops compute their own
+// gradients, and their dozens of ATen calls (views, copies, products) skip autograd's bookkeeping,
+// most of a small call's cost when Python calls them directly (ops.py's eager path) rather than
+// through the operators, whose dispatch is below autograd already.
 #pragma once
+
+#include <ATen/core/LegacyTypeDispatch.h>
 
 #include "common.h"
 
@@ -43,6 +49,7 @@ inline std::vector<at::Tensor> run_forward(const Kernel& k, const std::string& n
                                 std::vector<at::Tensor> state0, OptTensor valid, OptTensor rmask,
                                 std::vector<at::Tensor> zoneout, double zoneout_rate, bool reverse, bool carry_output,
                                 double eps, bool store) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   SequenceArgs a = arguments(k, name, x, std::move(params), std::move(valid), std::move(rmask), std::move(zoneout),
                              zoneout_rate, reverse, carry_output, eps);
   TORCH_CHECK_VALUE(static_cast<int>(state0.size()) == k.states, k.name, " takes ", k.states,
@@ -57,6 +64,7 @@ inline std::vector<at::Tensor> run_backward(const Kernel& k, const std::string& 
                                  std::vector<OptTensor> params, std::vector<at::Tensor> saved, OptTensor valid,
                                  OptTensor rmask, std::vector<at::Tensor> zoneout, double zoneout_rate, bool reverse,
                                  bool carry_output, double eps, std::vector<bool> needs) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   SequenceArgs a = arguments(k, name, x, std::move(params), std::move(valid), std::move(rmask), std::move(zoneout),
                              zoneout_rate, reverse, carry_output, eps);
   TORCH_CHECK_VALUE(needs.size() == a.params.size() + 1, "needs: one flag for the input and one per parameter");

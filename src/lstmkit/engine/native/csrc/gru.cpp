@@ -291,7 +291,7 @@ std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& 
   const int64_t T = s.T, B = s.B, I = s.I, H = s.H;
   if (bias_ih) check_same(*bias_ih, "bias_ih", x, {3 * H});
   if (bias_hh) check_same(*bias_hh, "bias_hh", x, {3 * H});
-  c10::NoGradGuard no_grad;
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // as entry.h's
   at::Tensor xg = at::empty({T, B, 3 * H}, x.options());
   QuantizedWeight(w_ih, scale_ih, T * B)
       .run(xg.data_ptr<float>(), x.data_ptr<float>(), I, T * B, false,

@@ -309,7 +309,7 @@ std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor&
   const int64_t T = s.T, B = s.B, I = s.I, H = s.H;
   check_same(c0, "c0", x, {B, H});
   if (bias) check_same(*bias, "bias", x, {4 * H});
-  c10::NoGradGuard no_grad;
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // as entry.h's
   at::Tensor gates = at::empty({T, B, 4 * H}, x.options());
   QuantizedWeight(w_ih, scale_ih, T * B)
       .run(gates.data_ptr<float>(), x.data_ptr<float>(), I, T * B, false, bias ? bias->data_ptr<float>() : nullptr);
