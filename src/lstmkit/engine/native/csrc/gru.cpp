@@ -12,12 +12,15 @@
 // then  h_t = (1 - z) * n + z * h_{t-1}  (with a recurrent mask, the GEMMs see h_{t-1} * m).
 //
 // Forward:  one GEMM for the input projection of all T*B rows. reset_after: per step one GEMM
-//           (B x H x 3H) into a scratch buffer and one fused pass; hn is kept per step. Reset
+//           (B x H x 3H, W_hh packed once) into a scratch buffer and one fused pass that adds the
+//           biases; hn is kept per step; each block of rows runs on its own thread for the whole
+//           loop (RowBlocks, row_blocks.h). Reset
 //           before: per step the (B x H x 2H) GEMM, a pass for r, z and r * h, the (B x H x H)
 //           GEMM for the candidate, and a pass for n and h. The activated r, z, n overwrite the
 //           input projection for the backward pass.
-// Backward: reset_after: per step one fused pass writing d[xr, xz, xn] and d[hr, hz, hn], and
-//           dh_{t-1} += d[hr, hz, hn] W_hh. Reset before: a pass for d(pre-z), d(pre-n) and the
+// Backward: reset_after: per step one fused pass writing d[xr, xz, xn] and d[hr, hz, hn] and
+//           summing the biases' gradients, and dh_{t-1} += d[hr, hz, hn] W_hh; by row blocks as
+//           the forward. Reset before: a pass for d(pre-z), d(pre-n) and the
 //           direct dh_{t-1}; d(r * h) = d(pre-n) W_hn; a pass for d(pre-r) and d(r * h) * r; then
 //           dh_{t-1} += d[pre-r, pre-z] W_hrz. After the loop dW_ih, dW_hh, the biases and dx as
 //           single GEMMs/sums. Masks, zoneout, reverse: see loop.h.
@@ -30,22 +33,27 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // reset_after
 // ---------------------------------------------------------------------------------------------
+// xg: x W_ih^T of the step, hg: h_{t-1} W_hh^T, b_ih and b_hh (3H each) added here or nullptr.
 template <typename T>
-void after_forward_step(const ForwardRows<T>& p, T* xg, const T* hg, T* hn_kept, bool store) {
+void after_forward_step(const ForwardRows<T>& p, T* xg, const T* hg, const T* b_ih, const T* b_hh, T* hn_kept,
+                        bool store) {
   using Vec = Vectorized<T>;
   const int64_t H = p.H;
+  const auto with = [&](const T* values, const T* bias, int64_t at, int64_t n) {  // values[at] + bias[at]
+    const Vec v = Vec::loadu(values + at, n);
+    return bias ? v + Vec::loadu(bias + at, n) : v;
+  };
   p.for_rows(3 * H, [&](int64_t b) {
     T* xr = xg + 3 * b * H;
     T* xz = xr + H;
     T* xn = xz + H;
     const T* hr = hg + 3 * b * H;
-    const T* hz = hr + H;
-    const T* hn = hz + H;
     for_chunks<T>(H, [&](int64_t j, int64_t n) {
-      const Vec r = sigmoid(Vec::loadu(xr + j, n) + Vec::loadu(hr + j, n));  // r = σ(xr + hr)  reset gate
-      const Vec z = sigmoid(Vec::loadu(xz + j, n) + Vec::loadu(hz + j, n));  // z = σ(xz + hz)  update gate
-      const Vec h_n = Vec::loadu(hn + j, n);
-      const Vec cand = tanh(Vec::loadu(xn + j, n) + r * h_n);               // n = tanh(xn + r * hn)
+      const Vec r = sigmoid(with(xr, b_ih, j, n) + with(hr, b_hh, j, n));          // r = σ(xr + hr)  reset gate
+      const Vec z = sigmoid(with(xz, b_ih ? b_ih + H : nullptr, j, n) +
+                            with(hr + H, b_hh ? b_hh + H : nullptr, j, n));          // z = σ(xz + hz)  update gate
+      const Vec h_n = with(hr + 2 * H, b_hh ? b_hh + 2 * H : nullptr, j, n);        // hn = h_{t-1} W_hn^T + b_hn
+      const Vec cand = tanh(with(xn, b_ih ? b_ih + 2 * H : nullptr, j, n) + r * h_n);  // n = tanh(xn + r * hn)
       const Vec h_prev = Vec::loadu(p.h_old + b * p.hs + j, n);
       const Vec one(T(1));
       if (store) {  // what the backward pass needs: r, z, n and hn
@@ -59,8 +67,11 @@ void after_forward_step(const ForwardRows<T>& p, T* xg, const T* hg, T* hn_kept,
   });
 }
 
+// db: where d[xr, xz, xn] and d[hn] (4H: the biases' gradients, d hr = d xr, d hz = d xz) are summed,
+// or nullptr.
 template <typename T>
-void after_backward_step(const BackwardRows<T>& p, const T* gates, const T* hn_kept, T* dxg, T* dhg) {
+void after_backward_step(const BackwardRows<T>& p, const T* gates, const T* hn_kept, T* dxg, T* dhg,
+                         const ThreadSums* db) {
   using Vec = Vectorized<T>;
   const int64_t H = p.H;
   auto zero = [&](int64_t b) {
@@ -77,6 +88,7 @@ void after_backward_step(const BackwardRows<T>& p, const T* gates, const T* hn_k
     T* dhr = dhg + 3 * b * H;
     T* dhz = dhr + H;
     T* dhn = dhz + H;
+    T* sums = db ? db->template mine<T>() : nullptr;
     for_chunks<T>(H, [&](int64_t j, int64_t n) {
       const Vec r = Vec::loadu(gr + j, n);
       const Vec z = Vec::loadu(gz + j, n);
@@ -93,7 +105,14 @@ void after_backward_step(const BackwardRows<T>& p, const T* gates, const T* hn_k
       dn_pre.store(dxn + j, n);
       dr_pre.store(dhr + j, n);
       dz_pre.store(dhz + j, n);
-      (dn_pre * r).store(dhn + j, n);  // d hn = dn_pre r
+      const Vec d_hn = dn_pre * r;  // d hn = dn_pre r
+      d_hn.store(dhn + j, n);
+      if (sums) {
+        accumulate(sums + j, n, dr_pre);
+        accumulate(sums + H + j, n, dz_pre);
+        accumulate(sums + 2 * H + j, n, dn_pre);
+        accumulate(sums + 3 * H + j, n, d_hn);
+      }
       p.store_dh(b, j, n, dh.now * z + dh.old);  // dh_{t-1} = dh z (+ the recurrent GEMM later)
     });
   });
@@ -181,44 +200,100 @@ void before_backward_reset(const BackwardRows<T>& p, const T* gates, const T* dr
   });
 }
 
+// reset_after: every row block on its own thread for the whole loop (RowBlocks), W_hh packed once;
+// the biases are added in the pass.
+std::vector<at::Tensor> forward_reset_after(const SequenceArgs& a, const Shapes& s) {
+  const int64_t T = s.T, B = s.B, H = s.H;
+  ForwardLoop loop(a, s);
+  at::Tensor xg = project_input(a, s, std::nullopt);  // x W_ih^T, all steps
+  at::Tensor kept = a.store ? at::empty({T, B, H}, a.x.options()) : at::empty({0}, a.x.options());  // hn, per step
+  at::Tensor hg = at::empty({B, 3 * H}, a.x.options());  // [hr, hz, hn] of the step, without b_hh
+  const RowBlocks blocks(B, param(a, 1), /*split=*/true);
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16);  // hg = h_{t-1} W_hh^T
+  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_forward", [&] {
+    const scalar_t* b_ih = data_or_null<scalar_t>(a.params[2]);
+    const scalar_t* b_hh = data_or_null<scalar_t>(a.params[3]);
+    blocks.run([&] {
+      for (int64_t k = 0; k < T; ++k) {
+        const int64_t t = loop.time(k);
+        recurrent.run(Step{hg}, loop.gemm_in(t), /*accumulate=*/false);
+        const auto p = loop.rows<scalar_t>(k);
+        after_forward_step(p, Step{xg, t}.data<scalar_t>(), hg.data_ptr<scalar_t>(), b_ih, b_hh,
+                           a.store ? Step{kept, t}.data<scalar_t>() : nullptr, a.store);
+      }
+    });
+  });
+  return loop.results({xg, kept});
+}
+
 std::vector<at::Tensor> forward(const SequenceArgs& a, bool reset_after) {
   const Shapes s = check_common(a, 3, 1);
   const int64_t T = s.T, B = s.B, H = s.H;
   c10::NoGradGuard no_grad;
+  if (reset_after) return forward_reset_after(a, s);
   ForwardLoop loop(a, s);
   at::Tensor xg = project_input(a, s, a.params[2]);  // x W_ih^T + b_ih, all steps
   const at::Tensor& w_hh = param(a, 1);
   const OptTensor& b_hh = a.params[3];
-  // reset_after: hn of every step; before: r * h_{t-1} of every step
-  at::Tensor kept = a.store || !reset_after ? at::empty({T, B, H}, a.x.options()) : at::empty({0}, a.x.options());
-  // the recurrent GEMMs' scratch: [hr, hz, hn] (reset_after) or [hr, hz] and hn
-  at::Tensor hg = at::empty({B, reset_after ? 3 * H : 2 * H}, a.x.options());
+  at::Tensor kept = at::empty({T, B, H}, a.x.options());  // r * h_{t-1} of every step
+  // the recurrent GEMMs' scratch: [hr, hz] and hn
+  at::Tensor hg = at::empty({B, 2 * H}, a.x.options());
   at::Tensor hn = at::empty({B, H}, a.x.options());
-  const StepWeight w_t((reset_after ? w_hh : w_hh.narrow(0, 0, 2 * H)).t(), B, a.bf16);
+  const StepWeight w_t(w_hh.narrow(0, 0, 2 * H).t(), B, a.bf16);
   const StepWeight w_n_t(w_hh.narrow(0, 2 * H, H).t(), B, a.bf16);
-  const OptTensor b_g = b_hh ? OptTensor(reset_after ? *b_hh : b_hh->narrow(0, 0, 2 * H)) : std::nullopt;
+  const OptTensor b_g = b_hh ? OptTensor(b_hh->narrow(0, 0, 2 * H)) : std::nullopt;
   const OptTensor b_n = b_hh ? OptTensor(b_hh->narrow(0, 2 * H, H)) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
     for (int64_t k = 0; k < T; ++k) {
       const int64_t t = loop.time(k);
       const auto p = loop.rows<T_>(k);
-      const at::Tensor h_in = loop.gemm_in(t).view();
       const Step xg_t{xg, t}, kept_t{kept, t};
-      // [hr, hz (, hn)] = h_{t-1} W^T + b
-      w_t.into(hg, h_in, b_g);
-      if (reset_after) {
-        after_forward_step(p, xg_t.data<T_>(), hg.data_ptr<T_>(), a.store ? kept_t.data<T_>() : nullptr, a.store);
-      } else {
-        before_gates(p, xg_t.data<T_>(), hg.data_ptr<T_>(), kept_t.data<T_>());
-        // hn = (r * h_{t-1}) W_hn^T + b_hn
-        const at::Tensor rh = kept_t.view();
-        w_n_t.into(hn, rh, b_n);
-        before_candidate(p, xg_t.data<T_>(), hn.data_ptr<T_>(), a.store);
-      }
+      w_t.into(hg, loop.gemm_in(t).view(), b_g);  // [hr, hz] = h_{t-1} W_hrz^T + b_hrz
+      before_gates(p, xg_t.data<T_>(), hg.data_ptr<T_>(), kept_t.data<T_>());
+      w_n_t.into(hn, kept_t.view(), b_n);  // hn = (r * h_{t-1}) W_hn^T + b_hn
+      before_candidate(p, xg_t.data<T_>(), hn.data_ptr<T_>(), a.store);
     }
   });
   return loop.results({xg, kept});
+}
+
+// reset_after, by row blocks as the forward; the biases' gradients summed in the pass.
+std::vector<at::Tensor> backward_reset_after(const SequenceArgs& a, const Shapes& s) {
+  const int64_t T = s.T, B = s.B, H = s.H;
+  BackwardLoop loop(a, s, 1);
+  const at::Tensor& gates = loop.saved(0);
+  const at::Tensor& kept = loop.saved(1);
+  check_same(gates, "gates", a.x, {T, B, 3 * H});
+  check_same(kept, "hn", a.x, {T, B, H});
+  const auto options = a.x.options();
+  at::Tensor dxg = at::empty({T, B, 3 * H}, options);
+  at::Tensor dhg = at::empty({T, B, 3 * H}, options);
+  const RowBlocks blocks(B, param(a, 1), /*split=*/true);
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16);  // dh_{t-1} += d[hr, hz, hn] W_hh
+  const bool bias_grads = needs_param(a, 2) || needs_param(a, 3);
+  const std::optional<ThreadSums> db = bias_grads ? std::make_optional<ThreadSums>(4 * H, options) : std::nullopt;
+  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_backward", [&] {
+    blocks.run([&] {
+      for (int64_t k = T - 1; k >= 0; --k) {
+        const int64_t t = loop.time(k);
+        const auto p = loop.rows<scalar_t>(k);
+        after_backward_step(p, Step{gates, t}.data<scalar_t>(), Step{kept, t}.data<scalar_t>(),
+                            Step{dxg, t}.data<scalar_t>(), Step{dhg, t}.data<scalar_t>(), db ? &*db : nullptr);
+        loop.add_recurrent(Step{dhg, t}, recurrent);
+      }
+    });
+  });
+  auto dstates = loop.initial_state_grads();
+  at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
+  input_grads(a, s, dxg, dx, dw_ih);
+  if (needs_param(a, 1)) dw_hh = weight_grad(a, dhg, loop.gemm_inputs());  // dW_hh = sum_t d[hr,hz,hn]_t^T h_{t-1}
+  if (bias_grads) {  // db_ih = sum d[xr, xz, xn], db_hh = sum d[hr, hz, hn] with d hr = d xr, d hz = d xz
+    const at::Tensor sums = db->total();
+    if (needs_param(a, 2)) db_ih = sums.narrow(0, 0, 3 * H);
+    if (needs_param(a, 3)) db_hh = at::cat({sums.narrow(0, 0, 2 * H), sums.narrow(0, 3 * H, H)});
+  }
+  return gradients(dx, {dw_ih, dw_hh, db_ih, db_hh}, dstates);
 }
 
 // Returns {dx, dW_ih, dW_hh, db_ih, db_hh, dh0}.
@@ -226,16 +301,15 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
   const Shapes s = check_common(a, 3, 1);
   const int64_t T = s.T, B = s.B, H = s.H;
   c10::NoGradGuard no_grad;
+  if (reset_after) return backward_reset_after(a, s);
   BackwardLoop loop(a, s, 1);
   const at::Tensor& gates = loop.saved(0);
   const at::Tensor& kept = loop.saved(1);
   check_same(gates, "gates", a.x, {T, B, 3 * H});
-  check_same(kept, reset_after ? "hn" : "rh", a.x, {T, B, H});
+  check_same(kept, "rh", a.x, {T, B, H});
   const at::Tensor& w_hh = param(a, 1);
   at::Tensor dxg = at::empty({T, B, 3 * H}, a.x.options());
-  at::Tensor dhg = reset_after ? at::empty({T, B, 3 * H}, a.x.options()) : at::Tensor();
   at::Tensor drh = at::empty({B, H}, a.x.options());
-  const StepWeight w_all(w_hh, B, a.bf16);
   const StepWeight w_rz(w_hh.narrow(0, 0, 2 * H), B, a.bf16);
   const StepWeight w_n(w_hh.narrow(0, 2 * H, H), B, a.bf16);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_backward", [&] {
@@ -245,12 +319,6 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
       const auto p = loop.rows<T_>(k);
       const T_* g = gates.data_ptr<T_>() + t * B * 3 * H;
       const Step dxg_t{dxg, t};
-      if (reset_after) {
-        const Step dhg_t{dhg, t};
-        after_backward_step(p, g, kept.data_ptr<T_>() + t * B * H, dxg_t.data<T_>(), dhg_t.data<T_>());
-        loop.add_recurrent(dhg_t.view(), w_all);  // dh_{t-1} += d[hr, hz, hn] W_hh
-        continue;
-      }
       before_backward_candidate(p, g, dxg_t.data<T_>());
       const at::Tensor dxg_view = dxg_t.view();
       w_n.into(drh, dxg_view.narrow(1, 2 * H, H));  // d(r h) = d(pre-n) W_hn
@@ -261,19 +329,13 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
   });
   auto dstates = loop.initial_state_grads();
 
-  at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
+  at::Tensor dx, dw_ih, dw_hh;
   input_grads(a, s, dxg, dx, dw_ih);
-  if (reset_after) {
-    if (needs_param(a, 1)) dw_hh = weight_grad(a, dhg, loop.gemm_inputs());  // dW_hh = sum_t d[hr,hz,hn]_t^T h_{t-1}
-    if (needs_param(a, 2)) db_ih = row_sum(dxg);
-    if (needs_param(a, 3)) db_hh = row_sum(dhg);
-  } else {
-    if (needs_param(a, 1)) {  // dW_hrz = sum_t d[pre-r, pre-z]_t^T h_{t-1},  dW_hn = sum_t d(pre-n)_t^T (r h)_t
-      dw_hh = at::cat({weight_grad(a, dxg.narrow(2, 0, 2 * H), loop.gemm_inputs()),
-                       weight_grad(a, dxg.narrow(2, 2 * H, H), kept)});
-    }
-    std::tie(db_ih, db_hh) = shared_bias_grads(a, dxg);  // every bias enters a pre-activation directly
+  if (needs_param(a, 1)) {  // dW_hrz = sum_t d[pre-r, pre-z]_t^T h_{t-1},  dW_hn = sum_t d(pre-n)_t^T (r h)_t
+    dw_hh = at::cat({weight_grad(a, dxg.narrow(2, 0, 2 * H), loop.gemm_inputs()),
+                     weight_grad(a, dxg.narrow(2, 2 * H, H), kept)});
   }
+  auto [db_ih, db_hh] = shared_bias_grads(a, dxg);  // every bias enters a pre-activation directly
   return gradients(dx, {dw_ih, dw_hh, db_ih, db_hh}, dstates);
 }
 
@@ -309,7 +371,8 @@ std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& 
                                                   output.data_ptr<float>(), ok, carry_output);
       recurrent.run(hg.data_ptr<float>(), p.h_old, H, B, /*accumulate=*/false, b_hh);
       after_forward_step(p, xg.data_ptr<float>() + time_of(k, T, reverse) * B * 3 * H, hg.data_ptr<float>(),
-                         static_cast<float*>(nullptr), /*store=*/false);
+                         static_cast<const float*>(nullptr), static_cast<const float*>(nullptr),
+                         static_cast<float*>(nullptr), /*store=*/false);  // the biases are in xg and hg
     }
   });
   return {output, hs[T % 2].clone()};
