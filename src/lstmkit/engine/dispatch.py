@@ -21,6 +21,7 @@ from ..cells import Cell, State
 from . import fused, int8_vnni, native, torch_engine
 from .kernels import kernel_of
 from .native.build import unavailable_reason
+from .options import gradient_possible
 from .precision import bf16_gemms, cast_floats
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def choose_layer(
         return Choice("torch", f"the native engine is unavailable ({unavailable_reason()})")
     if kernel != "lstm":
         return None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *layer.parameters(), *(initial or ()))):
+    if gradient_possible(x, initial, layer):
         return None
     return Choice("torch", "plain LSTM inference: oneDNN's forward runs at the per-step GEMM floor")
 

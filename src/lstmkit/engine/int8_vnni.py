@@ -28,6 +28,7 @@ from torch import Tensor
 from ..cells import GRUCell, LSTMCell, State
 from .kernels import kernel_of
 from .native.build import load_extension
+from .options import gradient_possible
 
 if TYPE_CHECKING:
     from ..layers import Recurrent
@@ -67,7 +68,7 @@ def why_not(layer: Recurrent, x: Tensor, *, traced: bool, initial: State | None)
         return "the int8 kernel takes a non-empty float32 batch on the CPU"
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return "under torch.compile or tracing (the int8 loop is no operator)"
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *layer.parameters(), *(initial or ()))):
+    if gradient_possible(x, initial, layer):
         return "a gradient may be asked for (the int8 loop has no backward)"
     if not vnni_kernel():
         return "the CPU has no AVX512-VNNI (or LSTMKIT_INT8_KERNEL=0, or the native engine is unavailable)"

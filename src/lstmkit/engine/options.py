@@ -20,6 +20,17 @@ from ..cells import Cell, State
 from ..validation import check_probability
 
 
+def gradient_possible(x: Tensor, initial: Sequence[Tensor] | None, module: torch.nn.Module) -> bool:
+    """Whether a call on ``x`` from ``initial`` with ``module``'s parameters may be differentiated:
+    grad mode is on and one of them requires a gradient (the parameters are read only when the
+    rest do not decide)."""
+    if not torch.is_grad_enabled():
+        return False
+    if x.requires_grad or any(s.requires_grad for s in initial or ()):
+        return True
+    return any(p.requires_grad for p in module.parameters())
+
+
 @dataclass
 class SequenceResult:
     """What one direction of one layer produces; all tensors are time-major ``(T, B, ...)``."""

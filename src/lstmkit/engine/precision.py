@@ -52,7 +52,7 @@ def cast_floats(value: Any, dtype: torch.dtype) -> Any:
     if isinstance(value, PackedSequence):
         return value._replace(data=cast_floats(value.data, dtype))
     if isinstance(value, Tensor):
-        return value.to(dtype) if value.is_floating_point() else value
+        return value.to(dtype) if value.is_floating_point() and value.dtype != dtype else value
     if isinstance(value, tuple | list):
         return type(value)(cast_floats(v, dtype) for v in value)
     if isinstance(value, dict):

@@ -16,6 +16,7 @@ compiled extension: :func:`is_available` says whether it could be built.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -137,8 +138,7 @@ def _run(
     if (bias_ih is None) != (bias_hh is None):  # one bias per gate (Keras layers): the other is zero
         bias_ih = torch.zeros_like(bias_hh) if bias_ih is None else bias_ih
         bias_hh = torch.zeros_like(bias_ih) if bias_hh is None else bias_hh
-    tensors = dict((*cell.named_parameters(), *cell.named_buffers()))
-    params = [cell.weight_ih, cell.weight_hh, bias_ih, bias_hh, *(tensors[n] for n in own)]
+    params = [cell.weight_ih, cell.weight_hh, bias_ih, bias_hh, *(attrgetter(name)(cell) for name in own)]
     output, final = cell_sequence(
         kernel,
         inputs.contiguous(),
