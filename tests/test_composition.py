@@ -177,6 +177,10 @@ def test_explain_names_the_engine_and_why() -> None:
     with torch.no_grad():
         choice = lstmkit.engine.explain(lstm, x)
     assert choice.engine == "torch" and "inference" in choice.reason
+    lengths = torch.tensor([T, T - 1, 1])  # B = 3
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lstmkit.engine.explain(lstm, x).engine == "torch"  # oneDNN's bf16 forward
+        assert lstmkit.engine.explain(lstm, x, lengths=lengths).engine == "native"  # torch's packed one has none
     assert lstmkit.engine.explain(lstm, x, return_gates=True).engine == "reference"
     assert lstmkit.engine.explain(lstmkit.LSTM(I, H, engine="reference"), x).engine == "reference"
     peephole = lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, I, H)

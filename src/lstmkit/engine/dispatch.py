@@ -22,7 +22,7 @@ from . import fused, int8_vnni, native, torch_engine
 from .kernels import kernel_of
 from .native.build import unavailable_reason
 from .options import gradient_possible
-from .precision import bf16_gemms, cast_floats
+from .precision import bf16_gemms, bf16_gemms_active, cast_floats
 
 if TYPE_CHECKING:
     from ..layers import Recurrent
@@ -98,6 +98,8 @@ def choose_layer(
         return None
     if gradient_possible(x, initial, layer):
         return None
+    if lengths is not None and bf16_gemms_active():
+        return None  # torch's LSTM over a PackedSequence under autocast runs without oneDNN, ~1.2-2x slower
     return Choice("torch", "plain LSTM inference: oneDNN's forward runs at the per-step GEMM floor")
 
 
