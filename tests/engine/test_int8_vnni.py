@@ -351,7 +351,7 @@ with torch.no_grad():
     got, want = small(x)[0], layer(x)[0]
     full = small(x, lengths=[12] * 5)[0]
 assert (got - want).abs().max() <= 1e-2
-torch.testing.assert_close(got, full, rtol=0, atol=1e-6)  # the dequantizing path with or without lengths
+assert (full - want).abs().max() <= 1e-2  # the dequantizing path with lengths (bf16 products: the native loop)
 print("ok")
 """
 

@@ -38,8 +38,9 @@ from .build import load_extension, unavailable_reason
 
 GENERATED_PREFIX = "generated:"
 BF16 = "+bf16"  # a kernel name's suffix: the call's GEMMs on bfloat16 operands, float32 results
-# Kernels whose forward keeps x_t beside the h entering step t (ForwardLoop's beside_input): the h
-# history is then the h part of (T + 1, B, I + R) rows, unless a recurrent mask is given.
+# Kernels whose forward, when it stores for the backward, keeps x_t beside the h entering step t
+# (ForwardLoop's beside_input): the h history is then the h part of (T + 1, B, I + R) rows, unless a
+# recurrent mask is given.
 _BESIDE_INPUT = ("rnn_tanh", "rnn_relu", "lstm", "lstm_projection", "peephole_lstm", GENERATED_PREFIX)
 
 
@@ -201,7 +202,7 @@ def _(kernel, x, params, state0, valid, recurrent_mask, zoneout, zoneout_rate, r
     if base_kernel(kernel) == "lstm_projection":
         hidden = params[4].shape[1]
     torch._check(steps > 0, lambda: "the native loops need at least one time step")
-    beside = recurrent_mask is None and kernel.startswith(_BESIDE_INPUT)
+    beside = store and recurrent_mask is None and kernel.startswith(_BESIDE_INPUT)
     h_history = (
         x.new_empty(steps + 1, batch, inputs + recurrent)[:, :, inputs:]
         if beside

@@ -76,7 +76,7 @@ struct GeneratedKernel {
   static std::vector<at::Tensor> forward(const SequenceArgs& a) {
     const Shapes s = check(a);
     c10::NoGradGuard no_grad;
-    ForwardLoop loop(a, s, /*beside_input=*/true);
+    ForwardLoop loop(a, s, /*beside_input=*/a.store);  // only the backward reads x beside h
     const int64_t B = s.B, G = kGates * s.H;
     at::Tensor xg = project_input(a, s, std::nullopt);  // x W_ih^T, all steps
     const at::Tensor hg = kSummed ? at::Tensor() : at::empty({s.T, B, G}, a.x.options());

@@ -200,7 +200,7 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
   const Shapes s = check_lstm(a, variant);
   const bool projection = variant == Variant::kProjection;
   c10::NoGradGuard no_grad;  // no autograd graph when called directly with tensors that require grad
-  ForwardLoop loop(a, s, /*beside_input=*/true);
+  ForwardLoop loop(a, s, /*beside_input=*/a.store);  // only the backward reads x beside h
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;  // added per step
   at::Tensor gates = project_input(a, s, std::nullopt);  // x W_ih^T, all steps
   const RowBlocks blocks(s.B, param(a, 1), /*split=*/!projection);  // a projection's GEMM takes the whole batch

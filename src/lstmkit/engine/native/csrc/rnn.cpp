@@ -52,7 +52,7 @@ void backward_step(const BackwardRows<T>& p, const T* hs, T* dpre, Activation ac
 std::vector<at::Tensor> forward(const SequenceArgs& a, Activation act) {
   const Shapes s = check_common(a, 1, 1);
   c10::NoGradGuard no_grad;
-  ForwardLoop loop(a, s, /*beside_input=*/true);
+  ForwardLoop loop(a, s, /*beside_input=*/a.store);  // only the backward reads x beside h
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;
   at::Tensor pre = project_input(a, s, bias);  // x W_ih^T + b_ih + b_hh, all steps
   const RowBlocks blocks(s.B, param(a, 1), /*split=*/true);
