@@ -285,6 +285,28 @@ def test_kernel_threshold_is_4m_multiply_adds(batch: int) -> None:
             assert torch.equal(g, w), what
 
 
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+def test_fewer_than_8_rows_in_all_multiply_in_float32(kernel: str) -> None:
+    """Packing a weight for bfloat16 products costs more than it saves below 8 rows in all (steps
+    times batch, csrc/gemm.h packing_pays): one step of one sequence, the call of text generation,
+    gives float32's result bit for bit; 8 rows in all, as 8 steps or a batch of 8, bfloat16 products
+    (on a CPU with AVX512-BF16)."""
+    factory, inputs, hidden, _ = KERNEL_CASES[kernel]
+    cell = factory(inputs, hidden)
+    params = kernel_params(kernel, cell)
+    for steps, batch in ((1, 1), (7, 1), (1, 7), (8, 1), (1, 8)):
+        x, state = inputs_for(cell, steps, batch)
+        with torch.no_grad():
+            want = cell_sequence(kernel, x, params, state, eps=getattr(cell, "eps", 0.0))
+            with bf16_gemms():
+                got = cell_sequence(kernel, x, params, state, eps=getattr(cell, "eps", 0.0))
+        for what, g, w in zip(("output", *cell.state_names), (got[0], *got[1]), (want[0], *want[1]), strict=True):
+            if steps * batch >= 8 and SMALL_BF16:  # (else these small products are float32 anyway)
+                assert_bf16(g, w, f"{what} ({steps} x {batch})")
+            else:
+                assert torch.equal(g, w), f"{what} ({steps} x {batch})"
+
+
 @pytest.mark.parametrize("kernel", ["lstm", "peephole_lstm", "layernorm_lstm", "rnn_tanh"])
 def test_row_blocks_on_two_threads(kernel: str) -> None:
     """On two threads these kernels run the time loop on two row blocks, each with its own per-step

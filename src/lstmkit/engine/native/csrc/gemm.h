@@ -105,6 +105,13 @@ class PairedWeight {
   at::Tensor packed_, a16_;
 };
 
+// Packing a weight (in bf16 pairs, in MKL's layout, or as a bfloat16 copy for oneDNN) reads it and
+// writes it once more than multiplying a few rows by it does, so it pays only when a call multiplies
+// at least kMinPackedRows rows by it in all (its steps times its batch). One step of one sequence
+// (text generation, streaming) multiplies in float32, unpacked.
+constexpr int64_t kMinPackedRows = 8;
+inline bool packing_pays(int64_t rows_in_all) { return rows_in_all >= kMinPackedRows; }
+
 // Whether a per-step product of `rows` rows with W (k, n) under bf16 GEMMs runs bf16_gemm.h's kernel:
 // on a CPU with AVX512-BF16, except the products large enough for oneDNN (bf16_pays) on a CPU with
 // AMX, whose tiles outrun it.
@@ -116,6 +123,7 @@ inline bool pairs_pay(bool bf16, int64_t rows, int64_t n, int64_t k) {
 // runs (pairs_pay; m1's rows contiguous), else oneDNN's bfloat16 product where it pays.
 inline at::Tensor gemm(bool bf16, const at::Tensor& m1, const at::Tensor& m2) {
   const int64_t m = m1.size(0), k = m1.size(1), n = m2.size(1);
+  bf16 = bf16 && packing_pays(m);  // m2 packed or copied to bfloat16 for a few rows costs more than it saves
   if (pairs_pay(bf16, m, n, k) && m1.scalar_type() == at::kFloat && m1.stride(1) == 1) {
     at::Tensor out = at::empty({m, n}, m1.options());
     PairedWeight(m2, m).run(out.data_ptr<float>(), m1.data_ptr<float>(), m1.stride(0), 0, m, false, false);
@@ -293,12 +301,13 @@ class QuantizedWeight {
   at::Tensor packed_, compensation_, scale_, a8_, a_scale_;
 };
 
-// A weight every step multiplies by, out = a W [+ bias] with W (k, n), for up to `rows` rows: under
-// bf16 GEMMs on a bfloat16 copy through oneDNN where that pays, else in pairs (bf16_gemm.h) where the
-// CPU has AVX512-BF16; the copies made once per call.
+// A weight every one of `steps` steps multiplies by, out = a W [+ bias] with W (k, n), for up to `rows`
+// rows: under bf16 GEMMs on a bfloat16 copy through oneDNN where that pays, else in pairs
+// (bf16_gemm.h) where the CPU has AVX512-BF16; the copies made once per call, where packing pays.
 class StepWeight {
  public:
-  StepWeight(const at::Tensor& w, int64_t rows, bool bf16) : w_(w) {
+  StepWeight(const at::Tensor& w, int64_t rows, bool bf16, int64_t steps) : w_(w) {
+    if (!packing_pays(rows * steps)) return;
     if (pairs_pay(bf16, rows, w.size(1), w.size(0))) {
       paired_.emplace(w, rows);
     } else if (bf16_pays(bf16, rows, w.size(1), w.size(0))) {
@@ -351,14 +360,16 @@ void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k
                          const float* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
 }
 
-// c (B, n) = beta c + a (B, k) op(W), op(W) = W^T (transpose, W (n, k)) or W (W (k, n)), at every
-// step; inside RowBlocks::run, on the calling thread's rows only (a GEMM of their own, one thread).
+// c (B, n) = beta c + a (B, k) op(W), op(W) = W^T (transpose, W (n, k)) or W (W (k, n)), at each of
+// `steps` steps; inside RowBlocks::run, on the calling thread's rows only (a GEMM of their own, one
+// thread). W is packed only where that pays (packing_pays).
 // Under bf16 GEMMs (see GEMM precision): bf16_gemm.h's kernel on W packed in pairs of rows where the
 // CPU has AVX512-BF16 (pairs_pay), else oneDNN's bfloat16 product where it pays, else float32.
 class StepGemm {
  public:
-  StepGemm(const at::Tensor& w, const RowBlocks& blocks, bool transpose, bool bf16)
+  StepGemm(const at::Tensor& w, const RowBlocks& blocks, bool transpose, bool bf16, int64_t steps)
       : w_(transpose ? w.t() : w), n_(w_.size(1)), k_(w_.size(0)) {
+    if (!packing_pays(steps * blocks.batch())) return;
     if (pairs_pay(bf16, blocks.rows(0), n_, k_)) {
       paired_.emplace(w_, blocks.batch());
       return;

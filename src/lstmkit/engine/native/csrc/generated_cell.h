@@ -83,7 +83,7 @@ struct GeneratedKernel {
     const at::Tensor b_ih = bias(a, s, kSummed);
     const at::Tensor b_hh = kSummed || !a.params[3] ? b_ih.new_zeros({G}) : *a.params[3];
     const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16);
+    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16, a.x.size(0));
     AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "generated_forward", [&] {
       using T = scalar_t;
       const std::vector<const T*> params = param_pointers<T>(a);
@@ -133,7 +133,7 @@ struct GeneratedKernel {
     const int64_t bias_width = kSummed ? G : 2 * G;  // the running sums: d biases, then d params
     const ThreadSums sums(bias_width + param_width(H), options);
     const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16);  // dh_{t-1} += dhg[t] W_hh
+    const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16, a.x.size(0));  // dh_{t-1} += dhg[t] W_hh
     AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "generated_backward", [&] {
       using T = scalar_t;
       using Vec = Vectorized<T>;

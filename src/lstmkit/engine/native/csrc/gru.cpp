@@ -209,7 +209,7 @@ std::vector<at::Tensor> forward_reset_after(const SequenceArgs& a, const Shapes&
   at::Tensor kept = a.store ? at::empty({T, B, H}, a.x.options()) : at::empty({0}, a.x.options());  // hn, per step
   at::Tensor hg = at::empty({B, 3 * H}, a.x.options());  // [hr, hz, hn] of the step, without b_hh
   const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16);  // hg = h_{t-1} W_hh^T
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16, a.x.size(0));  // hg = h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_forward", [&] {
     const scalar_t* b_ih = data_or_null<scalar_t>(a.params[2]);
     const scalar_t* b_hh = data_or_null<scalar_t>(a.params[3]);
@@ -239,8 +239,8 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, bool reset_after) {
   // the recurrent GEMMs' scratch: [hr, hz] and hn
   at::Tensor hg = at::empty({B, 2 * H}, a.x.options());
   at::Tensor hn = at::empty({B, H}, a.x.options());
-  const StepWeight w_t(w_hh.narrow(0, 0, 2 * H).t(), B, a.bf16);
-  const StepWeight w_n_t(w_hh.narrow(0, 2 * H, H).t(), B, a.bf16);
+  const StepWeight w_t(w_hh.narrow(0, 0, 2 * H).t(), B, a.bf16, T);
+  const StepWeight w_n_t(w_hh.narrow(0, 2 * H, H).t(), B, a.bf16, T);
   const OptTensor b_g = b_hh ? OptTensor(b_hh->narrow(0, 0, 2 * H)) : std::nullopt;
   const OptTensor b_n = b_hh ? OptTensor(b_hh->narrow(0, 2 * H, H)) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_forward", [&] {
@@ -270,7 +270,7 @@ std::vector<at::Tensor> backward_reset_after(const SequenceArgs& a, const Shapes
   at::Tensor dxg = at::empty({T, B, 3 * H}, options);
   at::Tensor dhg = at::empty({T, B, 3 * H}, options);
   const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16);  // dh_{t-1} += d[hr, hz, hn] W_hh
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16, a.x.size(0));  // dh_{t-1} += d[hr, hz, hn] W_hh
   const bool bias_grads = needs_param(a, 2) || needs_param(a, 3);
   const std::optional<ThreadSums> db = bias_grads ? std::make_optional<ThreadSums>(4 * H, options) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_backward", [&] {
@@ -310,8 +310,8 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
   const at::Tensor& w_hh = param(a, 1);
   at::Tensor dxg = at::empty({T, B, 3 * H}, a.x.options());
   at::Tensor drh = at::empty({B, H}, a.x.options());
-  const StepWeight w_rz(w_hh.narrow(0, 0, 2 * H), B, a.bf16);
-  const StepWeight w_n(w_hh.narrow(0, 2 * H, H), B, a.bf16);
+  const StepWeight w_rz(w_hh.narrow(0, 0, 2 * H), B, a.bf16, T);
+  const StepWeight w_n(w_hh.narrow(0, 2 * H, H), B, a.bf16, T);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "gru_backward", [&] {
     using T_ = scalar_t;
     for (int64_t k = T - 1; k >= 0; --k) {

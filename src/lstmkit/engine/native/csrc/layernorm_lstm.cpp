@@ -221,7 +221,7 @@ std::vector<at::Tensor> layernorm_lstm_forward(const SequenceArgs& a) {
   const at::Tensor rstd = a.store ? at::empty({T, B, 2}, options) : at::Tensor();
   at::Tensor raw_hh = at::empty({B, 4 * H}, options);  // h_{t-1} W_hh^T of one step
   const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16);  // h_{t-1} W_hh^T
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16, a.x.size(0));  // h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_forward", [&] {
     using T_ = scalar_t;
     const auto ln = norms<T_>(a);
@@ -258,7 +258,7 @@ std::vector<at::Tensor> layernorm_lstm_backward(const SequenceArgs& a) {
   at::Tensor dcn = at::empty({B, H}, options);
   const ThreadSums sums(10 * H, options);
   const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16);  // d(h W_hh^T) W_hh
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16, a.x.size(0));  // d(h W_hh^T) W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "layernorm_lstm_backward", [&] {
     using T_ = scalar_t;
     const auto ln = norms<T_>(a);

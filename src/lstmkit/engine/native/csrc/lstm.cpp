@@ -204,7 +204,7 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;  // added per step
   at::Tensor gates = project_input(a, s, std::nullopt);  // x W_ih^T, all steps
   const RowBlocks blocks(s.B, param(a, 1), /*split=*/!projection);  // a projection's GEMM takes the whole batch
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16);  // gates[t] += h_{t-1} W_hh^T
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16, a.x.size(0));  // gates[t] += h_{t-1} W_hh^T
   // with a projection: m = o tanh(c_t) of every step (padded rows stay zero) and h_t = m W_hr^T
   const auto options = a.x.options();
   const at::Tensor m = !projection ? at::Tensor()
@@ -212,7 +212,7 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Variant variant) {
                                   : at::empty({s.T, s.B, s.H}, options);
   at::Tensor hp = projection ? at::empty({s.B, s.R}, options) : at::Tensor();
   const std::optional<StepWeight> w_hr_t =
-      projection ? std::make_optional<StepWeight>(param(a, 4).t(), s.B, a.bf16) : std::nullopt;
+      projection ? std::make_optional<StepWeight>(param(a, 4).t(), s.B, a.bf16, s.T) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_forward", [&] {
     const auto w = peepholes<scalar_t>(a, variant);
     blocks.run([&] {
@@ -248,9 +248,9 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
   if (projection) check_same(m, "m", a.x, {T, B, H});
   const at::Tensor dhp = projection ? at::empty({T, B, s.R}, options) : at::Tensor();  // dL/dh_t of every step
   at::Tensor dm = projection ? at::empty({B, H}, options) : at::Tensor();
-  const std::optional<StepWeight> w_hr = projection ? std::make_optional<StepWeight>(param(a, 4), B, a.bf16) : std::nullopt;
+  const std::optional<StepWeight> w_hr = projection ? std::make_optional<StepWeight>(param(a, 4), B, a.bf16, T) : std::nullopt;
   const RowBlocks blocks(B, param(a, 1), /*split=*/!projection);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16);  // dh_{t-1} += dgates[t] W_hh
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16, a.x.size(0));  // dh_{t-1} += dgates[t] W_hh
   const bool bias_grads = needs_param(a, 2) || needs_param(a, 3);
   const std::optional<ThreadSums> db = bias_grads ? std::make_optional<ThreadSums>(4 * H, options) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "lstm_backward", [&] {

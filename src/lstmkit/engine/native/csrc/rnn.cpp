@@ -56,7 +56,7 @@ std::vector<at::Tensor> forward(const SequenceArgs& a, Activation act) {
   const OptTensor bias = a.params[2] ? OptTensor(*a.params[2] + *a.params[3]) : std::nullopt;
   at::Tensor pre = project_input(a, s, bias);  // x W_ih^T + b_ih + b_hh, all steps
   const RowBlocks blocks(s.B, param(a, 1), /*split=*/true);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16);  // pre[t] += h_{t-1} W_hh^T
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/true, a.bf16, a.x.size(0));  // pre[t] += h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "rnn_forward", [&] {
     blocks.run([&] {
       for (int64_t k = 0; k < s.T; ++k) {
@@ -79,7 +79,7 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Activation act) {
   check_same(hs, "activations", a.x, {T, B, H});
   at::Tensor dpre = at::empty({T, B, H}, a.x.options());
   const RowBlocks blocks(B, param(a, 1), /*split=*/true);
-  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16);  // dh_{t-1} += dpre[t] W_hh
+  const StepGemm recurrent(param(a, 1), blocks, /*transpose=*/false, a.bf16, a.x.size(0));  // dh_{t-1} += dpre[t] W_hh
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "rnn_backward", [&] {
     blocks.run([&] {
       for (int64_t k = T - 1; k >= 0; --k) {
