@@ -401,7 +401,7 @@ torch.library.register_vmap("lstmkit::sequence_backward", _vmap_by_slices(sequen
 # under torch.func transforms, and in plain eager calls
 
 
-class _NativeSequence(torch.autograd.Function):
+class _FunctorchSequence(torch.autograd.Function):
     """The forward operator with the same autograd formula, as an autograd Function that torch.func
     can transform: the operators' registered autograd is not visible to ``grad``/``jacrev``/``vjp``
     (torch 2.13). It calls the operators, so that their vmap rules apply. Tensors travel flat
@@ -481,15 +481,16 @@ def _plain_eager(tensors: Sequence[Tensor | None]) -> bool:
 def sequence(kernel: str, x: Tensor, params: list[Tensor], state0: list[Tensor], valid: Tensor | None,
              recurrent_mask: Tensor | None, zoneout: list[Tensor], zoneout_rate: float, reverse: bool,
              carry_output: bool, eps: float, store: bool) -> list[Tensor]:  # fmt: skip
-    """``lstmkit::sequence_forward``, differentiable, also under torch.func transforms. An absent
+    """``lstmkit::sequence_forward``, differentiable, also under torch.func transforms; plain eager
+    calls run the C++ loops without the operators' dispatch (:class:`_EagerSequence`). An absent
     parameter (a cell without biases) is an empty tensor."""
     args = (kernel, x, params, state0, valid, recurrent_mask, zoneout, zoneout_rate, reverse, carry_output, eps, store)
     flat = (*params, *state0, valid, recurrent_mask, *zoneout)
-    functorch = torch._C._are_functorch_transforms_active()
-    eager = not functorch and _plain_eager((x, *flat))
-    if not functorch and not eager:
-        return sequence_forward(*args)
-    if eager and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *flat))):
-        return _forward_call(*args)
     layout = (kernel, len(params), len(state0), zoneout_rate, reverse, carry_output, eps, store)
-    return list((_EagerSequence if eager else _NativeSequence).apply(layout, x, *flat))
+    if torch._C._are_functorch_transforms_active():
+        return list(_FunctorchSequence.apply(layout, x, *flat))
+    if not _plain_eager((x, *flat)):
+        return sequence_forward(*args)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *flat)):
+        return list(_EagerSequence.apply(layout, x, *flat))
+    return _forward_call(*args)
