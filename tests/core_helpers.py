@@ -12,6 +12,7 @@ from types import ModuleType
 import torch
 
 import lstmkit
+from lstmkit.engine import torch_engine
 from lstmkit.engine.reference import run_sequence
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -26,6 +27,16 @@ def load_example(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def torch_nn_under_autocast(module: torch.nn.Module, *args: object) -> object:
+    """``module(*args)`` under bfloat16 autocast, or ``None`` where torch.nn.LSTM cannot run there:
+    on a CPU without AVX-512 oneDNN has no bf16 kernels and torch's LSTM fails ("could not create a
+    primitive descriptor"); the other torch.nn layers run."""
+    if isinstance(module, torch.nn.LSTM) and not torch_engine.onednn_bf16():
+        return None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return module(*args)
 
 
 CIFGCell: type[lstmkit.Cell] = load_example("custom_cell").CIFGCell

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from core_helpers import torch_nn_under_autocast
 from torch.nn.utils import parametrizations, parametrize
 
 import lstmkit
+from lstmkit.engine import torch_engine
 
 PAIRS = {
     "lstm": (lstmkit.LSTM, torch.nn.LSTM, {}),
@@ -89,8 +91,9 @@ def test_autocast_trains_with_float32_master_weights(name: str) -> None:
     x = torch.randn(T, B, I)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output, state = ours(x)
-        autocast_reference = theirs(x)[0]
-    assert output.dtype == autocast_reference.dtype
+    autocast_reference = torch_nn_under_autocast(theirs, x)  # None: torch.nn.LSTM cannot run on this CPU
+    assert output.dtype == (torch.float32 if name == "gru" else torch.bfloat16)
+    assert autocast_reference is None or output.dtype == autocast_reference[0].dtype
     assert all(s.dtype == output.dtype for s in (state if isinstance(state, tuple) else (state,)))
     output.float().sum().backward()
     want = theirs(x)[0]
@@ -179,12 +182,26 @@ def test_explain_names_the_engine_and_why() -> None:
     assert choice.engine == "torch" and "inference" in choice.reason
     lengths = torch.tensor([T, T - 1, 1])  # B = 3
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert lstmkit.engine.explain(lstm, x).engine == "torch"  # oneDNN's bf16 forward
+        # oneDNN's bf16 forward, where it has one (torch's LSTM under autocast fails without AVX-512)
+        assert lstmkit.engine.explain(lstm, x).engine == ("torch" if torch_engine.onednn_bf16() else "native")
         assert lstmkit.engine.explain(lstm, x, lengths=lengths).engine == "native"  # torch's packed one has none
     assert lstmkit.engine.explain(lstm, x, return_gates=True).engine == "reference"
     assert lstmkit.engine.explain(lstmkit.LSTM(I, H, engine="reference"), x).engine == "reference"
     peephole = lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, I, H)
     assert "peephole_lstm" in lstmkit.engine.explain(peephole, x).reason
+
+
+def test_without_onednn_bf16_autocast_inference_stays_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU where torch's LSTM fails under autocast (no AVX-512), auto runs the native loop and
+    engine="torch" says why it cannot run."""
+    monkeypatch.setattr(torch_engine, "_ONEDNN_BF16", False)
+    lstm = lstmkit.LSTM(I, H)
+    x = torch.randn(T, B, I)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lstmkit.engine.explain(lstm, x).engine == "native"
+        lstm.engine = "torch"
+        with pytest.raises(ValueError, match="bfloat16 autocast on this CPU"):
+            lstm(x)
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")

@@ -38,7 +38,7 @@ import numpy as np
 import oracles
 import pytest
 import torch
-from core_helpers import CIFGCell
+from core_helpers import CIFGCell, torch_nn_under_autocast
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -480,8 +480,8 @@ TORCH_TWINS: dict[str, tuple[Callable[[], lstmkit.Recurrent], type[nn.Module], d
 @pytest.mark.parametrize("name", list(TORCH_TWINS))
 def test_layer_under_autocast_matches_torch_nn_in_float32(name: str, grad: bool) -> None:
     """torch.nn in float32 with copied weights as the oracle: output and final states within 2e-2.
-    (Without gradients the plain LSTM runs torch's own kernel under autocast.) The error is of the
-    size torch.nn's own under autocast has: at most twice it."""
+    (Without gradients the plain LSTM runs torch's own kernel under autocast where oneDNN has bf16
+    kernels.) The error is of the size torch.nn's own under autocast has: at most twice it."""
     ours_factory, theirs_class, options = TORCH_TWINS[name]
     ours = ours_factory()
     theirs = theirs_class(ours.input_size, ours.hidden_size, **options)
@@ -492,7 +492,7 @@ def test_layer_under_autocast_matches_torch_nn_in_float32(name: str, grad: bool)
         want_output, want_state = theirs(x)
         with autocast():
             got_output, got_state = ours(x)
-            torch_output, _ = theirs(x)
+        torch_result = torch_nn_under_autocast(theirs, x)
     pairs = [("output", got_output, want_output)]
     if isinstance(want_state, tuple):
         pairs += [(n, g, w) for n, g, w in zip(("h_n", "c_n"), got_state, want_state, strict=True)]
@@ -501,8 +501,11 @@ def test_layer_under_autocast_matches_torch_nn_in_float32(name: str, grad: bool)
     for what, g, w in pairs:
         error = relative(g, w)
         assert error <= TOLERANCE, f"{what}: {error:.2e} from torch.nn in float32"
-    error, torch_error = relative(got_output, want_output), relative(torch_output, want_output)
+    error = relative(got_output, want_output)
     assert error > CHANGED  # bfloat16 products ran
+    if torch_result is None:
+        return  # torch.nn.LSTM cannot run under autocast on this CPU
+    torch_error = relative(torch_result[0], want_output)
     assert error <= 2 * torch_error, f"{error:.2e} vs torch.nn's own {torch_error:.2e} under autocast"
 
 
@@ -586,8 +589,13 @@ def test_result_dtypes_are_torch_nn_s(name: str, form: str, grad: bool) -> None:
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(5, 3, 4)
     data = pack_padded_sequence(x, [5, 3, 2]) if form == "packed" else x
-    with torch.set_grad_enabled(grad), autocast():
-        found = [ours(data), theirs(data)]
+    with torch.set_grad_enabled(grad):
+        with autocast():
+            ours_result = ours(data)
+        theirs_result = torch_nn_under_autocast(theirs, data)
+    if theirs_result is None:
+        pytest.skip("torch.nn.LSTM cannot run under bf16 autocast on this CPU (no AVX-512): no oracle")
+    found = [ours_result, theirs_result]
     dtypes = []
     for output, state in found:
         output = output.data if form == "packed" else output

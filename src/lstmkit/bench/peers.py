@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 import lstmkit
+from lstmkit.engine import torch_engine
 
 Shape = tuple[int, int, int, int]  # T, B, I, H
 Run = Callable[[], None]
@@ -40,6 +41,11 @@ class Peer:
     note: str = ""
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "int8" (dynamic quantization)
     modes: tuple[str, ...] = ("inference", "training")  # the modes the row runs in
+    needs: Callable[[], str | None] | None = None  # why the row cannot run on this machine (None: it can)
+
+    def unavailable(self) -> str | None:
+        """Why this row cannot run on this machine, or ``None``."""
+        return self.needs() if self.needs else None
 
     @property
     def baseline(self) -> str:
@@ -169,6 +175,12 @@ def _autocast(build: Callable[[Shape, bool], Run]) -> Callable[[Shape, bool], Ru
         return make_run(module, under_autocast, training)
 
     return build_autocast
+
+
+def _onednn_bf16() -> str | None:
+    if torch_engine.onednn_bf16():
+        return None
+    return "torch.nn.LSTM fails under bf16 autocast on this CPU (oneDNN has no bf16 kernels without AVX-512)"
 
 
 def _quantized(quantize: Callable[[nn.Module], nn.Module]) -> Callable[[Shape, bool], Run]:
@@ -307,6 +319,7 @@ PEERS: tuple[Peer, ...] = (
         "lstm",
         _autocast(_torch_peer(nn.LSTM)),
         precision="bf16",
+        needs=_onednn_bf16,
     ),
     Peer(
         "lstmkit_lstm_bf16",

@@ -191,6 +191,7 @@ def run(config: Config, progress: Progress | None = None) -> dict:
         torch.set_num_threads(config.threads)
     else:
         skipped.update({peer.key: "--no-keras" for peer in peers.PEERS if peer.keras})
+    skipped.update({peer.key: reason for peer in peers.PEERS if (reason := peer.unavailable())})
     chosen = [peer for peer in peers.select(config.only, keras=config.keras) if peer.key not in skipped]
     machine = machine_info(config.threads)
     machine["keras"] = keras_version

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .kernels import torch_kernel_of
+from .precision import bf16_gemms_active
 
 if TYPE_CHECKING:
     from ..layers import Recurrent
@@ -35,9 +36,21 @@ def why_not(layer: Recurrent, *, masked: bool, traced: bool, lengths: Tensor | N
         "recurrent dropout": layer.recurrent_dropout > 0 and layer.training,
         f"merge_mode={layer.merge_mode!r}": layer.bidirectional and layer.merge_mode != "concat",
         "zero lengths": lengths is not None and bool((lengths == 0).any()),
+        "bfloat16 autocast on this CPU": bf16_gemms_active() and kernel_name(layer) == "lstm" and not onednn_bf16(),
     }
     found = [name for name, present in reasons.items() if present]
     return f"torch's fused kernels do not support {', '.join(found)}" if found else None
+
+
+# Whether oneDNN has bfloat16 kernels on this CPU (AVX-512 or newer). Without them torch's LSTM under
+# bfloat16 autocast fails ("could not create a primitive descriptor"), as torch.nn.LSTM does. Read
+# once, at import: under torch.compile the query would break the graph.
+_ONEDNN_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def onednn_bf16() -> bool:
+    """Whether torch's LSTM can run under bfloat16 autocast here (oneDNN's bf16 kernels need AVX-512)."""
+    return _ONEDNN_BF16
 
 
 def run_layers(
