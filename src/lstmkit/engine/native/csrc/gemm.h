@@ -343,15 +343,94 @@ class StepWeight {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Products of a few rows.
+// ---------------------------------------------------------------------------------------------
+// c (rows, n) (+)= a (rows, k) W for rows < kFewRows, W (k, n) given row-major (w_rows = true) or as
+// the transpose of a row-major (n, k) matrix: each row of c is n dot products of W^T's rows with the
+// row of a, or the sum of k rows of W scaled by it. At batch 1 BLAS takes this product for a
+// matrix-vector product, whose call costs several times the arithmetic (MKL's sgemv: ~4 us for a
+// 512 x 128 weight that streams from L2 in ~1.5), at every step; docs/engine.md has the figures.
+constexpr int64_t kFewRows = 4;
+
+// c[r, 0 .. Q) (+)= a[r] . w[q] for R rows of a and Q rows of w (k values each).
+template <typename T, int R, int Q>
+__attribute__((always_inline)) inline void few_rows_dots(T* c, int64_t ldc, const T* a, int64_t lda, const T* w, int64_t k, bool accumulate) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t lanes = Vec::size();
+  Vec s[Q][R];
+  for (int q = 0; q < Q; ++q)
+    for (int r = 0; r < R; ++r) s[q][r] = Vec(T(0));
+  for (int64_t i = 0; i < k; i += lanes) {
+    const int64_t m = std::min(lanes, k - i);
+    Vec x[R];
+    for (int r = 0; r < R; ++r) x[r] = Vec::loadu(a + r * lda + i, m);
+    for (int q = 0; q < Q; ++q) {
+      const Vec wq = Vec::loadu(w + q * k + i, m);
+      for (int r = 0; r < R; ++r) s[q][r] = at::vec::fmadd(wq, x[r], s[q][r]);
+    }
+  }
+  for (int q = 0; q < Q; ++q)
+    for (int r = 0; r < R; ++r) {
+      T& out = c[r * ldc + q];
+      out = (accumulate ? out : T(0)) + sum_lanes(s[q][r], lanes);
+    }
+}
+
+// few_rows_product for R rows: one pass over W for all of them.
+template <typename T, int R>
+void few_rows(T* c, int64_t ldc, const T* a, int64_t lda, const T* w, bool w_rows, int64_t n, int64_t k,
+              bool accumulate) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t lanes = Vec::size();
+  if (!w_rows) {  // c[r, j] = a[r] . (row j of the (n, k) matrix), four of its rows at a time
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) few_rows_dots<T, R, 4>(c + j, ldc, a, lda, w + j * k, k, accumulate);
+    for (; j < n; ++j) few_rows_dots<T, R, 1>(c + j, ldc, a, lda, w + j * k, k, accumulate);
+    return;
+  }
+  constexpr int64_t kVectors = 8 / R;  // c[:, j0 .. j0 + kVectors lanes) held in registers over all of W's k rows
+  for (int64_t j0 = 0; j0 < n; j0 += kVectors * lanes) {
+    const int64_t vectors = std::min(kVectors, (n - j0 + lanes - 1) / lanes);
+    const auto width = [&](int64_t v) { return std::min(lanes, n - j0 - v * lanes); };
+    Vec acc[R][kVectors];
+    for (int r = 0; r < R; ++r)
+      for (int64_t v = 0; v < vectors; ++v)
+        acc[r][v] = accumulate ? Vec::loadu(c + r * ldc + j0 + v * lanes, width(v)) : Vec(T(0));
+    for (int64_t i = 0; i < k; ++i) {
+      Vec x[R];
+      for (int r = 0; r < R; ++r) x[r] = Vec(a[r * lda + i]);
+      const T* wi = w + i * n + j0;
+      for (int64_t v = 0; v < vectors; ++v) {
+        const Vec wv = Vec::loadu(wi + v * lanes, width(v));
+        for (int r = 0; r < R; ++r) acc[r][v] = at::vec::fmadd(x[r], wv, acc[r][v]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int64_t v = 0; v < vectors; ++v) acc[r][v].store(c + r * ldc + j0 + v * lanes, width(v));
+  }
+}
+
+template <typename T>
+void few_rows_product(T* c, int64_t ldc, const T* a, int64_t lda, const T* w, bool w_rows, int64_t rows, int64_t n,
+                      int64_t k, bool accumulate) {
+  switch (rows) {
+    case 1: return few_rows<T, 1>(c, ldc, a, lda, w, w_rows, n, k, accumulate);
+    case 2: return few_rows<T, 2>(c, ldc, a, lda, w, w_rows, n, k, accumulate);
+    case 3: return few_rows<T, 3>(c, ldc, a, lda, w, w_rows, n, k, accumulate);
+    default: TORCH_INTERNAL_ASSERT(rows == 0, "few_rows_product takes fewer than ", kFewRows, " rows");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The per-step GEMM with a weight that stays the same at every step.
 // ---------------------------------------------------------------------------------------------
 // MKL (in torch's x86 builds) can pack a GEMM operand once into its internal layout and reuse it;
 // a plain GEMM repacks the weight at every call, which for the few rows of one time step costs as
 // much as the product (docs/engine.md). Weak symbols: where torch has no MKL they are null and at::addmm_out runs instead.
 // Packed memory is resident memory: the layout of a k x n operand with n < k (the backward's W_hh,
-// n = H, k = 4H) touches about 5 times its size, more than a
-// whole training step needs at batch 1, so at batch 1 only the forward's W_hh^T (n >= k) is packed.
-inline bool worth_packing(int64_t batch, int64_t n, int64_t k) { return batch > 1 || n >= k; }
+// n = H, k = 4H) touches about 5 times its size. Fewer than kFewRows rows take few_rows_product
+// instead, which reads W as it is, so only blocks of that many rows or more are packed.
+inline bool worth_packing(int64_t rows) { return rows >= kFewRows; }
 extern "C" {
 size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
 void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
@@ -395,8 +474,17 @@ class StepGemm {
       onednn_->run(c.view().narrow(0, first, rows), a.view().narrow(0, first, rows), first, accumulate);
       return;
     }
-    const at::Tensor* packed = packed_for(rows);
     const int64_t lda = a.row_stride();
+    const bool w_rows = w_.stride(1) == 1 && w_.stride(0) == n_, w_columns = w_.stride(0) == 1 && w_.stride(1) == k_;
+    const bool full_precision = w_.scalar_type() == at::kFloat || w_.scalar_type() == at::kDouble;
+    if (rows < kFewRows && full_precision && c.contiguous() && a.rows_contiguous() && (w_rows || w_columns)) {
+      AT_DISPATCH_FLOATING_TYPES(w_.scalar_type(), "few_rows_product", [&] {
+        few_rows_product(c.data<scalar_t>() + first * n_, n_, a.data<scalar_t>() + first * lda, lda,
+                         w_.data_ptr<scalar_t>(), w_rows, rows, n_, k_, accumulate);
+      });
+      return;
+    }
+    const at::Tensor* packed = packed_for(rows);
     if (packed && a.rows_contiguous() && c.contiguous()) {
       cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, rows, n_, k_, a.data<float>() + first * lda, lda,
                           packed->data_ptr<float>(), n_, accumulate ? 1.0f : 0.0f, c.data<float>() + first * n_, n_);
@@ -419,7 +507,7 @@ class StepGemm {
   // W in MKL's layout for GEMMs of `rows` rows (once per distinct row count).
   void pack(const at::Tensor& w, int64_t rows, bool transpose) {
     constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162;
-    if (rows == 0 || !worth_packing(rows, n_, k_) || packed_for(rows)) return;
+    if (!worth_packing(rows) || packed_for(rows)) return;
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, rows, n_, k_);
     at::Tensor packed = at::empty({static_cast<int64_t>(bytes / sizeof(float)) + 1}, w.options());
     cblas_sgemm_pack(kRowMajor, kBMatrix, transpose ? kTrans : kNoTrans, rows, n_, k_, 1.0f, w.data_ptr<float>(),
