@@ -10,7 +10,7 @@ from core_helpers import torch_nn_under_autocast
 from torch.nn.utils import parametrizations, parametrize
 
 import lstmkit
-from lstmkit.engine import torch_engine
+from lstmkit.engine.precision import bf16_hardware
 
 PAIRS = {
     "lstm": (lstmkit.LSTM, torch.nn.LSTM, {}),
@@ -182,26 +182,14 @@ def test_explain_names_the_engine_and_why() -> None:
     assert choice.engine == "torch" and "inference" in choice.reason
     lengths = torch.tensor([T, T - 1, 1])  # B = 3
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        # oneDNN's bf16 forward, where it has one (torch's LSTM under autocast fails without AVX-512)
-        assert lstmkit.engine.explain(lstm, x).engine == ("torch" if torch_engine.onednn_bf16() else "native")
-        assert lstmkit.engine.explain(lstm, x, lengths=lengths).engine == "native"  # torch's packed one has none
+        assert lstmkit.engine.explain(lstm, x).engine == "torch"  # oneDNN's bf16 forward, or float32's
+        # torch's packed LSTM has no oneDNN bf16 forward; without bf16 hardware it computes in float32
+        packed_engine = "native" if bf16_hardware() else "torch"
+        assert lstmkit.engine.explain(lstm, x, lengths=lengths).engine == packed_engine
     assert lstmkit.engine.explain(lstm, x, return_gates=True).engine == "reference"
     assert lstmkit.engine.explain(lstmkit.LSTM(I, H, engine="reference"), x).engine == "reference"
     peephole = lstmkit.Recurrent(lstmkit.PeepholeLSTMCell, I, H)
     assert "peephole_lstm" in lstmkit.engine.explain(peephole, x).reason
-
-
-def test_without_onednn_bf16_autocast_inference_stays_native(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a CPU where torch's LSTM fails under autocast (no AVX-512), auto runs the native loop and
-    engine="torch" says why it cannot run."""
-    monkeypatch.setattr(torch_engine, "_ONEDNN_BF16", False)
-    lstm = lstmkit.LSTM(I, H)
-    x = torch.randn(T, B, I)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert lstmkit.engine.explain(lstm, x).engine == "native"
-        lstm.engine = "torch"
-        with pytest.raises(ValueError, match="bfloat16 autocast on this CPU"):
-            lstm(x)
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")

@@ -31,6 +31,7 @@ the per-step product of a row block is smaller and may stay float32 (see ``RowBl
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 
@@ -43,7 +44,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstmkit
-from lstmkit.engine import compiling, native
+from lstmkit.engine import compiling, native, precision
 from lstmkit.engine.kernels import kernel_of
 from lstmkit.engine.native import generated, ops
 from lstmkit.engine.native.build import load_extension
@@ -70,6 +71,13 @@ GRAD_TOLERANCE = 5e-2  # gradients
 RELU_GRAD_TOLERANCE = 1e-1
 CHANGED = 1e-5  # at least this far from float32, or the bfloat16 products did not run
 STEPS = 6
+
+
+@pytest.fixture(autouse=True)
+def bf16_products_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layers take bfloat16 products only on a CPU with bf16 hardware; the tests here check those
+    products, which a CPU without it emulates: the layers are told the hardware is there."""
+    monkeypatch.setattr(precision, "_BF16_HARDWARE", True)
 
 
 def autocast(dtype: torch.dtype = torch.bfloat16, enabled: bool = True):
@@ -648,6 +656,34 @@ def test_float16_or_disabled_autocast_computes_in_float32(name: str, grad: bool)
                 assert torch.equal(g, w)
     with torch.set_grad_enabled(grad), autocast():
         assert not torch.equal(layer(x)[0].float(), want[0])  # while bfloat16 autocast does change them
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "peephole"])
+def test_without_bf16_hardware_the_products_stay_float32(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU without bf16 hardware (where a bfloat16 product is emulated) bfloat16 autocast gives
+    the float32 results and gradients, in torch.nn's result dtype; a bfloat16 layer given bfloat16
+    input computes with float32 copies of its weights."""
+    monkeypatch.setattr(precision, "_BF16_HARDWARE", False)
+    layer = FLOAT32_LAYERS[name]()
+    x = torch.randn(STEPS, 64, 128)
+    want = layer(x)[0]
+    want.sum().backward()
+    want_grads = grads_of(layer)
+    layer.zero_grad()
+    with autocast():
+        got = layer(x)[0]
+        assert "float32 products" in lstmkit.engine.explain(layer, x).reason
+    assert got.dtype == layer.autocast_output_dtype
+    torch.testing.assert_close(got, want.to(got.dtype), rtol=0, atol=0)
+    got.float().sum().backward()
+    for key, value in grads_of(layer).items():
+        torch.testing.assert_close(value, want_grads[key], rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        halved = copy.deepcopy(layer).bfloat16()
+        widened = copy.deepcopy(halved).float()
+        got = halved(x.bfloat16())[0]
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got, widened(x.bfloat16().float())[0].bfloat16(), rtol=0, atol=0)
 
 
 def test_bf16_gemms_is_restored_after_an_exception_and_per_thread() -> None:

@@ -22,7 +22,7 @@ from . import fused, int8_vnni, native, torch_engine
 from .kernels import kernel_of
 from .native.build import unavailable_reason
 from .options import gradient_possible
-from .precision import bf16_gemms, bf16_gemms_active, cast_floats
+from .precision import bf16_gemms_active, bf16_hardware, cast_floats, reduced_precision
 
 if TYPE_CHECKING:
     from ..layers import Recurrent
@@ -148,8 +148,9 @@ def explain(
     torch: plain LSTM inference: oneDNN's forward runs at the per-step GEMM floor
     """
     data = input.data if isinstance(input, PackedSequence) else input
-    bf16, compute, _ = layer._precision(data, packed=isinstance(input, PackedSequence))
-    with torch.autocast(data.device.type, enabled=False), bf16_gemms(bf16):
+    reduced, compute, _ = layer._precision(data, packed=isinstance(input, PackedSequence))
+    bf16 = reduced and bf16_hardware()
+    with torch.autocast(data.device.type, enabled=False), reduced_precision(reduced):
         input, hx = cast_floats(input, compute), cast_floats(hx, compute)
         x, lengths_tensor, initial = layer._prepare(input, hx, lengths, mask)[:3]
         call = {"masked": mask is not None, "traced": return_gates, "lengths": lengths_tensor, "initial": initial}
@@ -163,4 +164,6 @@ def explain(
         return Choice("native", choice.reason + "; GEMMs on bfloat16 operands where they pay" + dequantized)
     if bf16 and choice.engine == "torch":
         return Choice("torch", choice.reason + "; under bfloat16 autocast, as torch.nn" + dequantized)
+    if reduced and not bf16:
+        return Choice(choice.engine, choice.reason + "; float32 products: this CPU has no bf16 hardware")
     return Choice(choice.engine, choice.reason + dequantized)

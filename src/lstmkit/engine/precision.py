@@ -1,11 +1,13 @@
 """The precision of the engines' matrix products during a layer call, and weight-only int8.
 
 Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` a layer computes with its float32 weights
-(the master copies) and sets :func:`bf16_gemms` for the call: the native kernels then run their
-GEMMs on bfloat16 operands with float32 results (oneDNN: AMX or AVX512-BF16 where the CPU has them),
-while the gates, the cell state and the weight gradients stay float32; torch's own kernels, where
-the dispatcher picks them, run under autocast as in ``torch.nn``. The other engines compute in
-float32. The setting is per thread.
+(the master copies) and runs the call in :func:`reduced_precision`: on a CPU with bf16 hardware the
+native kernels then run their GEMMs on bfloat16 operands with float32 results (:func:`bf16_gemms`;
+oneDNN, AMX or AVX512-BF16), while the gates, the cell state and the weight gradients stay float32,
+and torch's own kernels, where the dispatcher picks them, run under autocast as in ``torch.nn``. On
+a CPU without it the products stay float32: there a bfloat16 product is emulated, and a training
+step under autocast took 3-17x its float32 time (AVX2; torch.nn.GRU's 7-15x). The other engines
+compute in float32. The settings are per thread.
 
 :class:`Int8Weight` stores a weight matrix as int8 with one scale per row (a parametrization, see
 :func:`lstmkit.quantize_int8`); a layer holding such weights computes with them dequantized, with
@@ -16,7 +18,6 @@ AVX512-VNNI, which multiplies the int8 values themselves (:mod:`lstmkit.engine.i
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -31,19 +32,31 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
-def bf16_gemms(enabled: bool = True) -> Iterator[None]:
-    """Within the block, the engines' GEMMs take bfloat16 operands where they can (``enabled``)."""
-    previous = bf16_gemms_active()
-    _state.bf16 = enabled
+def bf16_gemms(enabled: bool = True, *, widen: bool | None = None) -> Iterator[None]:
+    """Within the block, the engines' GEMMs take bfloat16 operands where they can (``enabled``), and
+    a layer's bfloat16 weights compute as float32 copies (``widen``, by default ``enabled``)."""
+    previous = bf16_gemms_active(), bf16_weights_widened()
+    _state.bf16, _state.widen = enabled, enabled if widen is None else widen
     try:
         yield
     finally:
-        _state.bf16 = previous
+        _state.bf16, _state.widen = previous
+
+
+def reduced_precision(enabled: bool) -> contextlib.AbstractContextManager:
+    """A layer call in reduced precision (``enabled``): bfloat16 weights compute as float32 copies,
+    and the GEMMs take bfloat16 operands where the CPU has bf16 hardware (:func:`bf16_hardware`)."""
+    return bf16_gemms(enabled and bf16_hardware(), widen=enabled)
 
 
 def bf16_gemms_active() -> bool:
     """Whether the current call's GEMMs take bfloat16 operands (:func:`bf16_gemms`)."""
     return getattr(_state, "bf16", False)
+
+
+def bf16_weights_widened() -> bool:
+    """Whether the current call computes with float32 copies of bfloat16 weights (:func:`bf16_gemms`)."""
+    return getattr(_state, "widen", False)
 
 
 def cast_floats(value: Any, dtype: torch.dtype) -> Any:
@@ -60,10 +73,15 @@ def cast_floats(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
-@functools.cache
+# Read once, at import: under torch.compile reading /proc/cpuinfo would break the graph.
+_BF16_HARDWARE = detect_cpu().bf16
+
+
 def bf16_hardware() -> bool:
-    """Whether this CPU computes in bfloat16 in hardware (AVX512-BF16 or AMX-BF16; read once)."""
-    return detect_cpu().bf16
+    """Whether this CPU computes in bfloat16 in hardware (AVX512-BF16 or AMX-BF16). Without it a
+    bfloat16 product is emulated, several times slower than the float32 one, so the layers keep
+    their products in float32 there (:meth:`lstmkit.Recurrent._precision`)."""
+    return _BF16_HARDWARE
 
 
 class Int8Weight(nn.Module):

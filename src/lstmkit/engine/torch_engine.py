@@ -36,7 +36,7 @@ def why_not(layer: Recurrent, *, masked: bool, traced: bool, lengths: Tensor | N
         "recurrent dropout": layer.recurrent_dropout > 0 and layer.training,
         f"merge_mode={layer.merge_mode!r}": layer.bidirectional and layer.merge_mode != "concat",
         "zero lengths": lengths is not None and bool((lengths == 0).any()),
-        "bfloat16 autocast on this CPU": bf16_gemms_active() and kernel_name(layer) == "lstm" and not onednn_bf16(),
+        "bfloat16 products on this CPU": bf16_gemms_active() and kernel_name(layer) == "lstm" and not onednn_bf16(),
     }
     found = [name for name, present in reasons.items() if present]
     return f"torch's fused kernels do not support {', '.join(found)}" if found else None
@@ -49,7 +49,8 @@ _ONEDNN_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def onednn_bf16() -> bool:
-    """Whether torch's LSTM can run under bfloat16 autocast here (oneDNN's bf16 kernels need AVX-512)."""
+    """Whether torch's LSTM can run under bfloat16 autocast here (oneDNN's bf16 kernels need AVX-512;
+    lstmkit's layers ask for bf16 products only on a CPU with bf16 hardware, which has them)."""
     return _ONEDNN_BF16
 
 

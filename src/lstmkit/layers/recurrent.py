@@ -20,7 +20,14 @@ from torch.nn.utils.rnn import PackedSequence
 from ..cells import Cell, State
 from ..engine import choose_layer, int8_vnni, resolve_engine, run_sequence, torch_engine
 from ..engine.dispatch import choose_int8
-from ..engine.precision import Int8Weight, bf16_gemms, bf16_gemms_active, bf16_hardware, cast_floats
+from ..engine.precision import (
+    Int8Weight,
+    bf16_gemms_active,
+    bf16_hardware,
+    bf16_weights_widened,
+    cast_floats,
+    reduced_precision,
+)
 from ..functional import check_merge_mode, dropout_mask, merge_directions
 from ..validation import ArgumentError, check_probability
 from .arguments import StateArg, prepare_call, repack, to_layout
@@ -138,7 +145,7 @@ class Recurrent(nn.Module):
         module on every call, so that a replaced parameter (``load_state_dict(assign=True)``,
         ``functional_call``), a ``torch.nn.utils.parametrize`` parametrization, spectral norm or
         the legacy weight norm is what the cells compute with."""
-        widen = bf16_gemms_active()  # bfloat16 weights compute as float32 copies under bf16 GEMMs
+        widen = bf16_weights_widened()  # bfloat16 weights compute as float32 copies in reduced precision
         for owner, leaf, flat_name in self._bindings:
             value = getattr(self, flat_name)
             owner._parameters[leaf] = value.float() if widen and value.dtype == torch.bfloat16 else value
@@ -233,32 +240,33 @@ class Recurrent(nn.Module):
             return self._forward(input, hx, lengths, mask, return_gates)  # which names the problem
         device = data.device.type
         autocast = torch.is_autocast_enabled(device)
-        bf16, compute, result_dtype = self._precision(data, packed=isinstance(input, PackedSequence))
-        if not (autocast or bf16):
+        reduced, compute, result_dtype = self._precision(data, packed=isinstance(input, PackedSequence))
+        if not (autocast or reduced):
             return self._forward(input, hx, lengths, mask, return_gates)
-        with torch.autocast(device, enabled=False), bf16_gemms(bf16):
+        with torch.autocast(device, enabled=False), reduced_precision(reduced):
             input, hx = cast_floats(input, compute), cast_floats(hx, compute)
             result = self._forward(input, hx, lengths, mask, return_gates)
         return result if result_dtype is None else cast_floats(result, result_dtype)
 
     def _precision(self, data: Tensor, packed: bool = False) -> tuple[bool, torch.dtype, torch.dtype | None]:
-        """How a call on ``data`` (a PackedSequence's if ``packed``) computes: whether with bf16 GEMMs,
-        in which dtype, and the dtype its results are cast to (``None``: as computed). Under autocast
-        the layer computes with its weights' dtype (float32 master weights) and autocast off. bf16
-        GEMMs (see the class docstring) under bfloat16 autocast on the CPU, and for bfloat16 input to
+        """How a call on ``data`` (a PackedSequence's if ``packed``) computes: whether in reduced
+        precision (:func:`~lstmkit.engine.precision.reduced_precision`: bf16 GEMMs where the CPU has
+        bf16 hardware), in which dtype, and the dtype its results are cast to (``None``: as computed).
+        Under autocast the layer computes with its weights' dtype (float32 master weights) and
+        autocast off. Reduced precision under bfloat16 autocast on the CPU, and for bfloat16 input to
         a bfloat16 layer, which then computes with float32 copies of its weights; and for a layer with
         int8 weights (dequantized to float32) where the CPU has bf16 hardware."""
         device, weights = data.device.type, self._weights_dtype()
         if torch.is_autocast_enabled(device):
-            bf16 = device == "cpu" and torch.get_autocast_dtype(device) == torch.bfloat16
+            reduced = device == "cpu" and torch.get_autocast_dtype(device) == torch.bfloat16
             result_dtype = self.autocast_packed_output_dtype if packed else self.autocast_output_dtype
-            result_dtype = result_dtype if bf16 else None
+            result_dtype = result_dtype if reduced else None
         elif self._int8_weights():
-            bf16, result_dtype = device == "cpu" and bf16_hardware(), torch.float32
+            reduced, result_dtype = device == "cpu" and bf16_hardware(), torch.float32
         else:
-            bf16 = device == "cpu" and data.dtype == weights == torch.bfloat16
-            result_dtype = torch.bfloat16 if bf16 else None
-        return bf16, torch.float32 if bf16 and weights == torch.bfloat16 else weights, result_dtype
+            reduced = device == "cpu" and data.dtype == weights == torch.bfloat16
+            result_dtype = torch.bfloat16 if reduced else None
+        return reduced, torch.float32 if reduced and weights == torch.bfloat16 else weights, result_dtype
 
     def _int8_weights(self) -> bool:
         """Whether the layer stores its weight matrices in int8 (:func:`lstmkit.quantize_int8`)."""
