@@ -180,6 +180,8 @@ def test_explain_names_the_engine_and_why() -> None:
     with torch.no_grad():
         choice = lstmkit.engine.explain(lstm, x)
     assert choice.engine == "torch" and "inference" in choice.reason
+    with torch.no_grad():  # one step of one sequence (text generation, streaming): the native loop
+        assert lstmkit.engine.explain(lstm, x[:1, :1]).engine == "native"
     lengths = torch.tensor([T, T - 1, 1])  # B = 3
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert lstmkit.engine.explain(lstm, x).engine == "torch"  # oneDNN's bf16 forward, or float32's

@@ -98,6 +98,10 @@ def choose_layer(
         return None
     if gradient_possible(x, initial, layer):
         return None
+    if x.shape[1] == 1 and (x.shape[0] == 1 or torch.get_num_threads() == 1):
+        # one sequence, one step or one thread: the native loop's few-rows product beats oneDNN's, which
+        # on more threads splits a long sequence's columns between them (docs/engine.md)
+        return None
     if lengths is not None and bf16_gemms_active():
         return None  # torch's LSTM over a PackedSequence under autocast runs without oneDNN, ~1.2-2x slower
     return Choice("torch", "plain LSTM inference: oneDNN's forward runs at the per-step GEMM floor")
