@@ -114,9 +114,10 @@ TORCH_LAYERS = {
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
-# MKL's packed W_hh: forward only at batch 1, both ways above; 8 and 9 rows: a block of rows per thread
-# (RowBlocks, 4 + 4 and 4 + 5 rows, a packed weight per block size)
-@pytest.mark.parametrize("batch", [1, 8, 9])
+# 1-3 rows: the few-rows product (csrc/gemm.h; W_hh^T as dot products forward, W_hh's rows scaled and
+# summed backward); 8 and 9 rows: a block of rows per thread (RowBlocks, 4 + 4 and 4 + 5 rows, MKL's
+# packed weight per block size)
+@pytest.mark.parametrize("batch", [1, 2, 3, 8, 9])
 @pytest.mark.parametrize("kernel", list(TORCH_LAYERS))
 def test_matches_torch_float32(kernel: str, batch: int) -> None:
     """A longer float32 run of a kernel against torch.nn's own layer (oneDNN for the LSTM): outputs,
