@@ -65,8 +65,9 @@ class Recurrent(nn.Module):
 
     Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the weights stay float32 and the native
     kernels run their GEMMs on bfloat16 operands where the CPU has bf16 hardware, float32 elsewhere
-    (gates, cell state and weight gradients in float32; :mod:`lstmkit.engine.precision`). Results come out in the dtype torch.nn's give under
-    autocast: bfloat16 (float32 for an LSTM given a PackedSequence, and for :class:`GRU`).
+    (gates, cell state and weight gradients in float32; :mod:`lstmkit.engine.precision`). Results
+    come out in the dtype torch.nn's give under autocast: bfloat16 (float32 for an LSTM given a
+    PackedSequence, and for :class:`GRU`).
     """
 
     # dtype of the results under CPU bfloat16 autocast, as torch.nn.LSTM's: padded input, PackedSequence
