@@ -181,6 +181,17 @@ def inputs_for(cell: lstmkit.Cell, steps: int, batch: int) -> tuple[Tensor, tupl
     return x, state
 
 
+def float32_and_bf16(kernel: str, cell: lstmkit.Cell, x: Tensor, state: tuple[Tensor, ...]) -> list:
+    """``(name, bf16 result, float32 result)`` for the output and each final state of an inference
+    call of ``kernel`` with ``cell``'s parameters, without and with :func:`bf16_gemms`."""
+    params = kernel_params(kernel, cell)
+    with torch.no_grad():
+        want = cell_sequence(kernel, x, params, state, eps=getattr(cell, "eps", 0.0))
+        with bf16_gemms():
+            got = cell_sequence(kernel, x, params, state, eps=getattr(cell, "eps", 0.0))
+    return list(zip(("output", *cell.state_names), (got[0], *got[1]), (want[0], *want[1]), strict=True))
+
+
 def run_kernel(kernel: str, cell: lstmkit.Cell, params: list[Tensor], x: Tensor, state: tuple[Tensor, ...],
                bf16: bool, **options) -> tuple[list[Tensor], list[Tensor], list[str]]:  # fmt: skip
     """``(output, *final states)`` of one call, the gradients of a loss of them with respect to the
@@ -233,13 +244,7 @@ def test_kernel_per_step_products_take_bf16(kernel: str) -> None:
     cell = make_cell(factory, NARROW, hidden)
     found = products(kernel, cell, STEPS, batch)
     assert found.pop("input projection") < MIN_BF16_MACS <= min(found.values())
-    params = kernel_params(kernel, cell)
-    x, state = inputs_for(cell, STEPS, batch)
-    with torch.no_grad():
-        want = cell_sequence(kernel, x, params, state, eps=getattr(cell, "eps", 0.0))
-        with bf16_gemms():
-            got = cell_sequence(kernel, x, params, state, eps=getattr(cell, "eps", 0.0))
-    for what, g, w in zip(("output", *cell.state_names), (got[0], *got[1]), (want[0], *want[1]), strict=True):
+    for what, g, w in float32_and_bf16(kernel, cell, *inputs_for(cell, STEPS, batch)):
         assert_bf16(g, w, what)
 
 
@@ -280,13 +285,7 @@ def test_kernel_threshold_is_4m_multiply_adds(batch: int) -> None:
     found = products("lstm", cell, STEPS, batch)
     assert found["input projection"] < MIN_BF16_MACS
     assert (found["h W_hh^T"] >= MIN_BF16_MACS) == (batch == 64)
-    params = kernel_params("lstm", cell)
-    x, state = inputs_for(cell, STEPS, batch)
-    with torch.no_grad():
-        want = cell_sequence("lstm", x, params, state)
-        with bf16_gemms():
-            got = cell_sequence("lstm", x, params, state)
-    for what, g, w in zip(("output", "h", "c"), (got[0], *got[1]), (want[0], *want[1]), strict=True):
+    for what, g, w in float32_and_bf16("lstm", cell, *inputs_for(cell, STEPS, batch)):
         if batch == 64 or SMALL_BF16:
             assert_bf16(g, w, what)
         else:
@@ -301,14 +300,8 @@ def test_fewer_than_8_rows_in_all_multiply_in_float32(kernel: str) -> None:
     (on a CPU with AVX512-BF16)."""
     factory, inputs, hidden, _ = KERNEL_CASES[kernel]
     cell = factory(inputs, hidden)
-    params = kernel_params(kernel, cell)
     for steps, batch in ((1, 1), (7, 1), (1, 7), (8, 1), (1, 8)):
-        x, state = inputs_for(cell, steps, batch)
-        with torch.no_grad():
-            want = cell_sequence(kernel, x, params, state, eps=getattr(cell, "eps", 0.0))
-            with bf16_gemms():
-                got = cell_sequence(kernel, x, params, state, eps=getattr(cell, "eps", 0.0))
-        for what, g, w in zip(("output", *cell.state_names), (got[0], *got[1]), (want[0], *want[1]), strict=True):
+        for what, g, w in float32_and_bf16(kernel, cell, *inputs_for(cell, steps, batch)):
             if steps * batch >= 8 and SMALL_BF16:  # (else these small products are float32 anyway)
                 assert_bf16(g, w, f"{what} ({steps} x {batch})")
             else:
