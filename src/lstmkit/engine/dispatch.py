@@ -22,7 +22,7 @@ from . import fused, int8_vnni, native, torch_engine
 from .kernels import kernel_of
 from .native.build import unavailable_reason
 from .options import gradient_possible
-from .precision import bf16_gemms_active, bf16_hardware, cast_floats, reduced_precision
+from .precision import bf16_gemms_active, cast_floats, reduced_precision
 
 if TYPE_CHECKING:
     from ..layers import Recurrent
@@ -153,8 +153,8 @@ def explain(
     """
     data = input.data if isinstance(input, PackedSequence) else input
     reduced, compute, _ = layer._precision(data, packed=isinstance(input, PackedSequence))
-    bf16 = reduced and bf16_hardware()
     with torch.autocast(data.device.type, enabled=False), reduced_precision(reduced):
+        bf16 = bf16_gemms_active()
         input, hx = cast_floats(input, compute), cast_floats(hx, compute)
         x, lengths_tensor, initial = layer._prepare(input, hx, lengths, mask)[:3]
         call = {"masked": mask is not None, "traced": return_gates, "lengths": lengths_tensor, "initial": initial}
