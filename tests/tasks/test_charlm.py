@@ -81,17 +81,35 @@ def test_unigram_baseline_matches_a_numpy_computation() -> None:
     assert unigram_bits_per_character(train_text, text, vocabulary) == pytest.approx(expected)
 
 
-def test_bits_per_character_matches_a_window_by_window_computation() -> None:
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bits_per_character_reads_each_piece_with_its_whole_context(cell: str) -> None:
+    # The oracle reads each piece in one call from a zero state; bits_per_character reads the pieces
+    # side by side, window by window, carrying the state, and the 2 characters left over continue
+    # the last piece.
+    torch.manual_seed(0)
+    model = CharLM(CharLMConfig("abcdefgh", cell=cell, hidden_size=12, embedding_size=5)).eval()
+    with torch.no_grad():  # larger weights, so that the state carries enough to tell a reset apart
+        for parameter in model.parameters():
+            parameter.mul_(4)
+    ids = torch.randint(1, 9, (103,))
+    pieces, length, total = 4, 25, 0.0  # 102 predictions: 4 pieces of 25, and 2 more
+    with torch.no_grad():
+        for piece in range(pieces):
+            text = ids[piece * length : (piece + 1) * length + 1] if piece < pieces - 1 else ids[piece * length :]
+            logits, _ = model(text[None, :-1])
+            total += F.cross_entropy(logits[0], text[1:], reduction="sum").item()
+    expected = total / 102 / math.log(2)
+    assert bits_per_character(model, ids, window=10, streams=pieces) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bits_per_character_of_a_text_shorter_than_a_window_reads_it_whole() -> None:
     torch.manual_seed(0)
     model = CharLM(CharLMConfig("abcdefgh", hidden_size=12, embedding_size=5)).eval()
-    ids = torch.randint(1, 9, (103,))
-    window, total = 10, 0.0
+    ids = torch.randint(1, 9, (40,))
     with torch.no_grad():
-        for start in range(0, 102, window):
-            chunk = ids[start : min(start + window + 1, 103)]
-            logits, _ = model(chunk[None, :-1])
-            total += F.cross_entropy(logits[0], chunk[1:], reduction="sum").item()
-    assert bits_per_character(model, ids, window=window, batch_size=3) == pytest.approx(total / 102 / math.log(2))
+        logits, _ = model(ids[None, :-1])
+        expected = F.cross_entropy(logits[0], ids[1:]).item() / math.log(2)
+    assert bits_per_character(model, ids, window=256) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="at least 2 characters"):
         bits_per_character(model, ids[:1])
 

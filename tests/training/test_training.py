@@ -33,6 +33,7 @@ from lstmkit.training import (
 )
 from lstmkit.training import checkpoint as ckpt
 from lstmkit.training import progress as progress_module
+from lstmkit.training import trainer as trainer_module
 from lstmkit.training.batching import epoch_generator
 from lstmkit.training.distributed import launch
 from lstmkit.training.progress import progress_display
@@ -168,6 +169,71 @@ def test_resume_after_a_crash_reaches_the_same_weights_bit_for_bit(tmp_path: Pat
         assert torch.equal(want, got), name
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps), "records written after the checkpoint must be dropped on resume"
+
+
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A clock for the trainer that only moves when told; fit_to_time measures from step 2 to step 6."""
+    now = [0.0]
+    monkeypatch.setattr(trainer_module, "_clock", lambda: now[0])
+    monkeypatch.setattr(trainer_module, "FIT_STEPS", (2, 6))
+    return now
+
+
+def one_second_per_step(now: list[float], loss=squared_error):
+    def timed_loss(model: nn.Module, batch: tuple) -> tuple[torch.Tensor, int]:
+        now[0] += 1.0
+        return loss(model, batch)
+
+    return timed_loss
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    for (name, want), got in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(want, got), name
+
+
+def test_fit_to_time_ends_the_schedule_within_the_time_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One second per step and 20 s: at step 6, 14 s are left, and 98% of them fit 13 more steps.
+    now = fake_clock(monkeypatch)
+    config = quiet(epochs=20, schedule="cosine", max_seconds=20, fit_to_time=True)
+    fitted = make_trainer(tmp_path / "fitted", config, loss=one_second_per_step(now))
+    result = fitted.fit()
+    assert (result.steps, result.stopped) == (19, "max_steps")
+    assert fitted.optimizer.param_groups[0]["lr"] == pytest.approx(learning_rate(config, 18, 19))
+    records = [json.loads(line) for line in (tmp_path / "fitted" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["scheduled_steps"] for r in records if r["split"] == "schedule"] == [19]
+    # Without fit_to_time the cap cuts the same schedule at 20 s, its learning rate far from decayed.
+    now[0] = 0.0
+    capped = make_trainer(tmp_path / "capped", quiet(epochs=20, schedule="cosine", max_seconds=20),
+                          loss=one_second_per_step(now))  # fmt: skip
+    assert capped.fit().steps == 20
+    assert capped.optimizer.param_groups[0]["lr"] > 0.9 * config.lr
+
+
+def test_a_fitted_schedule_survives_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = fake_clock(monkeypatch)
+    config = quiet(epochs=20, schedule="cosine", max_seconds=20, fit_to_time=True, checkpoint_every=4)
+    reference = make_trainer(tmp_path / "a", config, loss=one_second_per_step(now))
+    assert reference.fit().steps == 19
+    now[0] = 100.0
+    crashed = make_trainer(tmp_path / "b", config, loss=one_second_per_step(now, crashing_loss(11)))
+    with pytest.raises(Crash):
+        crashed.fit()
+    assert read_checkpoint(tmp_path / "b" / "checkpoint.safetensors")["trainer_state"]["scheduled_steps"] == 19
+    resumed = make_trainer(tmp_path / "b", config, loss=one_second_per_step(now))
+    assert resumed.fit(resume=True).steps == 19
+    assert_same_weights(reference.model, resumed.model)
+
+
+def test_fit_to_time_leaves_a_schedule_that_fits_and_needs_a_time_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = fake_clock(monkeypatch)
+    config = quiet(epochs=2, schedule="cosine", max_seconds=1000, fit_to_time=True)
+    trainer = make_trainer(tmp_path, config, loss=one_second_per_step(now))
+    assert (trainer.fit().steps, trainer.scheduled_steps) == (12, None)
+    with pytest.raises(ValueError, match="fit_to_time .* max_seconds, which is None"):
+        quiet(fit_to_time=True)
 
 
 def test_resume_refuses_changed_settings_and_missing_checkpoint(tmp_path: Path) -> None:

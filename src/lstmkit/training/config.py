@@ -31,7 +31,11 @@ class TrainConfig:
     """How to train: optimiser, schedule, budget, early stopping, checkpoints.
 
     The budget is ``epochs``, cut short by ``max_steps`` or ``max_seconds`` when given (a time
-    budget makes runs machine-dependent; prefer ``max_steps`` for repeatable results).
+    budget makes runs machine-dependent; prefer ``max_steps`` for repeatable results). With
+    ``fit_to_time``, a decaying schedule that would not end within ``max_seconds`` is shortened to
+    end there, so a slow machine still ends with the learning rate decayed (the pace is measured
+    from step 10 to step 100, where the schedule is fitted, and again at each evaluation; the
+    checkpoint keeps the fitted count for ``--resume``, and ``metrics.jsonl`` records it).
     ``precision`` is ``"fp32"``, ``"bf16"`` (the forward pass under CPU autocast; weights, optimizer
     and checkpoints stay float32) or ``"auto"``, which becomes one of them at once (``"bf16"`` on a
     CPU with bf16 hardware; see :func:`~lstmkit.precision.resolve_precision`).
@@ -43,6 +47,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None
     max_seconds: float | None = None
+    fit_to_time: bool = False
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float = 2e-3
@@ -76,6 +81,8 @@ class TrainConfig:
         check_probability("min_lr_ratio", self.min_lr_ratio, upper_inclusive=True)
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive or None, got {self.max_seconds}")
+        if self.fit_to_time and self.max_seconds is None:
+            raise ValueError("fit_to_time shortens the schedule to end within max_seconds, which is None")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
             raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm}")
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("on_nonfinite", ON_NONFINITE)):

@@ -43,8 +43,19 @@ CURVES_NAME = "curves.png"
 # the resumed run a different run.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "max_seconds", "patience", "progress", "log_every", "checkpoint_every"}
 
+# fit_to_time: the pace is measured from the FIT_STEPS[0]-th step of a run (or of its resumption: the
+# first steps load and warm up the engine) to the FIT_STEPS[1]-th, where the schedule is fitted, and
+# again at each evaluation; the steps are given FIT_MARGIN of the time left.
+FIT_STEPS = (10, 100)
+FIT_MARGIN = 0.98
+
 LossFunction = Callable[[nn.Module, Any], tuple[Tensor, float]]
 EvaluateFunction = Callable[[nn.Module], Mapping[str, float]]
+
+
+def _clock() -> float:
+    """Seconds on a monotonic clock: what budgets, rates and ``fit_to_time`` read."""
+    return time.perf_counter()
 
 
 def _record_step(line: str) -> float:
@@ -66,16 +77,21 @@ TRAINER_STATE: dict[str, tuple[tuple[type, ...], str]] = {
     "best_step": ((int, _NONE), "int or None"),
     "elapsed": (_NUMBER, "float"),
     "last_metrics": ((dict,), "object"),
+    "scheduled_steps": ((int, _NONE), "int or None"),
 }
+OPTIONAL_STATE = {"scheduled_steps"}  # fields that checkpoints of older versions lack
 
 
 def _check_trainer_state(state: Mapping[str, Any], path: Path) -> None:
     """Refuse a checkpoint whose trainer state has unknown or missing fields or values of the wrong
     type: resuming sets them as the trainer's attributes."""
-    unknown, missing = sorted(set(state) - set(TRAINER_STATE)), sorted(set(TRAINER_STATE) - set(state))
+    unknown = sorted(set(state) - set(TRAINER_STATE))
+    missing = sorted(set(TRAINER_STATE) - set(state) - OPTIONAL_STATE)
     if unknown or missing:
         raise ckpt.CheckpointError(f"{path}: trainer_state: unknown fields {unknown}, missing fields {missing}")
     for name, (types, expected) in TRAINER_STATE.items():
+        if name not in state:
+            continue
         value = state[name]
         if isinstance(value, bool) or not isinstance(value, types):
             raise ckpt.CheckpointError(f"{path}: trainer_state field {name!r} must be {expected}, got {value!r}")
@@ -182,6 +198,7 @@ class Trainer:
         self.step = self.epoch = self.next_batch = self.bad_evaluations = 0
         self.best_metric: float | None = None
         self.best_step: int | None = None
+        self.scheduled_steps: int | None = None  # the steps fit_to_time fitted the schedule to
         self.last_metrics: dict[str, float] = {}
         self.elapsed = 0.0
         self.parameters = [p for p in model.parameters() if p.requires_grad]
@@ -200,7 +217,16 @@ class Trainer:
                 file.write(json.dumps(record) + "\n")
 
     def _trainer_state(self) -> dict[str, Any]:
-        names = ("step", "epoch", "next_batch", "bad_evaluations", "best_metric", "best_step", "elapsed")
+        names = (
+            "step",
+            "epoch",
+            "next_batch",
+            "bad_evaluations",
+            "best_metric",
+            "best_step",
+            "elapsed",
+            "scheduled_steps",
+        )
         return {name: getattr(self, name) for name in names} | {"last_metrics": self.last_metrics}
 
     def save_checkpoint(self) -> None:
@@ -331,8 +357,9 @@ class Trainer:
         if per_epoch == 0:
             raise ValueError(f"no batch of at least {self.world} examples: the training set is too small")
         total_steps = self.config.epochs * per_epoch
-        if self.config.max_steps is not None:
-            total_steps = min(total_steps, self.config.max_steps)
+        for limit in (self.config.max_steps, self.scheduled_steps):
+            if limit is not None:
+                total_steps = min(total_steps, limit)
         stopped = self._loop(total_steps)
         if stopped in ("max_steps", "max_seconds") and self.last_metrics.get("step") != self.step:
             self._evaluate()
@@ -354,7 +381,10 @@ class Trainer:
 
     def _loop(self, total_steps: int) -> str:
         config = self.config
-        started = time.perf_counter() - self.elapsed
+        started = _clock() - self.elapsed
+        fitting = config.fit_to_time and config.schedule != "constant"
+        pace_from: tuple[float, int] | None = None  # (time, step) where fit_to_time's pace is measured from
+        first_step = self.step
         window_loss = window_items = 0.0
         window_start = time.perf_counter()
         shown = self.config.progress and self.rank == 0
@@ -365,12 +395,17 @@ class Trainer:
                 while self.next_batch < len(batches):
                     if self.step >= total_steps:
                         return "max_steps"
-                    if config.max_seconds is not None and time.perf_counter() - started >= config.max_seconds:
+                    if config.max_seconds is not None and _clock() - started >= config.max_seconds:
                         return "max_seconds"
                     outcome = self._train_step(batches[self.next_batch], total_steps)
                     self.next_batch += 1
                     self.step += 1
-                    self.elapsed = time.perf_counter() - started
+                    self.elapsed = _clock() - started
+                    if fitting and self.step == first_step + FIT_STEPS[0]:
+                        pace_from = (_clock(), self.step)
+                    if pace_from is not None and self.step == first_step + FIT_STEPS[1]:
+                        total_steps = self._fit_to_time(total_steps, pace_from)
+                        progress.update(bar, total=total_steps)
                     if outcome is not None:
                         window_loss, window_items = window_loss + outcome[0], window_items + outcome[1]
                         progress.update(bar, loss=f"{window_loss / window_items:.4f}")  # the log window's so far
@@ -389,15 +424,40 @@ class Trainer:
                         if stop:
                             self.save_checkpoint()
                             return "early_stopping"
+                        if pace_from is not None and self.step > pace_from[1]:  # the pace with evaluations
+                            total_steps = self._fit_to_time(total_steps, pace_from)
+                            progress.update(bar, total=total_steps)
                     if config.checkpoint_every is not None and self.step % config.checkpoint_every == 0:
                         self.save_checkpoint()
                 self.epoch, self.next_batch = self.epoch + 1, 0
                 stop = config.eval_every is None and self._evaluate()
                 progress.update(bar, metric=self._metric_text())
+                if pace_from is not None and self.step > pace_from[1]:
+                    total_steps = self._fit_to_time(total_steps, pace_from)
+                    progress.update(bar, total=total_steps)
                 self.save_checkpoint()
                 if stop:
                     return "early_stopping"
         return "completed"
+
+    def _fit_to_time(self, total_steps: int, pace_from: tuple[float, int]) -> int:
+        """``total_steps``, or fewer: the steps that fit in what is left of ``max_seconds`` at the pace
+        since ``pace_from`` (time, step), evaluations included; the same on every process."""
+        seconds = all_reduce_sum(_clock() - pace_from[0]) / self.world
+        left = self.config.max_seconds - all_reduce_sum(self.elapsed) / self.world  # type: ignore[operator]
+        fitted = self.step + max(1, math.floor(FIT_MARGIN * left * (self.step - pace_from[1]) / max(seconds, 1e-9)))
+        if fitted >= total_steps:
+            return total_steps
+        self.scheduled_steps = fitted
+        self._log({"step": self.step, "epoch": self.epoch, "split": "schedule", "scheduled_steps": fitted})
+        if self.rank == 0 and self.config.progress:
+            cap = self.config.max_seconds
+            self.console.print(
+                f"at this pace, {fitted:,} of the {total_steps:,} steps fit in the {cap:g} s time cap: "
+                "the learning-rate schedule now ends there",
+                highlight=False,
+            )
+        return fitted
 
     def _metric_text(self) -> str:
         value = self.last_metrics.get(self.metric)

@@ -56,7 +56,8 @@ PRESETS: dict[str, Preset[CharLMData]] = {
     # layer-norm LSTM (it learns more per step than the plain one, at ~80% of its characters per
     # second), windows of 50 characters rather than 100 (twice the updates for the same characters),
     # lr 8e-3 rather than 3e-3. 2,600 steps (1.9 epochs), not the clock, end the cosine schedule, so a
-    # run is repeatable; max_seconds is only a cap for a slow or busy machine.
+    # run is repeatable; max_seconds is only a cap for a slow or busy machine, where fit_to_time ends the
+    # schedule within it.
     "full": Preset(
         CharLMData(preset="full", seq_len=50),
         {"cell": "layernorm", "hidden_size": 512, "embedding_size": 64},
@@ -64,6 +65,7 @@ PRESETS: dict[str, Preset[CharLMData]] = {
             epochs=3,
             max_steps=2600,
             max_seconds=350,
+            fit_to_time=True,
             batch_size=64,
             lr=8e-3,
             schedule="cosine",
