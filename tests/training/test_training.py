@@ -6,10 +6,13 @@ from __future__ import annotations
 import io
 import json
 import math
+import multiprocessing
 import os
 import re
 import stat
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -407,6 +410,44 @@ def test_two_processes_reach_the_weights_of_one(tmp_path: Path) -> None:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
     moved = any(not torch.equal(one[name], SequenceRegressor(0.0).state_dict()[name]) for name in one)
     assert moved
+
+
+def late_second_process_run(out_dir: str) -> None:
+    """Process 1 starts 0.3 s after process 0, which meanwhile waits for it at the first step: process
+    0's clock reaches the 0.6 s time cap 0.3 s before process 1's."""
+    rank = torch.distributed.get_rank()
+
+    def loss(model: nn.Module, batch: tuple) -> tuple[torch.Tensor, int]:
+        time.sleep(0.02)
+        return squared_error(model, batch)
+
+    trainer = make_trainer(Path(out_dir), quiet(epochs=100, max_seconds=0.6), loss=loss, dropout=0.0)
+    if rank == 1:
+        time.sleep(0.3)
+    result = trainer.fit()
+    (Path(out_dir) / f"steps_of_process_{rank}").write_text(f"{result.steps} {result.stopped}")
+
+
+def test_processes_stop_at_the_same_step_when_one_reaches_the_time_cap_first(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            launch(late_second_process_run, 2, str(tmp_path))
+        except BaseException as error:  # noqa: BLE001 (reported below, in the test's thread)
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(120)
+    if thread.is_alive():  # the bug this guards against: one process waits for the other forever
+        for child in multiprocessing.active_children():
+            child.kill()
+        pytest.fail("the two processes did not finish within 120 s: one stopped while the other waits for it")
+    assert not errors, errors
+    first, second = ((tmp_path / f"steps_of_process_{rank}").read_text() for rank in (0, 1))
+    assert first == second
+    assert first.endswith("max_seconds") and int(first.split()[0]) < 600
 
 
 @pytest.mark.parametrize("width", [80, 120])

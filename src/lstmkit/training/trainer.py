@@ -395,7 +395,7 @@ class Trainer:
                 while self.next_batch < len(batches):
                     if self.step >= total_steps:
                         return "max_steps"
-                    if config.max_seconds is not None and _clock() - started >= config.max_seconds:
+                    if config.max_seconds is not None and self._out_of_time(_clock() - started):
                         return "max_seconds"
                     outcome = self._train_step(batches[self.next_batch], total_steps)
                     self.next_batch += 1
@@ -439,6 +439,11 @@ class Trainer:
                 if stop:
                     return "early_stopping"
         return "completed"
+
+    def _out_of_time(self, seconds: float) -> bool:
+        """Whether ``max_seconds`` is spent on any process: all stop at the same step, or the others
+        would wait for it in their next step's all-reduce."""
+        return all_reduce_sum(float(seconds >= self.config.max_seconds)) > 0  # type: ignore[operator]
 
     def _fit_to_time(self, total_steps: int, pace_from: tuple[float, int]) -> int:
         """``total_steps``, or fewer: the steps that fit in what is left of ``max_seconds`` at the pace
