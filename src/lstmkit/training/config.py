@@ -35,7 +35,8 @@ class TrainConfig:
     ``fit_to_time``, a decaying schedule that would not end within ``max_seconds`` is shortened to
     end there, so a slow machine still ends with the learning rate decayed (the pace is measured
     from step 10 to step 100, where the schedule is fitted, and again at each evaluation; the
-    checkpoint keeps the fitted count for ``--resume``, and ``metrics.jsonl`` records it).
+    checkpoint keeps the fitted count for ``--resume``, and ``metrics.jsonl`` records it; without
+    ``max_seconds`` it does nothing).
     ``precision`` is ``"fp32"``, ``"bf16"`` (the forward pass under CPU autocast; weights, optimizer
     and checkpoints stay float32) or ``"auto"``, which becomes one of them at once (``"bf16"`` on a
     CPU with bf16 hardware; see :func:`~lstmkit.precision.resolve_precision`).
@@ -81,8 +82,6 @@ class TrainConfig:
         check_probability("min_lr_ratio", self.min_lr_ratio, upper_inclusive=True)
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive or None, got {self.max_seconds}")
-        if self.fit_to_time and self.max_seconds is None:
-            raise ValueError("fit_to_time shortens the schedule to end within max_seconds, which is None")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
             raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm}")
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("on_nonfinite", ON_NONFINITE)):

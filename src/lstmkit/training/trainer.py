@@ -382,7 +382,7 @@ class Trainer:
     def _loop(self, total_steps: int) -> str:
         config = self.config
         started = _clock() - self.elapsed
-        fitting = config.fit_to_time and config.schedule != "constant"
+        fitting = config.fit_to_time and config.max_seconds is not None and config.schedule != "constant"
         pace_from: tuple[float, int] | None = None  # (time, step) where fit_to_time's pace is measured from
         first_step = self.step
         window_loss = window_items = 0.0
