@@ -195,13 +195,19 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
         assert torch.equal(want, got), name
 
 
-def test_fit_to_time_ends_the_schedule_within_the_time_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fit_to_time_ends_the_schedule_within_the_time_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # One second per step and 20 s: at step 6, 14 s are left, and 98% of them fit 13 more steps.
     now = fake_clock(monkeypatch)
-    config = quiet(epochs=20, schedule="cosine", max_seconds=20, fit_to_time=True)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    config = quiet(epochs=20, schedule="cosine", max_seconds=20, fit_to_time=True, progress=True)
     fitted = make_trainer(tmp_path / "fitted", config, loss=one_second_per_step(now))
     result = fitted.fit()
     assert (result.steps, result.stopped) == (19, "max_steps")
+    shown = capsys.readouterr()
+    assert "at this pace, 19 of the 120 steps fit in the 20 s time cap" in " ".join(shown.err.split())
+    assert "step 19/19:" in shown.out.splitlines()[-1], "the progress line counts to the fitted end"
     assert fitted.optimizer.param_groups[0]["lr"] == pytest.approx(learning_rate(config, 18, 19))
     records = [json.loads(line) for line in (tmp_path / "fitted" / "metrics.jsonl").read_text().splitlines()]
     assert [r["scheduled_steps"] for r in records if r["split"] == "schedule"] == [19]

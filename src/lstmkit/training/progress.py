@@ -67,8 +67,17 @@ class PlainProgress:
         self.fields = dict(fields)
         return 0
 
-    def update(self, task: int, *, completed: int | None = None, description: str | None = None, **fields: str) -> None:
+    def update(
+        self,
+        task: int,
+        *,
+        completed: int | None = None,
+        total: int | None = None,
+        description: str | None = None,
+        **fields: str,
+    ) -> None:
         self.description = self.description if description is None else description
+        self.total = self.total if total is None else total
         self.fields.update(fields)
         if completed is None or completed == self.completed:
             return
