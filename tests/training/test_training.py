@@ -219,6 +219,26 @@ def test_fit_to_time_ends_the_schedule_within_the_time_cap(
     assert capped.optimizer.param_groups[0]["lr"] > 0.9 * config.lr
 
 
+def test_fit_to_time_fits_again_after_each_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Steps of 1 s, evaluations of 3 s every 4 steps, 20 s. At step 6 (9 s, 7 s since step 2) the pace
+    # is 1.75 s a step: 12 steps. After the evaluation at step 8 (14 s, 12 s since step 2) it is 2 s
+    # a step, and 6 s are left: 10 steps.
+    now = fake_clock(monkeypatch)
+    config = quiet(epochs=20, schedule="cosine", max_seconds=20, fit_to_time=True, eval_every=4)
+    trainer = make_trainer(tmp_path, config, loss=one_second_per_step(now))
+    evaluate = trainer.evaluate_function
+
+    def slow_evaluate(model: nn.Module) -> dict[str, float]:
+        now[0] += 3.0
+        return evaluate(model)
+
+    trainer.evaluate_function = slow_evaluate
+    steps = trainer.fit().steps
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["scheduled_steps"]) for r in records if r["split"] == "schedule"] == [(6, 12), (8, 10)]
+    assert steps == 10
+
+
 def test_a_fitted_schedule_survives_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     now = fake_clock(monkeypatch)
     config = quiet(epochs=20, schedule="cosine", max_seconds=20, fit_to_time=True, checkpoint_every=4)

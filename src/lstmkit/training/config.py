@@ -34,7 +34,7 @@ class TrainConfig:
     budget makes runs machine-dependent; prefer ``max_steps`` for repeatable results). With
     ``fit_to_time``, a decaying schedule that would not end within ``max_seconds`` is shortened to
     end there, so a slow machine still ends with the learning rate decayed (the pace is measured
-    from step 10 to step 100, where the schedule is fitted, and again at each evaluation; the
+    from step 10 to step 100, where the schedule is fitted, and again at each later evaluation; the
     checkpoint keeps the fitted count for ``--resume``, and ``metrics.jsonl`` records it; without
     ``max_seconds`` it does nothing).
     ``precision`` is ``"fp32"``, ``"bf16"`` (the forward pass under CPU autocast; weights, optimizer

@@ -45,7 +45,7 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "max_seconds", "patience", "progress
 
 # fit_to_time: the pace is measured from the FIT_STEPS[0]-th step of a run (or of its resumption: the
 # first steps load and warm up the engine) to the FIT_STEPS[1]-th, where the schedule is fitted, and
-# again at each evaluation; the steps are given FIT_MARGIN of the time left.
+# again at each evaluation after it (evaluations included); the steps get FIT_MARGIN of the time left.
 FIT_STEPS = (10, 100)
 FIT_MARGIN = 0.98
 
@@ -404,8 +404,7 @@ class Trainer:
                     if fitting and self.step == first_step + FIT_STEPS[0]:
                         pace_from = (_clock(), self.step)
                     if pace_from is not None and self.step == first_step + FIT_STEPS[1]:
-                        total_steps = self._fit_to_time(total_steps, pace_from)
-                        progress.update(bar, total=total_steps)
+                        total_steps = self._fit_to_time(total_steps, pace_from, _clock() - started, progress, bar)
                     if outcome is not None:
                         window_loss, window_items = window_loss + outcome[0], window_items + outcome[1]
                         progress.update(bar, loss=f"{window_loss / window_items:.4f}")  # the log window's so far
@@ -424,17 +423,15 @@ class Trainer:
                         if stop:
                             self.save_checkpoint()
                             return "early_stopping"
-                        if pace_from is not None and self.step > pace_from[1]:  # the pace with evaluations
-                            total_steps = self._fit_to_time(total_steps, pace_from)
-                            progress.update(bar, total=total_steps)
+                        if pace_from is not None and self.step > first_step + FIT_STEPS[1]:  # the pace with evaluations
+                            total_steps = self._fit_to_time(total_steps, pace_from, _clock() - started, progress, bar)
                     if config.checkpoint_every is not None and self.step % config.checkpoint_every == 0:
                         self.save_checkpoint()
                 self.epoch, self.next_batch = self.epoch + 1, 0
                 stop = config.eval_every is None and self._evaluate()
                 progress.update(bar, metric=self._metric_text())
-                if pace_from is not None and self.step > pace_from[1]:
-                    total_steps = self._fit_to_time(total_steps, pace_from)
-                    progress.update(bar, total=total_steps)
+                if pace_from is not None and self.step > first_step + FIT_STEPS[1]:
+                    total_steps = self._fit_to_time(total_steps, pace_from, _clock() - started, progress, bar)
                 self.save_checkpoint()
                 if stop:
                     return "early_stopping"
@@ -445,15 +442,19 @@ class Trainer:
         would wait for it in their next step's all-reduce."""
         return all_reduce_sum(float(seconds >= self.config.max_seconds)) > 0  # type: ignore[operator]
 
-    def _fit_to_time(self, total_steps: int, pace_from: tuple[float, int]) -> int:
-        """``total_steps``, or fewer: the steps that fit in what is left of ``max_seconds`` at the pace
-        since ``pace_from`` (time, step), evaluations included; the same on every process."""
+    def _fit_to_time(
+        self, total_steps: int, pace_from: tuple[float, int], elapsed: float, progress: Any, bar: int
+    ) -> int:
+        """``total_steps``, or fewer: the steps that fit in what is left of ``max_seconds`` after
+        ``elapsed`` seconds at the pace since ``pace_from`` (time, step), evaluations included; the
+        same on every process. The progress ``bar`` is given the new total."""
         seconds = all_reduce_sum(_clock() - pace_from[0]) / self.world
-        left = self.config.max_seconds - all_reduce_sum(self.elapsed) / self.world  # type: ignore[operator]
+        left = self.config.max_seconds - all_reduce_sum(elapsed) / self.world  # type: ignore[operator]
         fitted = self.step + max(1, math.floor(FIT_MARGIN * left * (self.step - pace_from[1]) / max(seconds, 1e-9)))
         if fitted >= total_steps:
             return total_steps
         self.scheduled_steps = fitted
+        progress.update(bar, total=fitted)
         self._log({"step": self.step, "epoch": self.epoch, "split": "schedule", "scheduled_steps": fitted})
         if self.rank == 0 and self.config.progress:
             cap = self.config.max_seconds
