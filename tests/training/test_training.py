@@ -239,6 +239,18 @@ def test_fit_to_time_fits_again_after_each_evaluation(tmp_path: Path, monkeypatc
     assert steps == 10
 
 
+def test_the_native_engine_is_built_before_the_time_cap_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now, builds = fake_clock(monkeypatch), []
+
+    def slow_first_build() -> None:
+        builds.append(now[0])
+        now[0] += 100.0  # far beyond the cap: a build inside the budget would leave no step
+
+    monkeypatch.setattr(trainer_module, "load_extension", slow_first_build)
+    trainer = make_trainer(tmp_path, quiet(epochs=2, max_seconds=20), loss=one_second_per_step(now))
+    assert (trainer.fit().steps, builds) == (12, [0.0])
+
+
 def test_a_fitted_schedule_survives_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     now = fake_clock(monkeypatch)
     config = quiet(epochs=20, schedule="cosine", max_seconds=20, fit_to_time=True, checkpoint_every=4)

@@ -28,6 +28,8 @@ from rich.console import Console
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..engine.native.build import load_extension
+from ..layers import Recurrent
 from ..precision import autocast_for
 from . import checkpoint as ckpt
 from .batching import batch_indices, epoch_generator
@@ -356,6 +358,8 @@ class Trainer:
         per_epoch = len(self._batches(0))
         if per_epoch == 0:
             raise ValueError(f"no batch of at least {self.world} examples: the training set is too small")
+        if any(isinstance(module, Recurrent) for module in self.model.modules()):
+            load_extension()  # built (the first time, about a minute) before the clock starts, not on its time
         total_steps = self.config.epochs * per_epoch
         for limit in (self.config.max_steps, self.scheduled_steps):
             if limit is not None:
