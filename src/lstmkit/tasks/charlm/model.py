@@ -75,10 +75,17 @@ class CharLM(TaskModel):
 def cross_entropy_sum(model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
     """Summed next-character cross-entropy (nats) of windows ``(B, L + 1)`` and the number of
     predictions: the training loss of the task (in float32, under bf16 autocast too)."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits, _ = model(inputs)
-    logits = logits.float().reshape(-1, logits.shape[-1])
-    return F.cross_entropy(logits, targets.reshape(-1), reduction="sum"), targets.numel()
+    targets = batch[:, 1:]
+    loss, _ = _cross_entropy_and_state(model, batch[:, :-1], targets, None)
+    return loss, targets.numel()
+
+
+def _cross_entropy_and_state(model: nn.Module, inputs: Tensor, targets: Tensor, state: object) -> tuple[Tensor, object]:
+    """The summed cross-entropy (nats, in float32) of predicting ``targets`` from ``inputs`` after
+    ``state``, and the state after them."""
+    logits, state = model(inputs, state)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+    return loss, state
 
 
 @torch.no_grad()
@@ -99,22 +106,14 @@ def bits_per_character(model: CharLM, ids: Tensor, window: int = 256, streams: i
     total, state = 0.0, None
     for start in range(0, length, window):
         chunk = slice(start, start + window)
-        total, state = _add_cross_entropy(model, inputs[:, chunk], targets[:, chunk], state, total)
+        loss, state = _cross_entropy_and_state(model, inputs[:, chunk], targets[:, chunk], state)
+        total += float(loss)
     if pieces * length < predictions:  # the rest continues the last piece, from its final state
         last = tuple(part[:, -1:] for part in state) if isinstance(state, tuple) else state[:, -1:]
         rest = ids[pieces * length :]
-        total, _ = _add_cross_entropy(model, rest[None, :-1], rest[None, 1:], last, total)
+        loss, _ = _cross_entropy_and_state(model, rest[None, :-1], rest[None, 1:], last)
+        total += float(loss)
     return total / predictions / math.log(2)
-
-
-def _add_cross_entropy(
-    model: CharLM, inputs: Tensor, targets: Tensor, state: object, total: float
-) -> tuple[float, object]:
-    """``total`` plus the summed cross-entropy (nats) of predicting ``targets`` from ``inputs`` and
-    ``state``; and the state after them."""
-    logits, state = model(inputs, state)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-    return total + float(loss), state
 
 
 @torch.no_grad()
