@@ -3,10 +3,10 @@
 Each weight matrix becomes int8 with one float32 scale per output row (symmetric: the row's largest
 magnitude becomes 127), a quarter of its float32 memory (:class:`~lstmkit.engine.precision.Int8Weight`,
 a ``torch.nn.utils.parametrize`` parametrization, so ``state_dict`` holds the int8 values and the
-scales). Inference of a plain LSTM or a GRU (``reset_after=True``; no gradient, no ``lengths=``,
-``mask=`` or ``return_gates=``) on a CPU with AVX512-VNNI multiplies integers: the activations are
-quantized to int8 row by row, each product sums exactly in int32 and is scaled back to float32
-(:mod:`lstmkit.engine.int8_vnni`). Every other call dequantizes the weights once and computes as under
+scales). Inference of a plain LSTM or a GRU (``reset_after=True``; no gradient, no ``return_gates=``)
+on a CPU with AVX512-VNNI or AVX2 multiplies integers: the activations are quantized to int8 row by
+row, each product sums exactly in int32 and is scaled back to float32, with the same bits on either
+kind of CPU (:mod:`lstmkit.engine.int8_loop`). Every other call dequantizes the weights once and computes as under
 bfloat16 autocast: the activations stay in floating point, the matrix products take bfloat16 operands
 where the CPU has bf16 hardware (float32 elsewhere). Either way the gates and states are float32, and
 so are the results; :func:`lstmkit.engine.explain` says which path a call takes.

@@ -26,7 +26,7 @@ the sequence length dynamic).
 
 Besides the engines: :mod:`.options` (what every time loop takes and returns, zoneout masks,
 zoneout and masking of one step), :mod:`.kernels` (which native and torch kernel computes which
-cell), :mod:`.precision` (bf16 products, int8 weights) and :mod:`.int8_vnni` (int8 inference on
+cell), :mod:`.precision` (bf16 products, int8 weights) and :mod:`.int8_loop` (int8 inference on
 integer products).
 """
 

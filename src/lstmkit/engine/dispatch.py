@@ -2,7 +2,7 @@
 
 Three decisions, in this order (see :mod:`lstmkit.engine` for the engines):
 
-1. :func:`choose_int8`: whether a layer with int8 weights runs on integer products (:mod:`.int8_vnni`);
+1. :func:`choose_int8`: whether a layer with int8 weights runs on integer products (:mod:`.int8_loop`);
 2. :func:`choose_layer`: whether a whole stack runs on torch's fused kernels (``torch._VF``);
 3. else :func:`choose_cell`, per layer and direction: native, fused or reference.
 """
@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from ..cells import Cell, State
-from . import fused, int8_vnni, native, torch_engine
+from . import fused, int8_loop, native, torch_engine
 from .kernels import kernel_of
 from .native.build import unavailable_reason
 from .options import gradient_possible
@@ -58,19 +58,19 @@ def int8_refusal(
     engine = resolve_engine(layer.engine)
     if engine not in ("auto", "native"):
         return f"engine={engine!r} was asked for"
-    return int8_vnni.why_not(layer, x, traced=traced, initial=initial)
+    return int8_loop.why_not(layer, x, traced=traced, initial=initial)
 
 
 def choose_int8(
     layer: Recurrent, x: Tensor, *, masked: bool, traced: bool, lengths: Tensor | None, initial: State | None
 ) -> Choice | None:
     """``Choice("native", ...)`` when ``layer`` has int8 weights (:func:`lstmkit.quantize_int8`) and runs
-    this call on integer products (:func:`lstmkit.engine.int8_vnni.run_layers`), else ``None``."""
+    this call on integer products (:func:`lstmkit.engine.int8_loop.run_layers`), else ``None``."""
     call = {"masked": masked, "traced": traced, "lengths": lengths, "initial": initial}
     if not layer._int8_weights() or int8_refusal(layer, x, **call) is not None:
         return None
-    kernel = int8_vnni.kernel_name(layer)
-    return Choice("native", f"int8 weights: integer products on AVX512-VNNI (kernel {kernel!r})")
+    kernel = int8_loop.kernel_name(layer)
+    return Choice("native", f"int8 weights: integer products on {int8_loop.kernel_isa()} (kernel {kernel!r})")
 
 
 def choose_layer(

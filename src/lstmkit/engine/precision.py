@@ -12,7 +12,7 @@ compute in float32. The settings are per thread.
 :class:`Int8Weight` stores a weight matrix as int8 with one scale per row (a parametrization, see
 :func:`lstmkit.quantize_int8`); a layer holding such weights computes with them dequantized, with
 bf16 GEMMs where the CPU has bf16 hardware, except the inference of a plain LSTM or GRU on a CPU with
-AVX512-VNNI, which multiplies the int8 values themselves (:mod:`lstmkit.engine.int8_vnni`).
+AVX512-VNNI or AVX2, which multiplies the int8 values themselves (:mod:`lstmkit.engine.int8_loop`).
 """
 
 from __future__ import annotations

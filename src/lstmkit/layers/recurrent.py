@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
 from ..cells import Cell, State
-from ..engine import choose_layer, int8_vnni, resolve_engine, run_sequence, torch_engine
+from ..engine import choose_layer, int8_loop, resolve_engine, run_sequence, torch_engine
 from ..engine.dispatch import choose_int8
 from ..engine.precision import (
     Int8Weight,
@@ -294,7 +294,7 @@ class Recurrent(nn.Module):
         chosen = None if int8 else choose_layer(self, x, **call)
         traces: dict[str, dict[str, Tensor]] = {}
         if int8 is not None:
-            output, states = int8_vnni.run_layers(self, x, initial, valid, mask is not None and not self.bidirectional)
+            output, states = int8_loop.run_layers(self, x, initial, valid, mask is not None and not self.bidirectional)
         elif chosen is not None:
             # under bfloat16 GEMMs torch's kernels run as torch.nn's do under autocast (their bfloat16
             # results are cast once, by forward)

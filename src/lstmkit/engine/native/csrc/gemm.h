@@ -8,6 +8,7 @@
 
 #include "bf16_gemm.h"
 #include "common.h"
+#include "int8_avx2.h"
 #include "int8_gemm.h"
 #include "row_blocks.h"
 
@@ -185,21 +186,23 @@ inline const bool* int8_valid(const OptTensor& valid, const Shapes& s) {
 }
 
 // An int8 weight W (n, k) with one float32 scale per row (lstmkit.quantize_int8's), for int8_gemm.h's
-// kernel: packed once in slabs (n/64, k/4, 64, 4), its columns' compensation, and scratch for up to
-// `batch` rows of the other operand quantized (shifted bytes, a scale per row), so that a step
-// allocates nothing. Only where int8::available().
+// kernel or int8_avx2.h's (int8::kernel()): packed once in slabs (n/64, k/4, 64, 4), its columns'
+// compensation, and scratch for up to `batch` rows of the other operand quantized (shifted bytes for
+// VNNI, int16 for AVX2; a scale per row), so that a step allocates nothing. Only where int8::available().
 class QuantizedWeight {
  public:
   QuantizedWeight(const at::Tensor& w, const at::Tensor& scale, int64_t batch)
-      : n_(w.size(0)), k_(w.size(1)), groups_((k_ + int8::kGroup - 1) / int8::kGroup) {
-    TORCH_CHECK_VALUE(int8::available(), "the int8 kernel needs a CPU with AVX512-VNNI (and LSTMKIT_INT8_KERNEL != 0)");
+      : n_(w.size(0)), k_(w.size(1)), groups_((k_ + int8::kGroup - 1) / int8::kGroup),
+        vnni_(int8::kernel() == int8::Kernel::kVnni) {
+    TORCH_CHECK_VALUE(int8::available(),
+                      "the int8 kernel needs a CPU with AVX512-VNNI or AVX2 (and LSTMKIT_INT8_KERNEL != 0)");
     TORCH_CHECK_TYPE(w.scalar_type() == at::kChar && w.dim() == 2, "expected an int8 (n, k) weight, got ", w.scalar_type());
     TORCH_CHECK_VALUE(scale.numel() == n_, "expected one scale per row of the weight (", n_, "), got ", scale.numel());
-    const int64_t slabs = (n_ + int8::kColumns - 1) / int8::kColumns, width = int8::kGroup * groups_;
-    pack(w.contiguous(), slabs);
+    const int64_t width = int8::kGroup * groups_;
+    pack(w.contiguous());
     scale_ = scale.to(at::kFloat).reshape({n_}).contiguous();
-    a8_ = at::empty({batch, width}, w.options().dtype(at::kByte));
-    if (width > k_) a8_.narrow(1, k_, width - k_).zero_();  // the padding columns meet W's zeros
+    quantized_ = at::empty({batch, width}, w.options().dtype(vnni_ ? at::kByte : at::kShort));
+    if (width > k_) quantized_.narrow(1, k_, width - k_).zero_();  // the padding columns meet W's zeros
     a_scale_ = at::empty({batch}, w.options().dtype(at::kFloat));
   }
 
@@ -209,9 +212,7 @@ class QuantizedWeight {
   // thread (waking a thread costs a few microseconds: the time of ~1M int8 multiply-adds).
   void run(float* c, const float* a, int64_t lda, int64_t rows, bool accumulate, const float* bias) const {
     constexpr int64_t kRowsPerThread = 64, kMinMacs = int64_t{1} << 20;
-    const int64_t ld8 = a8_.size(1), slabs = (n_ + int8::kColumns - 1) / int8::kColumns;
-    TORCH_CHECK_VALUE(rows <= a8_.size(0), "more rows (", rows, ") than the weight's scratch holds");
-    uint8_t* a8 = a8_.data_ptr<uint8_t>();
+    TORCH_CHECK_VALUE(rows <= quantized_.size(0), "more rows (", rows, ") than the weight's scratch holds");
     float* a_scale = a_scale_.data_ptr<float>();
     int8::Output out;
     out.c = c;
@@ -221,58 +222,68 @@ class QuantizedWeight {
     out.column_scale = scale_.data_ptr<float>();
     out.compensation = compensation_.data_ptr<int32_t>();
     out.bias = bias;
-    const int8_t* wp = packed_.data_ptr<int8_t>();
     const auto quantize = [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) a_scale[r] = int8::quantize_row(a + r * lda, k_, a8 + r * ld8);
+      const int64_t ld = quantized_.size(1);
+      for (int64_t r = r0; r < r1; ++r)
+        a_scale[r] = vnni_ ? int8::quantize_row(a + r * lda, k_, quantized_.data_ptr<uint8_t>() + r * ld)
+                           : int8::avx2::quantize_row(a + r * lda, k_, quantized_.data_ptr<int16_t>() + r * ld);
     };
-    const auto part = [&](int64_t r0, int64_t r1, int64_t s0, int64_t s1) {
-      int8::gemm(r0, r1, n_, groups_, a8, ld8, wp, out, s0, s1);
-    };
+    const auto part = [&](int64_t r0, int64_t r1, int64_t s0, int64_t s1) { product(quantized_, out, r0, r1, s0, s1); };
     const RowRange& mine = current_rows();
     if (mine.active) {
       quantize(mine.begin, mine.end);
-      part(mine.begin, mine.end, 0, slabs);
+      part(mine.begin, mine.end, 0, slabs());
     } else if (rows >= 2 * kRowsPerThread) {
       at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
         quantize(r0, r1);
-        part(r0, r1, 0, slabs);
+        part(r0, r1, 0, slabs());
       });
     } else {
       quantize(0, rows);
       const int64_t per_slab = std::max<int64_t>(1, rows * k_ * int8::kColumns);
-      at::parallel_for(0, slabs, std::max<int64_t>(1, kMinMacs / per_slab),
+      at::parallel_for(0, slabs(), std::max<int64_t>(1, kMinMacs / per_slab),
                        [&](int64_t s0, int64_t s1) { part(0, rows, s0, s1); });
     }
   }
 
   // The raw int32 sums a8 W^T of shifted bytes a8 (rows, k), without the compensation: the kernel's
-  // integer arithmetic alone, for tests.
+  // integer arithmetic alone, for tests (AVX2 multiplies the bytes as int16: the same sums).
   at::Tensor sums(const at::Tensor& a8) const {
     TORCH_CHECK_TYPE(a8.scalar_type() == at::kByte && a8.dim() == 2 && a8.size(1) == k_, "expected uint8 (rows, ",
                      k_, ")");
-    const int64_t rows = a8.size(0), slabs = (n_ + int8::kColumns - 1) / int8::kColumns;
-    at::Tensor padded = at::zeros({rows, a8_.size(1)}, a8.options());
+    const int64_t rows = a8.size(0);
+    at::Tensor padded = at::zeros({rows, quantized_.size(1)}, quantized_.options());
     padded.narrow(1, 0, k_).copy_(a8);
     at::Tensor result = at::empty({rows, n_}, a8.options().dtype(at::kInt));
     int8::Output out;
     out.ldc = n_;
     out.sums = result.data_ptr<int32_t>();
-    int8::gemm(0, rows, n_, groups_, padded.data_ptr<uint8_t>(), padded.size(1), packed_.data_ptr<int8_t>(), out, 0,
-               slabs);
+    product(padded, out, 0, rows, 0, slabs());
     return result;
   }
 
  private:
+  int64_t slabs() const { return (n_ + int8::kColumns - 1) / int8::kColumns; }
+
+  // Rows [r0, r1) of the product of quantized rows q (the scratch's type) for the slabs [s0, s1).
+  void product(const at::Tensor& q, const int8::Output& out, int64_t r0, int64_t r1, int64_t s0, int64_t s1) const {
+    const int8_t* wp = packed_.data_ptr<int8_t>();
+    if (vnni_)
+      int8::gemm(r0, r1, n_, groups_, q.data_ptr<uint8_t>(), q.size(1), wp, out, s0, s1);
+    else
+      int8::avx2::gemm(r0, r1, n_, groups_, q.data_ptr<int16_t>(), q.size(1), wp, out, s0, s1);
+  }
+
   // W (n, k) contiguous into slabs in one pass: element (slab, group, column, e) is W[64 slab + column,
   // 4 group + e], zero in the padding; and each row's compensation, kShift times its sum.
-  void pack(const at::Tensor& w, int64_t slabs) {
+  void pack(const at::Tensor& w) {
     constexpr int64_t kColumns = int8::kColumns, kGroup = int8::kGroup;
-    packed_ = at::empty({slabs, groups_, kColumns, kGroup}, w.options());
+    packed_ = at::empty({slabs(), groups_, kColumns, kGroup}, w.options());
     compensation_ = at::empty({n_}, w.options().dtype(at::kInt));
     const int8_t* src = w.data_ptr<int8_t>();
     int8_t* dst = packed_.data_ptr<int8_t>();
     int32_t* compensation = compensation_.data_ptr<int32_t>();
-    at::parallel_for(0, slabs, 1, [&](int64_t s0, int64_t s1) {
+    at::parallel_for(0, slabs(), 1, [&](int64_t s0, int64_t s1) {
       for (int64_t slab = s0; slab < s1; ++slab) {
         for (int64_t column = 0; column < kColumns; ++column) {
           const int64_t row = slab * kColumns + column;
@@ -298,7 +309,8 @@ class QuantizedWeight {
   }
 
   int64_t n_, k_, groups_;
-  at::Tensor packed_, compensation_, scale_, a8_, a_scale_;
+  bool vnni_;
+  at::Tensor packed_, compensation_, scale_, quantized_, a_scale_;
 };
 
 // A weight every one of `steps` steps multiplies by, out = a W [+ bias] with W (k, n), for up to `rows`

@@ -17,7 +17,7 @@
 // accumulators in registers over the whole of k, and converts and scales them once at the end.
 //
 // Compiled for AVX512-VNNI through function attributes, whatever the extension's flags; run only where
-// available() says the CPU has it.
+// kernel() chose it. int8_avx2.h computes the same on CPUs with AVX2 only.
 #pragma once
 
 #include <immintrin.h>
@@ -27,20 +27,39 @@
 #include <cstdlib>
 #include <string>
 
-#include "kernel_switch.h"
 
 namespace lstmkit {
 namespace int8 {
 
-// Whether this kernel runs here: the CPU has AVX512-VNNI (with AVX512-BW/VL), and the environment
-// variable LSTMKIT_INT8_KERNEL is not "0" (which gives the paths of a CPU without it, for tests; read
-// once).
-inline bool available() {
-  static const bool has = [] {
-    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && kernel_switched_on("LSTMKIT_INT8_KERNEL");
+// Which int8 kernel runs here: this file's where the CPU has AVX512-VNNI (with AVX512-BW/VL),
+// int8_avx2.h's where it has AVX2 and FMA only, none elsewhere. The environment variable
+// LSTMKIT_INT8_KERNEL (read once) narrows the choice for tests: "0" gives the paths of a CPU without
+// either, "avx2" the AVX2 kernel on a CPU with VNNI.
+enum class Kernel { kNone, kAvx2, kVnni };
+
+inline Kernel kernel() {
+  static const Kernel chosen = [] {
+    const char* setting = std::getenv("LSTMKIT_INT8_KERNEL");
+    const std::string asked = setting ? setting : "";
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl");
+    if (asked == "0") return Kernel::kNone;
+    if (vnni && asked != "avx2") return Kernel::kVnni;
+    return avx2 ? Kernel::kAvx2 : Kernel::kNone;
   }();
-  return has;
+  return chosen;
+}
+
+inline bool available() { return kernel() != Kernel::kNone; }
+
+// The instruction set of kernel(), as explain() reports it: "AVX512-VNNI", "AVX2" or "".
+inline const char* kernel_name() {
+  switch (kernel()) {
+    case Kernel::kVnni: return "AVX512-VNNI";
+    case Kernel::kAvx2: return "AVX2";
+    default: return "";
+  }
 }
 
 #define LSTMKIT_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))

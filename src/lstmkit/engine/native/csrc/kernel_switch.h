@@ -1,6 +1,6 @@
 // Whether an environment variable leaves one of lstmkit's own CPU kernels on: unset or anything but
-// "0". LSTMKIT_BF16_KERNEL=0 and LSTMKIT_INT8_KERNEL=0 give the paths of a CPU without the hardware
-// (for tests); each kernel reads its variable once.
+// "0". LSTMKIT_BF16_KERNEL=0 gives the paths of a CPU without the hardware (for tests); the kernel
+// reads its variable once. (LSTMKIT_INT8_KERNEL, which also chooses, is int8_gemm.h's kernel().)
 #pragma once
 
 #include <cstdlib>

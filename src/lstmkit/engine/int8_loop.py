@@ -1,9 +1,10 @@
-"""int8 inference on integer products: the layers of :func:`lstmkit.quantize_int8` on AVX512-VNNI.
+"""int8 inference on integer products: the layers of :func:`lstmkit.quantize_int8` on AVX512-VNNI or AVX2.
 
 A layer with int8 weights otherwise dequantizes them at every call and computes with bfloat16 (or
-float32) products (:class:`~lstmkit.engine.precision.Int8Weight`). Where the CPU has AVX512-VNNI, the
-inference of a plain LSTM or a GRU (``reset_after=True``, torch's) runs a native int8 loop instead
-(:data:`KERNELS`, ``csrc/int8_gemm.h``): the int8 weights multiply int8 activations, quantized
+float32) products (:class:`~lstmkit.engine.precision.Int8Weight`). Where the CPU has AVX512-VNNI or
+AVX2, the inference of a plain LSTM or a GRU (``reset_after=True``, torch's) runs a native int8 loop
+instead (:data:`KERNELS`; ``csrc/int8_gemm.h`` on VNNI, ``csrc/int8_avx2.h``, which multiplies the same
+values as int16 and gives the same bits, on AVX2): the int8 weights multiply int8 activations, quantized
 symmetrically row by row (the input of all steps at once, then ``h_{t-1}`` at each step, one scale per
 row), with exact int32 sums scaled back to float32 by the row's and the weight row's scales; the
 gates and states are float32.
@@ -13,8 +14,9 @@ every engine: a padded step carries the state and outputs zero (or, with a mask 
 previous output). The dequantizing path keeps everything else: other cells (projections, peepholes, layer
 norms, the GRU with ``reset_after=False``, the plain RNN), ``return_gates=``, zoneout, dropout in
 training, calls that may need a gradient,
-``torch.compile`` and tracing, and CPUs without AVX512-VNNI or ``LSTMKIT_INT8_KERNEL=0`` (read once per
-process), and an ``engine=`` other than ``"auto"`` or ``"native"``. :func:`why_not` says which held;
+``torch.compile`` and tracing, CPUs without either (or ``LSTMKIT_INT8_KERNEL=0``, read once per
+process; ``LSTMKIT_INT8_KERNEL=avx2`` chooses the AVX2 kernel on a CPU with VNNI), and an ``engine=``
+other than ``"auto"`` or ``"native"``. :func:`why_not` says which held;
 :func:`lstmkit.engine.explain` reports either path.
 """
 
@@ -36,11 +38,12 @@ if TYPE_CHECKING:
 KERNELS = {"lstm": "lstm+int8", "gru": "gru+int8"}  # the native kernels with an int8 loop, as explain() names it
 
 
-def vnni_kernel() -> bool:
-    """Whether the native int8 kernel runs here: the engine builds, the CPU has AVX512-VNNI and
-    ``LSTMKIT_INT8_KERNEL`` is not ``0`` (builds the extension on the first call)."""
+def kernel_isa() -> str | None:
+    """The instruction set of the native int8 kernel here, ``"AVX512-VNNI"`` or ``"AVX2"``, or ``None``
+    where none runs: the engine does not build, the CPU has neither, or ``LSTMKIT_INT8_KERNEL=0``
+    (builds the extension on the first call)."""
     module = load_extension()
-    return module is not None and bool(module.avx512_vnni)
+    return (module.int8_kernel or None) if module is not None else None
 
 
 def kernel_name(layer: Recurrent) -> str | None:
@@ -70,8 +73,8 @@ def why_not(layer: Recurrent, x: Tensor, *, traced: bool, initial: State | None)
         return "under torch.compile or tracing (the int8 loop is no operator)"
     if gradient_possible(x, initial, layer):
         return "a gradient may be asked for (the int8 loop has no backward)"
-    if not vnni_kernel():
-        return "the CPU has no AVX512-VNNI (or LSTMKIT_INT8_KERNEL=0, or the native engine is unavailable)"
+    if kernel_isa() is None:
+        return "the CPU has neither AVX512-VNNI nor AVX2 (or LSTMKIT_INT8_KERNEL=0, or no native engine)"
     return None
 
 

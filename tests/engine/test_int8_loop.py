@@ -1,4 +1,5 @@
-"""int8 inference on integer products (``csrc/int8_gemm.h``, :mod:`lstmkit.engine.int8_vnni`).
+"""int8 inference on integer products (``csrc/int8_gemm.h`` on AVX512-VNNI, ``csrc/int8_avx2.h`` on
+AVX2, :mod:`lstmkit.engine.int8_loop`); every test runs on the kernel the CPU has.
 
 * the kernel's int32 sums equal an integer product exactly, on shapes whose k and n are not
   multiples of 4 or 64, one row included; the rows' quantization equals its definition bit for bit;
@@ -11,7 +12,8 @@
   bits of each sequence run alone, zero (or the carried output) at padded steps, and stays within
   1e-2 of the float32 layer;
 * the dequantizing path keeps ``return_gates=``, other cells, calls that may need a gradient, and
-  CPUs without AVX512-VNNI (``LSTMKIT_INT8_KERNEL=0`` in a fresh process).
+  CPUs without either kernel (``LSTMKIT_INT8_KERNEL=0`` in a fresh process);
+* on a CPU with VNNI, the AVX2 kernel (``LSTMKIT_INT8_KERNEL=avx2``) gives the VNNI kernel's bits.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import pytest
 import torch
 
 import lstmkit
-from lstmkit.engine.int8_vnni import vnni_kernel
+from lstmkit.engine.int8_loop import kernel_isa
 from lstmkit.engine.native.build import load_extension
 
-pytestmark = pytest.mark.skipif(not vnni_kernel(), reason="the int8 kernel needs AVX512-VNNI and the native engine")
+pytestmark = pytest.mark.skipif(
+    kernel_isa() is None, reason="the int8 kernel needs AVX512-VNNI or AVX2 and the native engine"
+)
 
-INT8 = "integer products on AVX512-VNNI"
+INT8 = f"integer products on {kernel_isa()}"
 
 
 def native():
@@ -340,14 +344,14 @@ def test_the_native_entry_refuses_bad_arguments() -> None:
 FALLBACK_SCRIPT = """
 import torch, lstmkit
 from lstmkit.engine.native.build import load_extension
-assert not load_extension().avx512_vnni
+assert load_extension().int8_kernel == ""
 torch.manual_seed(0)
 layer = lstmkit.LSTM(16, 32).eval()
 small = lstmkit.quantize_int8(layer)
 x = torch.randn(12, 5, 16)
 with torch.no_grad():
     reason = lstmkit.engine.explain(small, x).reason
-    assert "int8 weights dequantized (the CPU has no AVX512-VNNI" in reason, reason
+    assert "int8 weights dequantized (the CPU has neither AVX512-VNNI nor AVX2" in reason, reason
     got, want = small(x)[0], layer(x)[0]
     full = small(x, lengths=[12] * 5)[0]
 assert (got - want).abs().max() <= 1e-2
@@ -357,8 +361,41 @@ print("ok")
 
 
 def test_without_the_int8_kernel_the_dequantizing_path_runs() -> None:
-    """LSTMKIT_INT8_KERNEL=0 gives the paths of a CPU without AVX512-VNNI (read once, so in a fresh
+    """LSTMKIT_INT8_KERNEL=0 gives the paths of a CPU without an int8 kernel (read once, so in a fresh
     process)."""
     env = {**os.environ, "LSTMKIT_INT8_KERNEL": "0"}
     done = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+SAME_BITS_SCRIPT = """
+import sys, torch, lstmkit
+from lstmkit.engine.native.build import load_extension
+assert load_extension().int8_kernel == "AVX2"
+for kind in ("lstm", "gru"):
+    torch.manual_seed(0)
+    layer = (lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(40, 72, num_layers=2, bidirectional=True).eval()
+    x = torch.randn(9, 7, 40)
+    with torch.no_grad():
+        out = lstmkit.quantize_int8(layer)(x, lengths=[9, 3, 9, 1, 5, 9, 2])[0]
+    torch.save(out, sys.argv[1] + kind)
+"""
+
+
+@pytest.mark.skipif(kernel_isa() != "AVX512-VNNI", reason="compares the AVX2 kernel with the VNNI one")
+def test_the_avx2_kernel_gives_the_vnni_kernels_bits(tmp_path) -> None:
+    """Both kernels multiply the same quantized values into the same int32 sums and scale them back with
+    the same float32 operations: LSTMKIT_INT8_KERNEL=avx2 (a fresh process) changes no bit."""
+    env = {**os.environ, "LSTMKIT_INT8_KERNEL": "avx2"}
+    prefix = str(tmp_path / "avx2_")
+    done = subprocess.run(
+        [sys.executable, "-c", SAME_BITS_SCRIPT, prefix], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for kind in ("lstm", "gru"):
+        torch.manual_seed(0)
+        layer = (lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(40, 72, num_layers=2, bidirectional=True).eval()
+        x = torch.randn(9, 7, 40)
+        with torch.no_grad():
+            vnni = lstmkit.quantize_int8(layer)(x, lengths=[9, 3, 9, 1, 5, 9, 2])[0]
+        assert torch.equal(torch.load(prefix + kind), vnni)
