@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import lstmkit
-from lstmkit.engine.int8_loop import kernel_isa
+from lstmkit.engine.int8_loop import kernel_isa, packed
 from lstmkit.engine.native.build import load_extension
 
 pytestmark = pytest.mark.skipif(
@@ -328,9 +328,13 @@ def test_the_native_entry_refuses_bad_arguments() -> None:
     _, small = lstm_pair()
     w_ih, w_hh = small.parametrizations.weight_ih_l0, small.parametrizations.weight_hh_l0
     x, state = torch.randn(4, 2, 16), torch.zeros(2, 32)
-    args = [w_ih.original0, w_ih.original1, w_hh.original0, w_hh.original1, None, state, state, False]
-    with pytest.raises(ValueError, match="weight_ih must be"):
+    args = [packed(native(), w_ih), packed(native(), w_hh), None, state, state, False]
+    with pytest.raises(ValueError, match=r"weight_ih must be \(4H, I\) = \(128, 15\), got \(128, 16\)"):
         native().lstm_int8(torch.randn(4, 2, 15), *args)
+    with pytest.raises(ValueError, match="weight_hh must be"):
+        native().lstm_int8(x, args[0], args[0], *args[2:])
+    with pytest.raises(ValueError, match="one scale per row"):
+        native().Int8Packed(w_ih.original0, w_ih.original1[:5])
     with pytest.raises(ValueError, match=r"valid must be a contiguous \(T, B\) = \(4, 2\) mask"):
         native().lstm_int8(x, *args, torch.ones(4, 3, dtype=torch.bool))
     with pytest.raises(TypeError, match="valid must be bool"):
@@ -399,3 +403,23 @@ def test_the_avx2_kernel_gives_the_vnni_kernels_bits(tmp_path) -> None:
         with torch.no_grad():
             vnni = lstmkit.quantize_int8(layer)(x, lengths=[9, 3, 9, 1, 5, 9, 2])[0]
         assert torch.equal(torch.load(prefix + kind), vnni)
+
+
+def test_weights_are_packed_once_and_repacked_when_they_change() -> None:
+    """The packed copy of a weight serves every call until the weight changes: in place
+    (``load_state_dict``) or swapped; a changed weight computes what a fresh layer of it computes."""
+    first, small = lstm_pair()
+    weight = small.parametrizations.weight_hh_l0
+    x = torch.randn(6, 3, 16)
+    with torch.no_grad():
+        small(x)
+        kept = packed(native(), weight)
+        small(x)
+        assert packed(native(), weight) is kept and kept.shape == (128, 32)
+        torch.manual_seed(1)
+        other = lstmkit.quantize_int8(lstmkit.LSTM(16, 32).eval())
+        small.load_state_dict(other.state_dict())  # copies into the same tensors, in place
+        assert torch.equal(small(x)[0], other(x)[0])
+        assert packed(native(), weight) is not kept
+        weight.original1.mul_(2)  # the scales alone: the outputs double before the nonlinearity
+        assert not torch.equal(small(x)[0], other(x)[0])

@@ -344,7 +344,8 @@ PEERS: tuple[Peer, ...] = (
         _quantized(lstmkit.quantize_int8),
         precision="int8",
         modes=("inference",),
-        note="int8 weights (a scale per row), activations in floating point, bf16 products on bf16 hardware",
+        note="int8 weights (a scale per row); int8 activations (a scale per row) and exact integer products "
+        "on AVX512-VNNI or AVX2, else the weights dequantized",
     ),
     Peer("nn_gru", "torch.nn.GRU", "gru", _torch_peer(nn.GRU)),
     Peer("keras_gru", "Keras 3 GRU (torch)", "gru", _keras_peer("GRU"), keras=True),

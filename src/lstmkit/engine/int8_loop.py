@@ -22,10 +22,11 @@ other than ``"auto"`` or ``"native"``. :func:`why_not` says which held;
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..cells import GRUCell, LSTMCell, State
 from .kernels import kernel_of
@@ -99,8 +100,7 @@ def run_layers(
         for direction in range(layer.num_directions):
             index = number * layer.num_directions + direction
             suffix = f"_l{number}" + ("_reverse" if direction else "")
-            w_ih, w_hh = (layer.parametrizations[f"weight_{part}{suffix}"] for part in ("ih", "hh"))
-            weights = (w_ih.original0, w_ih.original1, w_hh.original0, w_hh.original1)
+            weights = [packed(module, layer.parametrizations[f"weight_{part}{suffix}"]) for part in ("ih", "hh")]
             b_ih, b_hh = (_bias(getattr(layer, f"bias_{part}{suffix}", None)) for part in ("ih", "hh"))
             if initial is None:
                 state = [x.new_zeros(batch, hidden) for _ in finals]
@@ -119,6 +119,24 @@ def run_layers(
         merge = layer.merge_mode if last else "concat"
         layer_input = outputs[0] if len(outputs) == 1 else merge_directions(*outputs, merge)
     return layer_input, tuple(torch.stack(collected) for collected in finals)
+
+
+# int8 weight -> ((its version and storage, its scales'), native Int8Packed), while the weight lives
+_PACKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def packed(module: Any, weight: Any) -> Any:
+    """The native ``Int8Packed`` of a parametrized int8 weight (``original0`` int8, ``original1`` its
+    scales): packed at its first call and kept for the next ones, while neither tensor is changed in
+    place or swapped (their version counters and storage) and the weight lives. At one step of one
+    stream, packing took most of a call; the packed copy costs the int8 weight's memory again."""
+    values, scales = weight.original0, weight.original1
+    key = (values._version, values.data_ptr(), scales._version, scales.data_ptr())
+    found = _PACKED.get(values)
+    if found is None or found[0] != key:
+        found = (key, module.Int8Packed(values, scales))
+        _PACKED[values] = found
+    return found[1]
 
 
 def _bias(bias: Tensor | None) -> Tensor | None:

@@ -59,14 +59,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_state"), py::arg("x"), py::arg("params"), py::arg("saved"), py::arg("valid"),
         py::arg("recurrent_mask"), py::arg("zoneout"), py::arg("zoneout_rate"), py::arg("reverse"),
         py::arg("carry_output"), py::arg("eps"), py::arg("needs"));
+  py::class_<Int8Packed, std::shared_ptr<Int8Packed>>(
+      m, "Int8Packed", "an int8 weight (n, k) with a scale per row, packed for the int8 kernels (gemm.h)")
+      .def(py::init<const at::Tensor&, const at::Tensor&>(), py::arg("weight"), py::arg("scale"))
+      .def_property_readonly("shape", [](const Int8Packed& w) { return py::make_tuple(w.n(), w.k()); })
+      .def_property_readonly("nbytes", &Int8Packed::nbytes);
   m.def("lstm_int8", &lstm_int8_forward, "int8 inference of one plain LSTM layer direction (int8_gemm.h)",
-        py::arg("x"), py::arg("weight_ih"), py::arg("scale_ih"), py::arg("weight_hh"), py::arg("scale_hh"),
-        py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("reverse"), py::arg("valid") = py::none(),
-        py::arg("carry_output") = false);
+        py::arg("x"), py::arg("weight_ih"), py::arg("weight_hh"), py::arg("bias"), py::arg("h0"), py::arg("c0"),
+        py::arg("reverse"), py::arg("valid") = py::none(), py::arg("carry_output") = false);
   m.def("gru_int8", &gru_int8_forward, "int8 inference of one GRU layer direction, reset_after (int8_gemm.h)",
-        py::arg("x"), py::arg("weight_ih"), py::arg("scale_ih"), py::arg("weight_hh"), py::arg("scale_hh"),
-        py::arg("bias_ih"), py::arg("bias_hh"), py::arg("h0"), py::arg("reverse"), py::arg("valid") = py::none(),
-        py::arg("carry_output") = false);
+        py::arg("x"), py::arg("weight_ih"), py::arg("weight_hh"), py::arg("bias_ih"), py::arg("bias_hh"),
+        py::arg("h0"), py::arg("reverse"), py::arg("valid") = py::none(), py::arg("carry_output") = false);
   m.def(
       "int8_linear",
       [](const at::Tensor& a, const at::Tensor& w, const at::Tensor& scale, const OptTensor& bias) {
@@ -74,7 +77,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                          "expected float32 (rows, k) with contiguous rows");
         const at::Tensor b = bias ? bias->to(at::kFloat).contiguous() : at::Tensor();
         at::Tensor c = at::empty({a.size(0), w.size(0)}, a.options());
-        QuantizedWeight(w, scale, a.size(0))
+        const Int8Packed packed(w, scale);
+        QuantizedWeight(packed, a.size(0))
             .run(c.data_ptr<float>(), a.data_ptr<float>(), a.stride(0), a.size(0), false,
                  bias ? b.data_ptr<float>() : nullptr);
         return c;
@@ -84,7 +88,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "int8_sums",
       [](const at::Tensor& a8, const at::Tensor& w) {
-        return QuantizedWeight(w, at::ones({w.size(0)}, at::kFloat), 0).sums(a8);
+        const Int8Packed packed(w, at::ones({w.size(0)}, at::kFloat));
+        return QuantizedWeight(packed, 0).sums(a8);
       },
       "the kernel's raw int32 sums a8 W^T, a8 uint8 (rows, k), W int8 (n, k) (tests)", py::arg("a8"),
       py::arg("weight"));

@@ -71,17 +71,16 @@ std::vector<at::Tensor> gru_forward(const SequenceArgs& a);
 std::vector<at::Tensor> gru_backward(const SequenceArgs& a);
 std::vector<at::Tensor> gru_reset_before_forward(const SequenceArgs& a);
 std::vector<at::Tensor> gru_reset_before_backward(const SequenceArgs& a);
-// int8 inference of a plain LSTM on int8_gemm.h's kernel (lstm.cpp): {output, h_n, c_n}. valid
-// (T, B) bool or none, carry_output: as forward's (loop.h).
-std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
-                                          const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias,
-                                          const at::Tensor& h0, const at::Tensor& c0, bool reverse,
-                                          const OptTensor& valid, bool carry_output);
+// int8 inference of a plain LSTM on int8_gemm.h's or int8_avx2.h's kernel (lstm.cpp), weights packed
+// (Int8Packed, gemm.h): {output, h_n, c_n}. valid (T, B) bool or none, carry_output: as forward's (loop.h).
+class Int8Packed;
+std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const Int8Packed& w_ih, const Int8Packed& w_hh,
+                                          const OptTensor& bias, const at::Tensor& h0, const at::Tensor& c0,
+                                          bool reverse, const OptTensor& valid, bool carry_output);
 // int8 inference of a GRU with reset_after, likewise (gru.cpp): {output, h_n}.
-std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
-                                         const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias_ih,
-                                         const OptTensor& bias_hh, const at::Tensor& h0, bool reverse,
-                                         const OptTensor& valid, bool carry_output);
+std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const Int8Packed& w_ih, const Int8Packed& w_hh,
+                                         const OptTensor& bias_ih, const OptTensor& bias_hh, const at::Tensor& h0,
+                                         bool reverse, const OptTensor& valid, bool carry_output);
 
 // ---------------------------------------------------------------------------------------------
 // Vectorised activations.

@@ -157,123 +157,32 @@ class OneDnnWeight {
   at::Tensor w16_, a16_, c16_;
 };
 
-// The shapes of an int8 inference call (lstm_int8_forward, gru_int8_forward): x (T, B, I) float32 with
-// T > 0, int8 weights (G*H, I) and (G*H, H) (their scales QuantizedWeight checks), h0 (B, H). Returns
-// T, B, I, H, R = H, G.
-inline Shapes check_int8_call(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                              const at::Tensor& h0, int64_t gates) {
-  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) > 0, "x must be (T, B, I) with T > 0");
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "int8 inference takes float32 input, got ", x.scalar_type());
-  const int64_t H = h0.size(-1);
-  const Shapes s{x.size(0), x.size(1), x.size(2), H, H, gates};
-  check_same(x, "x", x, {s.T, s.B, s.I});
-  const char* form = gates == 3 ? "3H" : "4H";
-  TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) == gates * H && w_ih.size(1) == s.I, "weight_ih must be (",
-                    form, ", I)");
-  TORCH_CHECK_VALUE(w_hh.dim() == 2 && w_hh.size(0) == gates * H && w_hh.size(1) == H, "weight_hh must be (", form,
-                    ", H)");
-  check_same(h0, "h0", x, {s.B, H});
-  return s;
-}
-
-// The valid-step mask of an int8 call: (T, B) bool, contiguous, or none (every step valid).
-inline const bool* int8_valid(const OptTensor& valid, const Shapes& s) {
-  if (!valid) return nullptr;
-  TORCH_CHECK_TYPE(valid->scalar_type() == at::kBool, "valid must be bool, got ", valid->scalar_type());
-  TORCH_CHECK_VALUE(valid->dim() == 2 && valid->size(0) == s.T && valid->size(1) == s.B && valid->is_contiguous(),
-                    "valid must be a contiguous (T, B) = (", s.T, ", ", s.B, ") mask, got ", valid->sizes());
-  return valid->data_ptr<bool>();
-}
-
-// An int8 weight W (n, k) with one float32 scale per row (lstmkit.quantize_int8's), for int8_gemm.h's
-// kernel or int8_avx2.h's (int8::kernel()): packed once in slabs (n/64, k/4, 64, 4), its columns'
-// compensation, and scratch for up to `batch` rows of the other operand quantized (shifted bytes for
-// VNNI, int16 for AVX2; a scale per row), so that a step allocates nothing. Only where int8::available().
-class QuantizedWeight {
+// An int8 weight W (n, k) with one float32 scale per row (lstmkit.quantize_int8's), packed once for
+// int8_gemm.h's and int8_avx2.h's kernels: slabs (n/64, k/4, 64, 4) and its columns' compensation.
+// Python keeps one per weight from call to call (lstmkit.engine.int8_loop), so that a call packs
+// nothing: at one step of one stream, packing took most of a call. Only where int8::available().
+class Int8Packed {
  public:
-  QuantizedWeight(const at::Tensor& w, const at::Tensor& scale, int64_t batch)
-      : n_(w.size(0)), k_(w.size(1)), groups_((k_ + int8::kGroup - 1) / int8::kGroup),
-        vnni_(int8::kernel() == int8::Kernel::kVnni) {
+  Int8Packed(const at::Tensor& w, const at::Tensor& scale)
+      : n_(w.size(0)), k_(w.size(1)), groups_((k_ + int8::kGroup - 1) / int8::kGroup) {
     TORCH_CHECK_VALUE(int8::available(),
                       "the int8 kernel needs a CPU with AVX512-VNNI or AVX2 (and LSTMKIT_INT8_KERNEL != 0)");
     TORCH_CHECK_TYPE(w.scalar_type() == at::kChar && w.dim() == 2, "expected an int8 (n, k) weight, got ", w.scalar_type());
     TORCH_CHECK_VALUE(scale.numel() == n_, "expected one scale per row of the weight (", n_, "), got ", scale.numel());
-    const int64_t width = int8::kGroup * groups_;
     pack(w.contiguous());
     scale_ = scale.to(at::kFloat).reshape({n_}).contiguous();
-    quantized_ = at::empty({batch, width}, w.options().dtype(vnni_ ? at::kByte : at::kShort));
-    if (width > k_) quantized_.narrow(1, k_, width - k_).zero_();  // the padding columns meet W's zeros
-    a_scale_ = at::empty({batch}, w.options().dtype(at::kFloat));
   }
 
-  // c (+)= dequant(q(a) W^T) [+ bias] for `rows` rows: a (row stride lda), c (row stride n), bias (n)
-  // or nullptr. Inside RowBlocks::run only the calling thread's rows, on that thread; else many rows
-  // are shared out among the threads by rows, few by W's slabs, at least kMinMacs multiply-adds a
-  // thread (waking a thread costs a few microseconds: the time of ~1M int8 multiply-adds).
-  void run(float* c, const float* a, int64_t lda, int64_t rows, bool accumulate, const float* bias) const {
-    constexpr int64_t kRowsPerThread = 64, kMinMacs = int64_t{1} << 20;
-    TORCH_CHECK_VALUE(rows <= quantized_.size(0), "more rows (", rows, ") than the weight's scratch holds");
-    float* a_scale = a_scale_.data_ptr<float>();
-    int8::Output out;
-    out.c = c;
-    out.ldc = n_;
-    out.accumulate = accumulate;
-    out.row_scale = a_scale;
-    out.column_scale = scale_.data_ptr<float>();
-    out.compensation = compensation_.data_ptr<int32_t>();
-    out.bias = bias;
-    const auto quantize = [&](int64_t r0, int64_t r1) {
-      const int64_t ld = quantized_.size(1);
-      for (int64_t r = r0; r < r1; ++r)
-        a_scale[r] = vnni_ ? int8::quantize_row(a + r * lda, k_, quantized_.data_ptr<uint8_t>() + r * ld)
-                           : int8::avx2::quantize_row(a + r * lda, k_, quantized_.data_ptr<int16_t>() + r * ld);
-    };
-    const auto part = [&](int64_t r0, int64_t r1, int64_t s0, int64_t s1) { product(quantized_, out, r0, r1, s0, s1); };
-    const RowRange& mine = current_rows();
-    if (mine.active) {
-      quantize(mine.begin, mine.end);
-      part(mine.begin, mine.end, 0, slabs());
-    } else if (rows >= 2 * kRowsPerThread) {
-      at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
-        quantize(r0, r1);
-        part(r0, r1, 0, slabs());
-      });
-    } else {
-      quantize(0, rows);
-      const int64_t per_slab = std::max<int64_t>(1, rows * k_ * int8::kColumns);
-      at::parallel_for(0, slabs(), std::max<int64_t>(1, kMinMacs / per_slab),
-                       [&](int64_t s0, int64_t s1) { part(0, rows, s0, s1); });
-    }
-  }
-
-  // The raw int32 sums a8 W^T of shifted bytes a8 (rows, k), without the compensation: the kernel's
-  // integer arithmetic alone, for tests (AVX2 multiplies the bytes as int16: the same sums).
-  at::Tensor sums(const at::Tensor& a8) const {
-    TORCH_CHECK_TYPE(a8.scalar_type() == at::kByte && a8.dim() == 2 && a8.size(1) == k_, "expected uint8 (rows, ",
-                     k_, ")");
-    const int64_t rows = a8.size(0);
-    at::Tensor padded = at::zeros({rows, quantized_.size(1)}, quantized_.options());
-    padded.narrow(1, 0, k_).copy_(a8);
-    at::Tensor result = at::empty({rows, n_}, a8.options().dtype(at::kInt));
-    int8::Output out;
-    out.ldc = n_;
-    out.sums = result.data_ptr<int32_t>();
-    product(padded, out, 0, rows, 0, slabs());
-    return result;
-  }
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+  int64_t groups() const { return groups_; }
+  int64_t slabs() const { return (n_ + int8::kColumns - 1) / int8::kColumns; }
+  const int8_t* packed() const { return packed_.data_ptr<int8_t>(); }
+  const int32_t* compensation() const { return compensation_.data_ptr<int32_t>(); }
+  const float* scale() const { return scale_.data_ptr<float>(); }
+  int64_t nbytes() const { return packed_.nbytes() + compensation_.nbytes() + scale_.nbytes(); }
 
  private:
-  int64_t slabs() const { return (n_ + int8::kColumns - 1) / int8::kColumns; }
-
-  // Rows [r0, r1) of the product of quantized rows q (the scratch's type) for the slabs [s0, s1).
-  void product(const at::Tensor& q, const int8::Output& out, int64_t r0, int64_t r1, int64_t s0, int64_t s1) const {
-    const int8_t* wp = packed_.data_ptr<int8_t>();
-    if (vnni_)
-      int8::gemm(r0, r1, n_, groups_, q.data_ptr<uint8_t>(), q.size(1), wp, out, s0, s1);
-    else
-      int8::avx2::gemm(r0, r1, n_, groups_, q.data_ptr<int16_t>(), q.size(1), wp, out, s0, s1);
-  }
-
   // W (n, k) contiguous into slabs in one pass: element (slab, group, column, e) is W[64 slab + column,
   // 4 group + e], zero in the padding; and each row's compensation, kShift times its sum.
   void pack(const at::Tensor& w) {
@@ -309,9 +218,118 @@ class QuantizedWeight {
   }
 
   int64_t n_, k_, groups_;
-  bool vnni_;
-  at::Tensor packed_, compensation_, scale_, quantized_, a_scale_;
+  at::Tensor packed_, compensation_, scale_;
 };
+
+// A packed int8 weight (it must outlive this) with scratch for up to `batch` rows of the other operand
+// quantized (shifted bytes for VNNI, int16 for AVX2; a scale per row), so that a step allocates nothing.
+class QuantizedWeight {
+ public:
+  QuantizedWeight(const Int8Packed& w, int64_t batch) : w_(w), vnni_(int8::kernel() == int8::Kernel::kVnni) {
+    const int64_t width = int8::kGroup * w.groups();
+    const auto options = at::TensorOptions().dtype(vnni_ ? at::kByte : at::kShort);
+    quantized_ = at::empty({batch, width}, options);
+    if (width > w.k()) quantized_.narrow(1, w.k(), width - w.k()).zero_();  // the padding columns meet W's zeros
+    a_scale_ = at::empty({batch}, options.dtype(at::kFloat));
+  }
+
+  // c (+)= dequant(q(a) W^T) [+ bias] for `rows` rows: a (row stride lda), c (row stride n), bias (n)
+  // or nullptr. Inside RowBlocks::run only the calling thread's rows, on that thread; else many rows
+  // are shared out among the threads by rows, few by W's slabs, at least kMinMacs multiply-adds a
+  // thread (waking a thread costs a few microseconds: the time of ~1M int8 multiply-adds).
+  void run(float* c, const float* a, int64_t lda, int64_t rows, bool accumulate, const float* bias) const {
+    constexpr int64_t kRowsPerThread = 64, kMinMacs = int64_t{1} << 20;
+    TORCH_CHECK_VALUE(rows <= quantized_.size(0), "more rows (", rows, ") than the weight's scratch holds");
+    const int64_t k = w_.k();
+    float* a_scale = a_scale_.data_ptr<float>();
+    int8::Output out;
+    out.c = c;
+    out.ldc = w_.n();
+    out.accumulate = accumulate;
+    out.row_scale = a_scale;
+    out.column_scale = w_.scale();
+    out.compensation = w_.compensation();
+    out.bias = bias;
+    const auto quantize = [&](int64_t r0, int64_t r1) {
+      const int64_t ld = quantized_.size(1);
+      for (int64_t r = r0; r < r1; ++r)
+        a_scale[r] = vnni_ ? int8::quantize_row(a + r * lda, k, quantized_.data_ptr<uint8_t>() + r * ld)
+                           : int8::avx2::quantize_row(a + r * lda, k, quantized_.data_ptr<int16_t>() + r * ld);
+    };
+    const auto part = [&](int64_t r0, int64_t r1, int64_t s0, int64_t s1) { product(quantized_, out, r0, r1, s0, s1); };
+    const RowRange& mine = current_rows();
+    if (mine.active) {
+      quantize(mine.begin, mine.end);
+      part(mine.begin, mine.end, 0, w_.slabs());
+    } else if (rows >= 2 * kRowsPerThread) {
+      at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
+        quantize(r0, r1);
+        part(r0, r1, 0, w_.slabs());
+      });
+    } else {
+      quantize(0, rows);
+      const int64_t per_slab = std::max<int64_t>(1, rows * k * int8::kColumns);
+      at::parallel_for(0, w_.slabs(), std::max<int64_t>(1, kMinMacs / per_slab),
+                       [&](int64_t s0, int64_t s1) { part(0, rows, s0, s1); });
+    }
+  }
+
+  // The raw int32 sums a8 W^T of shifted bytes a8 (rows, k), without the compensation: the kernel's
+  // integer arithmetic alone, for tests (AVX2 multiplies the bytes as int16: the same sums).
+  at::Tensor sums(const at::Tensor& a8) const {
+    TORCH_CHECK_TYPE(a8.scalar_type() == at::kByte && a8.dim() == 2 && a8.size(1) == w_.k(), "expected uint8 (rows, ",
+                     w_.k(), ")");
+    const int64_t rows = a8.size(0);
+    at::Tensor padded = at::zeros({rows, quantized_.size(1)}, quantized_.options());
+    padded.narrow(1, 0, w_.k()).copy_(a8);
+    at::Tensor result = at::empty({rows, w_.n()}, a8.options().dtype(at::kInt));
+    int8::Output out;
+    out.ldc = w_.n();
+    out.sums = result.data_ptr<int32_t>();
+    product(padded, out, 0, rows, 0, w_.slabs());
+    return result;
+  }
+
+ private:
+  // Rows [r0, r1) of the product of quantized rows q (the scratch's type) for the slabs [s0, s1).
+  void product(const at::Tensor& q, const int8::Output& out, int64_t r0, int64_t r1, int64_t s0, int64_t s1) const {
+    if (vnni_)
+      int8::gemm(r0, r1, w_.n(), w_.groups(), q.data_ptr<uint8_t>(), q.size(1), w_.packed(), out, s0, s1);
+    else
+      int8::avx2::gemm(r0, r1, w_.n(), w_.groups(), q.data_ptr<int16_t>(), q.size(1), w_.packed(), out, s0, s1);
+  }
+
+  const Int8Packed& w_;
+  bool vnni_;
+  at::Tensor quantized_, a_scale_;
+};
+
+// The shapes of an int8 inference call (lstm_int8_forward, gru_int8_forward): x (T, B, I) float32 with
+// T > 0, packed int8 weights (G*H, I) and (G*H, H), h0 (B, H). Returns T, B, I, H, R = H, G.
+inline Shapes check_int8_call(const at::Tensor& x, const Int8Packed& w_ih, const Int8Packed& w_hh,
+                              const at::Tensor& h0, int64_t gates) {
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) > 0, "x must be (T, B, I) with T > 0");
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "int8 inference takes float32 input, got ", x.scalar_type());
+  const int64_t H = h0.size(-1);
+  const Shapes s{x.size(0), x.size(1), x.size(2), H, H, gates};
+  check_same(x, "x", x, {s.T, s.B, s.I});
+  const char* form = gates == 3 ? "3H" : "4H";
+  TORCH_CHECK_VALUE(w_ih.n() == gates * H && w_ih.k() == s.I, "weight_ih must be (", form, ", I) = (", gates * H,
+                    ", ", s.I, "), got (", w_ih.n(), ", ", w_ih.k(), ")");
+  TORCH_CHECK_VALUE(w_hh.n() == gates * H && w_hh.k() == H, "weight_hh must be (", form, ", H) = (", gates * H, ", ",
+                    H, "), got (", w_hh.n(), ", ", w_hh.k(), ")");
+  check_same(h0, "h0", x, {s.B, H});
+  return s;
+}
+
+// The valid-step mask of an int8 call: (T, B) bool, contiguous, or none (every step valid).
+inline const bool* int8_valid(const OptTensor& valid, const Shapes& s) {
+  if (!valid) return nullptr;
+  TORCH_CHECK_TYPE(valid->scalar_type() == at::kBool, "valid must be bool, got ", valid->scalar_type());
+  TORCH_CHECK_VALUE(valid->dim() == 2 && valid->size(0) == s.T && valid->size(1) == s.B && valid->is_contiguous(),
+                    "valid must be a contiguous (T, B) = (", s.T, ", ", s.B, ") mask, got ", valid->sizes());
+  return valid->data_ptr<bool>();
+}
 
 // A weight every one of `steps` steps multiplies by, out = a W [+ bias] with W (k, n), for up to `rows`
 // rows: under bf16 GEMMs on a bfloat16 copy through oneDNN where that pays, else in pairs

@@ -344,9 +344,8 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, bool reset_after) {
 // int8 inference of a GRU with reset_after (lstmkit.quantize_int8's layers, no gradient), as
 // lstm_int8_forward (lstm.cpp): x W_ih^T + b_ih for all steps and h_{t-1} W_hh^T + b_hh at each step on
 // int8_gemm.h's kernel, the gates and h in float32 (after_forward_step). Returns {output, h_n}.
-std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
-                                         const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias_ih,
-                                         const OptTensor& bias_hh, const at::Tensor& h0, bool reverse,
+std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const Int8Packed& w_ih, const Int8Packed& w_hh,
+                                         const OptTensor& bias_ih, const OptTensor& bias_hh, const at::Tensor& h0, bool reverse,
                                          const OptTensor& valid, bool carry_output) {
   const Shapes s = check_int8_call(x, w_ih, w_hh, h0, 3);
   const bool* ok = int8_valid(valid, s);
@@ -355,11 +354,11 @@ std::vector<at::Tensor> gru_int8_forward(const at::Tensor& x, const at::Tensor& 
   if (bias_hh) check_same(*bias_hh, "bias_hh", x, {3 * H});
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // as entry.h's
   at::Tensor xg = at::empty({T, B, 3 * H}, x.options());
-  QuantizedWeight(w_ih, scale_ih, T * B)
+  QuantizedWeight(w_ih, T * B)
       .run(xg.data_ptr<float>(), x.data_ptr<float>(), I, T * B, false,
            bias_ih ? bias_ih->data_ptr<float>() : nullptr);  // x W_ih^T + b_ih, all steps
-  const QuantizedWeight recurrent(w_hh, scale_hh, B);
-  const RowBlocks blocks(B, w_hh, /*split=*/true);  // as lstm_int8_forward's
+  const QuantizedWeight recurrent(w_hh, B);
+  const RowBlocks blocks(B, w_hh.nbytes(), /*split=*/true);  // as lstm_int8_forward's
   at::Tensor output = at::empty({T, B, H}, x.options());
   at::Tensor hs = at::empty({2, B, H}, x.options());   // h entering and leaving a step, in turn
   at::Tensor hg = at::empty({B, 3 * H}, x.options());  // h_{t-1} W_hh^T + b_hh of the step

@@ -299,9 +299,9 @@ std::vector<at::Tensor> backward(const SequenceArgs& a, Variant variant) {
 // int8 inference of a plain LSTM (lstmkit.quantize_int8's layers, no gradient): both products on
 // int8_gemm.h's kernel, x W_ih^T for all steps at once and h_{t-1} W_hh^T at each step, each operand
 // quantized row by row as it comes; the gates, c and h in float32 (forward_step). Weights int8 (4H, I)
-// and (4H, H) with one scale per row, bias: b_ih + b_hh (4H) or none. Returns {output, h_n, c_n}.
-std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& scale_ih,
-                                          const at::Tensor& w_hh, const at::Tensor& scale_hh, const OptTensor& bias,
+// and (4H, H) with one scale per row, packed, bias: b_ih + b_hh (4H) or none. Returns {output, h_n, c_n}.
+std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const Int8Packed& w_ih, const Int8Packed& w_hh,
+                                          const OptTensor& bias,
                                           const at::Tensor& h0, const at::Tensor& c0, bool reverse,
                                           const OptTensor& valid, bool carry_output) {
   const Shapes s = check_int8_call(x, w_ih, w_hh, h0, 4);
@@ -311,12 +311,12 @@ std::vector<at::Tensor> lstm_int8_forward(const at::Tensor& x, const at::Tensor&
   if (bias) check_same(*bias, "bias", x, {4 * H});
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // as entry.h's
   at::Tensor gates = at::empty({T, B, 4 * H}, x.options());
-  QuantizedWeight(w_ih, scale_ih, T * B)
+  QuantizedWeight(w_ih, T * B)
       .run(gates.data_ptr<float>(), x.data_ptr<float>(), I, T * B, false, bias ? bias->data_ptr<float>() : nullptr);
-  const QuantizedWeight recurrent(w_hh, scale_hh, B);
+  const QuantizedWeight recurrent(w_hh, B);
   // each thread its own rows for the whole loop where that pays (RowBlocks; the int8 W_hh is a
   // quarter of the float32 one, so more shapes qualify)
-  const RowBlocks blocks(B, w_hh, /*split=*/true);
+  const RowBlocks blocks(B, w_hh.nbytes(), /*split=*/true);
   at::Tensor output = at::empty({T, B, H}, x.options());
   at::Tensor hs = at::empty({2, B, H}, x.options());     // h entering and leaving a step, in turn
   at::Tensor cells = at::empty({2, B, H}, x.options());  // and c

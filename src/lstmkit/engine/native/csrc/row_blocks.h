@@ -31,13 +31,14 @@ class RowBlocks {
   static constexpr int64_t kMinRows = 4;
   static constexpr int64_t kMaxWeightPerRow = 128 * 1024;
 
-  // w: the recurrent weight; split = false: one block, the whole batch (kernels whose steps have
-  // whole-batch operations).
-  RowBlocks(int64_t batch, const at::Tensor& w, bool split) : batch_(batch), count_(1) {
+  // weight_bytes: the recurrent weight's size; split = false: one block, the whole batch (kernels whose
+  // steps have whole-batch operations).
+  RowBlocks(int64_t batch, int64_t weight_bytes, bool split) : batch_(batch), count_(1) {
     const int64_t threads = at::get_num_threads(), rows = batch / std::max<int64_t>(threads, 1);
-    if (split && threads > 1 && rows >= kMinRows && w.nbytes() <= static_cast<size_t>(rows * kMaxWeightPerRow))
-      count_ = threads;
+    if (split && threads > 1 && rows >= kMinRows && weight_bytes <= rows * kMaxWeightPerRow) count_ = threads;
   }
+  RowBlocks(int64_t batch, const at::Tensor& w, bool split)
+      : RowBlocks(batch, static_cast<int64_t>(w.nbytes()), split) {}
   int64_t count() const { return count_; }
   int64_t batch() const { return batch_; }
   int64_t begin(int64_t k) const { return k * batch_ / count_; }
