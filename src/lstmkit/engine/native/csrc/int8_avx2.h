@@ -7,13 +7,18 @@
 // Here a row of a is quantized to the same symmetric values as for VNNI, q = round(a * 127 / max|a|)
 // in [-127, 127], but stored as int16 and unshifted (no compensation), and W's bytes are widened to
 // int16 as they are loaded; vpmaddwd multiplies 16 int16 pairs and adds each pair into an int32 lane,
-// exactly (16 multiply-adds per instruction; with two per cycle twice float32's FMA rate).
+// exactly (16 multiply-adds per instruction; with two per cycle twice float32's FMA rate). Measured on
+// Zen 3, one thread: ~55 GMAC/s against torch.mm's ~33 in float32. Bytes through vpmaddubsw with the
+// sign of a moved onto W (vpsignb; exact for |a|, |W| <= 127) take as many multiply instructions per
+// product (vpmaddubsw, then vpmaddwd by ones to widen) and ran no faster.
 //
 // W keeps int8_gemm.h's packing, slabs of 64 columns in groups of 4 along k: 16 bytes of a group are
 // 4 columns x 4 values of k, widened to 16 int16; a row's 4 values of a broadcast to every 64-bit lane,
 // so vpmaddwd leaves two partial sums per column, which the block adds together at its end (vphaddd).
 // A block is R <= 4 rows x 8 columns (two such chunks): 8 accumulators, 2 of W and the broadcasts in
-// the 16 registers, over the whole of k (6 rows, 12 accumulators, spill: 40 against 57 GMAC/s on Zen 3).
+// the 16 registers, over the whole of k (6 rows, 12 accumulators, spill: 40 against 57 GMAC/s). Its
+// stores are plain ones but at W's last columns: masked stores are microcoded on AMD, and with them
+// the whole layer took twice as long.
 //
 // Compiled for AVX2 through function attributes, whatever the extension's flags; run only where
 // int8::kernel() chose it.
