@@ -375,34 +375,42 @@ def test_without_the_int8_kernel_the_dequantizing_path_runs() -> None:
 SAME_BITS_SCRIPT = """
 import sys, torch, lstmkit
 from lstmkit.engine.native.build import load_extension
-assert load_extension().int8_kernel == "AVX2"
+assert load_extension().int8_kernel == sys.argv[2], load_extension().int8_kernel
+outputs = {}
 for kind in ("lstm", "gru"):
     torch.manual_seed(0)
     layer = (lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(40, 72, num_layers=2, bidirectional=True).eval()
     x = torch.randn(9, 7, 40)
     with torch.no_grad():
-        out = lstmkit.quantize_int8(layer)(x, lengths=[9, 3, 9, 1, 5, 9, 2])[0]
-    torch.save(out, sys.argv[1] + kind)
+        outputs[kind] = lstmkit.quantize_int8(layer)(x, lengths=[9, 3, 9, 1, 5, 9, 2])
+torch.save(outputs, sys.argv[1])
 """
 
 
 @pytest.mark.skipif(kernel_isa() != "AVX512-VNNI", reason="compares the AVX2 kernel with the VNNI one")
 def test_the_avx2_kernel_gives_the_vnni_kernels_bits(tmp_path) -> None:
     """Both kernels multiply the same quantized values into the same int32 sums and scale them back with
-    the same float32 operations: LSTMKIT_INT8_KERNEL=avx2 (a fresh process) changes no bit."""
-    env = {**os.environ, "LSTMKIT_INT8_KERNEL": "avx2"}
-    prefix = str(tmp_path / "avx2_")
-    done = subprocess.run(
-        [sys.executable, "-c", SAME_BITS_SCRIPT, prefix], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    the same float32 operations: LSTMKIT_INT8_KERNEL=avx2 (fresh processes, each kernel in one) changes
+    no bit of the outputs or final states."""
+    results = []
+    for setting, isa in (("", "AVX512-VNNI"), ("avx2", "AVX2")):
+        path = tmp_path / f"{isa}.pt"
+        env = {**os.environ, "LSTMKIT_INT8_KERNEL": setting}
+        done = subprocess.run(
+            [sys.executable, "-c", SAME_BITS_SCRIPT, str(path), isa],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        results.append(torch.load(path))
+    vnni, avx2 = results
     for kind in ("lstm", "gru"):
-        torch.manual_seed(0)
-        layer = (lstmkit.LSTM if kind == "lstm" else lstmkit.GRU)(40, 72, num_layers=2, bidirectional=True).eval()
-        x = torch.randn(9, 7, 40)
-        with torch.no_grad():
-            vnni = lstmkit.quantize_int8(layer)(x, lengths=[9, 3, 9, 1, 5, 9, 2])[0]
-        assert torch.equal(torch.load(prefix + kind), vnni)
+        output, final = vnni[kind]
+        assert torch.equal(avx2[kind][0], output)
+        for got, want in zip(states(avx2[kind][1]), states(final), strict=True):
+            assert torch.equal(got, want)
 
 
 def test_weights_are_packed_once_and_repacked_when_they_change() -> None:
