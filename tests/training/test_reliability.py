@@ -200,7 +200,7 @@ def compare_runs(reference: Path, resumed: Path) -> None:
     [
         pytest.param(10, 200, 0, True, id="10-kills-forked"),
         pytest.param(5, 150, 1, False, id="5-kills-exec", marks=pytest.mark.slow),
-        pytest.param(30, 500, 2, True, id="30-kills-forked", marks=pytest.mark.slow),
+        pytest.param(20, 300, 2, True, id="20-kills-forked", marks=pytest.mark.slow),
     ],
 )
 def test_sigkill_at_random_moments_then_resume_bit_for_bit(

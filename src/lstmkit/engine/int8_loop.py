@@ -7,7 +7,8 @@ instead (:data:`KERNELS`; ``csrc/int8_gemm.h`` on VNNI, ``csrc/int8_avx2.h``, wh
 values as int16 and gives the same bits, on AVX2): the int8 weights multiply int8 activations, quantized
 symmetrically row by row (the input of all steps at once, then ``h_{t-1}`` at each step, one scale per
 row), with exact int32 sums scaled back to float32 by the row's and the weight row's scales; the
-gates and states are float32.
+gates and states are float32. Each weight is packed for the kernel at its first call and the packed
+copy kept for the next (:func:`packed`).
 
 Variable lengths (``lengths=``, PackedSequence input) and ``mask=`` run there too, with the semantics of
 every engine: a padded step carries the state and outputs zero (or, with a mask and one direction, the
