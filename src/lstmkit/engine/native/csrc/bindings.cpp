@@ -100,16 +100,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat && a.dim() == 2 && a.is_contiguous(),
                          "expected contiguous float32 (rows, k)");
         const int64_t k = a.size(1);
-        at::Tensor q = at::empty(a.sizes(), a.options().dtype(at::kByte));
-        at::Tensor q16 = at::empty(a.sizes(), a.options().dtype(at::kShort));
+        const bool vnni = int8::kernel() == int8::Kernel::kVnni;  // shifted bytes, or int16 for AVX2
+        at::Tensor q = at::empty(a.sizes(), a.options().dtype(vnni ? at::kByte : at::kShort));
         at::Tensor scales = at::empty({a.size(0)}, a.options());
-        const bool vnni = int8::kernel() == int8::Kernel::kVnni;
         for (int64_t r = 0; r < a.size(0); ++r) {
           const float* row = a.data_ptr<float>() + r * k;
           scales.data_ptr<float>()[r] = vnni ? int8::quantize_row(row, k, q.data_ptr<uint8_t>() + r * k)
-                                             : int8::avx2::quantize_row(row, k, q16.data_ptr<int16_t>() + r * k);
+                                             : int8::avx2::quantize_row(row, k, q.data_ptr<int16_t>() + r * k);
         }
-        return std::make_tuple(vnni ? q : (q16 + 128).to(at::kByte), scales);
+        return std::make_tuple(vnni ? q : (q + 128).to(at::kByte), scales);
       },
       "each row's shifted bytes round(a * 127 / max|a|) + 128 and scale max|a| / 127 (tests)", py::arg("a"));
   m.attr("int8_kernel") = int8::kernel_name();  // the ISA of int8 layers' integer products, or ""
