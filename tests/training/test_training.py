@@ -103,6 +103,24 @@ def test_learning_rate_matches_hand_computation() -> None:
     assert learning_rate(cosine, 25, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "adam"])
+def test_weight_decay_is_decoupled_in_adamw_and_a_gradient_term_in_adam(tmp_path: Path, optimizer: str) -> None:
+    """With no gradient from the loss, one AdamW step only shrinks every weight by ``lr * weight_decay``
+    (Loshchilov & Hutter); Adam's weight decay is an L2 gradient ``weight_decay * w``, which Adam's first
+    step turns into ``lr * sign(w)``."""
+
+    def no_gradient(model: nn.Module, batch: tuple) -> tuple[torch.Tensor, int]:
+        return sum(p.sum() for p in model.parameters()) * 0.0, len(batch[2])
+
+    config = quiet(epochs=1, max_steps=1, optimizer=optimizer, lr=0.1, weight_decay=0.5, clip_grad_norm=None)
+    trainer = make_trainer(tmp_path, config, loss=no_gradient)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()
+    for old, new in zip(before, trainer.model.parameters(), strict=True):
+        expected = old * (1 - 0.1 * 0.5) if optimizer == "adamw" else old - 0.1 * old.sign()
+        torch.testing.assert_close(new.detach(), expected, atol=1e-4, rtol=1e-5)  # eps where w ~ 0
+
+
 def test_batches_cover_every_example_once_and_bucket_by_length() -> None:
     lengths = [int(v) for v in torch.randint(1, 50, (103,))]
     batches = batch_indices(103, 10, epoch_generator(3, 1), lengths, pool_batches=10)
