@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import lstmkit
 from lstmkit.bench import memory, peers, report, suite, timing
 from lstmkit.cli import app
+from lstmkit.engine.precision import bf16_hardware
 
 
 class FakeClock:
@@ -253,6 +254,8 @@ def test_cli_tiny_end_to_end(tmp_path) -> None:
     assert raw["machine"]["torch"] == torch.__version__ and raw["machine"]["lstmkit"] == lstmkit.__version__
     assert raw["gemm"]["peak_gflops"] > 0
     (entry,) = raw["shapes"]
+    bf16_rows = any(peers.get(key).precision == "bf16" for summary in entry["modes"].values() for key in summary)
+    assert ("bf16_peak_gflops" in raw["gemm"]) == (bf16_rows and bf16_hardware())  # emulated elsewhere: not timed
     assert entry["shape"] == [4, 2, 3, 5]
     for mode in suite.MODES:
         runnable = {peer.key for peer in peers.PEERS if not peer.keras and not peer.unavailable()}

@@ -129,6 +129,11 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _bf16_peak(gemm: dict) -> str:
+    peak = gemm.get("bf16_peak_gflops")
+    return "not timed (no bf16 hardware: emulated products)" if peak is None else f"{peak:.1f} GFLOP/s"
+
+
 def markdown(result: dict) -> str:
     """The readable report: machine, GEMM peak, targets, one table per shape."""
     machine, config, gemm = result["machine"], result["config"], result["gemm"]
@@ -155,7 +160,7 @@ def markdown(result: dict) -> str:
         f"the best rate of torch.mm 1024³ float32 in this run (timed at the start and within every "
         f"round-robin, under the same load as the rows): **{gemm['peak_gflops']:.1f} GFLOP/s** "
         f"(median {gemm['median_gflops']:.1f}); bf16 rows against torch.mm 1024³ bfloat16: "
-        f"{_number(gemm.get('bf16_peak_gflops'), 1)} GFLOP/s. Inference: `eval()`, `no_grad`. "
+        f"{_bf16_peak(gemm)}. Inference: `eval()`, `no_grad`. "
         "Training: one step, gradients reset, `output.sum().backward()`. "
         "Memory: peak resident memory of one training step above the model "
         "and its input, each in a fresh process (VmHWM after resetting it through /proc/self/clear_refs; "
