@@ -19,11 +19,11 @@ run: setup
 	$(BIN)/lstmkit charlm train --out runs/charlm --overwrite
 
 test: setup
-	$(BIN)/python -m pytest -q
-	LSTMKIT_ENGINE=reference $(BIN)/python -m pytest -q tests/test_layers.py tests/test_cells.py tests/keras/test_keras.py
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	LSTMKIT_ENGINE=reference $(BIN)/python -m pytest -q -n auto --dist loadfile tests/test_layers.py tests/test_cells.py tests/keras/test_keras.py
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests examples benchmarks
