@@ -123,6 +123,8 @@ def test_auto_sends_lstm_inference_to_torch_and_training_elsewhere(monkeypatch) 
     with torch.no_grad():
         lstm(x)
         lstm(x, mask=torch.ones(5, 2, dtype=torch.bool))  # masks: not torch's
+        lstm(x, lengths=[5, 3])  # lengths: torch's PackedSequence kernel runs without oneDNN, native is faster
+        lstm(torch.nn.utils.rnn.pack_padded_sequence(x, [5, 3]))
     lstm(x)  # needs gradients: native
     lstmkit.GRU(3, 4, engine="auto")(x)  # GRU: native is faster than torch's
     assert calls == ["torch"]

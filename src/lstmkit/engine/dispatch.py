@@ -102,8 +102,10 @@ def choose_layer(
         # one sequence, one step or one thread: the native loop's few-rows product beats oneDNN's, which
         # on more threads splits a long sequence's columns between them (docs/engine.md)
         return None
-    if lengths is not None and bf16_gemms_active():
-        return None  # torch's LSTM over a PackedSequence under autocast runs without oneDNN, ~1.2-2x slower
+    if lengths is not None:
+        # torch's LSTM over a PackedSequence runs without oneDNN: ~2x slower under autocast, and in float32
+        # the native loop took 0.46-0.87 of its time on two threads (0.84-1.06 on one; docs/engine.md)
+        return None
     return Choice("torch", "plain LSTM inference: oneDNN's forward runs at the per-step GEMM floor")
 
 
