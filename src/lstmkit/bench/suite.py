@@ -199,12 +199,12 @@ def run(config: Config, progress: Progress | None = None) -> dict:
     say(f"{machine['cpu']}, torch {machine['torch']}, {config.threads} threads; measuring the GEMM peak")
     gemm = timing.gemm_peak(repeats=max(3, config.repeats))
     say(f"torch.mm 1024^3 float32: {gemm['peak_gflops']:.1f} GFLOP/s peak, {gemm['median_gflops']:.1f} median")
-    if any(peer.precision == "bf16" for peer in chosen) and bf16_hardware():
-        gemm["bf16_peak_gflops"] = timing.gemm_peak(repeats=max(3, config.repeats), dtype="bfloat16")["peak_gflops"]
-        say(f"torch.mm 1024^3 bfloat16: {gemm['bf16_peak_gflops']:.1f} GFLOP/s peak")
-    elif any(peer.precision == "bf16" for peer in chosen):
-        # emulated there at ~1 GFLOP/s (a 1024^3 product takes seconds): no peak to compare the rows with
-        say("torch.mm bfloat16 not timed: no bf16 hardware, so its products are emulated")
+    if any(peer.precision == "bf16" for peer in chosen):
+        if bf16_hardware():
+            gemm["bf16_peak_gflops"] = timing.gemm_peak(repeats=max(3, config.repeats), dtype="bfloat16")["peak_gflops"]
+            say(f"torch.mm 1024^3 bfloat16: {gemm['bf16_peak_gflops']:.1f} GFLOP/s peak")
+        else:  # emulated at ~1 GFLOP/s (a 1024^3 product takes seconds): no peak to compare the rows with
+            say("torch.mm bfloat16 not timed: no bf16 hardware, so its products are emulated")
     gemm["start_gflops"] = list(gemm.pop("gflops"))
     gemm["interleaved_gflops"] = []
     gemm_run, gemm_flop_count = timing.gemm_call(int(gemm["size"]))
