@@ -2,7 +2,7 @@
 // entry.h, with the kernel named by a string.
 #include <torch/python.h>  // pybind11 and its tensor casters, without the C++ frontend (a quarter of the compile time)
 
-#include "bf16_gemm.h"
+#include "amx_gemm.h"
 #include "entry.h"
 #include "loop.h"
 
@@ -86,6 +86,27 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "dequant(q(a) W^T) [+ bias] on int8_gemm.h's kernel, a quantized per row (tests)", py::arg("a"),
       py::arg("weight"), py::arg("scale"), py::arg("bias"));
   m.def(
+      "bf16_product",
+      [](const at::Tensor& a, const at::Tensor& w, const at::Tensor& c, bool accumulate, bool threads,
+         int64_t repeats) {
+        TORCH_CHECK_VALUE(bf16::available(), "the bf16 kernels need a CPU with AVX512-BF16");
+        TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat && a.dim() == 2 && a.stride(1) == 1,
+                         "expected float32 a (rows, k) with contiguous rows");
+        TORCH_CHECK_VALUE(c.is_contiguous() && c.size(0) == a.size(0) && c.size(1) == w.size(1),
+                          "expected a contiguous c (rows, n)");
+        at::Tensor out = c.clone();
+        const PairedWeight packed(w, a.size(0));
+        for (int64_t r = 0; r < repeats; ++r) {  // packed once, as for the steps of a call
+          if (r) out.copy_(c);
+          packed.run(out.data_ptr<float>(), a.data_ptr<float>(), a.stride(0), 0, a.size(0), accumulate, !threads);
+        }
+        return out;
+      },
+      "c + a W (or a W) through bf16 GEMMs' own kernel, AMX tiles where they run; `repeats` times on "
+      "one packing, for timing (tests)",
+      py::arg("a"), py::arg("weight"), py::arg("c"), py::arg("accumulate"), py::arg("threads") = true,
+      py::arg("repeats") = 1);
+  m.def(
       "int8_sums",
       [](const at::Tensor& a8, const at::Tensor& w) {
         const Int8Packed packed(w, at::ones({w.size(0)}, at::kFloat));
@@ -116,6 +137,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   for (const Kernel& k : kKernels) names.append(k.name);
   m.attr("kernels") = names;
   m.attr("avx512_bf16") = bf16::available();  // bf16 GEMMs below oneDNN's threshold run bf16_gemm.h's kernel
+  m.attr("amx_bf16") = amx::available();  // and on AMX tiles (amx_gemm.h)
 #if defined(CPU_CAPABILITY_AVX2)
   m.attr("cpu_capability") = "AVX2";  // at::vec::Vectorized compiled to AVX2 intrinsics
 #else

@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "amx_gemm.h"
 #include "bf16_gemm.h"
 #include "common.h"
 #include "int8_avx2.h"
@@ -37,7 +38,8 @@ class PairedWeight {
  public:
   // W float32 at any strides (a transposed view too), packed in one pass: element (slab, pair, column,
   // j) is W[2 pair + j, 64 slab + column] rounded to nearest even, or zero in the padding.
-  PairedWeight(const at::Tensor& w, int64_t batch) : k_(w.size(0)), n_(w.size(1)), pairs_((k_ + 1) / 2) {
+  PairedWeight(const at::Tensor& w, int64_t batch)
+      : k_(w.size(0)), n_(w.size(1)), tiles_(amx::available()), pairs_(padded_pairs(k_, tiles_)) {
     constexpr int64_t kColumns = bf16::kColumns;
     TORCH_CHECK_TYPE(w.scalar_type() == at::kFloat, "PairedWeight packs a float32 weight, got ", w.scalar_type());
     const int64_t slabs = (n_ + kColumns - 1) / kColumns;
@@ -59,7 +61,7 @@ class PairedWeight {
       }
     });
     a16_ = at::empty({batch, 2 * pairs_}, w.options().dtype(at::kBFloat16));
-    if (k_ % 2) a16_.select(1, k_).zero_();  // round_row writes k values; the padding column stays zero
+    a16_.narrow(1, k_, 2 * pairs_ - k_).zero_();  // round_row writes k values; the padding columns stay zero
   }
 
   // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n). Unless in_block
@@ -76,7 +78,8 @@ class PairedWeight {
       for (int64_t r = r0; r < r1; ++r) bf16::round_row(a + r * lda, k_, a16 + r * ld16);
     };
     const auto part = [&](int64_t r0, int64_t r1, int64_t b0, int64_t b1) {  // rows [r0, r1), blocks [b0, b1)
-      bf16::gemm(r1 - r0, n_, pairs_, a16 + r0 * ld16, ld16, wp, c + r0 * n_, n_, accumulate, b0, b1);
+      const auto kernel = tiles_ ? amx::gemm : bf16::gemm;
+      kernel(r1 - r0, n_, pairs_, a16 + r0 * ld16, ld16, wp, c + r0 * n_, n_, accumulate, b0, b1);
     };
     if (in_block) {
       round(0, rows);
@@ -86,10 +89,11 @@ class PairedWeight {
         round(r0, r1);
         part(r0, r1, 0, blocks);
       });
-    } else {  // a thread for at least ~256K multiply-adds
+    } else {  // a thread for at least ~256K multiply-adds, or 32M on AMX tiles (see kTileMacsPerThread)
       round(0, rows);
       const int64_t per_block = std::max<int64_t>(1, rows * k_ * bf16::kColumns);
-      at::parallel_for(0, blocks, std::max<int64_t>(1, (int64_t{256} << 10) / per_block),
+      const int64_t per_thread = tiles_ ? kTileMacsPerThread : int64_t{256} << 10;
+      at::parallel_for(0, blocks, std::max<int64_t>(1, per_thread / per_block),
                        [&](int64_t b0, int64_t b1) { part(0, rows, b0, b1); });
     }
   }
@@ -102,7 +106,21 @@ class PairedWeight {
   }
 
  private:
-  int64_t k_, n_, pairs_;
+  // A product on AMX tiles runs at ~40 us per 16M multiply-adds on one thread, less than threads cost to
+  // share it: on a 2-vCPU Xeon with AMX (Sapphire Rapids class) two threads took 66 us against 38 at
+  // (64, 256) x (256, 1024), and torch.mm in bfloat16 runs no faster on two (1,160 GFLOP/s either
+  // way: the two share one core's tiles). So a per-step product stays on one thread below 32M.
+  static constexpr int64_t kTileMacsPerThread = int64_t{32} << 20;
+
+  // Pairs of k's rows: whole AMX tiles of them (amx::kPairs) where the tiles run, else (k + 1) / 2.
+  static int64_t padded_pairs(int64_t k, bool tiles) {
+    const int64_t pairs = (k + 1) / 2;
+    return tiles ? (pairs + amx::kPairs - 1) / amx::kPairs * amx::kPairs : pairs;
+  }
+
+  int64_t k_, n_;
+  bool tiles_;  // amx_gemm.h's kernel, else bf16_gemm.h's
+  int64_t pairs_;
   at::Tensor packed_, a16_;
 };
 
@@ -113,11 +131,17 @@ class PairedWeight {
 constexpr int64_t kMinPackedRows = 8;
 inline bool packing_pays(int64_t rows_in_all) { return rows_in_all >= kMinPackedRows; }
 
-// Whether a per-step product of `rows` rows with W (k, n) under bf16 GEMMs runs bf16_gemm.h's kernel:
-// on a CPU with AVX512-BF16, except the products large enough for oneDNN (bf16_pays) on a CPU with
-// AMX, whose tiles outrun it.
+// Whether a product of `rows` rows with W (k, n) under bf16 GEMMs runs bf16_gemm.h's kernel: on a CPU
+// with AVX512-BF16, except the products large enough for oneDNN (bf16_pays) on a CPU with AMX, whose
+// tiles outrun it.
 inline bool pairs_pay(bool bf16, int64_t rows, int64_t n, int64_t k) {
   return bf16 && bf16::available() && n > 0 && k > 0 && !(bf16::amx() && bf16_pays(bf16, rows, n, k));
+}
+// The same for a per-step product, whatever its size where amx_gemm.h's tiles run: on W packed once
+// per call they outrun oneDNN's per-step call, which converts both operands and the product at every
+// step.
+inline bool step_pairs_pay(bool bf16, int64_t rows, int64_t n, int64_t k) {
+  return pairs_pay(bf16, rows, n, k) || (bf16 && amx::available() && n > 0 && k > 0);
 }
 
 // m1 m2 (m1 (m, k), m2 (k, n)), in the call's dtype: under bf16 GEMMs bf16_gemm.h's kernel where it
@@ -338,7 +362,7 @@ class StepWeight {
  public:
   StepWeight(const at::Tensor& w, int64_t rows, bool bf16, int64_t steps) : w_(w) {
     if (!packing_pays(rows * steps)) return;
-    if (pairs_pay(bf16, rows, w.size(1), w.size(0))) {
+    if (step_pairs_pay(bf16, rows, w.size(1), w.size(0))) {
       paired_.emplace(w, rows);
     } else if (bf16_pays(bf16, rows, w.size(1), w.size(0))) {
       onednn_.emplace(w, rows);
@@ -479,7 +503,7 @@ class StepGemm {
   StepGemm(const at::Tensor& w, const RowBlocks& blocks, bool transpose, bool bf16, int64_t steps)
       : w_(transpose ? w.t() : w), n_(w_.size(1)), k_(w_.size(0)) {
     if (!packing_pays(steps * blocks.batch())) return;
-    if (pairs_pay(bf16, blocks.rows(0), n_, k_)) {
+    if (step_pairs_pay(bf16, blocks.rows(0), n_, k_)) {
       paired_.emplace(w_, blocks.batch());
       return;
     }
