@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .allocator import keep_freed_memory
 from .cells import Cell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
 from .int8 import quantize_int8
 from .layers import GRU, LSTM, RNN, Recurrent, merge_directions
@@ -24,6 +25,7 @@ __all__ = [
     "RNNCell",
     "Recurrent",
     "__version__",
+    "keep_freed_memory",
     "merge_directions",
     "quantize_dynamic",
     "quantize_int8",

@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .bench.cli import bench_command
 from .commandline.messages import print_error
 from .inspect.cli import app as inspect_app
@@ -79,6 +80,7 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
 ) -> None:
     """lstmkit: LSTM-family recurrent networks, written gate by gate."""
+    keep_freed_memory()  # every step's large buffers reused rather than faulted in again (allocator.py)
 
 
 @example_app.command("lstm-outputs")

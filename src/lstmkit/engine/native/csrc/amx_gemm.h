@@ -111,33 +111,45 @@ LSTMKIT_AMX_TARGET inline void block(int vectors, const uint16_t* a, int64_t lda
   }
 }
 
+// c[:, columns of the slab] (+)= a W[:, slab's columns] for the configured rows: a slab whose columns
+// end inside a tile goes through scratch.
+LSTMKIT_AMX_TARGET inline void slab_block(int tile_rows, int64_t n, int64_t pairs, const uint16_t* a, int64_t lda,
+                                          const uint16_t* wp, int64_t block_index, float* c, int64_t ldc,
+                                          bool accumulate) {
+  const int64_t j0 = block_index * bf16::kColumns, columns = std::min<int64_t>(bf16::kColumns, n - j0);
+  const int vectors = static_cast<int>((columns + 15) / 16);
+  const uint16_t* slab = wp + block_index * pairs * bf16::kColumns * 2;
+  float* cr = c + j0;
+  if (columns % 16 == 0) return block(vectors, a, lda, slab, pairs, cr, ldc, accumulate);
+  alignas(64) float scratch[kRows * bf16::kColumns];
+  for (int r = 0; accumulate && r < tile_rows; ++r)
+    std::memcpy(scratch + r * bf16::kColumns, cr + r * ldc, columns * sizeof(float));
+  block(vectors, a, lda, slab, pairs, scratch, bf16::kColumns, accumulate);
+  for (int r = 0; r < tile_rows; ++r) std::memcpy(cr + r * ldc, scratch + r * bf16::kColumns, columns * sizeof(float));
+}
+
 // bf16::gemm's contract, with `pairs` a multiple of kPairs (a's padding columns and W's padding rows
-// zero): c[:, columns of blocks [first, last_block)] (+)= a W. Rows go 16 to a tile, the last tile
-// configured for what is left; a slab whose columns end inside a tile goes through scratch.
+// zero): c[:, columns of blocks [first, last_block)] (+)= a W. The whole tiles of 16 rows go slab by
+// slab, so that a slab of W is read from memory once and from L1 for every further tile of rows (rows
+// outermost, 128 rows x (128, 512) ran at 440 GFLOP/s, W read from L2 by every tile); then the rows
+// left over, in tiles configured for them (configuring tiles costs more than a tile's product).
 LSTMKIT_AMX_TARGET inline void gemm(int64_t rows, int64_t n, int64_t pairs, const uint16_t* a, int64_t lda,
                                     const uint16_t* wp, float* c, int64_t ldc, bool accumulate, int64_t first,
                                     int64_t last_block) {
-  alignas(64) float scratch[kRows * bf16::kColumns];
-  int configured = 0;
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int tile_rows = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    if (tile_rows != configured) configure(configured = tile_rows);
-    for (int64_t block_index = first; block_index < last_block; ++block_index) {
-      const int64_t j0 = block_index * bf16::kColumns, columns = std::min<int64_t>(bf16::kColumns, n - j0);
-      const int vectors = static_cast<int>((columns + 15) / 16);
-      const uint16_t* slab = wp + block_index * pairs * bf16::kColumns * 2;
-      float* cr = c + r0 * ldc + j0;
-      if (columns % 16 == 0) {
-        block(vectors, a + r0 * lda, lda, slab, pairs, cr, ldc, accumulate);
-        continue;
-      }
-      for (int r = 0; accumulate && r < tile_rows; ++r)
-        std::memcpy(scratch + r * bf16::kColumns, cr + r * ldc, columns * sizeof(float));
-      block(vectors, a + r0 * lda, lda, slab, pairs, scratch, bf16::kColumns, accumulate);
-      for (int r = 0; r < tile_rows; ++r) std::memcpy(cr + r * ldc, scratch + r * bf16::kColumns, columns * sizeof(float));
-    }
+  const int64_t whole = rows / kRows * kRows;
+  const int tail = static_cast<int>(rows - whole);
+  if (whole) {
+    configure(kRows);
+    for (int64_t block_index = first; block_index < last_block; ++block_index)
+      for (int64_t r0 = 0; r0 < whole; r0 += kRows)
+        slab_block(kRows, n, pairs, a + r0 * lda, lda, wp, block_index, c + r0 * ldc, ldc, accumulate);
   }
-  if (configured) _tile_release();
+  if (tail) {
+    configure(tail);
+    for (int64_t block_index = first; block_index < last_block; ++block_index)
+      slab_block(tail, n, pairs, a + whole * lda, lda, wp, block_index, c + whole * ldc, ldc, accumulate);
+  }
+  if (rows) _tile_release();
 }
 
 #undef LSTMKIT_AMX_TARGET
