@@ -26,7 +26,9 @@ namespace lstmkit {
 // more than the float32 product saves (docs/engine.md has the figures).
 // Where the CPU has AVX512-BF16 the products run bf16_gemm.h's kernel instead (pairs_pay), at any size
 // (except the large ones on a CPU with AMX): the per-step ones (StepGemm, StepWeight) and those over
-// all steps whose left operand has contiguous rows (the input projection, dx).
+// all steps whose left operand has contiguous rows (the input projection, dx). Where it has AMX-BF16
+// that kernel's packed weights go through amx_gemm.h's tiles, and every per-step product does
+// (step_pairs_pay), whatever its size.
 constexpr int64_t kMinBf16Macs = int64_t{4} << 20;
 inline bool bf16_pays(bool bf16, int64_t m, int64_t n, int64_t k) { return bf16 && m * n * k >= kMinBf16Macs; }
 inline at::Tensor bf16_copy(const at::Tensor& t) { return t.to(at::kBFloat16); }
