@@ -5,7 +5,8 @@
 pairs. The oracle is a float64 product of the operands rounded to bfloat16 by torch: both kernels
 multiply bfloat16 values exactly and sum them in float32, so they agree with it to float32 rounding of
 the sums. The shapes cross every edge of the kernels: rows around a tile (16) and the row blocks of
-threads (64), k odd and around a tile's 32, n inside a vector (16), a slab (64) and past it. On an AMX
+threads (64), k odd and around a tile's 32, n inside a vector (16), a slab (64) and past it, and the
+weight in each layout the packing tells apart (rows contiguous, transposed, neither). On an AMX
 CPU the AVX512-BF16 kernel is checked too, in a process with ``LSTMKIT_AMX_KERNEL=0``.
 """
 
@@ -41,18 +42,29 @@ def worst_errors() -> dict[str, float]:
         for inner in INNER:
             for columns in COLUMNS:
                 a = torch.randn(rows, inner, generator=generator)
-                w = torch.randn(inner, columns, generator=generator)
                 c = torch.randn(rows, columns, generator=generator)
-                a16, w16 = a.bfloat16().double(), w.bfloat16().double()
-                scale = (a16.abs() @ w16.abs() + c.double().abs()) * torch.finfo(torch.float32).eps
-                for accumulate in (False, True):
-                    for threads in (False, True):
-                        want = a16 @ w16 + (c.double() if accumulate else 0)
-                        got = EXTENSION.bf16_product(a, w, c, accumulate, threads).double()
-                        error = ((got - want).abs() / scale).max().item()
-                        key = f"accumulate={accumulate} threads={threads}"
-                        worst[key] = max(worst.get(key, 0.0), error)
+                for layout, w in weight_layouts(inner, columns, generator).items():
+                    a16, w16 = a.bfloat16().double(), w.bfloat16().double()
+                    scale = (a16.abs() @ w16.abs() + c.double().abs()) * torch.finfo(torch.float32).eps
+                    for accumulate in (False, True):
+                        for threads in (False, True):
+                            want = a16 @ w16 + (c.double() if accumulate else 0)
+                            got = EXTENSION.bf16_product(a, w, c, accumulate, threads).double()
+                            error = ((got - want).abs() / scale).max().item()
+                            key = f"{layout} accumulate={accumulate} threads={threads}"
+                            worst[key] = max(worst.get(key, 0.0), error)
     return worst
+
+
+def weight_layouts(inner: int, columns: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The weight (inner, columns) as the loops pass it, each packed its own way: rows contiguous
+    (W_ih, the backward's W_hh), the transpose of a row-major matrix (the forward's W_hh^T), and
+    neither (every other column of a wider matrix)."""
+    return {
+        "rows": torch.randn(inner, columns, generator=generator),
+        "transposed": torch.randn(columns, inner, generator=generator).t(),
+        "strided": torch.randn(inner, 2 * columns, generator=generator)[:, ::2],
+    }
 
 
 SCRIPT = """

@@ -69,6 +69,48 @@ LSTMKIT_BF16_TARGET inline void round_row(const float* src, int64_t n, uint16_t*
 // Columns per packed block of W.
 constexpr int64_t kColumns = 64;
 
+// Packing W (k x n float32) for the kernels: slab `slab`'s pair `pair` is 64 words, word c holding
+// W[2 pair, 64 slab + c] (low half) and W[2 pair + 1, 64 slab + c] rounded to bfloat16, zero outside W.
+// Rows of W contiguous (row stride ld): 16 columns of the two rows a vector at a time.
+LSTMKIT_BF16_TARGET inline void pack_pair_from_rows(const float* w, int64_t ld, int64_t k, int64_t n, int64_t slab,
+                                                    int64_t pair, uint16_t* out) {
+  const int64_t r0 = 2 * pair, r1 = 2 * pair + 1;
+  for (int64_t v = 0; v < kColumns / 16; ++v) {
+    const int64_t j0 = slab * kColumns + 16 * v;
+    const int64_t inside = std::clamp<int64_t>(n - j0, 0, 16);
+    const __mmask16 m = static_cast<__mmask16>((1u << inside) - 1);
+    const __m512 low = r0 < k ? _mm512_maskz_loadu_ps(m, w + r0 * ld + j0) : _mm512_setzero_ps();
+    const __m512 high = r1 < k ? _mm512_maskz_loadu_ps(m, w + r1 * ld + j0) : _mm512_setzero_ps();
+    const __m256bh low16 = _mm512_cvtneps_pbh(low), high16 = _mm512_cvtneps_pbh(high);
+    const __m512i words = _mm512_or_si512(_mm512_cvtepu16_epi32(reinterpret_cast<const __m256i&>(low16)),
+                                          _mm512_slli_epi32(_mm512_cvtepu16_epi32(reinterpret_cast<const __m256i&>(high16)), 16));
+    _mm512_storeu_si512(out + 32 * v, words);
+  }
+}
+
+// The same for W given as the transpose of a row-major (n x k) matrix t (row stride ld): column c of W
+// is row c of t, so 16 pairs of one column are 32 contiguous floats; their words go 64 apart (one per
+// pair) into the slab. Every pair of the slab, word c only.
+LSTMKIT_BF16_TARGET inline void pack_column_from_rows(const float* t, int64_t ld, int64_t k, int64_t n, int64_t slab,
+                                                      int64_t c, int64_t pairs, uint16_t* slab_out) {
+  const int64_t column = slab * kColumns + c;
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                             _mm512_set1_epi32(static_cast<int>(kColumns)));
+  for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+    const int64_t r = 2 * p0;
+    const auto mask_of = [&](int64_t first) {
+      const int64_t inside = column < n ? std::clamp<int64_t>(k - first, 0, 16) : 0;
+      return static_cast<__mmask16>((uint32_t{1} << inside) - 1);
+    };
+    const __m512 low = _mm512_maskz_loadu_ps(mask_of(r), t + column * ld + r);
+    const __m512 high = _mm512_maskz_loadu_ps(mask_of(r + 16), t + column * ld + r + 16);
+    const __m512bh both = _mm512_cvtne2ps_pbh(high, low);  // 32 values: pairs p0 .. p0 + 15 of this column
+    const __mmask16 stored = static_cast<__mmask16>((uint32_t{1} << std::min<int64_t>(16, pairs - p0)) - 1);
+    _mm512_mask_i32scatter_epi32(reinterpret_cast<int32_t*>(slab_out) + p0 * kColumns + c, stored, offsets,
+                                 reinterpret_cast<const __m512i&>(both), 4);
+  }
+}
+
 // One block: R rows x V vectors of 16 columns from column j0, whose W slab is `slab` (the last vector
 // masked by `last`).
 template <int R, int V>
