@@ -59,11 +59,12 @@ class PairedWeight {
           bf16::pack_pair_from_rows(src, row_stride, k_, n_, index / pairs_, index % pairs_, out + index * kColumns * 2);
       });
     } else if (row_stride == 1) {  // the transpose of a row-major matrix (W_hh^T): 16 pairs of a column
-      at::parallel_for(0, slabs * kColumns, 8, [&](int64_t begin, int64_t end) {
+      const int64_t groups = (pairs_ + 15) / 16;  // of 16 pairs
+      at::parallel_for(0, slabs * groups, 4, [&](int64_t begin, int64_t end) {
         for (int64_t index = begin; index < end; ++index) {
-          const int64_t slab = index / kColumns;
-          bf16::pack_column_from_rows(src, column_stride, k_, n_, slab, index % kColumns, pairs_,
-                                      out + slab * pairs_ * kColumns * 2);
+          const int64_t slab = index / groups;
+          bf16::pack_pairs_from_columns(src, column_stride, k_, n_, slab, 16 * (index % groups), pairs_,
+                                        out + slab * pairs_ * kColumns * 2);
         }
       });
     } else {
