@@ -55,13 +55,18 @@ def onednn_bf16() -> bool:
 
 
 def run_layers(
-    layer: Recurrent, x: Tensor, initial: tuple[Tensor, ...] | None, lengths: Tensor | None
+    layer: Recurrent,
+    x: Tensor,
+    initial: tuple[Tensor, ...] | None,
+    lengths: Tensor | None,
+    weights: list[Tensor],
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """All layers and directions of ``layer`` over time-major ``x`` in one fused call; returns the
-    output ``(T, B, D*H)`` (zero past each length) and the final states ``(L*D, B, size)``."""
+    """All layers and directions of ``layer`` over time-major ``x`` in one fused call with ``weights``
+    (in torch's order: w_ih, w_hh, b_ih, b_hh(, w_hr) per layer and direction, as
+    :meth:`~lstmkit.Recurrent._bind` returns them); returns the output ``(T, B, D*H)`` (zero past
+    each length) and the final states ``(L*D, B, size)``."""
     kernel = getattr(torch._VF, kernel_name(layer))
     cells = layer._cells
-    weights = [p for cell in cells for p in cell.parameters()]  # w_ih, w_hh, b_ih, b_hh(, w_hr): torch's order
     batch = x.shape[1]
     if initial is None:
         initial = tuple(x.new_zeros(len(cells), batch, size) for size in cells[0].state_sizes)

@@ -30,6 +30,7 @@ from ..engine.precision import (
 )
 from ..functional import check_merge_mode, dropout_mask, merge_directions
 from ..validation import ArgumentError, check_probability
+from . import plain_call
 from .arguments import StateArg, prepare_call, repack, to_layout
 
 
@@ -151,6 +152,10 @@ class Recurrent(nn.Module):
             value = getattr(self, flat_name)
             owner._parameters[leaf] = value.float() if widen and value.dtype == torch.bfloat16 else value
 
+    def _bound(self) -> list[Tensor]:
+        """The weights the cells are bound to (:meth:`_bind`), in ``torch.nn.LSTM``'s order."""
+        return [owner._parameters[leaf] for owner, leaf, _ in self._bindings]
+
     @property
     def _flat_weights_names(self) -> list[str]:
         """The weights' names in ``torch.nn.LSTM``'s order (layer, direction, then w_ih, w_hh, b_ih, b_hh, ...)."""
@@ -196,7 +201,8 @@ class Recurrent(nn.Module):
         ``None`` when a parametrization keeps several originals."""
         if parametrize.is_parametrized(self, flat_name):
             return getattr(self.parametrizations[flat_name], "original", None)
-        return self._parameters.get(flat_name, getattr(self, flat_name))
+        stored = self._parameters.get(flat_name)
+        return getattr(self, flat_name) if stored is None else stored
 
     @property
     def num_directions(self) -> int:
@@ -236,6 +242,13 @@ class Recurrent(nn.Module):
         mask: Tensor | None = None,
         return_gates: bool = False,
     ):
+        if hx is None and lengths is None and mask is None and not return_gates:
+            key = plain_call.plan_key(self, input)
+            if key is not None:
+                plans = self.__dict__.setdefault("_plain_plans", {})
+                chosen = plans[key] if key in plans else plans.setdefault(key, plain_call.plan(self, input))
+                if chosen is not None:
+                    return plain_call.run(self, chosen, input)
         data = input.data if isinstance(input, PackedSequence) else input
         if not isinstance(data, Tensor):
             return self._forward(input, hx, lengths, mask, return_gates)  # which names the problem
@@ -274,13 +287,13 @@ class Recurrent(nn.Module):
         five times a call: read from the module dictionaries directly (1.3 us; ``is_parametrized`` and
         indexing took 8 us, together a tenth of a one-step int8 call)."""
         parametrizations = self._modules.get("parametrizations")
-        chain = None if parametrizations is None else parametrizations._modules.get(self._flat_weights_names[0])
+        chain = None if parametrizations is None else parametrizations._modules.get(self._bindings[0][2])
         return chain is not None and isinstance(chain._modules.get("0"), Int8Weight)
 
     def _weights_dtype(self) -> torch.dtype:
         """The dtype of the layer's stored weights (of a parametrization's original; int8 weights: of
         their scales, the dtype they dequantize to, without dequantizing them)."""
-        name = self._flat_weights_names[0]
+        name = self._bindings[0][2]
         if self._int8_weights():
             return self.parametrizations[name].original1.dtype
         stored = self._stored(name)
@@ -302,21 +315,28 @@ class Recurrent(nn.Module):
             # under bfloat16 GEMMs torch's kernels run as torch.nn's do under autocast (their bfloat16
             # results are cast once, by forward)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_gemms_active()):
-                output, states = torch_engine.run_layers(self, x, initial, lengths)
+                output, states = torch_engine.run_layers(self, x, initial, lengths, self._bound())
         else:
             output, states, traces = self._run_cells(x, initial, valid, mask is not None, return_gates)
             traces = {
                 name: {key: self._to_layout(value, batched, self.batch_first) for key, value in trace.items()}
                 for name, trace in traces.items()
             }
+        if packed is not None:
+            return_output, state = repack(output, packed, lengths), self._finish(output, states, True, False)[1]
+        else:
+            return_output, state = self._finish(output, states, batched, batch_first)
+        return (return_output, state, traces) if return_gates else (return_output, state)
+
+    def _finish(
+        self, output: Tensor, states: tuple[Tensor, ...], batched: bool, batch_first: bool
+    ) -> tuple[Tensor, Tensor | State]:
+        """A call's time-major output and final states ``(L*D, B, size)`` as it returns them: in the
+        input's layout, the states without the batch dimension for an unbatched input, ``h_n`` alone
+        for a single-state cell."""
         if not batched:
             states = tuple(s.squeeze(1) for s in states)
-        state: Tensor | State = states[0] if len(states) == 1 else states
-        if packed is not None:
-            return_output: Tensor | PackedSequence = repack(output, packed, lengths)
-        else:
-            return_output = self._to_layout(output, batched, batch_first)
-        return (return_output, state, traces) if return_gates else (return_output, state)
+        return self._to_layout(output, batched, batch_first), states[0] if len(states) == 1 else states
 
     def _prepare(self, input, hx, lengths, mask, *, bind: bool = True) -> tuple:
         """The call's checked arguments, time-major (see :func:`~lstmkit.layers.arguments.prepare_call`).
