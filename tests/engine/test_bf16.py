@@ -911,3 +911,31 @@ def test_without_the_bf16_kernel_onednn_takes_the_large_products_and_float32_the
     env = {**os.environ, "LSTMKIT_BF16_KERNEL": "0"}
     done = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.skipif(not SMALL_BF16, reason="needs the AVX512-BF16 kernel of the per-step products")
+@pytest.mark.parametrize(("batch", "inputs", "hidden"), [(8, 5, 7), (13, 16, 32), (40, 33, 20)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_training_forward_step_is_the_exact_bf16_product(batch: int, inputs: int, hidden: int, reverse: bool) -> None:
+    """A training call's step (the AVX512-BF16 kernel's products, x kept beside h for the backward)
+    against a float64 LSTM step whose products take the operands rounded to bfloat16, as the kernel's
+    do: within float32 rounding of its sums, where products of float32 operands are ~1e-3 off."""
+    torch.manual_seed(batch)
+    cell = lstmkit.LSTMCell(inputs, hidden)
+    x, h0, c0 = torch.randn(1, batch, inputs), torch.randn(batch, hidden), torch.randn(batch, hidden)
+    params = kernel_params("lstm", cell)
+    results = torch.ops.lstmkit.sequence_forward(
+        "lstm" + BF16, x, [p.detach() for p in params], [h0, c0], None, None, [], 0.0, reverse, False, 0.0, True
+    )
+    h1, c1 = results[1], results[2]
+
+    def rounded(t: Tensor) -> Tensor:
+        return t.detach().bfloat16().double()
+
+    w_ih, w_hh, b_ih, b_hh = (p.detach().double() for p in params[:4])
+    gates = rounded(x[0]) @ rounded(w_ih).T + rounded(h0) @ rounded(w_hh).T + b_ih + b_hh
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_want = torch.sigmoid(f) * c0.double() + torch.sigmoid(i) * torch.tanh(g)
+    h_want = torch.sigmoid(o) * torch.tanh(c_want)
+    assert (c1.double() - c_want).abs().max() < 2e-5
+    assert (h1.double() - h_want).abs().max() < 2e-5
