@@ -7,6 +7,7 @@ import math
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +353,33 @@ def test_without_forget_bias_the_model_draws_as_before() -> None:
 def test_forget_bias_is_refused_where_it_cannot_apply(override: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         configure("sentence", override)
+
+
+def test_dropout_drops_units_of_the_embedding_and_the_output_in_training_only() -> None:
+    """Oracle: the same model's layers called by hand, with the training call's dropout masks recovered
+    from a seeded re-draw (F.dropout in the same order: the embedding's output, then the layer's)."""
+    torch.manual_seed(0)
+    model = CharLM(CharLMConfig("abcdef", hidden_size=12, embedding_size=8, dropout=0.3))
+    ids = torch.randint(1, 7, (3, 9))
+    model.train()
+    torch.manual_seed(5)
+    logits, _ = model(ids)
+    torch.manual_seed(5)
+    embedded = F.dropout(model.embedding(ids), 0.3, training=True)
+    output, _ = model.rnn(embedded)
+    want = model.head(F.dropout(output, 0.3, training=True))
+    torch.testing.assert_close(logits, want)
+    assert not torch.allclose(logits, model.head(model.rnn(model.embedding(ids))[0]))  # something was dropped
+    model.eval()
+    torch.testing.assert_close(model(ids)[0], model.head(model.rnn(model.embedding(ids))[0]))
+
+
+def test_dropout_with_one_layer_is_not_refused_as_useless_and_bad_rates_are() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the layer's "dropout has no effect with num_layers=1" warning
+        CharLM(CharLMConfig("ab", hidden_size=4, embedding_size=2, dropout=0.2))
+    two = CharLM(CharLMConfig("ab", hidden_size=4, embedding_size=2, num_layers=2, dropout=0.2))
+    assert two.rnn.dropout == 0.2  # between the layers too
+    for rate in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="dropout must be a number in"):
+            CharLMConfig("ab", dropout=rate)

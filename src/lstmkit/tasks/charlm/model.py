@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...cell_kinds import check_cell, recurrent_layer
+from ...validation import check_probability
 from ..common import TaskModel, embedding
 from .data import Vocabulary
 
@@ -18,9 +19,11 @@ from .data import Vocabulary
 @dataclass
 class CharLMConfig:
     """The model's shape. ``characters`` is the vocabulary (id 0, the unknown character, is implicit).
-    ``forget_bias``: the starting bias of the forget gate of a gated cell (the GRU's update gate;
-    :mod:`lstmkit.init`); ``None`` keeps torch.nn's draw. The plain RNN has no forget gate and
-    refuses it."""
+    ``dropout``: the probability of dropping a unit on every non-recurrent connection in training (the
+    embedding's output, between layers and the last layer's output, as Zaremba et al. 2014 and
+    torch's word language model); the recurrent ones keep every unit. ``forget_bias``: the starting
+    bias of the forget gate of a gated cell (the GRU's update gate; :mod:`lstmkit.init`); ``None``
+    keeps torch.nn's draw. The plain RNN has no forget gate and refuses it."""
 
     characters: str
     cell: str = "lstm"
@@ -32,6 +35,7 @@ class CharLMConfig:
 
     def __post_init__(self) -> None:
         check_cell(self.cell)
+        check_probability("dropout", self.dropout)
         if self.forget_bias is not None and self.cell == "rnn":
             raise ValueError("forget_bias needs a forget gate; the plain rnn cell has none (gru, lstm, peephole, "
                              "layernorm have one)")  # fmt: skip
@@ -68,8 +72,12 @@ class CharLM(TaskModel):
         self.head = nn.Linear(config.hidden_size, vocab_size)
 
     def forward(self, ids: Tensor, state: object = None) -> tuple[Tensor, object]:
-        output, state = self.rnn(self.embedding(ids), state)
-        return self.head(output), state
+        output, state = self.rnn(self._dropout(self.embedding(ids)), state)
+        return self.head(self._dropout(output)), state
+
+    def _dropout(self, values: Tensor) -> Tensor:
+        rate = self.config.dropout
+        return F.dropout(values, rate, training=True) if rate and self.training else values
 
 
 def cross_entropy_sum(model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
