@@ -46,6 +46,26 @@ std::vector<at::Tensor> backward(const std::string& name, const at::Tensor& grad
                       std::move(needs));
 }
 
+// The operands of a test product c + a W: float32 a (rows, k) with contiguous rows, c (rows, n) contiguous.
+void check_product(const at::Tensor& a, const at::Tensor& w, const at::Tensor& c) {
+  TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat && a.dim() == 2 && a.stride(1) == 1,
+                   "expected float32 a (rows, k) with contiguous rows");
+  TORCH_CHECK_VALUE(c.is_contiguous() && c.size(0) == a.size(0) && c.size(1) == w.size(1),
+                    "expected a contiguous c (rows, n)");
+}
+
+// c + a W (or a W) on a weight packed once, `repeats` times as for the steps of a call.
+template <typename Packed>
+at::Tensor repeated_product(const Packed& packed, const at::Tensor& a, const at::Tensor& c, bool accumulate,
+                            bool threads, int64_t repeats) {
+  at::Tensor out = c.clone();
+  for (int64_t r = 0; r < repeats; ++r) {
+    if (r) out.copy_(c);
+    packed.run(out.data_ptr<float>(), a.data_ptr<float>(), a.stride(0), 0, a.size(0), accumulate, !threads);
+  }
+  return out;
+}
+
 }  // namespace
 }  // namespace lstmkit
 
@@ -90,22 +110,25 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       [](const at::Tensor& a, const at::Tensor& w, const at::Tensor& c, bool accumulate, bool threads,
          int64_t repeats) {
         TORCH_CHECK_VALUE(bf16::available(), "the bf16 kernels need a CPU with AVX512-BF16");
-        TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat && a.dim() == 2 && a.stride(1) == 1,
-                         "expected float32 a (rows, k) with contiguous rows");
-        TORCH_CHECK_VALUE(c.is_contiguous() && c.size(0) == a.size(0) && c.size(1) == w.size(1),
-                          "expected a contiguous c (rows, n)");
-        at::Tensor out = c.clone();
-        const PairedWeight packed(w, a.size(0));
-        for (int64_t r = 0; r < repeats; ++r) {  // packed once, as for the steps of a call
-          if (r) out.copy_(c);
-          packed.run(out.data_ptr<float>(), a.data_ptr<float>(), a.stride(0), 0, a.size(0), accumulate, !threads);
-        }
-        return out;
+        check_product(a, w, c);
+        return repeated_product(PairedWeight(w, a.size(0)), a, c, accumulate, threads, repeats);
       },
       "c + a W (or a W) through bf16 GEMMs' own kernel, AMX tiles where they run; `repeats` times on "
       "one packing, for timing (tests)",
       py::arg("a"), py::arg("weight"), py::arg("c"), py::arg("accumulate"), py::arg("threads") = true,
       py::arg("repeats") = 1);
+  m.def(
+      "fp32_product",
+      [](const at::Tensor& a, const at::Tensor& w, const at::Tensor& c, bool accumulate, bool threads,
+         int64_t repeats) {
+        TORCH_CHECK_VALUE(fp32::available(), "the float32 kernel runs on AMD CPUs with AVX-512");
+        check_product(a, w, c);
+        return repeated_product(SlabWeight(w), a, c, accumulate, threads, repeats);
+      },
+      "c + a W (or a W) through fp32_gemm.h's kernel; `repeats` times on one packing, for timing (tests)",
+      py::arg("a"), py::arg("weight"), py::arg("c"), py::arg("accumulate"), py::arg("threads") = true,
+      py::arg("repeats") = 1);
+  m.attr("fp32_kernel") = fp32::available();  // float32 per-step products on fp32_gemm.h's kernel
   m.def(
       "int8_sums",
       [](const at::Tensor& a8, const at::Tensor& w) {

@@ -9,6 +9,7 @@
 #include "amx_gemm.h"
 #include "bf16_gemm.h"
 #include "common.h"
+#include "fp32_gemm.h"
 #include "int8_avx2.h"
 #include "int8_gemm.h"
 #include "row_blocks.h"
@@ -150,6 +151,53 @@ class PairedWeight {
   bool tiles_;  // amx_gemm.h's kernel, else bf16_gemm.h's
   int64_t pairs_;
   at::Tensor packed_, a16_;
+};
+
+// W (k, n) float32 for fp32_gemm.h's kernel (where fp32::available()): slabs of 64 columns, packed once
+// per call; the per-step products of a float32 call multiply by it instead of MKL's packed W.
+class SlabWeight {
+ public:
+  explicit SlabWeight(const at::Tensor& w) : k_(w.size(0)), n_(w.size(1)) {
+#ifdef __AVX512F__
+    const int64_t slabs = (n_ + fp32::kColumns - 1) / fp32::kColumns;
+    packed_ = at::empty({slabs, k_, fp32::kColumns}, w.options());
+    const float* src = w.data_ptr<float>();
+    float* out = packed_.data_ptr<float>();
+    at::parallel_for(0, slabs, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t slab = s0; slab < s1; ++slab)
+        fp32::pack_slab(src, w.stride(0), w.stride(1), k_, n_, slab, out + slab * k_ * fp32::kColumns);
+    });
+#endif
+  }
+
+  // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n). Unless in_block
+  // (the caller's thread runs a block of rows) the threads share the work: many rows by rows, few by
+  // slabs, at least ~256K multiply-adds a thread.
+  void run(float* c, const float* a, int64_t lda, int64_t first, int64_t rows, bool accumulate, bool in_block) const {
+#ifdef __AVX512F__
+    constexpr int64_t kRowsPerThread = 64;
+    const int64_t slabs = (n_ + fp32::kColumns - 1) / fp32::kColumns;
+    a += first * lda;
+    c += first * n_;
+    const float* wp = packed_.data_ptr<float>();
+    const auto part = [&](int64_t r0, int64_t r1, int64_t s0, int64_t s1) {
+      fp32::gemm(r1 - r0, n_, k_, a + r0 * lda, lda, wp, c + r0 * n_, n_, accumulate, s0, s1);
+    };
+    if (in_block) {
+      part(0, rows, 0, slabs);
+    } else if (rows >= 2 * kRowsPerThread) {
+      at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) { part(r0, r1, 0, slabs); });
+    } else {
+      const int64_t per_slab = std::max<int64_t>(1, rows * k_ * fp32::kColumns);
+      at::parallel_for(0, slabs, std::max<int64_t>(1, (int64_t{256} << 10) / per_slab),
+                       [&](int64_t s0, int64_t s1) { part(0, rows, s0, s1); });
+    }
+#endif
+  }
+
+ private:
+  int64_t k_, n_;
+  at::Tensor packed_;
 };
 
 // Packing a weight (in bf16 pairs, in MKL's layout, or as a bfloat16 copy for oneDNN) reads it and
@@ -539,6 +587,10 @@ class StepGemm {
       onednn_.emplace(w_, blocks.batch());
       return;
     }
+    if (w.scalar_type() == at::kFloat && fp32::available() && n_ > 0 && k_ > 0) {
+      slabs_.emplace(w_);
+      return;
+    }
     const bool mkl = cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr && cblas_sgemm_pack_get_size;
     if (!mkl || w.scalar_type() != at::kFloat || !w.is_contiguous() || n_ == 0 || k_ == 0) return;
     for (int64_t k = 0; k < blocks.count(); ++k) pack(w, blocks.rows(k), transpose);
@@ -554,6 +606,10 @@ class StepGemm {
     }
     if (onednn_) {
       onednn_->run(c.view().narrow(0, first, rows), a.view().narrow(0, first, rows), first, accumulate);
+      return;
+    }
+    if (slabs_ && c.contiguous() && a.rows_contiguous()) {
+      slabs_->run(c.data<float>(), a.data<float>(), a.row_stride(), first, rows, accumulate, mine.active);
       return;
     }
     const int64_t lda = a.row_stride();
@@ -607,6 +663,7 @@ class StepGemm {
   std::vector<std::pair<int64_t, at::Tensor>> packed_;  // (rows, packed W)
   std::optional<PairedWeight> paired_;                  // under bf16 GEMMs: W in pairs of rows (bf16_gemm.h)
   std::optional<OneDnnWeight> onednn_;                  // or W for oneDNN's product
+  std::optional<SlabWeight> slabs_;                     // float32 on an AMD CPU with AVX-512 (fp32_gemm.h)
 };
 
 // ---------------------------------------------------------------------------------------------
