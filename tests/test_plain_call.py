@@ -37,13 +37,13 @@ def _zeros_hx(layer: nn.Module, batch: int) -> torch.Tensor | tuple[torch.Tensor
     return h
 
 
-def _close(ours: object, theirs: object, tolerance: float, dtypes: bool = True) -> None:
+def _close(ours: object, theirs: object, tolerance: float) -> None:
     if isinstance(ours, tuple):
         assert isinstance(theirs, tuple) and len(ours) == len(theirs)
         for a, b in zip(ours, theirs, strict=True):
-            _close(a, b, tolerance, dtypes)
+            _close(a, b, tolerance)
         return
-    assert ours.shape == theirs.shape and (ours.dtype == theirs.dtype or not dtypes)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
     torch.testing.assert_close(ours.float(), theirs.float(), rtol=tolerance, atol=tolerance)
 
 
@@ -78,8 +78,7 @@ def test_plain_inference_matches_torch_nn_and_the_full_path(
         expected = theirs(x)
     _close(short, full, 0.0)
     if kind == "lstm" or not autocast:  # torch.nn.GRU/RNN run float32 under autocast, lstmkit's bf16 GEMMs
-        # (torch.nn.LSTM with proj_size under autocast gives c_n in float32, lstmkit's in bfloat16)
-        _close(short, expected, tolerance, dtypes=not ("proj_size" in options and autocast))
+        _close(short, expected, tolerance)
 
 
 def test_bfloat16_layers_on_bfloat16_input_go_the_short_way_as_the_full_one() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..cells import GRUCell, LSTMCell, RNNCell
+from ..engine.precision import cast_floats
 from ..validation import ArgumentError
 from .recurrent import Recurrent
 
@@ -57,6 +58,15 @@ class LSTM(Recurrent):
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}" + self._options_repr()
         return text + f", proj_size={self.proj_size}" if self.proj_size else text
+
+    def _cast_results(self, result: tuple, dtype: torch.dtype | None, autocast: bool) -> tuple:
+        """As torch.nn.LSTM's: with projections under bf16 autocast (torch's kernel without oneDNN)
+        the output and h_n come out bfloat16 and c_n float32, padded or packed."""
+        if not (autocast and self.proj_size and dtype is not None):
+            return super()._cast_results(result, dtype, autocast)
+        output, (h_n, c_n), *trace = result
+        bf16 = torch.bfloat16
+        return (cast_floats(output, bf16), (cast_floats(h_n, bf16), c_n.float()), *trace)
 
 
 class GRU(Recurrent):

@@ -34,13 +34,15 @@ class Plan:
     (``compute``; ``None``: the input's, checked against the weights'); in reduced precision or not
     (``reduced``; ``None``: as the call finds it; read only to widen bfloat16 weights); under
     bfloat16 autocast or not (``bf16``); whether autocast must be set for that (``set_autocast``:
-    the call comes in another state); the results' dtype (``result``; ``None``: as computed)."""
+    the call comes in another state); the results' dtype (``result``; ``None``: as computed) and
+    whether the call comes under autocast (``autocast``, for :meth:`Recurrent._cast_results`)."""
 
     compute: torch.dtype | None
     reduced: bool | None
     bf16: bool
     set_autocast: bool
     result: torch.dtype | None
+    autocast: bool  # the call comes under autocast
 
 
 def plan_key(layer: Recurrent, input: Tensor) -> tuple | None:
@@ -107,7 +109,7 @@ def plan(layer: Recurrent, input: Tensor) -> Plan | None:
     set_autocast = (autocast and not bf16) or (bf16 and not in_bf16)
     # the precision setting is read by the binding of bfloat16 weights alone (widened to float32)
     widens = touched and layer._weights_dtype() == torch.bfloat16
-    return Plan(compute, reduced if widens else None, bf16, set_autocast, result)
+    return Plan(compute, reduced if widens else None, bf16, set_autocast, result, autocast)
 
 
 def run(layer: Recurrent, chosen: Plan, input: Tensor) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
@@ -122,7 +124,7 @@ def run(layer: Recurrent, chosen: Plan, input: Tensor) -> tuple[Tensor, Tensor |
         else:
             output, states = torch_engine.run_layers(layer, x, None, None, layer._bound())
     result = layer._finish(output, states, batched, batch_first)
-    return result if chosen.result is None else cast_floats(result, chosen.result)
+    return layer._cast_results(result, chosen.result, chosen.autocast)
 
 
 class _Unchanged:

@@ -260,7 +260,12 @@ class Recurrent(nn.Module):
         with torch.autocast(device, enabled=False), reduced_precision(reduced):
             input, hx = cast_floats(input, compute), cast_floats(hx, compute)
             result = self._forward(input, hx, lengths, mask, return_gates)
-        return result if result_dtype is None else cast_floats(result, result_dtype)
+        return self._cast_results(result, result_dtype, autocast)
+
+    def _cast_results(self, result: tuple, dtype: torch.dtype | None, autocast: bool) -> tuple:
+        """A call's results in ``dtype`` (``None``: as computed; :meth:`_precision`), ``autocast``
+        telling a call under autocast (where a subclass may follow its torch.nn twin's quirks)."""
+        return result if dtype is None else cast_floats(result, dtype)
 
     def _precision(self, data: Tensor, packed: bool = False) -> tuple[bool, torch.dtype, torch.dtype | None]:
         """How a call on ``data`` (a PackedSequence's if ``packed``) computes: whether in reduced
