@@ -1,6 +1,6 @@
 """The short way through a plain inference call of a :class:`~lstmkit.Recurrent` layer.
 
-A call with no gradient, no ``lengths=``, ``mask=``, ``hx`` or gate trace, on a layer whose stack
+A call with no gradient, no ``lengths=``, ``mask=`` or gate trace, on a layer whose stack
 runs on torch's fused kernels (:func:`lstmkit.engine.choose_layer`), computes as ``torch.nn``'s
 would; lstmkit's way there (precision rules, argument checks, the choice of engine, two autocast
 contexts) cost ~70 us of Python a call, ~10% of a (200, 1, 64, 128) LSTM's inference under bf16
@@ -25,6 +25,8 @@ from ..engine.kernels import kernel_of
 from ..engine.precision import bf16_gemms_active, bf16_weights_widened, cast_floats, reduced_precision
 
 if TYPE_CHECKING:
+    from ..cells import State
+    from .arguments import StateArg
     from .recurrent import Recurrent
 
 
@@ -90,7 +92,8 @@ def _weights_kind(layer: Recurrent) -> object:
 def plan(layer: Recurrent, input: Tensor) -> Plan | None:
     """The plan of a plain inference call on ``input`` (see the module), ``None`` when it does not run
     on torch's kernels. Decided as the full path decides (:meth:`Recurrent._precision`,
-    :func:`choose_layer`); raises where it raises."""
+    :func:`choose_layer`; a call's ``hx`` plays no part there without gradients); raises where it
+    raises."""
     if layer._int8_weights():
         return None
     device = input.device.type
@@ -112,17 +115,18 @@ def plan(layer: Recurrent, input: Tensor) -> Plan | None:
     return Plan(compute, reduced if widens else None, bf16, set_autocast, result, autocast)
 
 
-def run(layer: Recurrent, chosen: Plan, input: Tensor) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
-    """A plain inference call of ``layer`` on ``input`` as ``chosen`` says: ``(output, h_n)`` or
-    ``(output, (h_n, c_n))``, as the full path returns."""
+def run(layer: Recurrent, chosen: Plan, input: Tensor, hx: StateArg = None) -> tuple[Tensor, Tensor | State]:
+    """A plain inference call of ``layer`` on ``input`` (from ``hx``) as ``chosen`` says: ``(output,
+    h_n)`` or ``(output, (h_n, c_n))``, as the full path returns."""
     with _Unchanged() if chosen.reduced is None else reduced_precision(chosen.reduced):
-        x = input if chosen.compute is None else cast_floats(input, chosen.compute)
-        x, _, _, _, batched, batch_first, _ = layer._prepare(x, None, None, None)
+        if chosen.compute is not None:
+            input, hx = cast_floats(input, chosen.compute), cast_floats(hx, chosen.compute)
+        x, _, initial, _, batched, batch_first, _ = layer._prepare(input, hx, None, None)
         if chosen.set_autocast:
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=chosen.bf16):
-                output, states = torch_engine.run_layers(layer, x, None, None, layer._bound())
+                output, states = torch_engine.run_layers(layer, x, initial, None, layer._bound())
         else:
-            output, states = torch_engine.run_layers(layer, x, None, None, layer._bound())
+            output, states = torch_engine.run_layers(layer, x, initial, None, layer._bound())
     result = layer._finish(output, states, batched, batch_first)
     return layer._cast_results(result, chosen.result, chosen.autocast)
 

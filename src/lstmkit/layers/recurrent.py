@@ -242,13 +242,13 @@ class Recurrent(nn.Module):
         mask: Tensor | None = None,
         return_gates: bool = False,
     ):
-        if hx is None and lengths is None and mask is None and not return_gates:
+        if lengths is None and mask is None and not return_gates:
             key = plain_call.plan_key(self, input)
             if key is not None:
                 plans = self.__dict__.setdefault("_plain_plans", {})
                 chosen = plans[key] if key in plans else plans.setdefault(key, plain_call.plan(self, input))
                 if chosen is not None:
-                    return plain_call.run(self, chosen, input)
+                    return plain_call.run(self, chosen, input, hx)
         data = input.data if isinstance(input, PackedSequence) else input
         if not isinstance(data, Tensor):
             return self._forward(input, hx, lengths, mask, return_gates)  # which names the problem
