@@ -194,6 +194,11 @@ class SlabWeight {
     }
 #endif
   }
+  // The same with tensors: a (rows, k) with contiguous rows, c (rows, n) contiguous.
+  bool runs(const at::Tensor& c, const at::Tensor& a) const { return c.is_contiguous() && a.stride(1) == 1; }
+  void run(at::Tensor& c, const at::Tensor& a, bool accumulate) const {
+    run(c.data_ptr<float>(), a.data_ptr<float>(), a.stride(0), 0, a.size(0), accumulate, false);
+  }
 
  private:
   int64_t k_, n_;
@@ -433,7 +438,8 @@ inline const bool* int8_valid(const OptTensor& valid, const Shapes& s) {
 
 // A weight every one of `steps` steps multiplies by, out = a W [+ bias] with W (k, n), for up to `rows`
 // rows: under bf16 GEMMs on a bfloat16 copy through oneDNN where that pays, else in pairs
-// (bf16_gemm.h) where the CPU has AVX512-BF16; the copies made once per call, where packing pays.
+// (bf16_gemm.h) where the CPU has AVX512-BF16; in float32 on fp32_gemm.h's slabs on an AMD CPU with
+// AVX-512; the copies made once per call, where packing pays.
 class StepWeight {
  public:
   StepWeight(const at::Tensor& w, int64_t rows, bool bf16, int64_t steps) : w_(w) {
@@ -442,6 +448,8 @@ class StepWeight {
       paired_.emplace(w, rows);
     } else if (bf16_pays(bf16, rows, w.size(1), w.size(0))) {
       onednn_.emplace(w, rows);
+    } else if (w.scalar_type() == at::kFloat && fp32::available() && w.numel() > 0) {
+      slabs_.emplace(w);
     }
   }
   void into(at::Tensor& out, const at::Tensor& a, const OptTensor& bias = std::nullopt) const {
@@ -450,6 +458,9 @@ class StepWeight {
       if (bias) out.add_(*bias);
     } else if (onednn_ && onednn_->fits(a)) {
       onednn_->run(out, a, 0, false);
+      if (bias) out.add_(*bias);
+    } else if (slabs_ && slabs_->runs(out, a)) {
+      slabs_->run(out, a, false);
       if (bias) out.add_(*bias);
     } else {
       bias ? at::addmm_out(out, *bias, a, w_) : at::mm_out(out, a, w_);
@@ -461,6 +472,8 @@ class StepWeight {
       paired_->run(out, a, true);
     } else if (onednn_ && onednn_->fits(a)) {
       onednn_->run(out, a, 0, true);
+    } else if (slabs_ && slabs_->runs(out, a)) {
+      slabs_->run(out, a, true);
     } else {
       at::addmm_out(out, out, a, w_);
     }
@@ -470,6 +483,7 @@ class StepWeight {
   at::Tensor w_;
   std::optional<PairedWeight> paired_;
   std::optional<OneDnnWeight> onednn_;
+  std::optional<SlabWeight> slabs_;  // float32 on an AMD CPU with AVX-512 (fp32_gemm.h)
 };
 
 // ---------------------------------------------------------------------------------------------
