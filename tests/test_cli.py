@@ -112,3 +112,11 @@ def test_flags_are_shown_without_a_value_in_every_help() -> None:
         assert "--help " in result.output and "<bool>" not in result.output, (path, result.output)
     result = runner.invoke(app, ["charlm", "train", "--help"], env={"COLUMNS": "160"})
     assert re.search(r"--max-steps\s+<int range>", result.output) and re.search(r"--resume\s+Continue", result.output)
+
+
+def test_the_command_line_starts_without_matplotlib() -> None:
+    """Plotting libraries load when a figure is drawn, not with every command (~0.3 s of start-up)."""
+    code = "import sys, lstmkit.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -36,7 +36,7 @@ from lstmkit.tasks.forecast.task import (
     train,
 )
 from lstmkit.training import read_checkpoint
-from lstmkit.training.plots import plt
+from lstmkit.training.plots import pyplot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -252,7 +252,7 @@ def test_the_forecast_plot_is_labelled(tiny_run: tuple[Path, Forecaster, dict]) 
     axis = figure.axes[0]
     labels = [text.get_text() for text in axis.get_legend().get_texts()]
     drawn = next(line.get_ydata() for line in axis.get_lines() if line.get_label().startswith("model (MAE"))
-    plt.close(figure)
+    pyplot().close(figure)
     start, stop, horizon = parts.validation_end, len(parts.series), model.config.horizon
     blocks = [forecast(model, parts.series.values, [origin])[0] for origin in range(start - 1, stop - horizon, horizon)]
     covered = len(blocks) * horizon  # 228 test weeks: 17 blocks of 13, then the last 7 of a block ending at the end

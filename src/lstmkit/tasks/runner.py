@@ -11,15 +11,16 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..training import TrainConfig, Trainer, TrainResult, config_from_dict
 from ..training.checkpoint import atomic_write
-from ..training.plots import plt
+from ..training.plots import pyplot
 from .common import TaskModel, split_overrides, train_config
 from .splits import describe_change
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TASK_FILE = "task.json"
 
@@ -136,5 +137,5 @@ def write_png(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` to the PNG ``path`` (atomically) and close it."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
+    pyplot().close(figure)
     return atomic_write(path, buffer.getvalue())

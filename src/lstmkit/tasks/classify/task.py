@@ -14,16 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
-from ...training.plots import plt
+from ...training.plots import pyplot
 from ..runner import DataField, Preset, TaskSettings, data_change, fit, write_png, write_task_file
 from ..splits import data_record
 from .data import SequenceSet, feature_statistics, japanese_vowels, read_sequence_csv, sort_classes, validation_split
@@ -37,6 +36,9 @@ from .model import (
     per_class_accuracy,
     predict_logits,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CONFUSION_FILE = "confusion.png"
 JAPANESE_VOWELS = "japanese_vowels"
@@ -188,7 +190,7 @@ def confusion_figure(evaluation: Evaluation, title: str) -> Figure:
     count in every cell, the accuracy in the title."""
     matrix, classes = evaluation.matrix, evaluation.classes
     size = 2.5 + 0.45 * len(classes)
-    figure, axis = plt.subplots(figsize=(size + 1, size))
+    figure, axis = pyplot().subplots(figsize=(size + 1, size))
     image = axis.imshow(matrix.numpy(), cmap="Blues")
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="sequences")
     axis.set_xticks(range(len(classes)), classes, rotation=45 if max(map(len, classes)) > 3 else 0)

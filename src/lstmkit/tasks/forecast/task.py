@@ -16,15 +16,14 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from ...precision import autocast_for
 from ...training import TrainConfig, TrainResult
-from ...training.plots import plt
+from ...training.plots import pyplot
 from ..common import check_held_out
 from ..runner import DataField, Preset, TaskSettings, data_change, fit, write_png, write_task_file
 from ..splits import describe_series_change, series_record
@@ -41,6 +40,9 @@ from .model import (
     seasonal_naive_forecast,
     target_windows,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORECAST_FILE = "forecast.png"
 PARTS = ("train", "validation", "test")
@@ -286,7 +288,7 @@ def forecast_figure(model: Forecaster, parts: Parts, evaluation: Evaluation) -> 
     series, horizon = parts.series, model.config.horizon
     start, stop = parts.bounds("test")
     context = max(0, start - max(3 * (stop - start), 3 * series.season))
-    figure, axis = plt.subplots(figsize=(11, 4.6))
+    figure, axis = pyplot().subplots(figsize=(11, 4.6))
     axis.plot(series.time[context:start], series.target[context:start], color="0.35", lw=1.2, label="history")
     axis.plot(series.time[start:], series.target[start:], color="black", lw=1.2, label="held-out truth")
     lines = (
