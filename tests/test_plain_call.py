@@ -162,16 +162,26 @@ def test_weights_replaced_or_parametrized_after_a_call_are_the_ones_used() -> No
         torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_int8_weights_after_a_call_run_the_int8_way(monkeypatch: pytest.MonkeyPatch) -> None:
-    ours, _ = _twins("lstm")
+@pytest.mark.parametrize("autocast", AUTOCAST)
+def test_int8_weights_after_a_call_run_the_int8_way(autocast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    ours, theirs = _twins("lstm")
     x = torch.randn(7, 3, 6)
     calls = _torch_kernel_calls(monkeypatch)
     with torch.no_grad():
         ours(x)
-        quantized = lstmkit.quantize_int8(ours, inplace=True)
-        short = quantized(x)
+    quantized = lstmkit.quantize_int8(ours, inplace=True)
+    for hx in (None, _random_hx(quantized, 3)):
+        args = (x,) if hx is None else (x, hx)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with torch.no_grad():
+                short = quantized(*args)
+                expected = theirs(*args)
+            full = _full_path(quantized, *args)
+        _close(short, full, 0.0)  # the full way runs the same integer kernel
+        assert short[0].dtype == expected[0].dtype  # torch.nn's dtype, under autocast too
+        torch.testing.assert_close(short[0].float(), expected[0].float(), rtol=0, atol=3e-2)
     assert calls == [1], "the int8 layer ran torch's float kernel"
-    _close(short, _full_path(quantized, x), 0.0)  # the full way runs the same integer kernel
+    assert any(plan is not None and plan.int8 for plan in quantized._plain_plans.values())
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,12 @@ A call with no gradient, no ``lengths=``, ``mask=`` or gate trace, on a layer wh
 runs on torch's fused kernels (:func:`lstmkit.engine.choose_layer`), computes as ``torch.nn``'s
 would; lstmkit's way there (precision rules, argument checks, the choice of engine, two autocast
 contexts) cost ~70 us of Python a call, ~10% of a (200, 1, 64, 128) LSTM's inference under bf16
-autocast. :func:`plan` makes that way's decisions once for each kind of call, with the functions the
-full path calls, and keeps them on the layer under a key of everything they read
-(:func:`plan_key`); :func:`run` then checks the input and runs the kernel. A kind of call the
-short way does not take keeps ``None`` and goes the full way.
+autocast. A layer with int8 weights on its integer kernel (:func:`lstmkit.engine.choose_int8`)
+takes the short way as well: one step of one stream is mostly that Python. :func:`plan` makes that
+way's decisions once for each kind of call, with the functions the full path calls, and keeps them
+on the layer under a key of everything they read (:func:`plan_key`); :func:`run` then checks the
+input and runs the kernel. A kind of call the short way does not take keeps ``None`` and goes the
+full way.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..engine import choose_layer, torch_engine
-from ..engine.dispatch import ENGINE_VARIABLE
+from ..engine import choose_layer, int8_loop, torch_engine
+from ..engine.dispatch import ENGINE_VARIABLE, choose_int8
 from ..engine.kernels import kernel_of
 from ..engine.precision import bf16_gemms_active, bf16_weights_widened, cast_floats, reduced_precision
 
@@ -45,6 +47,7 @@ class Plan:
     set_autocast: bool
     result: torch.dtype | None
     autocast: bool  # the call comes under autocast
+    int8: bool = False  # int8 weights on their integer kernel (lstmkit.engine.int8_loop), not torch's
 
 
 def plan_key(layer: Recurrent, input: Tensor) -> tuple | None:
@@ -91,22 +94,25 @@ def _weights_kind(layer: Recurrent) -> object:
 
 def plan(layer: Recurrent, input: Tensor) -> Plan | None:
     """The plan of a plain inference call on ``input`` (see the module), ``None`` when it does not run
-    on torch's kernels. Decided as the full path decides (:meth:`Recurrent._precision`,
-    :func:`choose_layer`; a call's ``hx`` plays no part there without gradients); raises where it
-    raises."""
-    if layer._int8_weights():
-        return None
+    on torch's kernels or the int8 loop. Decided as the full path decides
+    (:meth:`Recurrent._precision`, :func:`choose_layer`, :func:`choose_int8`; a call's ``hx`` plays no
+    part there without gradients); raises where it raises."""
     device = input.device.type
     autocast = torch.is_autocast_enabled(device)
     reduced, compute, result = layer._precision(input)
     touched = autocast or reduced  # the full path sets precision and autocast only then
     compute = compute if touched else None
+    int8 = layer._int8_weights()
     with torch.autocast(device, enabled=False), reduced_precision(reduced) if touched else _Unchanged():
-        x = layer._prepare(input if compute is None else cast_floats(input, compute), None, None, None)[0]
-        chosen = choose_layer(layer, x, masked=False, traced=False, lengths=None, initial=None)
+        x = input if compute is None else cast_floats(input, compute)
+        x = layer._prepare(x, None, None, None, bind=not int8)[0]
+        call = {"masked": False, "traced": False, "lengths": None, "initial": None}
+        chosen = choose_int8(layer, x, **call) if int8 else choose_layer(layer, x, **call)
         bf16 = bf16_gemms_active()
     if chosen is None:
         return None
+    if int8:  # the full path runs the integer loop with autocast off, in the precision it set
+        return Plan(compute, reduced if touched else None, False, autocast, result, autocast, int8=True)
     # the full path runs torch's kernel under autocast in bfloat16 when the GEMMs are bf16, else without
     in_bf16 = autocast and torch.get_autocast_dtype(device) == torch.bfloat16
     set_autocast = (autocast and not bf16) or (bf16 and not in_bf16)
@@ -121,14 +127,20 @@ def run(layer: Recurrent, chosen: Plan, input: Tensor, hx: StateArg = None) -> t
     with _Unchanged() if chosen.reduced is None else reduced_precision(chosen.reduced):
         if chosen.compute is not None:
             input, hx = cast_floats(input, chosen.compute), cast_floats(hx, chosen.compute)
-        x, _, initial, _, batched, batch_first, _ = layer._prepare(input, hx, None, None)
+        x, _, initial, _, batched, batch_first, _ = layer._prepare(input, hx, None, None, bind=not chosen.int8)
         if chosen.set_autocast:
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=chosen.bf16):
-                output, states = torch_engine.run_layers(layer, x, initial, None, layer._bound())
+                output, states = _kernel(layer, chosen, x, initial)
         else:
-            output, states = torch_engine.run_layers(layer, x, initial, None, layer._bound())
+            output, states = _kernel(layer, chosen, x, initial)
     result = layer._finish(output, states, batched, batch_first)
     return layer._cast_results(result, chosen.result, chosen.autocast)
+
+
+def _kernel(layer: Recurrent, chosen: Plan, x: Tensor, initial: State | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+    if chosen.int8:
+        return int8_loop.run_layers(layer, x, initial)
+    return torch_engine.run_layers(layer, x, initial, None, layer._bound())
 
 
 class _Unchanged:
