@@ -162,6 +162,20 @@ def test_weights_replaced_or_parametrized_after_a_call_are_the_ones_used() -> No
         torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_int8_layers_in_training_follow_a_change_of_dropout() -> None:
+    """The int8 loop has no dropout between layers: a layer in training mode given dropout after a call
+    goes the way that drops (the dequantized weights), not the kept integer plan."""
+    torch.manual_seed(0)
+    layer = lstmkit.quantize_int8(lstmkit.LSTM(6, 10, num_layers=2), inplace=True).train()
+    x = torch.randn(7, 3, 6)
+    with torch.no_grad():
+        first = layer(x)[0]
+        layer.dropout = 0.5
+        dropped = [layer(x)[0] for _ in range(2)]
+    assert not torch.equal(dropped[0], dropped[1]), "no dropout: the kept integer plan ran"
+    assert not torch.equal(first, dropped[0])
+
+
 @pytest.mark.parametrize("autocast", AUTOCAST)
 def test_int8_weights_after_a_call_run_the_int8_way(autocast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     ours, theirs = _twins("lstm")

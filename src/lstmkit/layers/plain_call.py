@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Plan:
-    """How a plain inference call runs torch's kernel, as the full path would: in which dtype
+    """How a plain inference call runs torch's kernel or the int8 loop, as the full path would: in which dtype
     (``compute``; ``None``: the input's, checked against the weights'); in reduced precision or not
     (``reduced``; ``None``: as the call finds it; read only to widen bfloat16 weights); under
     bfloat16 autocast or not (``bf16``); whether autocast must be set for that (``set_autocast``:
@@ -75,6 +75,7 @@ def plan_key(layer: Recurrent, input: Tensor) -> tuple | None:
         steps == 1,
         torch.get_num_threads() == 1,
         layer.training,
+        layer.dropout,  # the int8 loop has no dropout between layers: in training it goes the full way
         layer.recurrent_dropout,
         layer.zoneout,
         layer.merge_mode,
