@@ -52,6 +52,15 @@ def _full_path(layer: nn.Module, *args: object) -> object:
             p.requires_grad_(True)
 
 
+def _three_ways(ours: nn.Module, theirs: nn.Module, autocast: bool, x: torch.Tensor, hx: object) -> tuple:
+    """``ours(x, hx)`` the short way and the full way, and ``theirs(x, hx)``, under bf16 autocast or not."""
+    args = (x,) if hx is None else (x, hx)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():
+            short, expected = ours(*args), theirs(*args)
+        return short, _full_path(ours, *args), expected
+
+
 def _close(ours: object, theirs: object, tolerance: float) -> None:
     if isinstance(ours, tuple):
         assert isinstance(theirs, tuple) and len(ours) == len(theirs)
@@ -84,12 +93,7 @@ def test_plain_inference_matches_torch_nn_and_the_full_path(
     batch = None if len(shape) == 2 else shape[0 if options.get("batch_first") else 1]
     tolerance = 2e-2 if autocast else 1e-6
     for hx in (None, _random_hx(ours, batch)):
-        args = (x,) if hx is None else (x, hx)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            with torch.no_grad():
-                short = ours(*args)
-                expected = theirs(*args)
-            full = _full_path(ours, *args)
+        short, full, expected = _three_ways(ours, theirs, autocast, x, hx)
         assert ours._plain_plans, "the call did not go the short way"
         _close(short, full, 1e-6)  # torch's kernel with gradients on may pick another oneDNN algorithm
         if kind == "lstm" or not autocast:  # torch.nn.GRU/RNN run float32 under autocast, lstmkit's bf16 GEMMs
@@ -185,12 +189,7 @@ def test_int8_weights_after_a_call_run_the_int8_way(autocast: bool, monkeypatch:
         ours(x)
     quantized = lstmkit.quantize_int8(ours, inplace=True)
     for hx in (None, _random_hx(quantized, 3)):
-        args = (x,) if hx is None else (x, hx)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            with torch.no_grad():
-                short = quantized(*args)
-                expected = theirs(*args)
-            full = _full_path(quantized, *args)
+        short, full, expected = _three_ways(quantized, theirs, autocast, x, hx)
         _close(short, full, 0.0)  # the full way runs the same integer kernel
         assert short[0].dtype == expected[0].dtype  # torch.nn's dtype, under autocast too
         torch.testing.assert_close(short[0].float(), expected[0].float(), rtol=0, atol=3e-2)

@@ -63,7 +63,7 @@ def run_layers(
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """All layers and directions of ``layer`` over time-major ``x`` in one fused call with ``weights``
     (in torch's order: w_ih, w_hh, b_ih, b_hh(, w_hr) per layer and direction, as
-    :meth:`~lstmkit.Recurrent._bind` returns them); returns the output ``(T, B, D*H)`` (zero past
+    :meth:`~lstmkit.Recurrent._bound` returns them); returns the output ``(T, B, D*H)`` (zero past
     each length) and the final states ``(L*D, B, size)``."""
     kernel = getattr(torch._VF, kernel_name(layer))
     cells = layer._cells

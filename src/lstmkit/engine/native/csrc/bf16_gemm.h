@@ -26,6 +26,7 @@
 #include <string>
 
 #include "kernel_switch.h"
+#include "slab_blocks.h"
 
 namespace lstmkit {
 namespace bf16 {
@@ -67,7 +68,7 @@ LSTMKIT_BF16_TARGET inline void round_row(const float* src, int64_t n, uint16_t*
 }
 
 // Columns per packed block of W.
-constexpr int64_t kColumns = 64;
+constexpr int64_t kColumns = kSlabColumns;
 
 // Packing W (k x n float32) for the kernels: slab `slab`'s pair `pair` is 64 words, word c holding
 // W[2 pair, 64 slab + c] (low half) and W[2 pair + 1, 64 slab + c] rounded to bfloat16, zero outside W.
@@ -137,40 +138,15 @@ LSTMKIT_BF16_TARGET void block(const uint16_t* a, int64_t lda, const uint16_t* s
     for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(c + r * ldc + j0 + 16 * v, mask(v), acc[r][v]);
 }
 
-template <int R>
-LSTMKIT_BF16_TARGET void row_block(int vectors, const uint16_t* a, int64_t lda, const uint16_t* slab, int64_t pairs,
-                                   int64_t j0, __mmask16 last, float* c, int64_t ldc, bool accumulate) {
-  switch (vectors) {
-    case 1: return block<R, 1>(a, lda, slab, pairs, j0, last, c, ldc, accumulate);
-    case 2: return block<R, 2>(a, lda, slab, pairs, j0, last, c, ldc, accumulate);
-    case 3: return block<R, 3>(a, lda, slab, pairs, j0, last, c, ldc, accumulate);
-    default: return block<R, 4>(a, lda, slab, pairs, j0, last, c, ldc, accumulate);
-  }
-}
-
-// c[:, begin:end] (+)= a W[:, begin:end] for the column blocks [first, last): a (rows x 2 pairs
-// bfloat16, row stride lda), wp (n/64 slabs of pairs x 64 x 2, packed by pack()), c (rows x n, row
-// stride ldc).
+// c[:, slabs [first, last)] (+)= a W: a (rows x 2 pairs bfloat16, row stride lda), wp (n/64 slabs of
+// pairs x 64 x 2, packed by the pack_* functions), c (rows x n, row stride ldc).
 LSTMKIT_BF16_TARGET inline void gemm(int64_t rows, int64_t n, int64_t pairs, const uint16_t* a, int64_t lda,
                                      const uint16_t* wp, float* c, int64_t ldc, bool accumulate, int64_t first,
                                      int64_t last_block) {
-  for (int64_t block_index = first; block_index < last_block; ++block_index) {
-    const int64_t j0 = block_index * kColumns, columns = std::min<int64_t>(kColumns, n - j0);
-    const int vectors = static_cast<int>((columns + 15) / 16);
-    const int64_t tail = columns - 16 * (vectors - 1);
-    const __mmask16 last = static_cast<__mmask16>(tail == 16 ? 0xFFFF : (1u << tail) - 1);
-    const uint16_t* slab = wp + block_index * pairs * kColumns * 2;
-    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-      const uint16_t* ar = a + r0 * lda;
-      float* cr = c + r0 * ldc;
-      switch (std::min<int64_t>(4, rows - r0)) {
-        case 1: row_block<1>(vectors, ar, lda, slab, pairs, j0, last, cr, ldc, accumulate); break;
-        case 2: row_block<2>(vectors, ar, lda, slab, pairs, j0, last, cr, ldc, accumulate); break;
-        case 3: row_block<3>(vectors, ar, lda, slab, pairs, j0, last, cr, ldc, accumulate); break;
-        default: row_block<4>(vectors, ar, lda, slab, pairs, j0, last, cr, ldc, accumulate); break;
-      }
-    }
-  }
+  for_each_block(rows, n, first, last_block, [&](auto r, auto v, int64_t r0, int64_t slab, int64_t j0, __mmask16 last) {
+    block<decltype(r)::value, decltype(v)::value>(a + r0 * lda, lda, wp + slab * pairs * kColumns * 2, pairs, j0,
+                                                  last, c + r0 * ldc, ldc, accumulate);
+  });
 }
 
 #undef LSTMKIT_BF16_TARGET

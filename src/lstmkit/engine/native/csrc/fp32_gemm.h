@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "kernel_switch.h"
+#include "slab_blocks.h"
 
 namespace lstmkit {
 namespace fp32 {
@@ -33,7 +34,7 @@ inline bool available() {
 }
 
 // Columns per packed slab of W.
-constexpr int64_t kColumns = 64;
+constexpr int64_t kColumns = kSlabColumns;
 
 #ifdef __AVX512F__
 // Slab `slab` of W (k x n float32, strides rs and cs): element (p, c) is W[p, 64 slab + c], zero past n.
@@ -75,38 +76,14 @@ void block(const float* a, int64_t lda, const float* slab, int64_t k, int64_t j0
     for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(c + r * ldc + j0 + 16 * v, mask(v), acc[r][v]);
 }
 
-template <int R>
-void row_block(int vectors, const float* a, int64_t lda, const float* slab, int64_t k, int64_t j0, __mmask16 last,
-               float* c, int64_t ldc, bool accumulate) {
-  switch (vectors) {
-    case 1: return block<R, 1>(a, lda, slab, k, j0, last, c, ldc, accumulate);
-    case 2: return block<R, 2>(a, lda, slab, k, j0, last, c, ldc, accumulate);
-    case 3: return block<R, 3>(a, lda, slab, k, j0, last, c, ldc, accumulate);
-    default: return block<R, 4>(a, lda, slab, k, j0, last, c, ldc, accumulate);
-  }
-}
-
 // c[:, slabs [first, last)] (+)= a W: a (rows x k, row stride lda), wp (packed by pack_slab), c (rows x
-// n, row stride ldc). Slab by slab, every row block on it while it stays in cache.
+// n, row stride ldc).
 inline void gemm(int64_t rows, int64_t n, int64_t k, const float* a, int64_t lda, const float* wp, float* c,
                  int64_t ldc, bool accumulate, int64_t first, int64_t last_slab) {
-  for (int64_t slab_index = first; slab_index < last_slab; ++slab_index) {
-    const int64_t j0 = slab_index * kColumns, columns = std::min<int64_t>(kColumns, n - j0);
-    const int vectors = static_cast<int>((columns + 15) / 16);
-    const int64_t tail = columns - 16 * (vectors - 1);
-    const __mmask16 last = static_cast<__mmask16>(tail == 16 ? 0xFFFF : (1u << tail) - 1);
-    const float* slab = wp + slab_index * k * kColumns;
-    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-      const float* ar = a + r0 * lda;
-      float* cr = c + r0 * ldc;
-      switch (std::min<int64_t>(4, rows - r0)) {
-        case 1: row_block<1>(vectors, ar, lda, slab, k, j0, last, cr, ldc, accumulate); break;
-        case 2: row_block<2>(vectors, ar, lda, slab, k, j0, last, cr, ldc, accumulate); break;
-        case 3: row_block<3>(vectors, ar, lda, slab, k, j0, last, cr, ldc, accumulate); break;
-        default: row_block<4>(vectors, ar, lda, slab, k, j0, last, cr, ldc, accumulate); break;
-      }
-    }
-  }
+  for_each_block(rows, n, first, last_slab, [&](auto r, auto v, int64_t r0, int64_t slab, int64_t j0, __mmask16 last) {
+    block<decltype(r)::value, decltype(v)::value>(a + r0 * lda, lda, wp + slab * k * kColumns, k, j0, last,
+                                                  c + r0 * ldc, ldc, accumulate);
+  });
 }
 #endif
 

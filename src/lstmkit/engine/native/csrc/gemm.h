@@ -34,6 +34,30 @@ constexpr int64_t kMinBf16Macs = int64_t{4} << 20;
 inline bool bf16_pays(bool bf16, int64_t m, int64_t n, int64_t k) { return bf16 && m * n * k >= kMinBf16Macs; }
 inline at::Tensor bf16_copy(const at::Tensor& t) { return t.to(at::kBFloat16); }
 
+// A per-step product of `rows` rows with W (k x n, in `slabs` slabs of 64 columns) shared among the
+// threads: on the calling thread inside a row block (in_block), by rows where there are many (64 a
+// thread), else by W's slabs, at least macs_per_thread multiply-adds a thread. prepare(r0, r1) readies
+// rows [r0, r1) of the left operand on the thread that multiplies them, part(r0, r1, s0, s1).
+template <typename Prepare, typename Part>
+void share_product(int64_t rows, int64_t k, int64_t slabs, int64_t macs_per_thread, bool in_block,
+                   const Prepare& prepare, const Part& part) {
+  constexpr int64_t kRowsPerThread = 64;
+  if (in_block) {
+    prepare(0, rows);
+    part(0, rows, 0, slabs);
+  } else if (rows >= 2 * kRowsPerThread) {
+    at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
+      prepare(r0, r1);
+      part(r0, r1, 0, slabs);
+    });
+  } else {
+    prepare(0, rows);
+    const int64_t per_slab = std::max<int64_t>(1, rows * k * kSlabColumns);
+    at::parallel_for(0, slabs, std::max<int64_t>(1, macs_per_thread / per_slab),
+                     [&](int64_t s0, int64_t s1) { part(0, rows, s0, s1); });
+  }
+}
+
 // W (k, n) for bf16_gemm.h's kernel: slabs of 64 columns (n/64, k/2, 64, 2) bfloat16, k and n padded
 // with zeros to an even number and to whole slabs; and scratch for up to `batch` rows of the other
 // operand in bfloat16 (its padding column stays zero).
@@ -75,11 +99,10 @@ class PairedWeight {
     a16_.narrow(1, k_, 2 * pairs_ - k_).zero_();  // round_row writes k values; the padding columns stay zero
   }
 
-  // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n). Unless in_block
-  // (the caller's thread runs a block of rows) the threads share the work: many rows by rows, few by
-  // the columns' blocks.
+  // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n); unless in_block
+  // (the caller's thread runs a block of rows) the threads share it (share_product: a thread for at least
+  // ~256K multiply-adds, or 32M on AMX tiles, see kTileMacsPerThread).
   void run(float* c, const float* a, int64_t lda, int64_t first, int64_t rows, bool accumulate, bool in_block) const {
-    constexpr int64_t kRowsPerThread = 64;
     const int64_t ld16 = 2 * pairs_, blocks = (n_ + bf16::kColumns - 1) / bf16::kColumns;
     uint16_t* a16 = reinterpret_cast<uint16_t*>(a16_.data_ptr<at::BFloat16>()) + first * ld16;
     a += first * lda;
@@ -92,21 +115,7 @@ class PairedWeight {
       const auto kernel = tiles_ ? amx::gemm : bf16::gemm;
       kernel(r1 - r0, n_, pairs_, a16 + r0 * ld16, ld16, wp, c + r0 * n_, n_, accumulate, b0, b1);
     };
-    if (in_block) {
-      round(0, rows);
-      part(0, rows, 0, blocks);
-    } else if (rows >= 2 * kRowsPerThread) {
-      at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) {
-        round(r0, r1);
-        part(r0, r1, 0, blocks);
-      });
-    } else {  // a thread for at least ~256K multiply-adds, or 32M on AMX tiles (see kTileMacsPerThread)
-      round(0, rows);
-      const int64_t per_block = std::max<int64_t>(1, rows * k_ * bf16::kColumns);
-      const int64_t per_thread = tiles_ ? kTileMacsPerThread : int64_t{256} << 10;
-      at::parallel_for(0, blocks, std::max<int64_t>(1, per_thread / per_block),
-                       [&](int64_t b0, int64_t b1) { part(0, rows, b0, b1); });
-    }
+    share_product(rows, k_, blocks, tiles_ ? kTileMacsPerThread : int64_t{256} << 10, in_block, round, part);
   }
   // The same with tensors: a (rows, k) with contiguous rows, c (rows, n) contiguous.
   bool runs(const at::Tensor& c, const at::Tensor& a) const {
@@ -170,12 +179,11 @@ class SlabWeight {
 #endif
   }
 
-  // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n). Unless in_block
-  // (the caller's thread runs a block of rows) the threads share the work: many rows by rows, few by
-  // slabs, at least ~256K multiply-adds a thread.
+  // c (+)= a W for `rows` rows from row `first`: a (row stride lda), c (row stride n); unless in_block
+  // (the caller's thread runs a block of rows) the threads share it (share_product: at least ~256K
+  // multiply-adds a thread).
   void run(float* c, const float* a, int64_t lda, int64_t first, int64_t rows, bool accumulate, bool in_block) const {
 #ifdef __AVX512F__
-    constexpr int64_t kRowsPerThread = 64;
     const int64_t slabs = (n_ + fp32::kColumns - 1) / fp32::kColumns;
     a += first * lda;
     c += first * n_;
@@ -183,15 +191,7 @@ class SlabWeight {
     const auto part = [&](int64_t r0, int64_t r1, int64_t s0, int64_t s1) {
       fp32::gemm(r1 - r0, n_, k_, a + r0 * lda, lda, wp, c + r0 * n_, n_, accumulate, s0, s1);
     };
-    if (in_block) {
-      part(0, rows, 0, slabs);
-    } else if (rows >= 2 * kRowsPerThread) {
-      at::parallel_for(0, rows, kRowsPerThread, [&](int64_t r0, int64_t r1) { part(r0, r1, 0, slabs); });
-    } else {
-      const int64_t per_slab = std::max<int64_t>(1, rows * k_ * fp32::kColumns);
-      at::parallel_for(0, slabs, std::max<int64_t>(1, (int64_t{256} << 10) / per_slab),
-                       [&](int64_t s0, int64_t s1) { part(0, rows, s0, s1); });
-    }
+    share_product(rows, k_, slabs, int64_t{256} << 10, in_block, [](int64_t, int64_t) {}, part);
 #endif
   }
   // The same with tensors: a (rows, k) with contiguous rows, c (rows, n) contiguous.
